@@ -1,0 +1,25 @@
+"""Kedro settings for podium.
+
+Project hooks add what kedro-mlflow does not record by itself (git commit, seed,
+fingerprint of the raw data a run read); kedro-mlflow's own hooks register through
+its entry point and open one MLflow run per ``kedro run``.
+"""
+
+from kedro.config import OmegaConfigLoader
+
+from podium.hooks import ReproducibilityHooks
+
+HOOKS = (ReproducibilityHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Soft merge lets `--params=deepfake.model.lr=0.01` or `--env=full` change one leaf
+    # of a nested parameter block without replacing the whole block: ablations need it.
+    "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+    },
+}
