@@ -16,7 +16,7 @@ export MPLBACKEND := Agg
 .PHONY: help install sample-data run test lint format viz ui clean-runs
 
 help:
-	@echo "make run          install, write the sample data if absent, kedro run --pipeline=$(PIPELINE)"
+	@echo "make run          install, write the sample data if absent, kedro run --pipelines=$(PIPELINE)"
 	@echo "make test         install, then the test suite"
 	@echo "make sample-data  write the embedded sample of any competition whose folder is absent"
 	@echo "make viz          kedro-viz on http://127.0.0.1:4141"
@@ -43,16 +43,16 @@ sample-data: install
 	  if [ -z "$$(ls -A data/01_raw/$$c 2>/dev/null)" ]; then missing="$$missing,$$c"; fi; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> writing the embedded sample data for: $${missing#,}"; \
-	  $(KEDRO) run --pipeline=sample_data --tags=$${missing#,}; \
+	  $(KEDRO) run --pipelines=sample_data --tags=$${missing#,}; \
 	else echo "==> sample data present in data/01_raw/ ($(COMPETITIONS))"; fi
 
 run: install
 	@if [ -f src/podium/pipelines/$(PIPELINE)/pipeline.py ]; then \
 	  $(MAKE) --no-print-directory sample-data && \
-	  echo "==> kedro run --pipeline=$(PIPELINE)" && $(KEDRO) run --pipeline=$(PIPELINE); \
+	  echo "==> kedro run --pipelines=$(PIPELINE)" && $(KEDRO) run --pipelines=$(PIPELINE); \
 	else \
 	  echo "==> pipeline '$(PIPELINE)' is not built yet; running what exists: sample_data"; \
-	  $(KEDRO) run --pipeline=sample_data; \
+	  $(KEDRO) run --pipelines=sample_data; \
 	fi
 
 test: install

@@ -17,7 +17,9 @@ EDGE_BYTES = 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
-def file_digest(path: Path, full_hash_limit: int = FULL_HASH_LIMIT, edge_bytes: int = EDGE_BYTES) -> str:
+def file_digest(
+    path: Path, full_hash_limit: int = FULL_HASH_LIMIT, edge_bytes: int = EDGE_BYTES
+) -> str:
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as handle:

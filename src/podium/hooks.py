@@ -44,7 +44,9 @@ class ReproducibilityHooks:
         seed, deterministic = _run_seed(catalog, pipeline, names)
         if seed is not None:
             seed_everything(seed, deterministic=deterministic)
-            log.info("Seeded python, numpy and torch with %s (deterministic=%s)", seed, deterministic)
+            log.info(
+                "Seeded python, numpy and torch with %s (deterministic=%s)", seed, deterministic
+            )
 
         read = _raw_locations(catalog, sorted(pipeline.inputs()))
         self._raw_outputs = _raw_locations(catalog, sorted(pipeline.all_outputs()))
@@ -65,7 +67,9 @@ class ReproducibilityHooks:
 
     # tryfirst: tag before kedro-mlflow's own after_pipeline_run ends the MLflow run.
     @hook_impl(tryfirst=True)
-    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
+    def after_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
+    ) -> None:
         if not self._raw_outputs or mlflow.active_run() is None:
             return
         # A generator pipeline reads no raw data; its fingerprint is what it wrote, so
@@ -79,12 +83,18 @@ class ReproducibilityHooks:
         mlflow.set_tags(tags)
 
 
-def _run_seed(catalog: DataCatalog, pipeline: Pipeline, names: list[str]) -> tuple[int | None, bool]:
+def _run_seed(
+    catalog: DataCatalog, pipeline: Pipeline, names: list[str]
+) -> tuple[int | None, bool]:
     """The ``seed`` (and ``deterministic``) of the run: ``<pipeline>.seed`` for the named
     pipeline, else the first parameter block read by the pipeline's nodes that has one."""
     blocks = [name for name in names if name != "__default__"]
     blocks += sorted(
-        {i.removeprefix("params:").split(".")[0] for i in pipeline.inputs() if i.startswith("params:")}
+        {
+            i.removeprefix("params:").split(".")[0]
+            for i in pipeline.inputs()
+            if i.startswith("params:")
+        }
     )
     for block in blocks:
         key = f"params:{block}"

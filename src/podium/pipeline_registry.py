@@ -14,7 +14,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     found = find_pipelines(raise_errors=True)
     pipelines = {name: pipe for name, pipe in found.items() if pipe.nodes}
     default = [pipe for name, pipe in pipelines.items() if name not in NOT_IN_DEFAULT]
-    pipelines["__default__"] = sum(default, Pipeline([])) if default else pipelines.get(
-        "sample_data", Pipeline([])
+    pipelines["__default__"] = (
+        sum(default, Pipeline([])) if default else pipelines.get("sample_data", Pipeline([]))
     )
     return pipelines

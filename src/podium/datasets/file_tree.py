@@ -45,7 +45,9 @@ class FileTreeDataset(AbstractDataset[Mapping[str, bytes], Path]):
 
     def load(self) -> Path:
         if not self._path.is_dir():
-            raise DatasetError(f"Raw data folder '{self._path}' does not exist: {self._missing_hint}.")
+            raise DatasetError(
+                f"Raw data folder '{self._path}' does not exist: {self._missing_hint}."
+            )
         return self._path.resolve()
 
     def save(self, data: Mapping[str, bytes]) -> None:

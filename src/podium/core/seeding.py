@@ -1,0 +1,121 @@
+"""One seed for python, numpy, torch, CUDA and every DataLoader worker.
+
+Reproducing a run means reproducing every random draw: weight init, shuffling, dropout
+and the augmentations drawn inside DataLoader worker processes. ``seed_everything``
+covers the process, ``dataloader_kwargs`` covers the loaders and their workers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from podium.core.config import ParameterError
+
+#: numpy's legacy seeding accepts 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
+#: cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def _check_seed(seed: int, parameter: str = "seed") -> int:
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, int | np.integer)
+        or not 0 <= seed <= MAX_SEED
+    ):
+        raise ParameterError(parameter, f"expected an integer in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> int:
+    """Seed python, numpy and torch (CPU and all CUDA devices); return the seed.
+
+    ``deterministic=True`` also asks torch for deterministic kernels (warning, not failing,
+    where none exists), fixes cuDNN's algorithm choice and cuBLAS' workspace: slower on GPU,
+    but the same seed on CPU then gives identical weights. ``PYTHONHASHSEED`` only affects
+    subprocesses started afterwards (the current interpreter's hash seed is fixed at start).
+    """
+    seed = _check_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    return seed
+
+
+def _reseed_transforms(dataset: Any, seed: int) -> None:
+    """Give a dataset's augmentation pipelines (attributes of it) a per-worker seed.
+
+    albumentations 2 draws from its own generators, not numpy's global one: a
+    ``Compose(seed=s)`` is copied into every worker with the same state (all workers would
+    draw the same augmentations) and ``Compose(seed=None)`` is seeded from OS entropy (not
+    reproducible). Reseeding from the worker seed fixes both.
+    """
+    seen: set[int] = set()
+    stack = [dataset]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for value in vars(obj).values() if hasattr(obj, "__dict__") else ():
+            if callable(getattr(value, "set_random_seed", None)) and hasattr(value, "transforms"):
+                value.set_random_seed(seed)
+            elif isinstance(value, torch.utils.data.Dataset):
+                stack.append(value)  # e.g. Subset(dataset) or ConcatDataset members
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy, python and seeded transforms per worker.
+
+    torch gives each worker ``base_seed + worker_id`` (base_seed drawn from the loader's
+    generator), so deriving from ``torch.initial_seed()`` makes workers differ from each
+    other and from epoch to epoch while staying a function of the run's seed.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        _reseed_transforms(info.dataset, worker_seed)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU generator for a DataLoader: shuffling and worker seeds then follow ``seed``."""
+    return torch.Generator().manual_seed(_check_seed(seed))
+
+
+def dataloader_kwargs(
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+) -> dict[str, Any]:
+    """Keyword arguments that seed a DataLoader the same way everywhere.
+
+    Use as ``DataLoader(ds, batch_size=32, shuffle=True, **dataloader_kwargs(seed, 2))``.
+    ``persistent_workers`` stays off by default: fresh workers each epoch are seeded from the
+    loader's generator, which a training checkpoint restores, so a resumed run draws the
+    same augmentations as an uninterrupted one.
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ParameterError("num_workers", f"expected an integer >= 0, got {num_workers!r}")
+    return {
+        "num_workers": num_workers,
+        "pin_memory": bool(pin_memory),
+        "worker_init_fn": seed_worker,
+        "generator": make_generator(seed),
+        "persistent_workers": bool(persistent_workers) and num_workers > 0,
+    }

@@ -1,0 +1,612 @@
+"""A small, seeded, realistic sample of the Deepfake Detection Challenge (DFDC) data.
+
+Nobody can download DFDC (470 GB) on a fresh machine, so podium draws a sample in DFDC's
+own on-disk layout and the same loaders (:mod:`podium.layouts.dfdc`) read either:
+
+```
+dfdc_train_part_<k>/metadata.json   {"<name>.mp4": {"label": "REAL"|"FAKE", "split": "train",
+                                                    "original": "<name>.mp4" | null}}
+dfdc_train_part_<k>/<name>.mp4      H.264 (libx264, yuv420p) videos, names: 10 lowercase letters
+dfdc_train_part_<k>/_truth.json     ground truth sidecar (see below)
+test_videos/<name>.mp4              held-out videos (other actors)
+test_videos/_truth.json             ground truth sidecar of the test videos
+test_labels.csv                     filename,label with 1 = FAKE, 0 = REAL (public test labels)
+```
+
+Content: each video shows one actor (a procedurally drawn person, see
+:mod:`podium.sample_data.faces`) over a textured background that varies per video, moving
+over time (translation, scale, small in-plane rotation, talking mouth) under drifting
+light. Actors recur across videos, mostly within one part folder; a share of them
+(``cross_folder_actor_share``) also appears in the next part folder, as in DFDC, so that a
+split by folder and a split by person differ. Each REAL original has ``fakes_per_real``
+FAKEs: frame by frame the inner face region is replaced by another actor's face rendered
+at the same pose, blended with a feathered mask, with artifacts (colour mismatch,
+resolution/blur mismatch, boundary seams, temporal flicker) whose strength follows
+``difficulty``. Outside the face a fake is pixel-identical to its original before
+encoding (same camera noise), and fakes use the same codec settings as reals, so
+compression is no shortcut.
+
+``_truth.json`` (per part folder and for ``test_videos``) holds, per video, the actor id,
+for fakes the swapped-in actor id, and the per-frame face boxes (x1, y1, x2, y2: forehead to
+chin, ear to ear, in pixels), plus each actor's appearance. It exists for diagnostics,
+plots and tests only: no training or inference node may read it (the real DFDC has no
+such file, and reading it would leak the answer).
+
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import av
+import cv2
+import numpy as np
+
+from podium.sample_data.faces import (
+    Appearance,
+    face_region_mask,
+    random_appearance,
+    render_face,
+    render_shoulders,
+)
+
+__all__ = ["DEFAULTS", "TRUTH_FILE", "contact_sheet", "encode_mp4", "generate_dfdc_sample"]
+
+#: Name of the ground-truth sidecar in each folder (never read by training nodes).
+TRUTH_FILE = "_truth.json"
+TEST_LABELS_FILE = "test_labels.csv"
+TEST_FOLDER = "test_videos"
+
+#: Every parameter of :func:`generate_dfdc_sample` with its default.
+DEFAULTS: dict = {
+    # --- layout and size
+    "n_parts": 2,  # number of dfdc_train_part_<k> folders
+    "first_part": 0,  # k of the first folder (DFDC numbers its parts 0..49)
+    "reals_per_part": 5,  # REAL originals per part folder
+    "fakes_per_real": 4,  # FAKEs made from each original (DFDC: about 4-5 per real)
+    "actors_per_part": 3,  # actors whose home is a given part folder
+    "cross_folder_actor_share": 0.34,  # share of a part's actors that also act in the next part
+    "n_test_videos": 10,  # videos in test_videos/ (actors never seen in training)
+    "test_fake_share": 0.5,  # share of FAKE among the test videos
+    "test_actors": 3,  # actors of the test set
+    # --- video format
+    "width": 320,  # frame width in pixels (even)
+    "height": 240,  # frame height in pixels (even)
+    "fps": 15,  # frames per second
+    "seconds": 2.0,  # duration; frames = round(fps * seconds)
+    "crf": 23,  # libx264 constant rate factor (same for REAL and FAKE)
+    "preset": "veryfast",  # libx264 preset
+    "encoder_threads": 1,  # fixed thread count: same seed -> identical bytes
+    # --- scene and motion
+    "face_height": [0.36, 0.5],  # face box height as a fraction of the frame height (range)
+    "max_shift": 0.07,  # translation amplitude as a fraction of the frame size
+    "scale_jitter": 0.08,  # relative face-size oscillation
+    "max_roll_deg": 8.0,  # in-plane head rotation amplitude (degrees)
+    "light_drift": 0.15,  # relative lighting change over a video
+    "noise_sigma": 2.0,  # camera noise (grey levels, std)
+    # --- fakes
+    "difficulty": 0.5,  # 0 = subtle, hard to see ... 1 = obvious, easy artifacts
+    "feather": 0.05,  # blend-mask feather (Gaussian sigma / face height) at difficulty 0
+}
+
+_BACKGROUNDS = ("gradient", "room", "blobs", "stripes")
+_LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def _check_params(params: Mapping) -> dict:
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown DFDC sample parameter(s) {unknown}; allowed keys: {sorted(DEFAULTS)}"
+        )
+    p = {**DEFAULTS, **dict(params)}
+    for key in ("n_parts", "reals_per_part", "actors_per_part", "fps", "width", "height"):
+        if int(p[key]) < 1:
+            raise ValueError(f"DFDC sample parameter {key!r} must be >= 1, got {p[key]!r}")
+    for key in ("fakes_per_real", "n_test_videos", "first_part", "encoder_threads"):
+        if int(p[key]) < 0:
+            raise ValueError(f"DFDC sample parameter {key!r} must be >= 0, got {p[key]!r}")
+    if int(p["width"]) % 2 or int(p["height"]) % 2 or int(p["width"]) < 64 or int(p["height"]) < 64:
+        raise ValueError(
+            f"width and height must be even and >= 64 (yuv420p), got {p['width']}x{p['height']}"
+        )
+    for key in ("difficulty", "cross_folder_actor_share", "test_fake_share"):
+        if not 0.0 <= float(p[key]) <= 1.0:
+            raise ValueError(f"DFDC sample parameter {key!r} must be in [0, 1], got {p[key]!r}")
+    lo, hi = (float(x) for x in p["face_height"])
+    if not 0.05 <= lo <= hi <= 0.8:
+        raise ValueError(
+            f"face_height must be a range within [0.05, 0.8], got {p['face_height']!r}"
+        )
+    if round(float(p["fps"]) * float(p["seconds"])) < 1:
+        raise ValueError("fps * seconds must give at least one frame")
+    if int(p["n_test_videos"]) > 0 and int(p["test_actors"]) < 1:
+        raise ValueError("test_actors must be >= 1 when n_test_videos > 0")
+    return p
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+def encode_mp4(
+    frames, fps: int, crf: int = 23, preset: str = "veryfast", threads: int = 1
+) -> bytes:
+    """Encode RGB uint8 frames to H.264/yuv420p mp4 bytes with PyAV.
+
+    Same frames -> same bytes (mbtree off, threads pinned; checked over repeated encodes).
+    ``threads`` 0 lets x264 choose, which is faster but not checked for reproducibility.
+    """
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        # Reproducibility: with x264's macroblock-tree rate control on, identical frames
+        # gave different bytes from one encode to the next in the same process (PyAV 18 /
+        # x264 core 165, for any thread setting); mbtree=0 made every encode repeatable.
+        stream.options = {
+            "crf": str(int(crf)),
+            "preset": str(preset),
+            "x264-params": f"threads={int(threads)}:lookahead-threads=1:mbtree=0",
+        }
+        stream.codec_context.thread_count = int(threads)
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- scene
+
+
+def _background(rng: np.random.Generator, w: int, h: int, kind: str) -> np.ndarray:
+    c1 = rng.uniform(40, 220, 3)
+    c2 = rng.uniform(40, 220, 3)
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = ((xx / w - 0.5) * math.cos(ang) + (yy / h - 0.5) * math.sin(ang) + 0.5).clip(0, 1)
+    img = c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]
+    low = cv2.resize(
+        rng.normal(0, 1, (4, 5)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
+    img += low[..., None] * rng.uniform(6, 18)
+    if kind == "room":
+        for _ in range(int(rng.integers(2, 5))):  # doors, windows, frames, shelves
+            x0, y0 = int(rng.uniform(-0.1, 0.9) * w), int(rng.uniform(-0.1, 0.7) * h)
+            bw, bh = int(rng.uniform(0.1, 0.4) * w), int(rng.uniform(0.1, 0.6) * h)
+            col = rng.uniform(30, 230, 3)
+            cv2.rectangle(img, (x0, y0), (x0 + bw, y0 + bh), col.tolist(), -1, cv2.LINE_AA)
+            cv2.rectangle(img, (x0, y0), (x0 + bw, y0 + bh), (col * 0.6).tolist(), 2, cv2.LINE_AA)
+        floor = int(rng.uniform(0.7, 0.9) * h)
+        img[floor:] = img[floor:] * 0.7
+    elif kind == "blobs":
+        tex = cv2.resize(
+            rng.normal(0, 1, (12, 16)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+        )
+        img += tex[..., None] * rng.uniform(10, 30) * rng.uniform(0.5, 1.0, 3)
+        for _ in range(int(rng.integers(3, 8))):
+            c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+            r = int(rng.uniform(0.03, 0.15) * w)
+            cv2.circle(img, c, r, rng.uniform(30, 230, 3).tolist(), -1, cv2.LINE_AA)
+    elif kind == "stripes":
+        period = rng.uniform(8, 30)
+        s = np.sin(2 * np.pi * (xx * math.cos(ang * 0.2) + yy * math.sin(ang * 0.2)) / period)
+        img += (s[..., None] * rng.uniform(8, 22)) * rng.uniform(0.5, 1.0, 3)
+    fine = rng.normal(0, rng.uniform(1.5, 5.0), (h, w)).astype(np.float32)
+    img += cv2.GaussianBlur(fine, (0, 0), 0.8)[..., None]
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+@dataclass
+class _Pose:
+    cx: float
+    cy: float
+    fh: float
+    angle: float
+    light: float
+    mouth: float
+
+
+def _trajectory(rng: np.random.Generator, p: dict, n: int) -> list[_Pose]:
+    W, H = int(p["width"]), int(p["height"])
+    lo, hi = (float(x) for x in p["face_height"])
+    fh0 = rng.uniform(lo, hi) * H
+    sj = float(p["scale_jitter"])
+    fh_max = fh0 * (1 + sj)
+    half_w = fh_max * 0.55
+    cx0 = rng.uniform(0.38, 0.62) * W
+    cy0 = rng.uniform(0.42, 0.52) * H
+    t = np.arange(n) / float(p["fps"])
+
+    def wave(amp: float) -> np.ndarray:
+        f1, f2 = rng.uniform(0.15, 0.5), rng.uniform(0.5, 1.2)
+        ph1, ph2 = rng.uniform(0, 2 * np.pi, 2)
+        w1 = rng.uniform(0.5, 1.0)
+        return amp * (
+            w1 * np.sin(2 * np.pi * f1 * t + ph1) + (1 - w1) * np.sin(2 * np.pi * f2 * t + ph2)
+        )
+
+    cx = cx0 + wave(float(p["max_shift"]) * W)
+    cy = cy0 + wave(float(p["max_shift"]) * H * 0.6)
+    # keep the whole face box (and a margin) inside the frame
+    cx = np.clip(cx, half_w + 2, W - half_w - 2)
+    cy = np.clip(cy, fh_max * 0.62 + 2, H - fh_max * 0.55 - 2)
+    fh = fh0 * (1 + wave(sj))
+    ang = wave(float(p["max_roll_deg"]))
+    light = 1.0 + wave(float(p["light_drift"])) + rng.uniform(-0.1, 0.1)
+    # talking: a bursty, smoothed random signal
+    talk = np.clip(rng.normal(0.35, 0.45, n), 0, 1)
+    talk = np.convolve(talk, np.ones(3) / 3.0, mode="same") * (rng.uniform() < 0.85)
+    return [
+        _Pose(*(float(v) for v in row)) for row in zip(cx, cy, fh, ang, light, talk, strict=True)
+    ]
+
+
+@dataclass
+class _Original:
+    name: str
+    actor: str
+    clean: list[np.ndarray]  # float32 frames before camera noise
+    noise: list[np.ndarray]
+    poses: list[_Pose]
+    boxes: list[list[float]]
+    background: str
+
+
+def _render_real(rng, p, actor_id, appearance: Appearance, name: str, n: int) -> _Original:
+    W, H = int(p["width"]), int(p["height"])
+    kind = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
+    bg = _background(rng, W, H, kind)
+    poses = _trajectory(rng, p, n)
+    clothing = tuple(int(x) for x in rng.uniform(20, 230, 3))
+    sigma = float(p["noise_sigma"])
+    clean, noise, boxes = [], [], []
+    for pose in poses:
+        frame = np.clip(bg * (0.75 + 0.25 * pose.light), 0, 255).astype(np.uint8)
+        render_shoulders(frame, (pose.cx, pose.cy), pose.fh, clothing, pose.angle, pose.light)
+        box = render_face(
+            frame,
+            appearance,
+            (pose.cx, pose.cy),
+            pose.fh,
+            pose.angle,
+            pose.light,
+            mouth_open=pose.mouth,
+        )
+        clean.append(frame)
+        noise.append(rng.normal(0, sigma, frame.shape).astype(np.float32) if sigma > 0 else None)
+        boxes.append([round(float(x), 2) for x in box])
+    return _Original(name, actor_id, clean, noise, poses, boxes, kind)
+
+
+def _finish(frame: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+    if noise is None:
+        return frame
+    return np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def _render_fake(
+    rng, p, orig: _Original, target: Appearance, donor: Appearance
+) -> list[np.ndarray]:
+    """Swap ``donor``'s face into ``orig`` frame by frame, with difficulty-scaled artifacts."""
+    d = float(p["difficulty"])
+    H, W = orig.clean[0].shape[:2]
+    # per-video artifact settings
+    colour_match = 1.0 - 0.35 * d  # how much the donor's colours are pulled to the target's
+    direction = rng.normal(0, 1, 3)
+    direction /= np.linalg.norm(direction) + 1e-9
+    colour_shift = direction * (1.0 + 10.0 * d) * rng.uniform(0.7, 1.3)
+    down = 1.05 + 1.2 * d * rng.uniform(0.7, 1.3)  # resolution loss inside the mask
+    blur = 0.15 + 0.6 * d
+    feather = max(0.004, float(p["feather"]) * (1.0 - 0.8 * d))
+    seam = (2.0 + 14.0 * d) * rng.choice([-1.0, 1.0])
+    flicker = 0.8 + 5.0 * d  # per-frame colour jitter (grey levels)
+    jitter = 0.3 + 1.2 * d  # per-frame mask/pose jitter (pixels)
+    out = []
+    for frame, noise, pose in zip(orig.clean, orig.noise, orig.poses, strict=True):
+        jx, jy = rng.normal(0, jitter, 2)
+        donor_layer = frame.copy()
+        render_face(
+            donor_layer,
+            donor,
+            (pose.cx + jx * 0.5, pose.cy + jy * 0.5),
+            pose.fh,
+            pose.angle,
+            pose.light,
+            mouth_open=pose.mouth,
+            layers="face",
+        )
+        mask = face_region_mask(
+            (H, W), target, (pose.cx + jx, pose.cy + jy), pose.fh, pose.angle, feather
+        )
+        ys, xs = np.nonzero(mask > 0.003)
+        if len(ys) == 0:
+            out.append(_finish(frame, noise))
+            continue
+        y0, y1 = max(0, ys.min() - 4), min(H, ys.max() + 5)
+        x0, x1 = max(0, xs.min() - 4), min(W, xs.max() + 5)
+        crop = donor_layer[y0:y1, x0:x1].astype(np.float32)
+        base = frame[y0:y1, x0:x1].astype(np.float32)
+        m = mask[y0:y1, x0:x1]
+        ch, cw = crop.shape[:2]
+        small = cv2.resize(
+            crop, (max(2, int(cw / down)), max(2, int(ch / down))), interpolation=cv2.INTER_AREA
+        )
+        crop = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
+        crop = cv2.GaussianBlur(crop, (0, 0), blur)
+        inner = m > 0.5
+        if inner.any():
+            delta = base[inner].mean(0) - crop[inner].mean(0)
+            crop += delta * colour_match
+        crop += colour_shift + rng.normal(0, flicker, 3)
+        ring = (4.0 * m * (1.0 - m))[..., None]
+        alpha = np.clip(m * (1.0 - abs(rng.normal(0, 0.04 * d))), 0, 1)[..., None]
+        blended = base * (1 - alpha) + crop * alpha + seam * ring
+        result = frame.copy()
+        result[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        out.append(_finish(result, noise))
+    return out
+
+
+# ---------------------------------------------------------------------------- cast
+
+
+def _names(rng: np.random.Generator, k: int, taken: set[str]) -> list[str]:
+    out = []
+    while len(out) < k:
+        name = "".join(rng.choice(_LETTERS, 10)) + ".mp4"
+        if name not in taken:
+            taken.add(name)
+            out.append(name)
+    return out
+
+
+def _similarity(a: Appearance, b: Appearance) -> float:
+    """DFDC paired actors of similar look: a weight that favours close skin tone, gender, age."""
+    tone = float(np.abs(np.subtract(a.skin_rgb, b.skin_rgb)).mean()) / 30.0
+    return math.exp(-(tone + 0.8 * (a.gender != b.gender) + abs(a.age - b.age) / 40.0))
+
+
+def _pick_donors(rng, cast: dict, target: str, donors: list[str], count: int) -> list[str]:
+    weights = np.array([_similarity(cast[target], cast[d]) for d in donors]) + 1e-3
+    out: list[str] = []
+    while len(out) < count:  # without replacement in rounds
+        k = min(len(donors), count - len(out))
+        idx = rng.choice(len(donors), size=k, replace=False, p=weights / weights.sum())
+        out.extend(donors[i] for i in idx)
+    return out
+
+
+def _rosters(p: dict) -> tuple[list[str], list[list[str]]]:
+    """Actor ids and, per part, the roster of actors filming there (home + guests)."""
+    n_parts, k = int(p["n_parts"]), int(p["actors_per_part"])
+    homes = [[f"actor_{i * k + j:03d}" for j in range(k)] for i in range(n_parts)]
+    n_guest = int(round(float(p["cross_folder_actor_share"]) * k)) if n_parts > 1 else 0
+    rosters = []
+    for i in range(n_parts):
+        prev = homes[(i - 1) % n_parts]
+        rosters.append(homes[i] + prev[k - n_guest :] if n_guest else list(homes[i]))
+    return [a for h in homes for a in h], rosters
+
+
+def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
+    """Generate the DFDC sample: relative path -> file contents (write under data/01_raw/dfdc/).
+
+    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError``). The same
+    ``seed`` gives byte-identical files; another seed gives another sample.
+    """
+    p = _check_params(params)
+    n = int(round(float(p["fps"]) * float(p["seconds"])))
+    root = np.random.SeedSequence(int(seed))
+    cast_ss, name_ss, video_ss = root.spawn(3)
+    cast_rng, name_rng = np.random.default_rng(cast_ss), np.random.default_rng(name_ss)
+
+    def video_rng() -> np.random.Generator:  # one independent stream per original video
+        return np.random.default_rng(video_ss.spawn(1)[0])
+
+    enc = {
+        "fps": int(p["fps"]),
+        "crf": int(p["crf"]),
+        "preset": str(p["preset"]),
+        "threads": int(p["encoder_threads"]),
+    }
+
+    actor_ids, rosters = _rosters(p)
+    n_test_actors = int(p["test_actors"]) if int(p["n_test_videos"]) > 0 else 0
+    test_ids = [f"actor_{len(actor_ids) + j:03d}" for j in range(n_test_actors)]
+    cast = {a: random_appearance(cast_rng) for a in actor_ids + test_ids}
+    taken: set[str] = set()
+    files: dict[str, bytes] = {}
+
+    def make_fakes(
+        rng, orig: _Original, pool: list[str], count: int
+    ) -> list[tuple[str, str, list]]:
+        donors = [a for a in pool if a != orig.actor] or [a for a in cast if a != orig.actor]
+        chosen = _pick_donors(rng, cast, orig.actor, donors, count)
+        names = _names(name_rng, count, taken)
+        return [
+            (nm, donor, _render_fake(rng, p, orig, cast[orig.actor], cast[donor]))
+            for nm, donor in zip(names, chosen, strict=True)
+        ]
+
+    def truth_entry(label, orig: _Original, donor=None, original=None) -> dict:
+        return {
+            "label": label,
+            "actor": orig.actor,
+            "swap_actor": donor,
+            "original": original,
+            "frames": n,
+            "fps": int(p["fps"]),
+            "width": int(p["width"]),
+            "height": int(p["height"]),
+            "background": orig.background,
+            "difficulty": float(p["difficulty"]) if label == "FAKE" else None,
+            "boxes": orig.boxes,
+        }
+
+    def truth_doc(entries: dict, actors: list[str]) -> bytes:
+        doc = {
+            "_note": (
+                "Ground truth of the generated DFDC sample for diagnostics, plots and tests only. "
+                "No training or inference node may read this file (real DFDC has none)."
+            ),
+            "actors": {a: asdict(cast[a]) for a in sorted(set(actors))},
+            "videos": entries,
+        }
+        return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+    for i in range(int(p["n_parts"])):
+        folder = f"dfdc_train_part_{int(p['first_part']) + i}"
+        roster = rosters[i]
+        metadata, truth = {}, {}
+        # guests (actors shared with another part) film first, so that they do appear
+        k_home = int(p["actors_per_part"])
+        cycle = roster[k_home:] + [str(a) for a in cast_rng.permutation(roster[:k_home])]
+        order = [cycle[j % len(cycle)] for j in range(int(p["reals_per_part"]))]
+        order = [str(a) for a in cast_rng.permutation(order)]
+        for actor in order:
+            rng = video_rng()
+            (name,) = _names(name_rng, 1, taken)
+            orig = _render_real(rng, p, actor, cast[actor], name, n)
+            files[f"{folder}/{name}"] = encode_mp4(
+                [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **enc
+            )
+            metadata[name] = {"label": "REAL", "split": "train", "original": None}
+            truth[name] = truth_entry("REAL", orig)
+            for fname, donor, frames in make_fakes(rng, orig, roster, int(p["fakes_per_real"])):
+                files[f"{folder}/{fname}"] = encode_mp4(frames, **enc)
+                metadata[fname] = {"label": "FAKE", "split": "train", "original": name}
+                truth[fname] = truth_entry("FAKE", orig, donor, name)
+        files[f"{folder}/metadata.json"] = (
+            json.dumps(metadata, indent=1, sort_keys=True) + "\n"
+        ).encode()
+        files[f"{folder}/{TRUTH_FILE}"] = truth_doc(truth, roster)
+
+    n_test = int(p["n_test_videos"])
+    if n_test > 0:
+        n_fake = int(round(n_test * float(p["test_fake_share"])))
+        n_real = n_test - n_fake
+        n_orig = max(n_real, 1 if n_fake else 0)
+        truth, labels = {}, []
+        origs = []
+        for j in range(n_orig):
+            rng = video_rng()
+            actor = test_ids[j % len(test_ids)]
+            (name,) = _names(name_rng, 1, taken)
+            orig = _render_real(rng, p, actor, cast[actor], name, n)
+            origs.append((rng, orig))
+            if j < n_real:  # a hidden original (only when every test video is fake) is not written
+                files[f"{TEST_FOLDER}/{name}"] = encode_mp4(
+                    [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **enc
+                )
+                truth[name] = truth_entry("REAL", orig)
+                labels.append((name, 0))
+        per = (
+            [n_fake // n_orig + (1 if j < n_fake % n_orig else 0) for j in range(n_orig)]
+            if n_orig
+            else []
+        )
+        for (rng, orig), count in zip(origs, per, strict=True):
+            for fname, donor, frames in make_fakes(rng, orig, test_ids, count):
+                files[f"{TEST_FOLDER}/{fname}"] = encode_mp4(frames, **enc)
+                original = orig.name if orig.name in truth else None
+                truth[fname] = truth_entry("FAKE", orig, donor, original)
+                labels.append((fname, 1))
+        files[f"{TEST_FOLDER}/{TRUTH_FILE}"] = truth_doc(truth, test_ids)
+        csv = "filename,label\n" + "".join(f"{nm},{lab}\n" for nm, lab in sorted(labels))
+        files[TEST_LABELS_FILE] = csv.encode()
+    return dict(sorted(files.items()))
+
+
+# ---------------------------------------------------------------------------- preview
+
+
+def _decode_one(data: bytes, index: int) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        for k, frame in enumerate(container.decode(video=0)):
+            if k == index:
+                return frame.to_ndarray(format="rgb24")
+    raise ValueError(f"video has fewer than {index + 1} frames")
+
+
+def contact_sheet(files: Mapping[str, bytes], n: int = 8):
+    """A matplotlib Figure (Agg) of ``n`` frames from REAL and FAKE videos of a sample.
+
+    Each tile shows the middle frame with its label, actor ids and the truth face box.
+    Pairs an original with one of its fakes where possible.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    picks: list[tuple[str, dict]] = []
+    truths = {k: json.loads(v) for k, v in sorted(files.items()) if k.endswith(TRUTH_FILE)}
+    reals, fakes = [], {}
+    for tpath, doc in truths.items():
+        folder = tpath.rsplit("/", 1)[0] if "/" in tpath else ""
+        for name, entry in sorted(doc["videos"].items()):
+            path = f"{folder}/{name}" if folder else name
+            if path not in files:
+                continue
+            if entry["label"] == "REAL":
+                reals.append((path, entry))
+            else:
+                fakes.setdefault(f"{folder}/{entry['original']}", []).append((path, entry))
+    for path, entry in reals:
+        if len(picks) >= n:
+            break
+        picks.append((path, entry))
+        if fakes.get(path) and len(picks) < n:
+            picks.append(fakes[path][0])
+    if len(picks) < n:
+        for lst in fakes.values():
+            for item in lst:
+                if len(picks) < n and item not in picks:
+                    picks.append(item)
+    cols = min(4, max(1, len(picks)))
+    rows = max(1, math.ceil(len(picks) / cols))
+    fig = Figure(figsize=(3.2 * cols, 2.7 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, (path, entry) in enumerate(picks):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        idx = int(entry["frames"]) // 2
+        ax.imshow(_decode_one(files[path], idx))
+        x1, y1, x2, y2 = entry["boxes"][idx]
+        colour = "lime" if entry["label"] == "REAL" else "red"
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.2)
+        )
+        who = (
+            entry["actor"]
+            if entry["label"] == "REAL"
+            else f"{entry['actor']} <- {entry['swap_actor']}"
+        )
+        ax.set_title(f"{entry['label']}  {who}\n{path}", fontsize=7)
+        ax.axis("off")
+    if not picks:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no videos with truth found", ha="center")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":  # pragma: no cover - manual timing
+    t0 = time.perf_counter()
+    out = generate_dfdc_sample({}, 0)
+    print(
+        f"{len(out)} files, {sum(map(len, out.values())) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s"
+    )

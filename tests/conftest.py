@@ -1,0 +1,76 @@
+"""Shared fixtures: a throwaway copy of the podium project for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Small enough that the four generators together take seconds, large enough that every
+# generator still writes its whole layout.
+TINY_SAMPLE = {
+    "sample_data": {
+        "dfdc": {
+            "n_parts": 1,
+            "reals_per_part": 2,
+            "fakes_per_real": 1,
+            "actors_per_part": 2,
+            "n_test_videos": 2,
+            "test_actors": 1,
+            "seconds": 1.0,
+            "width": 160,
+            "height": 120,
+        },
+        "mask": {"n_people": 6, "n_eval_people": 2, "width": 96, "height": 128},
+        "uda": {
+            "n_train_source": 4,
+            "n_val_source": 1,
+            "n_train_target": 4,
+            "n_val_target": 2,
+            "n_test": 2,
+        },
+        "monet": {"n_photos": 6, "n_monet": 4, "size": 64},
+    }
+}
+
+
+def make_project(root: Path, local_parameters: dict | None = None, git: bool = True) -> Path:
+    """Copy pyproject.toml and conf/ into ``root`` (empty data layers, its own mlflow.db),
+    with ``local_parameters`` as conf/local/parameters.yml, as a git checkout."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # podium itself is imported from the installed package
+    # An absolute store per project: MLflow caches one SQLAlchemy engine per tracking URI
+    # in the process, so the relative `sqlite:///mlflow.db` would keep the first project's.
+    server = yaml.safe_load((REPO / "conf" / "base" / "mlflow.yml").read_text())["server"]
+    server["mlflow_tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "conf" / "local" / "mlflow.yml").write_text(yaml.safe_dump({"server": server}))
+    if local_parameters:
+        (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local_parameters))
+    for layer in ("01_raw", "02_intermediate", "08_reporting"):
+        (root / "data" / layer).mkdir(parents=True)
+    if git:
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, check=True, capture_output=True)  # noqa: E731
+        run("init", "-q")
+        run("add", "-A")
+        run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixture")
+    return root
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "project", TINY_SAMPLE)
+    monkeypatch.chdir(root)
+    return root

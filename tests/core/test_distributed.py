@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+from distributed import LocalCluster
+
+from podium.core.distributed import ItemError, dask_client, map_items, split_results
+
+
+def _inverse(x: int) -> float:
+    if x == 3:
+        raise ValueError(f"item {x} is broken")
+    return 1 / x
+
+
+def test_map_items_reports_a_failing_item_without_losing_the_others():
+    items = [1, 2, 0, 3, 4]
+    with dask_client(n_workers=2, processes=False) as client:
+        pairs = map_items(client, _inverse, items, progress=False)
+        assert client.cluster is not None and len(client.cluster.workers) == 2
+    assert [item for item, _ in pairs] == items  # input order kept
+    good, bad = split_results(pairs)
+    assert [v for _, v in good] == [1.0, 0.5, 0.25]
+    assert [(e.item, e.error_type) for e in bad] == [(0, "ZeroDivisionError"), (3, "ValueError")]
+    assert bad[1].error == "ValueError: item 3 is broken" and "_inverse" in bad[1].traceback
+
+
+def test_dask_client_closes_only_what_it_started():
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with dask_client(cluster.scheduler_address) as client:
+            assert map_items(client, _inverse, [2], progress=False) == [(2, 0.5)]
+        assert cluster.status.name == "running"  # an external cluster keeps running
+    with dask_client(n_workers=1, processes=False) as client:
+        cluster = client.cluster
+    assert cluster.status.name == "closed"
+
+
+def test_map_items_without_client_runs_locally():
+    pairs = map_items(None, _inverse, [1, 3], progress=True)
+    assert pairs[0] == (1, 1.0) and isinstance(pairs[1][1], ItemError)
+    assert map_items(None, _inverse, [], progress=False) == []
+
+
+def test_lambdas_run_on_the_cluster():
+    with dask_client(n_workers=1, processes=False) as client:
+        pairs = map_items(client, lambda x: x * 2, [1, 2], progress=False)
+    assert [v for _, v in pairs] == [2, 4]
+
+
+@pytest.mark.parametrize("address", ["", None])
+def test_empty_address_starts_a_local_cluster(address):
+    with dask_client(address, n_workers=1, processes=False) as client:
+        assert client.cluster is not None

@@ -1,0 +1,94 @@
+"""The generated Monet sample: layout, names, counts, unpaired domains, determinism, preview."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from podium.layouts.monet import index_monet, read_images
+from podium.sample_data.drawing import decode_image
+from podium.sample_data.monet import DEFAULTS, contact_sheet, generate_monet_sample
+
+TINY = {"n_photos": 5, "n_monet": 3}
+NAME = re.compile(r"^(photo|monet)_jpg/[0-9a-f]{10}\.jpg$")
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, bytes]:
+    return generate_monet_sample(TINY, seed=11)
+
+
+def test_defaults_keep_the_real_shape():
+    assert DEFAULTS["size"] == 256
+    assert DEFAULTS["n_monet"] >= 30 and DEFAULTS["n_photos"] > DEFAULTS["n_monet"]
+
+
+def test_layout_names_and_counts(sample):
+    assert all(NAME.match(k) for k in sample), [k for k in sample if not NAME.match(k)]
+    assert sum(k.startswith("photo_jpg/") for k in sample) == TINY["n_photos"]
+    assert sum(k.startswith("monet_jpg/") for k in sample) == TINY["n_monet"]
+    stems = [k.split("/")[1] for k in sample]
+    assert len(set(stems)) == len(stems)  # unique across both folders
+    for data in sample.values():
+        assert data[:3] == b"\xff\xd8\xff"  # jpg
+        image = decode_image(data)
+        assert image.shape == (256, 256, 3)
+
+
+def test_loader_indexes_and_reads_the_sample(sample, tmp_path):
+    for rel, data in sample.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    index = index_monet(tmp_path)
+    assert index["domain"].value_counts().to_dict() == {"photo": 5, "monet": 3}
+    assert all(Path(p).is_absolute() for p in index["path"])
+    images, problems = read_images(index["path"], expected_size=(256, 256))
+    assert len(images) == 8 and problems.empty
+
+
+def test_paintings_look_painted_not_photographed(sample):
+    """Paintings: pastel (lifted shadows), softer fine detail than photos; not copies."""
+
+    def stack(prefix):
+        return np.stack([decode_image(v) for k, v in sample.items() if k.startswith(prefix)])
+
+    photos, paintings = stack("photo_jpg/").astype(float), stack("monet_jpg/").astype(float)
+    # lifted shadows: the darkest percentile of a painting is brighter than a photo's
+    dark = lambda x: np.percentile(x.mean(-1), 2, axis=(1, 2)).mean()  # noqa: E731
+    assert dark(paintings) > dark(photos)
+    # no painting is a re-coloured photo: structure (luminance correlation) differs
+    for painting in paintings:
+        for photo in photos:
+            a, b = painting.mean(-1).ravel(), photo.mean(-1).ravel()
+            assert abs(np.corrcoef(a, b)[0, 1]) < 0.9
+
+
+def test_same_seed_same_bytes_other_seed_differs():
+    tiny = {"n_photos": 2, "n_monet": 1, "size": 64}
+    a, b = generate_monet_sample(tiny, seed=3), generate_monet_sample(tiny, seed=3)
+    assert a == b
+    c = generate_monet_sample(tiny, seed=4)
+    assert set(a) != set(c)  # other names
+    assert sorted(a.values()) != sorted(c.values())  # other pictures
+    assert decode_image(next(iter(a.values()))).shape == (64, 64, 3)
+
+
+def test_unknown_or_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match=r"'n_paintings'.*allowed: .*n_monet"):
+        generate_monet_sample({"n_paintings": 3}, seed=0)
+    with pytest.raises(ValueError, match="palette_strength"):
+        generate_monet_sample({"palette_strength": 2}, seed=0)
+
+
+def test_contact_sheet(sample, tmp_path):
+    fig = contact_sheet(sample, n=4)
+    assert isinstance(fig, Figure)
+    fig.savefig(tmp_path / "sheet.png")
+    assert (tmp_path / "sheet.png").stat().st_size > 10_000
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum(t.startswith("photo:") for t in titles) == 4
+    assert sum(t.startswith("monet:") for t in titles) == 3

@@ -1,0 +1,136 @@
+"""The Kedro project as a user meets it: registry, a tracked run, kedro-viz."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+
+def _run(project: Path, pipeline: str, params: dict | None = None) -> None:
+    """One `kedro run`, in-process. kedro-mlflow's hook object lives for the process and
+    may leave its run on MLflow's stack; each `kedro run` from the shell is a new process,
+    so end any run left over to give each session here a fresh one."""
+    bootstrap_project(project)
+    try:
+        with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
+            session.run(pipeline_names=[pipeline])
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
+def _runs(project: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("podium")
+    return client, client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+
+
+def test_registry_holds_only_pipelines_with_nodes():
+    bootstrap_project(REPO)
+    from podium.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    assert "sample_data" in pipelines
+    assert all(pipe.nodes for pipe in pipelines.values())
+    generators = {n.name for n in pipelines["sample_data"].nodes if n.name.startswith("generate_")}
+    assert generators == {f"generate_{c}_sample" for c in ("dfdc", "mask", "uda", "monet")}
+
+
+@pytest.mark.slow
+def test_a_run_is_one_tracked_mlflow_run_with_reproducibility_tags(tiny_project):
+    _run(tiny_project, "sample_data")
+    client, runs = _runs(tiny_project)
+    assert len(runs) == 1
+    run = runs[0]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tiny_project, capture_output=True, text=True
+    ).stdout.strip()
+    assert run.info.run_name == "sample_data"
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["git_commit"] == head
+    assert run.data.tags["git_dirty"] == "false"
+    assert run.data.tags["seed"] == str(run.data.params["sample_data.seed"])
+    assert run.data.tags["data_fingerprint.scope"] == "written"
+    assert len(run.data.tags["data_fingerprint"]) == 64
+    assert {"data_fingerprint.dfdc_raw", "data_fingerprint.mask_raw"} <= set(run.data.tags)
+    # parameters are flattened: one MLflow parameter per leaf
+    assert any(key.startswith("sample_data.dfdc.") for key in run.data.params)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sample_data")}
+    assert "sample_data/dfdc_contact_sheet.png" in artifacts
+    assert (
+        tiny_project / "data" / "08_reporting" / "sample_data" / "mask_contact_sheet.png"
+    ).exists()
+
+
+@pytest.mark.slow
+def test_same_seed_same_fingerprint_other_seed_another(tiny_project):
+    _run(tiny_project, "sample_data")
+    _run(tiny_project, "sample_data")
+    _run(tiny_project, "sample_data", {"sample_data": {"seed": 12345}})
+    _, runs = _runs(tiny_project)
+    assert len({r.info.run_id for r in runs}) == 3
+    first, again, other = (r.data.tags["data_fingerprint"] for r in runs)
+    assert first == again
+    assert other != first
+    assert runs[2].data.tags["seed"] == "12345"
+
+
+def test_an_unknown_generator_parameter_fails_naming_it(tiny_project):
+    with pytest.raises(ValueError, match="frames_per_vidoe"):
+        _run(tiny_project, "sample_data", {"sample_data": {"dfdc": {"frames_per_vidoe": 3}}})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_kedro_viz_serves_the_registered_pipelines():
+    port = _free_port()
+    kedro = Path(sys.executable).with_name("kedro")
+    server = subprocess.Popen(
+        [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        payload = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/main", timeout=5
+                ) as reply:
+                    payload = json.load(reply)
+                break
+            except OSError:
+                time.sleep(1)
+        assert payload is not None, "kedro viz did not answer on /api/main"
+        pipeline_ids = {p["id"] for p in payload["pipelines"]}
+        assert "sample_data" in pipeline_ids
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/pipelines/sample_data", timeout=30
+        ) as reply:
+            sample = json.load(reply)
+        names = {n["name"] for n in sample["nodes"]}
+        assert "Generate Dfdc Sample" in names or "generate_dfdc_sample" in names
+        assert any("dfdc_raw" in n["name"] or "Dfdc Raw" in n["name"] for n in sample["nodes"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
