@@ -48,6 +48,7 @@ import av
 import cv2
 import numpy as np
 
+from podium.core.config import check_keys
 from podium.sample_data.faces import (
     Appearance,
     face_region_mask,
@@ -103,11 +104,7 @@ _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 
 def _check_params(params: Mapping) -> dict:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown DFDC sample parameter(s) {unknown}; allowed keys: {sorted(DEFAULTS)}"
-        )
+    check_keys("sample_data.dfdc", params, DEFAULTS)
     p = {**DEFAULTS, **dict(params)}
     for key in ("n_parts", "reals_per_part", "actors_per_part", "fps", "width", "height"):
         if int(p[key]) < 1:

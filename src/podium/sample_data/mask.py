@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from podium.core.config import check_keys
 from podium.layouts.mask import GENDER_NAMES, STEM_MASK, STEMS, age_class, class_name, encode_class
 from podium.sample_data.faces import Appearance, random_appearance, render_face, render_shoulders
 
@@ -151,11 +152,7 @@ def _range(p: dict, key: str, lo: float, hi: float) -> tuple[float, float]:
 
 
 def _check_params(params: Mapping) -> dict:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown mask sample parameter(s) {unknown}; allowed keys: {sorted(DEFAULTS)}"
-        )
+    check_keys("sample_data.mask", params, DEFAULTS)
     p = {**DEFAULTS, **dict(params)}
     for key in _INT_KEYS:
         if int(p[key]) != p[key] or int(p[key]) < 0:

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from podium.core.config import check_keys
 from podium.sample_data.drawing import (
     child_rng,
     decode_image,
@@ -436,12 +437,7 @@ def _painting(rng: np.random.Generator, p: Mapping) -> np.ndarray:
 # ----------------------------------------------------------------------------- generator
 def _check_params(params: Mapping | None) -> dict:
     params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown Monet sample parameter(s) {', '.join(repr(k) for k in unknown)}; "
-            f"allowed: {', '.join(sorted(DEFAULTS))}"
-        )
+    check_keys("sample_data.monet", params, DEFAULTS)
     p = {**DEFAULTS, **params}
     for key, lo, hi in (("n_photos", 1, 100_000), ("n_monet", 1, 100_000), ("size", 32, 2048),
                         ("jpeg_quality", 1, 100)):  # fmt: skip

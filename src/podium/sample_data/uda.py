@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from podium.core.config import check_keys
 from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
 from podium.sample_data.drawing import child_rng, decode_image, encode_png, lerp, value_noise
 
@@ -901,12 +902,7 @@ def render_target(
 # ----------------------------------------------------------------------------- generator
 def _check_params(params: Mapping | None) -> dict:
     params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown UDA sample parameter(s) {', '.join(repr(k) for k in unknown)}; "
-            f"allowed: {', '.join(sorted(DEFAULTS))}"
-        )
+    check_keys("sample_data.uda", params, DEFAULTS)
     p = {**DEFAULTS, **params}
     for key in (*_COUNT_KEYS, "n_val_target"):
         minimum = 1 if key in _COUNT_KEYS else 0
