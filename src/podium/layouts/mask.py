@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from podium.layouts.tables import read_csv_with_columns
+
 __all__ = [
     "AGE_NAMES",
     "EVAL_TRUTH_FILE",
@@ -149,20 +151,7 @@ def _read_csv(path: Path, required: Iterable[str], what: str) -> pd.DataFrame:
             f"{path} not found: the mask data needs {what}. Put the competition's data under "
             f"{path.parents[1]} (train/ and eval/ as downloaded) or generate the sample data."
         )
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MaskLayoutError(
-            f"{path} is not a readable csv file ({exc}); restore it from the original data"
-        ) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise MaskLayoutError(
-            f"{path} lacks the required column(s) {missing} (it has {list(df.columns)}); "
-            f"the file must have the header {','.join(required)}"
-        )
-    return df
+    return read_csv_with_columns(path, required, MaskLayoutError)
 
 
 def _image_files(folder: Path) -> dict[str, list[Path]]:

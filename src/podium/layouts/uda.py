@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from podium.layouts.tables import read_csv_with_columns
+
 __all__ = [
     "CLASSES",
     "IGNORE_INDEX",
@@ -123,22 +125,7 @@ def _listing(items: Sequence, limit: int = _MAX_LISTED) -> str:
 
 
 def _read_csv(csv_path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UdaLayoutError(
-            f"{csv_path}: cannot be parsed as csv ({exc}); it must have the columns "
-            f"{', '.join(columns)}"
-        ) from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise UdaLayoutError(
-            f"{csv_path}: missing required column(s) {', '.join(repr(c) for c in missing)} "
-            f"(found {', '.join(repr(c) for c in df.columns) or 'none'}); fix: the file must have "
-            f"a header row with the columns {', '.join(columns)} as in the competition's "
-            f"{csv_path.name}"
-        )
+    df = read_csv_with_columns(csv_path, columns, UdaLayoutError)
     for column in columns:
         empty = df.index[df[column].str.strip() == ""].tolist()
         if empty:
