@@ -47,7 +47,7 @@ sample-data: install
 	else echo "==> sample data present in data/01_raw/ ($(COMPETITIONS))"; fi
 
 run: install
-	@if [ -f src/podium/pipelines/$(PIPELINE)/pipeline.py ]; then \
+	@if $(KEDRO) registry list 2>/dev/null | grep -qx -- "- $(PIPELINE)"; then \
 	  $(MAKE) --no-print-directory sample-data && \
 	  echo "==> kedro run --pipelines=$(PIPELINE)" && $(KEDRO) run --pipelines=$(PIPELINE); \
 	else \
