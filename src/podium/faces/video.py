@@ -1,0 +1,361 @@
+"""Faces from video: sample frames evenly, detect faces in batches, crop them with a margin.
+
+The unit of output is one **record** per video, a plain ``dict`` (picklable, stored as one
+compressed joblib file per video; a notebook needs no podium class to read it back):
+
+==================  ==============================  ===============================================
+key                 type                            meaning
+==================  ==============================  ===============================================
+``video``           str                             file name (``abcdefghij.mp4``)
+``folder``          str | None                      DFDC part folder (filled in by the pipeline)
+``label``           str | None                      "REAL" / "FAKE" (filled in by the pipeline)
+``original``        str | None                      a FAKE's original (filled in by the pipeline)
+``frames_total``    int                             frames in the video (header, else packets)
+``fps``             float                           frame rate
+``height, width``   int                             frame size in pixels
+``sampled_indices`` int64 (k,)                      the frames that were decoded and searched
+``faces_per_frame`` int64 (k,)                      faces >= ``min_confidence`` in each of them
+``frame_indices``   int64 (n,)                      frame of each crop (repeats with ``keep: all``)
+``crops``           uint8 (n, H, W, 3)              RGB face crops, ``H, W = crop_size``
+``boxes``           float32 (n, 4)                  detected face box x1, y1, x2, y2 in full-frame
+                                                    pixels, clipped to the frame, before the margin
+``confidences``     float32 (n,)                    MTCNN probability of each face
+``masks``           uint8 (n, H, W) | None          FAKE only: 1 where the fake crop differs from
+                                                    the original's crop at the same box and frame
+``mask_error``      str | None                      why a FAKE has no masks (original unreadable)
+``settings``        dict                            the extraction settings used
+==================  ==============================  ===============================================
+
+Rows (``n``) run in frame order; with ``keep: largest`` there is at most one face per
+sampled frame, with ``keep: all`` every face above ``min_confidence`` (largest first within a
+frame). Sampled frames without a face have no row but show as 0 in ``faces_per_frame``. A
+video with no face in any sampled frame raises :class:`NoFaceError`; an unreadable one
+:class:`~podium.layouts.dfdc.VideoReadError`: callers turn both into bad-video report rows.
+
+Settings are validated by :func:`check_extraction_settings`; errors name
+``deepfake.extraction.<key>`` and the allowed values. No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from podium.core.config import ParameterError, check_choice, check_keys, check_range
+from podium.faces.detect import Detection, crop_face, detect_faces
+from podium.layouts.dfdc import probe_video, read_frames
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "KEEP_CHOICES",
+    "NoFaceError",
+    "check_extraction_settings",
+    "crop_at_boxes",
+    "extract_faces_from_frames",
+    "extract_video",
+    "manipulation_masks",
+    "read_sampled_frames",
+    "resolve_device",
+    "sample_frame_indices",
+    "video_record",
+]
+
+#: Parameter path of the settings in conf/base/parameters_deepfake.yml.
+PARAMETER = "deepfake.extraction"
+KEEP_CHOICES = ("largest", "all")
+
+#: Every extraction setting with its default.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "n_frames": 16,  # frames sampled evenly per video
+    "keep": "largest",  # largest: one face per frame; all: every face >= min_confidence
+    "min_confidence": 0.9,  # MTCNN probability a face must reach
+    "margin": 0.5,  # crop grows the box by this fraction of its size on every side
+    "crop_size": 160,  # int (square) or [height, width] of the stored crops
+    "downscale": 1.0,  # detect on a copy scaled by this factor (boxes mapped back)
+    "batch_size": 16,  # frames per MTCNN batch
+    "device": "auto",  # auto (cuda when present), cpu, cuda, cuda:<k>
+    "seek_gap": 60,  # seek (instead of decoding forward) when the next frame is this far
+    "mask_threshold": 8,  # grey levels |fake - original| (after the blur) counted as manipulated
+    "mask_blur": 1.0,  # Gaussian sigma (crop pixels) applied before differencing; 0 = off
+}
+
+
+class NoFaceError(ValueError):
+    """No face was found in any sampled frame of a video."""
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def _param(key: str) -> str:
+    return f"{PARAMETER}.{key}"
+
+
+def _check_int(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ParameterError(_param(key), f"expected an integer >= {low}, got {value!r}")
+    check_range(_param(key), int(value), low=low)
+    return int(value)
+
+
+def _check_crop_size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        size = (int(value), int(value))
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+    ):
+        size = (int(value[0]), int(value[1]))
+    else:
+        raise ParameterError(
+            _param("crop_size"), f"expected an integer or [height, width], got {value!r}"
+        )
+    if min(size) < 8:
+        raise ParameterError(_param("crop_size"), f"sides must be >= 8 pixels, got {value!r}")
+    return size
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults filled in and every value checked; ``crop_size`` becomes (height, width).
+
+    Raises :class:`~podium.core.config.ParameterError` naming ``deepfake.extraction.<key>``.
+    """
+    settings = dict(settings or {})
+    check_keys(PARAMETER, settings, DEFAULT_SETTINGS)
+    s = {**DEFAULT_SETTINGS, **settings}
+    s["n_frames"] = _check_int("n_frames", s["n_frames"], 1)
+    s["batch_size"] = _check_int("batch_size", s["batch_size"], 1)
+    s["seek_gap"] = _check_int("seek_gap", s["seek_gap"], 1)
+    s["keep"] = check_choice(_param("keep"), s["keep"], KEEP_CHOICES)
+    s["min_confidence"] = float(
+        check_range(_param("min_confidence"), s["min_confidence"], low=0.0, high=1.0)
+    )
+    s["margin"] = float(check_range(_param("margin"), s["margin"], low=0.0, high=5.0))
+    s["downscale"] = float(check_range(_param("downscale"), s["downscale"], low=0.0, high=1.0))
+    if s["downscale"] <= 0:
+        raise ParameterError(_param("downscale"), "must be in (0, 1]; 1 = full size")
+    s["mask_threshold"] = float(
+        check_range(_param("mask_threshold"), s["mask_threshold"], low=0, high=255)
+    )
+    s["mask_blur"] = float(check_range(_param("mask_blur"), s["mask_blur"], low=0.0, high=50.0))
+    s["crop_size"] = _check_crop_size(s["crop_size"])
+    device = s["device"]
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ParameterError(
+            _param("device"),
+            f"{device!r} is not allowed; allowed values: auto, cpu, cuda, cuda:<k>",
+        )
+    return s
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def sample_frame_indices(n_total: int, n_frames: int) -> np.ndarray:
+    """``n_frames`` frame indices spread evenly over ``0 .. n_total - 1`` (first and last
+    included), int64, strictly increasing; every frame when the video is shorter."""
+    n_total, n_frames = int(n_total), int(n_frames)
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    if n_total <= 0:
+        return np.zeros(0, np.int64)
+    if n_frames >= n_total:
+        return np.arange(n_total, dtype=np.int64)
+    if n_frames == 1:
+        return np.array([(n_total - 1) // 2], np.int64)
+    return np.round(np.linspace(0, n_total - 1, n_frames)).astype(np.int64)
+
+
+def read_sampled_frames(
+    path: Path | str, n_frames: int, seek_gap: int = 60
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(frames (k, H, W, 3) uint8 RGB, indices (k,), probe info)`` of a video.
+
+    Raises :class:`~podium.layouts.dfdc.VideoReadError` for a missing, truncated or corrupt
+    file, including one whose header promises more frames than it holds.
+    """
+    from podium.layouts.dfdc import VideoReadError
+
+    info = probe_video(path)
+    indices = sample_frame_indices(info["frames"], n_frames)
+    if len(indices) == 0:
+        raise VideoReadError(f"{path}: the video has no frames")
+    return read_frames(path, indices, seek_gap=seek_gap), indices, info
+
+
+# ---------------------------------------------------------------------------- faces
+
+
+def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, ...] | None:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+    y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return None
+    return (x1, y1, x2, y2)
+
+
+def _area(box: Sequence[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def crop_at_boxes(
+    frames: np.ndarray | Sequence[np.ndarray],
+    boxes: np.ndarray,
+    margin: float,
+    crop_size: tuple[int, int],
+) -> np.ndarray:
+    """Crop ``frames[i]`` at ``boxes[i]`` (same margin and size as the extraction): (n, H, W, 3).
+
+    Used for a FAKE's original: its crops at the fake's boxes line up pixel for pixel.
+    """
+    h, w = crop_size
+    out = np.zeros((len(boxes), h, w, 3), np.uint8)
+    for i, (frame, box) in enumerate(zip(frames, boxes, strict=True)):
+        out[i] = crop_face(frame, box, margin, size=(h, w))
+    return out
+
+
+def extract_faces_from_frames(
+    frames: np.ndarray | Sequence[np.ndarray],
+    indices: Sequence[int],
+    settings: Mapping[str, Any] | None = None,
+    *,
+    checked: bool = False,
+) -> dict[str, Any]:
+    """Detect, choose and crop the faces of already decoded frames (see the module's schema).
+
+    Returns the face part of a record: ``sampled_indices``, ``faces_per_frame``,
+    ``frame_indices``, ``crops``, ``boxes``, ``confidences``, ``height``, ``width``. Raises
+    :class:`NoFaceError` when no frame holds a face. ``checked=True`` skips re-validating
+    settings that :func:`check_extraction_settings` already returned.
+    """
+    s = dict(settings) if checked else check_extraction_settings(settings)
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    if len(frames) != len(indices):
+        raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
+    if len(frames) == 0:
+        raise NoFaceError("no frames to search for faces")
+    height, width = frames[0].shape[:2]
+    found = detect_faces(
+        list(frames),
+        device=resolve_device(s["device"]),
+        batch_size=s["batch_size"],
+        downscale=s["downscale"],
+        min_confidence=s["min_confidence"],
+    )
+    rows: list[tuple[int, int, Detection, tuple[float, ...]]] = []
+    faces_per_frame = np.zeros(len(indices), np.int64)
+    for k, detections in enumerate(found):
+        clipped = [(d, _clip_box(d.box, width, height)) for d in detections]
+        clipped = sorted(
+            ((d, b) for d, b in clipped if b is not None), key=lambda db: -_area(db[1])
+        )
+        faces_per_frame[k] = len(clipped)
+        if s["keep"] == "largest":
+            clipped = clipped[:1]
+        rows.extend((k, int(indices[k]), d, b) for d, b in clipped)
+    if not rows:
+        raise NoFaceError(
+            f"no face with confidence >= {s['min_confidence']} in any of the {len(indices)} "
+            "sampled frames"
+        )
+    boxes = np.array([b for *_, b in rows], np.float32).reshape(-1, 4)
+    crops = crop_at_boxes([frames[k] for k, *_ in rows], boxes, s["margin"], s["crop_size"])
+    return {
+        "height": int(height),
+        "width": int(width),
+        "sampled_indices": indices,
+        "faces_per_frame": faces_per_frame,
+        "frame_indices": np.array([i for _, i, *_ in rows], np.int64),
+        "crops": crops,
+        "boxes": boxes,
+        "confidences": np.array([d.confidence for _, _, d, _ in rows], np.float32),
+    }
+
+
+def video_record(
+    path: Path | str, info: dict, faces: dict, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A record (module schema) from ``probe_video`` info and ``extract_faces_from_frames``."""
+    return {
+        "video": Path(path).name,
+        "folder": None,
+        "label": None,
+        "original": None,
+        "frames_total": int(info["frames"]),
+        "fps": float(info["fps"]),
+        **faces,
+        "masks": None,
+        "mask_error": None,
+        "settings": {**settings, "crop_size": list(settings["crop_size"])},
+    }
+
+
+def extract_video(
+    path: Path | str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    checked: bool = False,
+    return_frames: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray]:
+    """The record of one video (see the module's schema; no masks, no label).
+
+    With ``return_frames`` also the decoded sampled frames (for cropping an original at a
+    fake's boxes without decoding twice). Raises ``VideoReadError`` or :class:`NoFaceError`.
+    """
+    s = dict(settings) if checked else check_extraction_settings(settings)
+    frames, indices, info = read_sampled_frames(path, s["n_frames"], s["seek_gap"])
+    record = video_record(
+        path, info, extract_faces_from_frames(frames, indices, s, checked=True), s
+    )
+    return (record, frames) if return_frames else record
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+def manipulation_masks(
+    fake_crops: np.ndarray,
+    original_crops: np.ndarray,
+    threshold: float = DEFAULT_SETTINGS["mask_threshold"],
+    blur: float = DEFAULT_SETTINGS["mask_blur"],
+) -> np.ndarray:
+    """1 where a fake crop differs from its original's crop, else 0: uint8 (n, H, W).
+
+    The difference is the largest absolute difference over the RGB channels, after an
+    optional Gaussian blur of sigma ``blur`` pixels that evens out compression noise (the
+    fake and its original are encoded separately). Pixels above ``threshold`` grey levels
+    count as manipulated.
+    """
+    fake = np.asarray(fake_crops)
+    orig = np.asarray(original_crops)
+    if fake.shape != orig.shape or fake.ndim != 4:
+        raise ValueError(
+            f"fake and original crops must both be (n, H, W, 3), got {fake.shape} and {orig.shape}"
+        )
+    masks = np.zeros(fake.shape[:3], np.uint8)
+    for i in range(len(fake)):
+        a, b = fake[i].astype(np.float32), orig[i].astype(np.float32)
+        if blur > 0:
+            a = cv2.GaussianBlur(a, (0, 0), blur)
+            b = cv2.GaussianBlur(b, (0, 0), blur)
+        masks[i] = (np.abs(a - b).max(axis=-1) > threshold).astype(np.uint8)
+    return masks

@@ -1,0 +1,192 @@
+"""Video-level metrics, the DFDC submission table and the figures of the deepfake pipeline.
+
+DFDC scored submissions by binary log loss with clipped probabilities; ``eps`` (the clip
+margin) is a parameter. AUC needs both classes: when the evaluated videos hold only one,
+:func:`video_metrics` leaves the ``auc`` key out (rather than writing NaN) and sets
+``auc_defined`` to 0.0, so metric logging never receives a NaN.
+
+Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas (no pyplot).
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from podium.core.config import check_range
+from podium.core.plots import image_grid_figure
+from podium.pipelines.deepfake.scoring import binary_log_loss
+
+__all__ = [
+    "SUBMISSION_COLUMNS",
+    "constant_prior_log_loss",
+    "face_grid_figure",
+    "overlay_mask",
+    "per_folder_log_loss",
+    "roc_figure",
+    "submission_frame",
+    "video_metrics",
+]
+
+#: Columns of DFDC's submission.csv: the video file name and its FAKE probability.
+SUBMISSION_COLUMNS = ["filename", "label"]
+_SECTION = "deepfake.evaluation"
+
+
+def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y_arr = np.asarray(y, dtype=np.float64)
+    p_arr = np.asarray(p, dtype=np.float64)
+    if y_arr.shape != p_arr.shape or y_arr.ndim != 1:
+        raise ValueError(f"y {y_arr.shape} and p {p_arr.shape} must be equal 1-D shapes")
+    if np.isnan(p_arr).any():
+        raise ValueError("probabilities contain NaN")
+    return y_arr, p_arr
+
+
+def video_metrics(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    eps: float,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """``log_loss`` (clipped to ``[eps, 1 - eps]``), ``accuracy`` at ``threshold`` (p >
+    threshold = FAKE), ``auc`` (only when both classes are present), ``auc_defined``
+    (1.0 / 0.0), ``n_videos`` and ``fake_share``. Every value is a finite float."""
+    check_range(f"{_SECTION}.eps", eps, low=0.0, high=0.5)
+    y_arr, p_arr = _arrays(y, p)
+    out = {
+        "log_loss": binary_log_loss(y_arr, p_arr, eps),
+        "accuracy": float(np.mean((p_arr > threshold) == (y_arr == 1))),
+        "n_videos": float(len(y_arr)),
+        "fake_share": float(y_arr.mean()),
+    }
+    both = len(np.unique(y_arr)) == 2
+    if both:
+        out["auc"] = float(roc_auc_score(y_arr, p_arr))
+    out["auc_defined"] = 1.0 if both else 0.0
+    return out
+
+
+def per_folder_log_loss(
+    df: pd.DataFrame,
+    eps: float,
+    folder_col: str = "folder",
+    target_col: str = "target",
+    prob_col: str = "prob",
+) -> pd.DataFrame:
+    """Log loss per part folder: columns ``folder``, ``n_videos``, ``fake_share``,
+    ``log_loss``, sorted by folder name. A folder far above the others hints at a shift."""
+    missing = {folder_col, target_col, prob_col} - set(df.columns)
+    if missing:
+        raise ValueError(f"table lacks column(s) {sorted(missing)}")
+    rows = []
+    for folder, part in df.groupby(folder_col, sort=True):
+        rows.append(
+            {
+                "folder": folder,
+                "n_videos": len(part),
+                "fake_share": float(part[target_col].mean()),
+                "log_loss": binary_log_loss(
+                    part[target_col].to_numpy(), part[prob_col].to_numpy(), eps
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=["folder", "n_videos", "fake_share", "log_loss"])
+
+
+def constant_prior_log_loss(
+    y_train: Sequence[int] | np.ndarray, y_eval: Sequence[int] | np.ndarray, eps: float
+) -> float:
+    """Log loss on ``y_eval`` of always answering the training FAKE share: the bar a model
+    must beat (a model worse than this has learned nothing useful)."""
+    y_tr = np.asarray(y_train, dtype=np.float64)
+    if len(y_tr) == 0:
+        raise ValueError("no training labels")
+    y_ev = np.asarray(y_eval, dtype=np.float64)
+    return binary_log_loss(y_ev, np.full(len(y_ev), y_tr.mean()), eps)
+
+
+def submission_frame(filenames: Sequence[str], probs: Sequence[float] | np.ndarray) -> pd.DataFrame:
+    """DFDC's submission table: ``filename`` (the mp4 name) and ``label`` (FAKE probability),
+    in the given order. Refuses NaN, probabilities outside [0, 1] and repeated names."""
+    names = [str(f) for f in filenames]
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape != (len(names),):
+        raise ValueError(f"{len(p)} probabilities for {len(names)} file names")
+    if not np.isfinite(p).all():
+        raise ValueError("submission probabilities contain NaN or inf")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("submission probabilities must lie in [0, 1]")
+    repeated = pd.Index(names)[pd.Index(names).duplicated()]
+    if len(repeated):
+        raise ValueError(f"file names repeat in the submission: {list(repeated[:5])}")
+    return pd.DataFrame({"filename": names, "label": p}, columns=SUBMISSION_COLUMNS)
+
+
+def roc_figure(
+    y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray, title: str = "ROC"
+) -> Figure:
+    """ROC curve with the chance diagonal; the title carries the AUC (or says it is undefined
+    when only one class is present, and draws the diagonal alone)."""
+    y_arr, p_arr = _arrays(y, p)
+    fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    if len(np.unique(y_arr)) == 2:
+        fpr, tpr, _ = roc_curve(y_arr, p_arr)
+        auc = roc_auc_score(y_arr, p_arr)
+        ax.plot(fpr, tpr, color="tab:blue", label="model")
+        ax.set_title(f"{title} (AUC {auc:.3f})")
+    else:
+        ax.set_title(f"{title} (AUC undefined: one class)")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def overlay_mask(
+    crop: np.ndarray, mask: np.ndarray | None, alpha: float, color=(255, 0, 0)
+) -> np.ndarray:
+    """``crop`` (HxWx3 uint8) with ``mask`` (HxW in [0, 1] or bool, or None) tinted in
+    ``color`` at opacity ``alpha * mask``."""
+    image = np.asarray(crop)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an HxWx3 crop, got {image.shape}")
+    if mask is None:
+        return image.astype(np.uint8)
+    m = np.asarray(mask, dtype=np.float64)
+    if m.shape != image.shape[:2]:
+        raise ValueError(f"mask {m.shape} does not match crop {image.shape[:2]}")
+    weight = np.clip(m, 0.0, 1.0)[..., None] * float(alpha)
+    tint = np.asarray(color, dtype=np.float64)
+    out = image.astype(np.float64) * (1 - weight) + tint * weight
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def face_grid_figure(
+    crops: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None,
+    scores: Sequence[float],
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.45,
+    ncols: int = 4,
+    title: str | None = None,
+) -> Figure:
+    """Face crops in a grid, each with its manipulation mask tinted red (None: no overlay)
+    and ``p=<score>`` under its title."""
+    if len(scores) != len(crops) or (masks is not None and len(masks) != len(crops)):
+        raise ValueError(f"{len(crops)} crops need as many scores and masks")
+    check_range(f"{_SECTION}.mask_alpha", alpha, low=0.0, high=1.0)
+    images = [
+        overlay_mask(c, None if masks is None else masks[i], alpha) for i, c in enumerate(crops)
+    ]
+    names = [""] * len(crops) if titles is None else [str(t) for t in titles]
+    labels = [f"{n}\np={s:.2f}" if n else f"p={s:.2f}" for n, s in zip(names, scores, strict=True)]
+    return image_grid_figure(images, labels, ncols=ncols, title=title)

@@ -1,0 +1,386 @@
+"""Face extraction for the DFDC videos (issue 4, node 2), fanned out over Dask distributed.
+
+:func:`extract_videos` takes the ``videos`` table of :func:`podium.layouts.dfdc.index_dfdc`
+and returns one record per video (schema: :mod:`podium.faces.video`), keyed by its
+partition name ``<folder>/<video stem>`` (one compressed joblib file each in the catalog's
+PartitionedDataset), a bad-videos report and run statistics.
+
+Work is planned in **groups**: a REAL original together with its FAKEs. The original's
+sampled frames are decoded once and serve its own record and every fake's manipulation
+mask (fakes share their original's frame count, so the sampled indices coincide; any
+frame that does not is decoded from the original as well). A FAKE whose original is not in
+the table is grouped with the original's file in the same folder (used for its mask only,
+not extracted). Each group is one Dask task (:func:`extract_group`, a top-level function,
+so process workers import it by name). Videos already extracted are not planned at all.
+
+Bad input never stops the run: a truncated/corrupt video (``VideoReadError``), one with no
+face in any sampled frame (``NoFaceError``) or a lost worker becomes one row of the
+bad-videos report (``video, folder, path, reason``). A FAKE whose original cannot be read
+is still extracted, with ``masks = None`` and the reason in ``mask_error`` (counted in the
+stats as ``fakes_without_mask``).
+
+:func:`load_truth_boxes` and :func:`detection_recall` are diagnostics for the generated
+sample: they read its ``_truth.json`` sidecars, which hold the answer. **No training or
+inference node may call** :func:`load_truth_boxes`; only a diagnostics/reporting node may.
+
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from podium.core.distributed import ItemError, dask_client, map_items
+from podium.faces.video import (
+    check_extraction_settings,
+    crop_at_boxes,
+    extract_faces_from_frames,
+    extract_video,
+    manipulation_masks,
+    read_sampled_frames,
+    video_record,
+)
+from podium.layouts.dfdc import read_frames
+
+__all__ = [
+    "BAD_VIDEO_COLUMNS",
+    "detection_recall",
+    "extract_group",
+    "extract_videos",
+    "load_truth_boxes",
+    "partition_name",
+]
+
+#: Columns of the bad-videos report.
+BAD_VIDEO_COLUMNS = ["video", "folder", "path", "reason"]
+#: Columns ``extract_videos`` needs in its ``videos`` table (index_dfdc's have them all).
+REQUIRED_COLUMNS = ("video", "folder", "path", "label", "original")
+#: Name of the sample's ground-truth sidecar (see podium.sample_data.dfdc).
+TRUTH_FILE = "_truth.json"
+_PARTITION_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def partition_name(folder: str, video: str) -> str:
+    """``<folder>/<video stem>``: the record's key in the PartitionedDataset."""
+    return f"{folder}/{Path(str(video)).stem}"
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string or None (pandas may hold a missing value as None, NaN or NA)."""
+    return value if isinstance(value, str) and value else None
+
+
+# ---------------------------------------------------------------------------- one group
+
+
+def _labelled(record: dict, member: Mapping) -> dict:
+    record["video"] = member["video"]
+    record["folder"] = member["folder"]
+    record["label"] = member.get("label")
+    record["original"] = member.get("original")
+    return record
+
+
+def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
+    """Extract one original and/or its fakes; never raises for a bad video.
+
+    ``job``: ``original`` (a member or None), ``extract_original`` (bool), ``fakes`` (members
+    to extract), ``settings`` (checked settings). A member is a mapping with ``video``,
+    ``folder``, ``path``, ``label``, ``original`` and ``partition``. Returns
+    ``{"records": {partition: record}, "errors": {partition: reason}}``.
+    """
+    s = job["settings"]
+    records: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    original = job.get("original")
+    frames_of_original: dict[int, np.ndarray] = {}
+    original_error: str | None = None if original else "the FAKE names no original"
+
+    if original is not None and job.get("extract_original"):
+        try:
+            frames, indices, info = read_sampled_frames(
+                original["path"], s["n_frames"], s["seek_gap"]
+            )
+        except Exception as error:  # one bad video is data, not a crash
+            errors[original["partition"]] = original_error = _reason(error)
+        else:
+            frames_of_original = dict(zip(indices.tolist(), frames, strict=True))
+            try:
+                faces = extract_faces_from_frames(frames, indices, s, checked=True)
+            except Exception as error:  # no face: bad for itself, frames still serve masks
+                errors[original["partition"]] = _reason(error)
+            else:
+                record = video_record(original["path"], info, faces, s)
+                records[original["partition"]] = _labelled(record, original)
+
+    for fake in job.get("fakes", ()):
+        try:
+            record = _labelled(extract_video(fake["path"], s, checked=True), fake)
+        except Exception as error:
+            errors[fake["partition"]] = _reason(error)
+            continue
+        if original_error is None:
+            wanted = sorted(set(record["frame_indices"].tolist()) - set(frames_of_original))
+            if wanted:
+                try:
+                    decoded = read_frames(original["path"], wanted, seek_gap=s["seek_gap"])
+                    frames_of_original.update(zip(wanted, decoded, strict=True))
+                except Exception as error:
+                    original_error = f"original {original['video']}: {_reason(error)}"
+        if original_error is not None:
+            record["mask_error"] = original_error
+        else:
+            source = [frames_of_original[i] for i in record["frame_indices"].tolist()]
+            size = (record["height"], record["width"])
+            if source[0].shape[:2] != size:
+                record["mask_error"] = (
+                    f"original {original['video']} frames are {source[0].shape[1]}x"
+                    f"{source[0].shape[0]}, the fake's {size[1]}x{size[0]}"
+                )
+            else:
+                original_crops = crop_at_boxes(source, record["boxes"], s["margin"], s["crop_size"])
+                record["masks"] = manipulation_masks(
+                    record["crops"], original_crops, s["mask_threshold"], s["mask_blur"]
+                )
+        records[fake["partition"]] = record
+    return {"records": records, "errors": errors}
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def _member(row: Mapping) -> dict[str, Any]:
+    return {
+        "video": str(row["video"]),
+        "folder": str(row["folder"]),
+        "path": str(row["path"]),
+        "label": _text(row.get("label")),
+        "original": _text(row.get("original")),
+        "partition": partition_name(row["folder"], row["video"]),
+    }
+
+
+def _normalised(names: Iterable[str]) -> set[str]:
+    out = set()
+    for name in names:
+        name = str(name)
+        for suffix in _PARTITION_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+        out.add(name)
+    return out
+
+
+def _plan(members: list[dict], done: set[str], settings: dict) -> list[dict]:
+    """One job per original (with its fakes to extract) and per FAKE-less video to extract."""
+    by_name = {m["video"]: m for m in members}
+    fakes_of: dict[tuple[str, str], list[dict]] = {}
+    for m in members:
+        if m["label"] == "FAKE" and m["partition"] not in done:
+            if m["original"] in by_name and by_name[m["original"]]["label"] != "FAKE":
+                key = ("table", m["original"])
+            else:
+                key = ("file", str(Path(m["path"]).parent / (m["original"] or "")))
+            fakes_of.setdefault(key, []).append(m)
+    jobs = []
+    for m in members:
+        if m["label"] == "FAKE":
+            continue
+        fakes = fakes_of.pop(("table", m["video"]), [])
+        if m["partition"] in done and not fakes:
+            continue
+        jobs.append(
+            {
+                "original": m,
+                "extract_original": m["partition"] not in done,
+                "fakes": fakes,
+                "settings": settings,
+            }
+        )
+    for (_, path), fakes in fakes_of.items():  # originals outside the table: masks only
+        name = fakes[0]["original"]
+        source = (
+            {
+                "video": name,
+                "folder": fakes[0]["folder"],
+                "path": path,
+                "label": "REAL",
+                "original": None,
+                "partition": partition_name(fakes[0]["folder"], name),
+            }
+            if name
+            else None
+        )
+        jobs.append(
+            {"original": source, "extract_original": False, "fakes": fakes, "settings": settings}
+        )
+    return jobs
+
+
+def _job_members(job: Mapping) -> list[dict]:
+    first = [job["original"]] if job["original"] and job["extract_original"] else []
+    return first + list(job["fakes"])
+
+
+# ---------------------------------------------------------------------------- all videos
+
+
+def extract_videos(
+    videos: pd.DataFrame,
+    settings: Mapping[str, Any] | None = None,
+    already_extracted: Collection[str] = frozenset(),
+    scheduler_address: str | None = None,
+    n_workers: int = 2,
+    *,
+    processes: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, dict], pd.DataFrame, dict[str, float]]:
+    """Extract the faces of every video not yet extracted: ``(records, bad_videos, stats)``.
+
+    ``videos``: columns ``video, folder, path, label, original`` (``index_dfdc().videos``).
+    ``settings``: ``deepfake.extraction`` (see :data:`podium.faces.video.DEFAULT_SETTINGS`).
+    ``already_extracted``: partition names (``<folder>/<stem>``, a ``.joblib`` suffix is
+    ignored) to skip, e.g. the keys of the existing PartitionedDataset.
+    ``scheduler_address``: a Dask scheduler to use; else a LocalCluster of ``n_workers``
+    (process workers unless ``processes=False``); ``n_workers=0`` runs everything here,
+    without Dask.
+
+    ``records``: partition name -> record. ``bad_videos``: one row per video that could not
+    be extracted (``video, folder, path, reason``). ``stats``: ``videos``, ``extracted``,
+    ``skipped_existing``, ``bad``, ``fakes_without_mask``, ``frames`` (sampled frames of the
+    extracted videos), ``frames_with_face``, ``faces`` (crops), ``face_frame_rate``,
+    ``seconds``, ``frames_per_second`` (never NaN: 0.0 when nothing ran).
+    """
+    started = time.perf_counter()
+    s = check_extraction_settings(settings)
+    missing = [c for c in REQUIRED_COLUMNS if c not in videos.columns]
+    if missing:
+        raise ValueError(
+            f"the videos table lacks column(s) {missing}; fix: pass index_dfdc(root).videos "
+            f"(columns {list(REQUIRED_COLUMNS)})"
+        )
+    members = [_member(row) for row in videos.to_dict("records")]
+    seen: dict[str, str] = {}
+    for m in members:
+        if m["partition"] in seen:
+            raise ValueError(
+                f"two videos map to the partition {m['partition']!r} ({seen[m['partition']]} "
+                f"and {m['path']}); fix: keep one of them in the videos table"
+            )
+        seen[m["partition"]] = m["path"]
+    done = _normalised(already_extracted)
+    skipped = sum(m["partition"] in done for m in members)
+    jobs = _plan(members, done, s)
+
+    if not jobs:
+        pairs = []
+    elif scheduler_address or n_workers > 0:
+        with dask_client(scheduler_address, n_workers=n_workers, processes=processes) as client:
+            pairs = map_items(client, extract_group, jobs, progress, "face extraction")
+    else:
+        pairs = map_items(None, extract_group, jobs, progress, "face extraction")
+
+    records: dict[str, dict] = {}
+    bad: list[dict] = []
+    for job, result in pairs:
+        if isinstance(result, ItemError):  # a lost worker or an unexpected failure
+            result = {"records": {}, "errors": {}, "failed": result.error}
+        for m in _job_members(job):
+            if m["partition"] in result["records"]:
+                records[m["partition"]] = result["records"][m["partition"]]
+            else:
+                reason = result["errors"].get(m["partition"]) or result.get("failed")
+                bad.append({**{k: m[k] for k in BAD_VIDEO_COLUMNS[:3]}, "reason": reason})
+    records = {
+        m["partition"]: records[m["partition"]] for m in members if m["partition"] in records
+    }
+
+    frames = sum(len(r["sampled_indices"]) for r in records.values())
+    with_face = sum(int((r["faces_per_frame"] > 0).sum()) for r in records.values())
+    seconds = time.perf_counter() - started
+    stats = {
+        "videos": len(members),
+        "extracted": len(records),
+        "skipped_existing": skipped,
+        "bad": len(bad),
+        "fakes_without_mask": sum(
+            r["label"] == "FAKE" and r["masks"] is None for r in records.values()
+        ),
+        "frames": frames,
+        "frames_with_face": with_face,
+        "faces": sum(len(r["frame_indices"]) for r in records.values()),
+        "face_frame_rate": with_face / frames if frames else 0.0,
+        "seconds": seconds,
+        "frames_per_second": frames / seconds if frames and seconds > 0 else 0.0,
+    }
+    return records, pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS), stats
+
+
+# ---------------------------------------------------------------------------- diagnostics
+
+
+def load_truth_boxes(root: Path | str) -> dict[str, np.ndarray]:
+    """Per-frame truth face boxes of the generated sample: partition name -> float32
+    (frames, 4) x1, y1, x2, y2, from every ``<root>/*/_truth.json``.
+
+    Diagnostics and tests only: the sidecar holds the answer (and real DFDC has none), so
+    **no training or inference node may call this**.
+    """
+    out: dict[str, np.ndarray] = {}
+    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for video, entry in doc.get("videos", {}).items():
+            boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4)
+            out[partition_name(path.parent.name, video)] = boxes
+    return out
+
+
+def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(boxes[:, 0], truth[0])
+    y1 = np.maximum(boxes[:, 1], truth[1])
+    x2 = np.minimum(boxes[:, 2], truth[2])
+    y2 = np.minimum(boxes[:, 3], truth[3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    truth_area = (truth[2] - truth[0]) * (truth[3] - truth[1])
+    return inter / np.maximum(area + truth_area - inter, 1e-9)
+
+
+def detection_recall(
+    records: Mapping[str, Mapping],
+    truth_boxes: Mapping[str, np.ndarray],
+    iou_threshold: float = 0.5,
+) -> float:
+    """Share of the sampled frames of REAL videos in which a kept face overlaps the truth
+    box with IoU >= ``iou_threshold`` (a frame without a kept face counts as a miss).
+
+    Only records labelled REAL with truth boxes count (a fake's swapped face has the
+    original's box, but the detector's job is judged on reals). Raises ``ValueError`` when
+    there is none, rather than returning NaN.
+    """
+    hits = total = 0
+    for name, record in records.items():
+        if record.get("label") != "REAL" or name not in truth_boxes:
+            continue
+        truth = np.asarray(truth_boxes[name], np.float32)
+        frame_of = np.asarray(record["frame_indices"])
+        boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+        for index in np.asarray(record["sampled_indices"]).tolist():
+            total += 1
+            kept = boxes[frame_of == index]
+            if len(kept) and index < len(truth) and _iou(kept, truth[index]).max() >= iou_threshold:
+                hits += 1
+    if total == 0:
+        raise ValueError("no REAL record with truth boxes: detection recall is undefined")
+    return hits / total

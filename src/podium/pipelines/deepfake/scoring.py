@@ -1,0 +1,185 @@
+"""From frame probabilities to one calibrated probability per video.
+
+* :func:`video_score` turns a video's frame (face) probabilities into one score: ``mean``
+  (the write-ups' default), ``median``, or ``confident_mean`` (the mean of the frames outside
+  the confidence band ``[band_low, band_high]``, falling back to the plain mean when every
+  frame is inside it). A video with no usable face scores the training ``prior``: never NaN.
+* :func:`average_logits` ensembles models in logit space (a weighted mean of logits).
+* :func:`fit_logit_scale` finds the constant ``c`` in ``bounds`` that minimises log loss of
+  ``sigmoid(c * logit(p))`` (the DFDC write-ups' "scale the logit by a constant < 1");
+  :func:`calibrate` applies it and clips to ``[clip_low, clip_high]``.
+
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+
+from podium.core.config import ParameterError, check_choice, check_range
+from podium.core.ensemble import logit, scale_logits, sigmoid, soft_vote
+
+__all__ = [
+    "SCORE_RULES",
+    "average_logits",
+    "binary_log_loss",
+    "calibrate",
+    "fit_logit_scale",
+    "log_loss_before_after",
+    "score_videos",
+    "training_prior",
+    "video_score",
+]
+
+#: Rules of :func:`video_score`.
+SCORE_RULES = ("mean", "confident_mean", "median")
+_SCORE = "deepfake.video_score"
+_CALIBRATION = "deepfake.calibration"
+
+
+def binary_log_loss(
+    y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray, eps: float
+) -> float:
+    """Mean binary log loss with probabilities clipped to ``[eps, 1 - eps]`` (DFDC clips)."""
+    y_arr = np.asarray(y, dtype=np.float64)
+    p_arr = np.asarray(p, dtype=np.float64)
+    if y_arr.shape != p_arr.shape or y_arr.ndim != 1:
+        raise ValueError(f"y {y_arr.shape} and p {p_arr.shape} must be equal 1-D shapes")
+    if len(y_arr) == 0:
+        raise ValueError("log loss of no items")
+    if np.isnan(p_arr).any():
+        raise ValueError("probabilities contain NaN")
+    if not np.isin(y_arr, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 (REAL) or 1 (FAKE)")
+    q = np.clip(p_arr, eps, 1.0 - eps)
+    return float(-np.mean(y_arr * np.log(q) + (1.0 - y_arr) * np.log1p(-q)))
+
+
+def training_prior(y_train: Sequence[int] | np.ndarray) -> float:
+    """Share of FAKE among training videos: the score of a video with no usable face."""
+    y = np.asarray(y_train, dtype=np.float64)
+    if len(y) == 0:
+        raise ValueError("no training labels to take a prior from")
+    return float(y.mean())
+
+
+def _check_prior(prior: float) -> float:
+    check_range(f"{_SCORE}.prior", prior, low=0.0, high=1.0)
+    return float(prior)
+
+
+def video_score(
+    frame_probs: Sequence[float] | np.ndarray,
+    rule: str,
+    prior: float,
+    band_low: float = 0.2,
+    band_high: float = 0.8,
+) -> float:
+    """One probability for a video from its frame probabilities (NaNs = unusable frames).
+
+    ``rule``: ``mean``, ``median`` or ``confident_mean`` (mean of frames with p < band_low
+    or p > band_high, else the plain mean). No usable frame -> ``prior``.
+    """
+    rule = check_choice(f"{_SCORE}.rule", rule, SCORE_RULES)
+    prior = _check_prior(prior)
+    if rule == "confident_mean":
+        check_range(f"{_SCORE}.band_low", band_low, low=0.0, high=1.0)
+        check_range(f"{_SCORE}.band_high", band_high, low=band_low, high=1.0)
+    p = np.asarray(frame_probs, dtype=np.float64).ravel()
+    p = p[np.isfinite(p)]
+    if len(p) == 0:
+        return prior
+    if rule == "median":
+        return float(np.median(p))
+    if rule == "confident_mean":
+        sure = p[(p < band_low) | (p > band_high)]
+        if len(sure):
+            return float(sure.mean())
+    return float(p.mean())
+
+
+def score_videos(
+    frame_probs: Mapping[str, Sequence[float]],
+    videos: Sequence[str],
+    rule: str,
+    prior: float,
+    band_low: float = 0.2,
+    band_high: float = 0.8,
+) -> pd.Series:
+    """:func:`video_score` of every name in ``videos`` (absent from ``frame_probs`` = no
+    usable face -> ``prior``), as a Series named ``prob`` indexed by video."""
+    scores = [video_score(frame_probs.get(v, ()), rule, prior, band_low, band_high) for v in videos]
+    return pd.Series(scores, index=pd.Index(list(videos), name="video"), name="prob")
+
+
+def average_logits(
+    prob_list: Sequence[Sequence[float] | np.ndarray],
+    weights: Sequence[float] | None = None,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """``sigmoid`` of the weighted mean of the models' logits (``weights`` normalised; None:
+    equal). Probabilities are clipped to ``[eps, 1 - eps]`` first, so 0 and 1 stay finite."""
+    if len(prob_list) == 0:
+        raise ValueError("average_logits needs at least one model's predictions")
+    return sigmoid(soft_vote([logit(p, eps) for p in prob_list], weights))
+
+
+def fit_logit_scale(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    bounds: tuple[float, float] = (0.05, 1.0),
+    eps: float = 1e-6,
+) -> float:
+    """The ``c`` in ``bounds`` minimising the log loss of ``sigmoid(c * logit(p))`` on ``y``
+    (bounded Brent search; fit it on out-of-fold predictions, never on the test set)."""
+    low, high = (float(b) for b in bounds)
+    if not 0 <= low < high:
+        raise ParameterError(
+            f"{_CALIBRATION}.scale_bounds", f"expected 0 <= low < high, got {bounds!r}"
+        )
+    y_arr = np.asarray(y)
+
+    def loss(c: float) -> float:
+        return binary_log_loss(y_arr, scale_logits(p, c, eps), eps)
+
+    result = minimize_scalar(loss, bounds=(low, high), method="bounded")
+    best = float(result.x)
+    # the bounded search never evaluates the ends exactly; keep an end that is better
+    for end in (low, high):
+        if loss(end) < loss(best):
+            best = end
+    return best
+
+
+def calibrate(
+    p: Sequence[float] | np.ndarray,
+    factor: float,
+    clip_low: float,
+    clip_high: float,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """``sigmoid(factor * logit(p))`` clipped to ``[clip_low, clip_high]``."""
+    check_range(f"{_CALIBRATION}.clip_low", clip_low, low=0.0, high=0.5)
+    check_range(f"{_CALIBRATION}.clip_high", clip_high, low=0.5, high=1.0)
+    return np.clip(scale_logits(p, factor, eps), clip_low, clip_high)
+
+
+def log_loss_before_after(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    factor: float,
+    clip_low: float,
+    clip_high: float,
+    eps: float,
+) -> dict:
+    """Log loss (clipped with ``eps``) of the raw and of the calibrated probabilities:
+    ``{"log_loss_before", "log_loss_after", "logit_scale"}``."""
+    return {
+        "log_loss_before": binary_log_loss(y, p, eps),
+        "log_loss_after": binary_log_loss(y, calibrate(p, factor, clip_low, clip_high), eps),
+        "logit_scale": float(factor),
+    }

@@ -1,0 +1,84 @@
+"""podium.faces: batched MTCNN detection mapped back to full size, and margin crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from podium.faces import Detection, crop_face, detect_faces
+from podium.sample_data.faces import random_appearance, render_face
+
+
+def _drawn_face(seed: int, size=(240, 320), centre=(160, 120), height=110):
+    image = np.full((*size, 3), 120, np.uint8)
+    truth = render_face(image, random_appearance(np.random.default_rng(seed)), centre, height)
+    return image, truth
+
+
+def _inside(detection: Detection, truth, tolerance: float = 12) -> bool:
+    x1, y1, x2, y2 = detection.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return (
+        truth[0] - tolerance < cx < truth[2] + tolerance
+        and truth[1] - tolerance < cy < truth[3] + tolerance
+    )
+
+
+def test_batched_detection_keeps_input_order_across_image_sizes():
+    left, left_truth = _drawn_face(3, centre=(100, 120))
+    right, right_truth = _drawn_face(4, centre=(220, 120))
+    tall, tall_truth = _drawn_face(5, size=(320, 240), centre=(120, 160))
+    blank = np.full((240, 320, 3), 120, np.uint8)
+
+    found = detect_faces([left, tall, blank, right], batch_size=2, min_confidence=0.9)
+
+    assert len(found) == 4
+    assert found[2] == []  # nothing drawn, nothing found
+    for detections, truth in (
+        (found[0], left_truth),
+        (found[1], tall_truth),
+        (found[3], right_truth),
+    ):
+        assert detections and detections[0].confidence >= 0.9
+        assert _inside(detections[0], truth)
+
+
+def test_downscaled_detection_reports_full_size_boxes():
+    image, truth = _drawn_face(3)
+    full = detect_faces([image], min_confidence=0.9)[0][0]
+    half = detect_faces([image], downscale=0.5, min_confidence=0.9)[0][0]
+    assert _inside(half, truth)
+    assert np.allclose(full.box, half.box, atol=12)  # same pixels, not half the coordinates
+
+
+def test_min_confidence_filters_detections():
+    image, _ = _drawn_face(3)
+    assert detect_faces([image], min_confidence=1.01) == [[]]
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"downscale": 0.0}, {"downscale": 1.5}])
+def test_bad_arguments_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        detect_faces([np.zeros((32, 32, 3), np.uint8)], **kwargs)
+
+
+def test_crop_face_grows_the_box_and_keeps_the_output_aspect():
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[80:120, 90:110] = 255  # the "face": 20 wide, 40 tall
+    crop = crop_face(image, (90, 80, 110, 120), margin=0.5, size=None)
+    # 40 tall * (1 + 2 * 0.5) = 80 rows, 20 wide -> 40 columns
+    assert crop.shape == (80, 40, 3)
+    assert crop[20:60, 10:30].min() == 255 and crop[:10].max() == 0
+
+    resized = crop_face(image, (90, 80, 110, 120), margin=0.5, size=(64, 64))
+    assert resized.shape == (64, 64, 3)
+    # widened to square before resizing: the bright face stays narrower than tall
+    bright = np.argwhere(resized[..., 0] > 127)
+    assert np.ptp(bright[:, 0]) > 1.5 * np.ptp(bright[:, 1])
+
+
+def test_crop_face_clips_at_the_border_and_rejects_boxes_outside():
+    image = np.zeros((100, 100, 3), np.uint8)
+    assert crop_face(image, (0, 0, 20, 20), margin=1.0).shape == (40, 40, 3)
+    with pytest.raises(ValueError, match="outside"):
+        crop_face(image, (150, 150, 180, 180), margin=0.1)

@@ -1,0 +1,185 @@
+"""deepfake face extraction: records per video, masks of fakes, bad-videos report, re-runs, Dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import podium.faces.video as video_module
+from podium.layouts.dfdc import index_dfdc
+from podium.pipelines.deepfake.extraction import (
+    BAD_VIDEO_COLUMNS,
+    detection_recall,
+    extract_videos,
+    load_truth_boxes,
+)
+from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+
+SAMPLE = {
+    "n_parts": 1,
+    "reals_per_part": 2,
+    "fakes_per_real": 1,
+    "actors_per_part": 2,
+    "n_test_videos": 0,
+    "seconds": 1.0,
+    "width": 160,
+    "height": 120,
+}
+SETTINGS = {"n_frames": 4, "crop_size": 64, "margin": 0.5}
+FOLDER = "dfdc_train_part_0"
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The tiny sample plus a truncated mp4 and a face-less mp4 listed as REAL videos."""
+    root = tmp_path_factory.mktemp("dfdc")
+    for relpath, data in generate_dfdc_sample(SAMPLE, seed=5).items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_bytes(data)
+    videos = index_dfdc(root).videos
+    good = videos.copy()
+    part = root / FOLDER
+    data = (part / good["video"].iloc[0]).read_bytes()
+    (part / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    rng = np.random.default_rng(1)
+    frames = [np.clip(rng.normal(110, 25, (120, 160, 3)), 0, 255).astype(np.uint8)] * 8
+    (part / "noface.mp4").write_bytes(encode_mp4(frames, fps=15))
+    extra = pd.DataFrame(
+        [
+            {"video": n, "folder": FOLDER, "path": str(part / n), "label": "REAL", "original": None}
+            for n in ("truncated.mp4", "noface.mp4")
+        ]
+    )
+    return root, good, pd.concat([good, extra], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def extracted(sample):
+    _, _, videos = sample
+    return extract_videos(videos, SETTINGS, n_workers=0, progress=False)
+
+
+def _partitions(videos: pd.DataFrame) -> list[str]:
+    return [
+        f"{f}/{v.removesuffix('.mp4')}" for f, v in zip(videos.folder, videos.video, strict=True)
+    ]
+
+
+def test_every_good_video_gives_a_record(sample, extracted):
+    _, good, _ = sample
+    records, _, stats = extracted
+    assert list(records) == _partitions(good)
+    for name, record in records.items():
+        row = good[good.video == record["video"]].iloc[0]
+        assert name == f"{FOLDER}/{row.video[:-4]}" and record["label"] == row.label
+        assert record["folder"] == FOLDER and record["frames_total"] == 15
+        n = len(record["frame_indices"])
+        assert record["crops"].shape == (n, 64, 64, 3) and record["crops"].dtype == np.uint8
+        assert record["boxes"].shape == (n, 4) and record["boxes"].dtype == np.float32
+        assert record["confidences"].shape == (n,) and record["confidences"].dtype == np.float32
+        if row.label == "FAKE":
+            assert record["original"] == row.original and record["mask_error"] is None
+            assert record["masks"].shape == (n, 64, 64) and record["masks"].dtype == np.uint8
+        else:
+            assert record["masks"] is None
+    assert stats["videos"] == 6 and stats["extracted"] == 4 and stats["bad"] == 2
+    assert stats["skipped_existing"] == 0 and stats["fakes_without_mask"] == 0
+    assert stats["frames"] == 16 and stats["frames_with_face"] == 16 == stats["faces"]
+    assert stats["face_frame_rate"] == 1.0 and stats["frames_per_second"] > 0
+
+
+def test_bad_videos_are_reported_with_a_reason(extracted):
+    _, bad, _ = extracted
+    assert list(bad.columns) == BAD_VIDEO_COLUMNS
+    reasons = dict(zip(bad.video, bad.reason, strict=True))
+    assert set(reasons) == {"truncated.mp4", "noface.mp4"}
+    assert reasons["truncated.mp4"].startswith("VideoReadError")
+    assert reasons["noface.mp4"].startswith("NoFaceError")
+    assert bad.notna().all().all()
+
+
+def test_boxes_match_the_truth_on_reals(sample, extracted):
+    root, _, _ = sample
+    records, _, _ = extracted
+    truth = load_truth_boxes(root)
+    assert set(records) <= set(truth)
+    assert detection_recall(records, truth) >= 0.9
+    assert detection_recall(records, truth, iou_threshold=0.99) < 0.5  # the IoU is applied
+    with pytest.raises(ValueError, match="REAL"):
+        detection_recall({k: r for k, r in records.items() if r["label"] == "FAKE"}, truth)
+
+
+def test_fake_masks_cover_the_face_only(extracted):
+    records, _, _ = extracted
+    fakes = [r for r in records.values() if r["label"] == "FAKE"]
+    assert fakes
+    for record in fakes:
+        masks = record["masks"]
+        assert set(np.unique(masks)) <= {0, 1}
+        assert masks[:, 16:48, 16:48].mean() > 0.05  # margin 0.5: the face is the middle half
+        assert masks[:, :6].mean() < 0.02 and masks[:, -6:].mean() < 0.02
+
+
+def test_rerun_skips_extracted_videos_without_detecting(sample, extracted, monkeypatch):
+    _, good, _ = sample
+    records, _, _ = extracted
+    calls = []
+    real_detect = video_module.detect_faces
+    monkeypatch.setattr(
+        video_module, "detect_faces", lambda images, **kw: calls.append(len(images)) or []
+    )
+    again, bad, stats = extract_videos(good, SETTINGS, set(records), n_workers=0, progress=False)
+    assert again == {} and bad.empty and calls == []
+    assert stats["skipped_existing"] == 4 and stats["extracted"] == 0 and stats["frames"] == 0
+    assert stats["frames_per_second"] == 0.0
+
+    # originals done, fakes not: the originals are decoded for the masks but not searched
+    monkeypatch.setattr(
+        video_module,
+        "detect_faces",
+        lambda images, **kw: calls.append(1) or real_detect(images, **kw),
+    )
+    reals = {k for k, r in records.items() if r["label"] == "REAL"}
+    with_joblib = {f"{k}.joblib" for k in reals}
+    again, bad, stats = extract_videos(good, SETTINGS, with_joblib, n_workers=0, progress=False)
+    assert set(again) == set(records) - reals and len(calls) == 2 and bad.empty
+    for name, record in again.items():
+        np.testing.assert_array_equal(record["masks"], records[name]["masks"])
+
+
+def test_fake_of_an_unreadable_original_keeps_its_crops(sample):
+    root, good, _ = sample
+    videos = good.copy()
+    fake = videos[videos.label == "FAKE"].iloc[0]
+    is_original = videos.video == fake.original
+    videos.loc[is_original, "path"] = str(root / FOLDER / "truncated.mp4")
+    keep = is_original | (videos.video == fake.video)
+    records, bad, stats = extract_videos(videos[keep], SETTINGS, n_workers=0, progress=False)
+    assert bad.video.tolist() == [fake.original]
+    (record,) = records.values()
+    assert record["masks"] is None and "VideoReadError" in record["mask_error"]
+    assert stats["fakes_without_mask"] == 1
+
+
+def test_dask_cluster_gives_the_same_records(sample, extracted):
+    _, _, videos = sample
+    records, bad, _ = extracted
+    on_dask, bad_dask, stats = extract_videos(
+        videos, SETTINGS, n_workers=2, processes=False, progress=False
+    )
+    assert list(on_dask) == list(records) and stats["bad"] == 2
+    pd.testing.assert_frame_equal(bad_dask, bad)
+    for name, record in records.items():
+        other = on_dask[name]
+        np.testing.assert_array_equal(other["frame_indices"], record["frame_indices"])
+        np.testing.assert_allclose(other["boxes"], record["boxes"], atol=1e-3)
+        np.testing.assert_array_equal(other["crops"], record["crops"])
+        if record["masks"] is not None:
+            np.testing.assert_array_equal(other["masks"], record["masks"])
+
+
+def test_a_table_without_the_needed_columns_is_rejected(sample):
+    _, good, _ = sample
+    with pytest.raises(ValueError, match="original"):
+        extract_videos(good.drop(columns="original"), SETTINGS, n_workers=0)
