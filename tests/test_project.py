@@ -19,14 +19,20 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 
 
-def _run(project: Path, pipeline: str, params: dict | None = None) -> None:
+def _run(
+    project: Path,
+    pipeline: str,
+    params: dict | None = None,
+    tags: list[str] | None = None,
+    nodes: list[str] | None = None,
+) -> None:
     """One `kedro run`, in-process. kedro-mlflow's hook object lives for the process and
     may leave its run on MLflow's stack; each `kedro run` from the shell is a new process,
     so end any run left over to give each session here a fresh one."""
     bootstrap_project(project)
     try:
         with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
-            session.run(pipeline_names=[pipeline])
+            session.run(pipeline_names=[pipeline], tags=tags, node_names=nodes)
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run()

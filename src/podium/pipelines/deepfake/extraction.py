@@ -28,6 +28,7 @@ No kedro or mlflow imports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Collection, Iterable, Mapping
@@ -327,6 +328,39 @@ def extract_videos(
     return records, pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS), stats
 
 
+# ---------------------------------------------------------------------------- the cache
+
+#: Settings that change how fast extraction runs, not what it produces.
+_SPEED_ONLY = ("device", "batch_size", "seek_gap")
+
+
+def settings_key(settings: Mapping[str, Any] | None) -> str:
+    """Short digest of the extraction settings that shape the records: the cache keeps one
+    set of records per key, so a margin or frame-count ablation never reuses stale crops."""
+    checked = check_extraction_settings(settings)
+    shaping = {k: v for k, v in sorted(checked.items()) if k not in _SPEED_ONLY}
+    text = json.dumps(shaping, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def cached_names(partitions: Collection[str], key: str) -> set[str]:
+    """Partition names (``<folder>/<stem>``) already extracted under ``key``."""
+    prefix = f"{key}/"
+    return {
+        name.removeprefix(prefix) for name in _normalised(partitions) if name.startswith(prefix)
+    }
+
+
+def select_records(partitions: Mapping[str, Any], key: str) -> dict[str, dict]:
+    """The records extracted under ``key``, loaded (values may be load callables)."""
+    prefix = f"{key}/"
+    return {
+        name.removeprefix(prefix): value() if callable(value) else value
+        for name, value in sorted(partitions.items())
+        if name.startswith(prefix)
+    }
+
+
 # ---------------------------------------------------------------------------- diagnostics
 
 
@@ -344,6 +378,16 @@ def load_truth_boxes(root: Path | str) -> dict[str, np.ndarray]:
             boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4)
             out[partition_name(path.parent.name, video)] = boxes
     return out
+
+
+def load_truth_actors(root: Path | str) -> dict[str, str]:
+    """Actor id of every video of the generated sample (a FAKE: the original's actor, whose
+    body and background it shows). Diagnostics only, like :func:`load_truth_boxes`."""
+    actors: dict[str, str] = {}
+    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        actors.update({video: str(e["actor"]) for video, e in doc.get("videos", {}).items()})
+    return actors
 
 
 def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -1,12 +1,178 @@
-"""deepfake: wiring of the nodes in nodes.py.
+"""deepfake: DFDC videos -> faces -> folds -> CNNs -> video scores -> stacking ->
+calibrated ensemble -> metrics and submission. Wiring only; see nodes.py."""
 
-The building blocks (frame sampling and face extraction, split strategies, stacking,
-calibration, evaluation) are in place and tested; the pipeline is registered once its
-training nodes are wired, so until then `kedro registry list` does not show it.
-"""
+from kedro.pipeline import Node, Pipeline
 
-from kedro.pipeline import Pipeline
+from podium.pipelines.deepfake import nodes
+
+EXTRACTION = "params:deepfake.extraction"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    data = Pipeline(
+        [
+            Node(
+                nodes.index_training_videos,
+                "dfdc_raw",
+                ["deepfake_videos", "deepfake_unlisted_videos"],
+                name="index_training_videos",
+            ),
+            Node(nodes.index_test, "dfdc_raw", "deepfake_test_videos", name="index_test_videos"),
+            Node(
+                nodes.extract_faces,
+                [
+                    "deepfake_videos",
+                    "deepfake_test_videos",
+                    "deepfake_faces_cache",
+                    EXTRACTION,
+                    "params:runtime.dask",
+                ],
+                ["deepfake_faces", "deepfake_bad_videos", "deepfake_extraction_metrics"],
+                name="extract_faces",
+            ),
+            Node(
+                nodes.measure_detection_recall,
+                ["deepfake_faces", "dfdc_raw", EXTRACTION, "params:deepfake.diagnostics.iou"],
+                "deepfake_detection_metrics",
+                name="measure_detection_recall",
+            ),
+        ]
+    )
+    split = Pipeline(
+        [
+            Node(
+                nodes.assign_folds,
+                [
+                    "deepfake_videos",
+                    "deepfake_faces",
+                    "params:deepfake.split",
+                    "params:deepfake.embedding",
+                    "params:deepfake.person_cluster",
+                    EXTRACTION,
+                    "params:deepfake.seed",
+                ],
+                "deepfake_folds",
+                name="assign_folds",
+            ),
+            Node(
+                nodes.split_diagnostics,
+                ["deepfake_folds", "dfdc_raw"],
+                "deepfake_split_metrics",
+                name="split_diagnostics",
+            ),
+        ]
+    )
+    models = Pipeline(
+        [
+            Node(
+                nodes.train_models,
+                [
+                    "deepfake_faces",
+                    "deepfake_folds",
+                    "params:deepfake.training",
+                    "params:runtime",
+                    EXTRACTION,
+                    "params:deepfake.seed",
+                ],
+                [
+                    "deepfake_frame_models",
+                    "deepfake_training_history",
+                    "deepfake_oof_frame_probs",
+                    "deepfake_training_curves",
+                ],
+                name="train_frame_models",
+            ),
+            Node(
+                nodes.predict_test_frames,
+                [
+                    "deepfake_faces",
+                    "deepfake_test_videos",
+                    "deepfake_frame_models",
+                    "params:deepfake.training",
+                    "params:runtime",
+                    EXTRACTION,
+                ],
+                "deepfake_test_frame_probs",
+                name="predict_test_frames",
+            ),
+        ]
+    )
+    scores = Pipeline(
+        [
+            Node(
+                nodes.score_videos,
+                [
+                    "deepfake_oof_frame_probs",
+                    "deepfake_test_frame_probs",
+                    "deepfake_folds",
+                    "deepfake_test_videos",
+                    "params:deepfake.video_score",
+                ],
+                ["deepfake_oof_video_scores", "deepfake_test_video_scores"],
+                name="score_videos",
+            ),
+            Node(
+                nodes.stack_videos,
+                [
+                    "deepfake_oof_frame_probs",
+                    "deepfake_test_frame_probs",
+                    "deepfake_folds",
+                    "deepfake_test_videos",
+                    "deepfake_faces",
+                    EXTRACTION,
+                    "params:deepfake.stacking",
+                    "params:deepfake.evaluation.eps",
+                    "params:deepfake.seed",
+                ],
+                ["deepfake_oof_stacked", "deepfake_test_stacked", "deepfake_stacking_metrics"],
+                name="stack_videos",
+            ),
+            Node(
+                nodes.ensemble_and_calibrate,
+                [
+                    "deepfake_oof_video_scores",
+                    "deepfake_test_video_scores",
+                    "params:deepfake.calibration",
+                ],
+                [
+                    "deepfake_oof_predictions",
+                    "deepfake_test_predictions",
+                    "deepfake_calibration_metrics",
+                ],
+                name="ensemble_and_calibrate",
+            ),
+        ]
+    )
+    report = Pipeline(
+        [
+            Node(
+                nodes.evaluate,
+                [
+                    "deepfake_oof_predictions",
+                    "deepfake_test_predictions",
+                    "params:deepfake.evaluation.eps",
+                ],
+                ["deepfake_metrics", "deepfake_per_folder_log_loss", "deepfake_submission"],
+                name="evaluate",
+            ),
+            Node(
+                nodes.plot_reliability,
+                ["deepfake_oof_predictions", "params:deepfake.evaluation.reliability_bins"],
+                "deepfake_reliability_diagram",
+                name="plot_reliability",
+            ),
+            Node(nodes.plot_roc, "deepfake_oof_predictions", "deepfake_roc_curve", name="plot_roc"),
+            Node(
+                nodes.plot_face_grid,
+                [
+                    "deepfake_faces",
+                    "deepfake_oof_predictions",
+                    EXTRACTION,
+                    "params:deepfake.evaluation.grid_videos",
+                ],
+                "deepfake_face_grid",
+                name="plot_face_grid",
+            ),
+        ]
+    )
+    return data + split + models + scores + report

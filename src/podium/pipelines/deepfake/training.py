@@ -1,0 +1,823 @@
+"""Frame models of the deepfake pipeline: K-fold training, out-of-fold and test predictions.
+
+Every face crop is one sample labelled by its video (FAKE = 1). Each model spec
+(backbone x seed x architecture) is trained once per fold on the other folds' videos and
+predicts its own fold's videos, so every video gets out-of-fold (OOF) frame probabilities
+from the one fold model that never saw it. Unseen (test) videos get the mean of a model's
+fold-model **logits**, turned into a probability.
+
+Architectures (see :mod:`podium.pipelines.deepfake.networks`): ``classifier`` (a timm
+classifier) and ``unet_multitask`` (a UNet decoder on the same timm encoder predicts the
+manipulation mask, the record's ``masks``; reals have an all-zero target mask; a
+classification branch at the encoder's end predicts real/fake). Its loss is
+``w_cls * BCE(logit) + w_seg * seg_loss(mask)`` where ``seg_loss`` is ``bce``, ``dice`` or
+``bce_dice``; a FAKE whose record has no masks (``mask_error``) adds no segmentation loss.
+
+On a GPU the loop (``core.training.fit``) runs under autocast (bf16, or fp16 with a
+GradScaler), the model and batches go channels_last, DataLoaders pin memory and use
+``runtime.num_workers`` seeded workers. Images travel as uint8 and are normalised inside
+the network.
+
+Settings: the ``deepfake.training`` parameter block, every key documented in
+:data:`DEFAULTS`; errors name ``deepfake.training.<key>``. Runtime: the shared ``runtime``
+block (``device``, ``precision``, ``num_workers``, ``channels_last``; optional
+``deterministic``).
+
+Reproducibility: each (model, fold) is seeded via ``core.seeding.seed_everything`` with a seed
+drawn from ``(seed + seed_offset, fold)`` before its network, augmentations and loaders are
+built, so a fold model is the same whether trained alone (``folds_to_train``) or with the
+others, and seed offsets 0, 1, 2 give distinct initialisations on every fold.
+
+Memory limitation: the crops of the training videos are held in memory (the sample's ~50
+videos x 8 crops are a few MB). ``records`` values may be Kedro ``PartitionedDataset`` load
+callables; only the partitions named in ``videos`` are loaded. For the full DFDC (~100k
+videos x 32 crops of 380 px, hundreds of GB) a lazy dataset would keep only the partition
+loaders and an index of (partition, crop) rows, loading a video's joblib file in
+``__getitem__`` (with a small per-worker LRU cache, or after re-packing crops into one
+memory-mapped array / WebDataset shards so random access is cheap); ``_FrameDataset``'s
+interface (an index of ``(video, crop)`` rows) is already shaped for that swap.
+
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from podium.core.augment import build_transforms
+from podium.core.config import ParameterError, check_choice, check_keys, check_range
+from podium.core.device import (
+    AmpSettings,
+    amp_settings,
+    autocast,
+    eval_mode,
+    loader_settings,
+    select_device,
+    to_channels_last,
+)
+from podium.core.ensemble import sigmoid
+from podium.core.models import check_backbone
+from podium.core.seeding import dataloader_kwargs, seed_everything
+from podium.core.training import fit, move_to_device, split_batch
+from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
+
+__all__ = [
+    "DEFAULTS",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "SEGMENTATION_LOSSES",
+    "check_training_settings",
+    "predict_frame_models",
+    "train_frame_models",
+]
+
+log = logging.getLogger(__name__)
+
+#: Parameter path of the settings block in conf/base/parameters_deepfake.yml.
+PARAMETER = "deepfake.training"
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "step", "plateau", "none")
+SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
+#: Keys of one entry of ``models``.
+MODEL_KEYS = ("name", "architecture", "backbone", "seed_offset")
+#: Separates the model name from the fold in state-dict keys: ``"<model>/fold<k>"``.
+KEY_SEP = "/"
+LABELS = {"REAL": 0.0, "FAKE": 1.0}
+
+#: Every ``deepfake.training`` setting with its default (CPU-sized: minutes on the sample).
+DEFAULTS: dict[str, Any] = {
+    # One entry per model trained over the folds (backbone x seed x architecture):
+    #   name: key of its outputs ("<name>/fold<k>"; no "/"),
+    #   architecture: classifier | unet_multitask,
+    #   backbone: any timm model name (unet_multitask needs features_only support),
+    #   seed_offset: added to the run seed (several seeds of one backbone = an ensemble).
+    "models": [
+        {
+            "name": "effnet_lite0",
+            "architecture": "classifier",
+            "backbone": "tf_efficientnet_lite0",
+            "seed_offset": 0,
+        }
+    ],
+    "image_size": 128,  # crops are resized to image_size x image_size (int or [h, w])
+    "epochs": 3,
+    "batch_size": 32,
+    "predict_batch_size": 64,  # validation / OOF / test batches (no gradients)
+    "lr": 1e-3,  # peak learning rate
+    "weight_decay": 1e-4,
+    "optimizer": "adamw",  # adam | adamw | sgd (sgd: nesterov with `momentum`)
+    "momentum": 0.9,  # sgd only
+    "scheduler": "cosine",  # cosine (to min_lr over epochs) | step | plateau (val_loss) | none
+    "scheduler_params": {
+        "min_lr": 1e-6,  # cosine floor, plateau floor
+        "step_size": 1,  # step: epochs between decays
+        "gamma": 0.5,  # step: decay factor
+        "factor": 0.5,  # plateau: decay factor
+        "patience": 1,  # plateau: epochs without val_loss improvement before decaying
+    },
+    "grad_clip": None,  # max gradient norm, null = no clipping
+    "drop_rate": 0.2,  # dropout before the classification layer
+    "pretrained": False,  # timm ImageNet weights: needs the hub or a local cache
+    # albumentations 2.x transforms applied (after the resize) to each training crop and its
+    # mask; names and arguments checked by core.augment. The DFDC write-ups' heavy set:
+    "augment": [
+        {"name": "ImageCompression", "quality_range": [40, 100], "p": 0.5},
+        {"name": "Downscale", "scale_range": [0.5, 0.9], "p": 0.2},
+        {
+            "name": "OneOf",
+            "p": 0.3,
+            "transforms": [
+                {"name": "GaussianBlur", "blur_limit": [3, 5]},
+                {"name": "GaussNoise", "std_range": [0.02, 0.08]},
+            ],
+        },
+        {"name": "RandomBrightnessContrast", "p": 0.5},
+        {"name": "HueSaturationValue", "p": 0.3},
+        {"name": "HorizontalFlip", "p": 0.5},
+        {
+            "name": "Affine",
+            "scale": [0.9, 1.1],
+            "translate_percent": [-0.05, 0.05],
+            "rotate": [-10, 10],
+            "border_mode": 0,
+            "p": 0.5,
+        },
+        {
+            "name": "CoarseDropout",
+            "num_holes_range": [1, 4],
+            "hole_height_range": [0.05, 0.2],
+            "hole_width_range": [0.05, 0.2],
+            "p": 0.3,
+        },
+    ],
+    # unet_multitask: total loss = classification * BCE(logit) + segmentation * seg_loss
+    "loss_weights": {"classification": 1.0, "segmentation": 1.0},
+    "segmentation_loss": "bce_dice",  # bce | dice | bce_dice (unet_multitask only)
+    "folds_to_train": None,  # null = every fold in `videos.fold`; else a list of folds
+    "progress": True,  # per-epoch progress bars
+}
+
+_NESTED = ("scheduler_params", "loss_weights")
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def _param(key: str) -> str:
+    return f"{PARAMETER}.{key}"
+
+
+def _check_int(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ParameterError(_param(key), f"expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_number(key: str, value: Any, low: float, *, strict: bool = False) -> float:
+    check_range(_param(key), value, low=low)
+    if strict and value <= low:
+        raise ParameterError(_param(key), f"expected a number > {low}, got {value!r}")
+    return float(value)
+
+
+def _check_image_size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        size = (int(value), int(value))
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
+    ):
+        size = (int(value[0]), int(value[1]))
+    else:
+        raise ParameterError(
+            _param("image_size"), f"expected an integer or [height, width], got {value!r}"
+        )
+    if min(size) < 16:
+        raise ParameterError(_param("image_size"), f"sides must be >= 16 pixels, got {value!r}")
+    return size
+
+
+def _check_models(models: Any) -> list[dict[str, Any]]:
+    if not isinstance(models, Sequence) or isinstance(models, str) or not models:
+        raise ParameterError(_param("models"), f"expected a non-empty list, got {models!r}")
+    specs: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for i, spec in enumerate(models):
+        where = _param(f"models[{i}]")
+        check_keys(where, spec, MODEL_KEYS, required=("architecture", "backbone"))
+        architecture = check_choice(f"{where}.architecture", spec["architecture"], ARCHITECTURES)
+        backbone = check_backbone(spec["backbone"], f"{where}.backbone")
+        offset = spec.get("seed_offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 0:
+            raise ParameterError(
+                f"{where}.seed_offset", f"expected an integer >= 0, got {offset!r}"
+            )
+        name = spec.get("name") or f"{architecture}_{backbone}_s{offset}"
+        if not isinstance(name, str) or KEY_SEP in name or not name.strip():
+            raise ParameterError(
+                f"{where}.name", f"expected a non-empty string without {KEY_SEP!r}, got {name!r}"
+            )
+        if name in names:
+            raise ParameterError(f"{where}.name", f"{name!r} is used by another model")
+        names.add(name)
+        specs.append(
+            {
+                "name": name,
+                "architecture": architecture,
+                "backbone": backbone,
+                "seed_offset": offset,
+            }
+        )
+    return specs
+
+
+def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``DEFAULTS`` updated with ``settings`` (nested blocks merged key by key), validated.
+
+    Returns the merged settings with ``models`` normalised (names filled in) and
+    ``image_size`` as ``(height, width)``. Augmentations are validated when built.
+    """
+    settings = {} if settings is None else settings
+    check_keys(PARAMETER, settings, DEFAULTS, hint="see training.DEFAULTS")
+    merged = copy.deepcopy(DEFAULTS)
+    for key, value in settings.items():
+        if key in _NESTED and value is not None:
+            check_keys(_param(key), value, DEFAULTS[key])
+            merged[key].update(value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    merged["models"] = _check_models(merged["models"])
+    merged["image_size"] = _check_image_size(merged["image_size"])
+    for key, low in (("epochs", 1), ("batch_size", 1), ("predict_batch_size", 1)):
+        merged[key] = _check_int(key, merged[key], low)
+    merged["lr"] = _check_number("lr", merged["lr"], 0.0, strict=True)
+    merged["weight_decay"] = _check_number("weight_decay", merged["weight_decay"], 0.0)
+    merged["momentum"] = _check_number("momentum", merged["momentum"], 0.0)
+    merged["drop_rate"] = float(
+        check_range(_param("drop_rate"), merged["drop_rate"], low=0, high=1)
+    )
+    check_choice(_param("optimizer"), merged["optimizer"], OPTIMIZERS)
+    check_choice(_param("scheduler"), merged["scheduler"], SCHEDULERS)
+    check_choice(_param("segmentation_loss"), merged["segmentation_loss"], SEGMENTATION_LOSSES)
+    sp = merged["scheduler_params"]
+    _check_number("scheduler_params.min_lr", sp["min_lr"], 0.0)
+    _check_int("scheduler_params.step_size", sp["step_size"], 1)
+    _check_int("scheduler_params.patience", sp["patience"], 0)
+    for key in ("gamma", "factor"):
+        check_range(_param(f"scheduler_params.{key}"), sp[key], low=0, high=1)
+    weights = merged["loss_weights"]
+    for key in ("classification", "segmentation"):
+        _check_number(f"loss_weights.{key}", weights[key], 0.0)
+    if weights["classification"] + weights["segmentation"] <= 0:
+        raise ParameterError(_param("loss_weights"), "the weights cannot both be 0")
+    if merged["grad_clip"] is not None:
+        merged["grad_clip"] = _check_number("grad_clip", merged["grad_clip"], 0.0, strict=True)
+    for key in ("pretrained", "progress"):
+        if not isinstance(merged[key], bool):
+            raise ParameterError(_param(key), f"expected true or false, got {merged[key]!r}")
+    folds = merged["folds_to_train"]
+    if folds is not None and (
+        not isinstance(folds, Sequence)
+        or isinstance(folds, str)
+        or not folds
+        or not all(isinstance(f, int | np.integer) and not isinstance(f, bool) for f in folds)
+    ):
+        raise ParameterError(
+            _param("folds_to_train"), f"expected null or a non-empty list of folds, got {folds!r}"
+        )
+    return merged
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    device: torch.device
+    amp: AmpSettings
+    num_workers: int
+    pin_memory: bool
+    channels_last: bool
+    deterministic: bool
+
+
+def _runtime(runtime: Mapping[str, Any]) -> _Runtime:
+    device = select_device(runtime.get("device", "auto"), parameter="runtime.device")
+    loader = loader_settings(device, runtime.get("num_workers", 0))
+    return _Runtime(
+        device=device,
+        amp=amp_settings(device, runtime.get("precision", "auto"), parameter="runtime.precision"),
+        num_workers=loader["num_workers"],
+        pin_memory=loader["pin_memory"],
+        channels_last=bool(runtime.get("channels_last", False)) and device.type == "cuda",
+        deterministic=bool(runtime.get("deterministic", False)),
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _load(records: Mapping[str, Any], partition: str) -> dict:
+    """A record, calling it first if it is a (Kedro PartitionedDataset) load function."""
+    if partition not in records:
+        raise KeyError(f"video partition {partition!r} has no extraction record")
+    record = records[partition]
+    record = record() if callable(record) else record
+    crops = record.get("crops") if isinstance(record, Mapping) else None
+    if not isinstance(crops, np.ndarray) or crops.ndim != 4 or crops.shape[-1] != 3:
+        raise ValueError(
+            f"record {partition!r}: `crops` must be a uint8 array (n, H, W, 3), got "
+            f"{getattr(crops, 'shape', type(crops).__name__)}"
+        )
+    return record
+
+
+def _check_videos(videos: pd.DataFrame) -> pd.DataFrame:
+    missing = {"partition", "label", "fold"} - set(videos.columns)
+    if missing:
+        raise ValueError(f"videos table lacks column(s) {sorted(missing)}")
+    if videos.empty:
+        raise ValueError("videos table is empty: nothing to train on")
+    if videos["partition"].duplicated().any():
+        dupes = videos.loc[videos["partition"].duplicated(), "partition"].tolist()[:5]
+        raise ValueError(f"videos table lists partitions more than once, e.g. {dupes}")
+    bad = sorted(set(videos["label"]) - set(LABELS))
+    if bad:
+        raise ValueError(f"videos.label must be REAL or FAKE, found {bad}")
+    if videos["fold"].isna().any():
+        raise ValueError("videos.fold has missing values: every video needs a fold")
+    return videos.reset_index(drop=True)
+
+
+class _FrameDataset(Dataset):
+    """One sample per face crop: ``{"image": uint8 (3, H, W), "target": {...}}``.
+
+    ``index`` rows are ``(video, crop)`` positions into ``crops`` (one array per video).
+    The target holds ``label`` (float 0/1) and, ``with_masks``, ``mask`` (uint8 (1, H, W))
+    and ``mask_weight`` (0 for a FAKE without masks: no segmentation loss for it).
+    """
+
+    def __init__(
+        self,
+        crops: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        labels: np.ndarray,
+        resize: A.Compose,
+        augment: A.Compose | None = None,
+        with_masks: bool = False,
+    ) -> None:
+        self.crops = crops
+        self.masks = masks
+        self.labels = np.asarray(labels, dtype=np.float32)
+        lengths = np.array([len(array) for array in crops], dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        video = np.repeat(np.arange(len(crops), dtype=np.int64), lengths)
+        self.index = np.stack([video, np.arange(int(lengths.sum())) - starts[video]], axis=1)
+        self.resize = resize
+        self.augment = augment
+        self.with_masks = with_masks
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v, j = (int(x) for x in self.index[i])
+        image = self.crops[v][j]
+        label = self.labels[v]
+        target: dict[str, Any] = {"label": torch.tensor(label)}
+        if not self.with_masks:
+            out = self.resize(image=image)
+            if self.augment is not None:
+                out = self.augment(image=out["image"])
+        else:
+            masks = self.masks[v]
+            if masks is not None:
+                mask, weight = np.asarray(masks[j], dtype=np.uint8), 1.0
+            else:  # a REAL: nothing manipulated; a FAKE without masks: ignored
+                mask, weight = np.zeros(image.shape[:2], np.uint8), float(label == 0.0)
+            out = self.resize(image=image, mask=mask)
+            if self.augment is not None:
+                out = self.augment(image=out["image"], mask=out["mask"])
+            target["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None]
+            target["mask_weight"] = torch.tensor(weight, dtype=torch.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
+        return {"image": tensor, "target": target}
+
+
+def _resize(size: tuple[int, int]) -> A.Compose:
+    return A.Compose([A.Resize(height=size[0], width=size[1])], seed=0)
+
+
+def _loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, runtime: _Runtime
+) -> DataLoader:
+    kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    # A last training batch of one crop breaks BatchNorm: drop the ragged end when shuffling.
+    drop_last = shuffle and len(dataset) > batch_size
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
+    )
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample soft Dice loss (smoothed: an empty target asks for an empty prediction)."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    intersection = (p * t).sum(1)
+    return 1.0 - (2.0 * intersection + 1.0) / (p.sum(1) + t.sum(1) + 1.0)
+
+
+def _make_loss(
+    architecture: str, weights: Mapping[str, float], segmentation_loss: str
+) -> Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]:
+    w_cls, w_seg = float(weights["classification"]), float(weights["segmentation"])
+
+    def classification(outputs: Mapping[str, torch.Tensor], targets: Mapping) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(
+            outputs["logit"].float(), targets["label"].float()
+        )
+
+    if architecture == "classifier":
+        return classification
+
+    def multitask(outputs: Mapping[str, torch.Tensor], targets: Mapping) -> torch.Tensor:
+        logits = outputs["mask"].float()
+        target = targets["mask"].float()
+        per_sample = torch.zeros(logits.shape[0], device=logits.device)
+        if segmentation_loss in ("bce", "bce_dice"):
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            per_sample = per_sample + bce.flatten(1).mean(1)
+        if segmentation_loss in ("dice", "bce_dice"):
+            per_sample = per_sample + _dice_loss(logits, target)
+        weight = targets["mask_weight"].float()
+        segmentation = (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+        return w_cls * classification(outputs, targets) + w_seg * segmentation
+
+    return multitask
+
+
+# ---------------------------------------------------------------------------- optimisation
+
+
+def _optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    lr, wd = settings["lr"], settings["weight_decay"]
+    if settings["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    if settings["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    momentum = settings["momentum"]
+    return torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, settings: Mapping[str, Any]) -> tuple[Any, str]:
+    name, sp = settings["scheduler"], settings["scheduler_params"]
+    schedulers = torch.optim.lr_scheduler
+    if name == "cosine":
+        cosine = schedulers.CosineAnnealingLR(
+            optimizer, T_max=settings["epochs"], eta_min=float(sp["min_lr"])
+        )
+        return cosine, "epoch"
+    if name == "step":
+        step = schedulers.StepLR(
+            optimizer, step_size=int(sp["step_size"]), gamma=float(sp["gamma"])
+        )
+        return step, "epoch"
+    if name == "plateau":
+        plateau = schedulers.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=float(sp["factor"]),
+            patience=int(sp["patience"]),
+            min_lr=float(sp["min_lr"]),
+        )
+        return plateau, "plateau"
+    return None, "epoch"
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def _batches(model: nn.Module, loader: DataLoader, runtime: _Runtime):
+    """``(outputs, targets)`` per batch, forward only, on ``runtime.device``."""
+    for batch in loader:
+        inputs, targets = split_batch(batch)
+        inputs = move_to_device(inputs, runtime.device, non_blocking=True)
+        targets = move_to_device(targets, runtime.device, non_blocking=True)
+        if runtime.channels_last:
+            inputs = to_channels_last(inputs, runtime.device)
+        with autocast(runtime.amp):
+            outputs = model(inputs)
+        yield outputs, targets
+
+
+def _validator(
+    loader: DataLoader,
+    loss_fn: Callable[..., torch.Tensor],
+    runtime: _Runtime,
+    last_logits: dict[str, np.ndarray],
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``val_fn`` for ``fit``: val_loss, per-frame val_log_loss, val_mask_iou (masks).
+
+    Keeps the latest epoch's logits in ``last_logits["logit"]``: after the final epoch they
+    are the fold model's out-of-fold predictions (no second pass over the fold).
+    """
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        loss_sum = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
+        log_loss_sum = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
+        intersection = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
+        union = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
+        has_masks, count, chunks = False, 0, []
+        with eval_mode(model), torch.no_grad():
+            for outputs, targets in _batches(model, loader, runtime):
+                size = int(targets["label"].shape[0])
+                logits = outputs["logit"].float()
+                loss_sum += loss_fn(outputs, targets).float() * size
+                log_loss_sum += F.binary_cross_entropy_with_logits(
+                    logits, targets["label"].float(), reduction="sum"
+                )
+                count += size
+                chunks.append(logits.cpu())
+                if "mask" in outputs:
+                    has_masks = True
+                    keep = targets["mask_weight"].view(-1, 1, 1, 1) > 0
+                    predicted = (outputs["mask"] > 0) & keep
+                    actual = (targets["mask"] > 0) & keep
+                    intersection += (predicted & actual).sum()
+                    union += (predicted | actual).sum()
+        last_logits["logit"] = torch.cat(chunks).numpy().astype(np.float32)
+        metrics = {
+            "val_loss": float(loss_sum) / count,
+            "val_log_loss": float(log_loss_sum) / count,
+        }
+        if has_masks:  # nothing predicted where nothing is manipulated: a perfect 1
+            metrics["val_mask_iou"] = float(intersection / union) if float(union) > 0 else 1.0
+        return metrics
+
+    return validate
+
+
+def _predict_logits(model: nn.Module, loader: DataLoader, runtime: _Runtime) -> np.ndarray:
+    """Classification logits (float32) of every crop in loader order; masks are dropped."""
+    model.to(runtime.device)
+    if runtime.channels_last:
+        to_channels_last(model, runtime.device)
+    chunks = []
+    with eval_mode(model), torch.no_grad():
+        for outputs, _ in _batches(model, loader, runtime):
+            chunks.append(outputs["logit"].float().cpu())
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return torch.cat(chunks).numpy().astype(np.float32)
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
+        if v.dim() == 4
+        else v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+
+
+def _fold_seed(model_seed: int, fold: int) -> int:
+    """A seed drawn from ``(model_seed, fold)``: seed offsets 0 and 1 never share a fold seed
+    (``seed + offset + fold`` would give model 1 fold 0 the init of model 0 fold 1)."""
+    return int(np.random.SeedSequence([int(model_seed), int(fold)]).generate_state(1)[0])
+
+
+def _split(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    return sigmoid(logits).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- nodes
+
+
+def train_frame_models(
+    records: Mapping[str, dict],
+    videos: pd.DataFrame,
+    settings: Mapping,
+    runtime: Mapping,
+    seed: int,
+) -> tuple[dict[str, dict[str, torch.Tensor]], pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Train every model of ``settings["models"]`` on every fold of ``videos``.
+
+    Args:
+        records: partition name -> extraction record (``faces.video``): ``crops`` uint8
+            (n, H, W, 3), ``masks`` uint8 0/1 (n, H, W) or None. Values may be load callables.
+        videos: one row per training video: ``partition``, ``label`` (REAL/FAKE), ``fold``.
+        settings: the ``deepfake.training`` block (see :data:`DEFAULTS`).
+        runtime: the ``runtime`` block: device, precision, num_workers, channels_last.
+        seed: the run seed; model ``m`` fold ``k`` is seeded from ``(seed + m.seed_offset, k)``.
+
+    Returns:
+        ``(state_dicts, history, out_of_fold)``: CPU state dicts keyed ``"<model>/fold<k>"``;
+        one history row per model, fold and epoch (model, fold, epoch, train_loss, val_loss,
+        val_log_loss, + val_mask_iou when a unet_multitask model is trained, lr);
+        model -> partition -> float32 per-crop FAKE probabilities from the fold model that
+        did not train on that video (every video of the trained folds).
+    """
+    config = check_training_settings(settings)
+    rt = _runtime(runtime)
+    videos = _check_videos(videos)
+    folds = sorted(int(f) for f in videos["fold"].unique())
+    if len(folds) < 2:
+        raise ValueError(f"videos.fold has {len(folds)} distinct fold(s): K-fold needs >= 2")
+    trained = (
+        folds if config["folds_to_train"] is None else [int(f) for f in config["folds_to_train"]]
+    )
+    unknown = sorted(set(trained) - set(folds))
+    if unknown:
+        raise ParameterError(
+            _param("folds_to_train"), f"fold(s) {unknown} not in videos.fold (folds: {folds})"
+        )
+    # Validate the augmentations before any (long) loading or training.
+    build_transforms(config["augment"], parameter=_param("augment"), seed=0)
+
+    loaded = {p: _load(records, p) for p in videos["partition"]}
+    crops = [loaded[p]["crops"] for p in videos["partition"]]
+    masks = [loaded[p].get("masks") for p in videos["partition"]]
+    labels = videos["label"].map(LABELS).to_numpy(dtype=np.float32)
+    fold_of = videos["fold"].astype(int).to_numpy()
+    resize = _resize(config["image_size"])
+    log.info(
+        "training %d model(s) x %d fold(s) on %d videos / %d crops (%s, %s)",
+        len(config["models"]),
+        len(trained),
+        len(videos),
+        sum(len(c) for c in crops),
+        rt.device,
+        rt.amp.name,
+    )
+
+    state_dicts: dict[str, dict[str, torch.Tensor]] = {}
+    rows: list[dict[str, Any]] = []
+    out_of_fold: dict[str, dict[str, np.ndarray]] = {}
+    for spec in config["models"]:
+        name, architecture = spec["name"], spec["architecture"]
+        with_masks = architecture == "unet_multitask"
+        loss_fn = _make_loss(architecture, config["loss_weights"], config["segmentation_loss"])
+        oof = out_of_fold.setdefault(name, {})
+        for fold in trained:
+            fold_seed = seed_everything(
+                _fold_seed(seed + spec["seed_offset"], fold), rt.deterministic
+            )
+            train_rows = np.flatnonzero(fold_of != fold)
+            val_rows = np.flatnonzero(fold_of == fold)
+            network = build_network(
+                architecture,
+                spec["backbone"],
+                pretrained=config["pretrained"],
+                drop_rate=config["drop_rate"],
+                parameter=_param("models"),
+            )
+            augment = build_transforms(config["augment"], parameter=_param("augment"))
+            train_set = _FrameDataset(
+                [crops[r] for r in train_rows],
+                [masks[r] for r in train_rows],
+                labels[train_rows],
+                resize,
+                augment,
+                with_masks,
+            )
+            val_set = _FrameDataset(
+                [crops[r] for r in val_rows],
+                [masks[r] for r in val_rows],
+                labels[val_rows],
+                resize,
+                None,
+                with_masks,
+            )
+            if len(train_set) == 0 or len(val_set) == 0:
+                raise ValueError(f"fold {fold}: no crops to train on or to validate")
+            optimizer = _optimizer(network, config)
+            scheduler, step_style = _scheduler(optimizer, config)
+            last: dict[str, np.ndarray] = {}
+            val_loader = _loader(val_set, config["predict_batch_size"], False, fold_seed, rt)
+            key = f"{name}{KEY_SEP}fold{fold}"
+            history = fit(
+                network,
+                _loader(train_set, config["batch_size"], True, fold_seed, rt),
+                loss_fn=loss_fn,
+                optimizer=optimizer,
+                epochs=config["epochs"],
+                device=rt.device,
+                amp=rt.amp,
+                scheduler=scheduler,
+                scheduler_step=step_style,
+                monitor="val_loss",
+                val_fn=_validator(val_loader, loss_fn, rt, last),
+                grad_clip=config["grad_clip"],
+                progress=config["progress"],
+                channels_last=rt.channels_last,
+                on_epoch_end=lambda epoch, m, k=key: log.info(
+                    "%s epoch %d: train_loss %.4f val_loss %.4f val_log_loss %.4f",
+                    k,
+                    epoch,
+                    m["train_loss"],
+                    m["val_loss"],
+                    m["val_log_loss"],
+                ),
+            )
+            for metrics in history:
+                rows.append({"model": name, "fold": fold, **metrics})
+            state_dicts[key] = _cpu_state_dict(network)
+            lengths = [len(crops[r]) for r in val_rows]
+            for r, logits in zip(val_rows, _split(last["logit"], lengths), strict=True):
+                oof[videos.at[r, "partition"]] = _probabilities(logits)
+            del network, optimizer, scheduler
+            if rt.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    history_frame = pd.DataFrame(rows)
+    columns = ["model", "fold", "epoch", "train_loss", "val_loss", "val_log_loss"]
+    if "val_mask_iou" in history_frame:
+        columns.append("val_mask_iou")
+    columns += [c for c in history_frame.columns if c not in columns]
+    history_frame = history_frame[columns]
+    history_frame["epoch"] = history_frame["epoch"].astype(int)
+    return state_dicts, history_frame, out_of_fold
+
+
+def _fold_keys(state_dicts: Mapping[str, Any], name: str) -> list[str]:
+    prefix = f"{name}{KEY_SEP}fold"
+    keys = [k for k in state_dicts if k.startswith(prefix) and k[len(prefix) :].isdigit()]
+    return sorted(keys, key=lambda k: int(k[len(prefix) :]))
+
+
+def predict_frame_models(
+    records: Mapping[str, dict],
+    state_dicts: Mapping[str, Mapping[str, torch.Tensor]],
+    settings: Mapping,
+    runtime: Mapping,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-crop FAKE probabilities of unseen videos: model -> partition -> float32 array.
+
+    Each model's probability is ``sigmoid(mean of its fold models' logits)``. Every model of
+    ``settings["models"]`` must have at least one ``"<name>/fold<k>"`` entry in
+    ``state_dicts``, and every entry must belong to a model of the settings.
+    """
+    config = check_training_settings(settings)
+    rt = _runtime(runtime)
+    names = [spec["name"] for spec in config["models"]]
+    strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
+    if strays:
+        raise ParameterError(
+            _param("models"),
+            f"state dicts {strays[:5]} belong to no model of the settings (models: {names}): "
+            "predict with the settings the models were trained with",
+        )
+    partitions = sorted(records)
+    loaded = [_load(records, p) for p in partitions]
+    crops = [r["crops"] for r in loaded]
+    lengths = [len(c) for c in crops]
+    dataset = _FrameDataset(
+        crops, [None] * len(crops), np.zeros(len(crops)), _resize(config["image_size"])
+    )
+    loader = _loader(dataset, config["predict_batch_size"], False, 0, rt)
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for spec in config["models"]:
+        keys = _fold_keys(state_dicts, spec["name"])
+        if not keys:
+            raise ParameterError(
+                _param("models"),
+                f"no trained state dict for model {spec['name']!r} (expected keys like "
+                f"'{spec['name']}{KEY_SEP}fold0'; got {sorted(state_dicts)[:5]})",
+            )
+        total = np.zeros(len(dataset), dtype=np.float64)
+        for key in keys:
+            network = build_network(
+                spec["architecture"],
+                spec["backbone"],
+                pretrained=False,  # the trained weights replace any pretrained ones
+                drop_rate=config["drop_rate"],
+                parameter=_param("models"),
+            )
+            network.load_state_dict(state_dicts[key])
+            total += _predict_logits(network, loader, rt)
+            log.info("predicted %d crops with %s", len(dataset), key)
+        mean = total / len(keys)
+        result[spec["name"]] = {
+            p: _probabilities(v) for p, v in zip(partitions, _split(mean, lengths), strict=True)
+        }
+    return result

@@ -1,0 +1,117 @@
+"""`kedro run --pipelines=deepfake` end to end on a tiny generated DFDC sample."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_SAMPLE, make_project
+from tests.test_project import _run, _runs
+
+TINY_DEEPFAKE = {
+    "deepfake": {
+        "extraction": {"n_frames": 4, "crop_size": 64},
+        "split": {"strategy": "original", "n_folds": 2},
+        "training": {
+            "models": [
+                {
+                    "name": "tiny",
+                    "architecture": "classifier",
+                    "backbone": "resnet10t",
+                    "seed_offset": 0,
+                }
+            ],
+            "image_size": 48,
+            "epochs": 1,
+            "batch_size": 8,
+        },
+        "stacking": {"enabled": True},
+        "evaluation": {"grid_videos": 4},
+    },
+    "runtime": {"num_workers": 0, "dask": {"n_workers": 1}},
+}
+TINY_DFDC = {
+    **TINY_SAMPLE["sample_data"]["dfdc"],
+    "reals_per_part": 3,
+    "n_test_videos": 3,
+    "test_actors": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def deepfake_project(tmp_path_factory):
+    import os
+
+    root = make_project(
+        tmp_path_factory.mktemp("deepfake") / "project",
+        {"sample_data": {"dfdc": TINY_DFDC}, **TINY_DEEPFAKE},
+    )
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        _run(root, "sample_data", tags=["dfdc"])
+        _run(root, "deepfake")
+        yield root
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.slow
+def test_the_run_is_tracked_with_the_dfdc_metrics(deepfake_project):
+    client, runs = _runs(deepfake_project)
+    run = runs[-1]
+    assert run.info.run_name == "deepfake" and run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in (
+        "deepfake.oof_log_loss",
+        "deepfake.oof_prior_log_loss",
+        "deepfake.test_log_loss",
+        "extraction.face_frame_rate",
+        "detection.mtcnn_recall_iou50",
+        "split.leakage_mean",
+        "calibration.log_loss_after",
+        "stacking.log_loss_stacked",
+    ):
+        assert name in metrics, name
+        assert metrics[name] == metrics[name], f"{name} is NaN"
+    assert metrics["detection.mtcnn_recall_iou50"] >= 0.9
+    assert metrics["split.leakage_mean"] == 0 or metrics["split.leakage_mean"] > 0
+    assert any(k.startswith("training.tiny.fold0.") for k in metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "deepfake")}
+    assert {"deepfake/roc_curve.png", "deepfake/face_grid.png"} <= artifacts
+    assert run.data.params["deepfake.split.strategy"] == "original"
+
+
+@pytest.mark.slow
+def test_submission_scores_every_test_video_in_dfdc_format(deepfake_project):
+    folder = deepfake_project / "data" / "07_model_output" / "deepfake" / "submission.csv"
+    (version,) = list(folder.iterdir())
+    submission = pd.read_csv(version / "submission.csv")
+    assert list(submission.columns) == ["filename", "label"]
+    assert len(submission) == TINY_DFDC["n_test_videos"]
+    assert submission["filename"].str.endswith(".mp4").all()
+    assert submission["label"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_folds_keep_every_fake_with_its_original(deepfake_project):
+    folds = pd.read_parquet(
+        deepfake_project / "data" / "05_model_input" / "deepfake" / "folds.parquet"
+    )
+    fold_of = dict(zip(folds["video"], folds["fold"], strict=True))
+    fakes = folds[folds["label"] == "FAKE"]
+    assert len(fakes) > 0
+    assert all(fold_of[o] == f for o, f in zip(fakes["original"], fakes["fold"], strict=True))
+
+
+@pytest.mark.slow
+def test_a_second_run_extracts_nothing_again(deepfake_project):
+    faces = deepfake_project / "data" / "03_primary" / "deepfake" / "faces"
+    before = {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")}
+    assert before
+    _run(deepfake_project, "deepfake", nodes=["extract_faces"])
+    _, runs = _runs(deepfake_project)
+    metrics = runs[-1].data.metrics
+    assert metrics["extraction.extracted"] == 0
+    assert metrics["extraction.skipped_existing"] == metrics["extraction.videos"]
+    assert {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")} == before
