@@ -115,3 +115,38 @@ def test_a_second_run_extracts_nothing_again(deepfake_project):
     assert metrics["extraction.extracted"] == 0
     assert metrics["extraction.skipped_existing"] == metrics["extraction.videos"]
     assert {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")} == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "named", "allowed"),
+    [
+        (
+            {
+                "models": [
+                    {"name": "m", "architecture": "classifier", "backbone": "efficientnet_b99"}
+                ]
+            },
+            "deepfake.training.models[0].backbone",
+            "efficientnet_b",
+        ),
+        (
+            {"augment": [{"name": "HorizontalFlop", "p": 0.5}]},
+            "deepfake.training.augment[0].name",
+            "HorizontalFlip",
+        ),
+    ],
+)
+def test_a_bad_parameter_stops_the_run_naming_it_and_the_allowed_values(
+    deepfake_project, override, named, allowed
+):
+    from podium.core.config import ParameterError
+
+    with pytest.raises(ParameterError) as error:
+        _run(
+            deepfake_project,
+            "deepfake",
+            params={"deepfake": {"training": override}},
+            nodes=["train_frame_models"],
+        )
+    assert named in str(error.value) and allowed in str(error.value)
