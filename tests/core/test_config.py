@@ -62,3 +62,19 @@ def test_parameter_file_and_where_override():
     assert parameter_file("seed") == "conf/base/parameters_<pipeline>.yml"
     with pytest.raises(ParameterError, match="conf/local/x.yml"):
         check_choice("a.b", "z", ["y"], where="conf/local/x.yml")
+
+
+def test_integers_and_image_sizes_are_checked_with_the_parameter_named():
+    import numpy as np
+
+    from podium.core.config import check_int, check_size
+
+    assert check_int("x.n", np.int64(3), low=1) == 3
+    for bad in (True, 2.5, "3", 0):
+        with pytest.raises(ParameterError, match="x.n"):
+            check_int("x.n", bad, low=1)
+    assert check_size("x.size", 64) == (64, 64)
+    assert check_size("x.size", [48, 64]) == (48, 64)
+    for bad in ("64", [64], [64, 64.0], 4):
+        with pytest.raises(ParameterError, match="x.size"):
+            check_size("x.size", bad, minimum=8)

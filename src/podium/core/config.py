@@ -126,3 +126,38 @@ def check_range(
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ParameterError(parameter, f"{value!r} is outside {bounds}", where=where)
     return value
+
+
+def check_int(
+    parameter: str, value: Any, *, low: int | None = None, where: str | None = None
+) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise ParameterError(parameter, f"expected an integer, got {value!r}", where=where)
+    check_range(parameter, int(value), low=low, where=where)
+    return int(value)
+
+
+def check_size(
+    parameter: str, value: Any, *, minimum: int = 1, where: str | None = None
+) -> tuple[int, int]:
+    """An image size given as one integer (square) or ``[height, width]``, as ``(h, w)``."""
+    is_int = lambda v: not isinstance(v, bool) and hasattr(v, "__index__")  # noqa: E731
+    if is_int(value):
+        size = (int(value), int(value))
+    elif (
+        not isinstance(value, str | bytes)
+        and hasattr(value, "__len__")
+        and len(value) == 2
+        and all(is_int(v) for v in value)
+    ):
+        size = (int(value[0]), int(value[1]))
+    else:
+        raise ParameterError(
+            parameter, f"expected an integer or [height, width], got {value!r}", where=where
+        )
+    if min(size) < minimum:
+        raise ParameterError(
+            parameter, f"sides must be >= {minimum} pixels, got {value!r}", where=where
+        )
+    return size

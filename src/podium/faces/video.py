@@ -45,7 +45,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from podium.core.config import ParameterError, check_choice, check_keys, check_range
+from podium.core.config import (
+    ParameterError,
+    check_choice,
+    check_int,
+    check_keys,
+    check_range,
+    check_size,
+)
 from podium.faces.detect import Detection, crop_face, detect_faces
 from podium.layouts.dfdc import probe_video, read_frames
 
@@ -96,29 +103,11 @@ def _param(key: str) -> str:
 
 
 def _check_int(key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ParameterError(_param(key), f"expected an integer >= {low}, got {value!r}")
-    check_range(_param(key), int(value), low=low)
-    return int(value)
+    return check_int(_param(key), value, low=low)
 
 
 def _check_crop_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        size = (int(value), int(value))
-    elif (
-        isinstance(value, Sequence)
-        and not isinstance(value, str)
-        and len(value) == 2
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
-    ):
-        size = (int(value[0]), int(value[1]))
-    else:
-        raise ParameterError(
-            _param("crop_size"), f"expected an integer or [height, width], got {value!r}"
-        )
-    if min(size) < 8:
-        raise ParameterError(_param("crop_size"), f"sides must be >= 8 pixels, got {value!r}")
-    return size
+    return check_size(_param("crop_size"), value, minimum=8)
 
 
 def resolve_device(device: str) -> str:

@@ -57,7 +57,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from podium.core.augment import build_transforms
-from podium.core.config import ParameterError, check_choice, check_keys, check_range
+from podium.core.config import (
+    ParameterError,
+    check_choice,
+    check_int,
+    check_keys,
+    check_range,
+    check_size,
+)
 from podium.core.device import (
     AmpSettings,
     amp_settings,
@@ -180,9 +187,7 @@ def _param(key: str) -> str:
 
 
 def _check_int(key: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(_param(key), f"expected an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(_param(key), value, low=low)
 
 
 def _check_number(key: str, value: Any, low: float, *, strict: bool = False) -> float:
@@ -193,22 +198,7 @@ def _check_number(key: str, value: Any, low: float, *, strict: bool = False) -> 
 
 
 def _check_image_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        size = (int(value), int(value))
-    elif (
-        isinstance(value, Sequence)
-        and not isinstance(value, str)
-        and len(value) == 2
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value)
-    ):
-        size = (int(value[0]), int(value[1]))
-    else:
-        raise ParameterError(
-            _param("image_size"), f"expected an integer or [height, width], got {value!r}"
-        )
-    if min(size) < 16:
-        raise ParameterError(_param("image_size"), f"sides must be >= 16 pixels, got {value!r}")
-    return size
+    return check_size(_param("image_size"), value, minimum=16)
 
 
 def _check_models(models: Any) -> list[dict[str, Any]]:
