@@ -57,7 +57,11 @@ def test_registry_holds_only_pipelines_with_nodes():
 
 @pytest.mark.slow
 def test_a_run_is_one_tracked_mlflow_run_with_reproducibility_tags(tiny_project):
+    import torch
+
+    torch.set_num_threads(2)
     _run(tiny_project, "sample_data")
+    assert torch.get_num_threads() == 1  # runtime.torch_threads
     client, runs = _runs(tiny_project)
     assert len(runs) == 1
     run = runs[0]

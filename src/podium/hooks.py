@@ -1,8 +1,9 @@
 """Hooks that make every ``kedro run`` reproducible from what MLflow recorded.
 
 kedro-mlflow opens the MLflow run (named after the pipeline) and logs parameters;
-these hooks seed everything from the pipeline's ``seed`` parameter before the first
-node and tag the run with the git commit, the seed and a fingerprint of the raw data.
+these hooks seed everything from the pipeline's ``seed`` parameter (and fix torch's
+thread count from ``runtime.torch_threads``: results differ across thread counts) before
+the first node and tag the run with the git commit, the seed and a fingerprint of the raw data.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import torch
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
@@ -47,6 +49,10 @@ class ReproducibilityHooks:
             log.info(
                 "Seeded python, numpy and torch with %s (deterministic=%s)", seed, deterministic
             )
+
+        threads = _runtime(catalog).get("torch_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
 
         read = _raw_locations(catalog, sorted(pipeline.inputs()))
         self._raw_outputs = _raw_locations(catalog, sorted(pipeline.all_outputs()))
@@ -102,6 +108,10 @@ def _run_seed(
         if isinstance(values, dict) and "seed" in values:
             return int(values["seed"]), bool(values.get("deterministic", False))
     return None, False
+
+
+def _runtime(catalog: DataCatalog) -> dict[str, Any]:
+    return catalog.load("params:runtime") if "params:runtime" in catalog else {}
 
 
 def _raw_locations(catalog: DataCatalog, dataset_names: list[str]) -> dict[str, Path]:

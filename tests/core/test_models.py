@@ -62,3 +62,13 @@ def test_count_parameters_trainable_only():
         p.requires_grad_(False)
         break
     assert 0 < count_parameters(model) < total
+
+
+def test_multi_head_on_a_backbone_with_a_pre_logits_stage():
+    import torch
+
+    from podium.core.models import build_model
+
+    model = build_model("mobilenetv3_small_050", heads={"mask": 3, "age": 3}).eval()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["mask"].shape == (2, 3) and out["age"].shape == (2, 3)

@@ -68,7 +68,11 @@ class MultiHeadModel(nn.Module):
     def __init__(self, backbone: nn.Module, heads: Mapping[str, int]) -> None:
         super().__init__()
         self.backbone = backbone
-        self.num_features = int(backbone.num_features)
+        # Models with a pre-logits stage (MobileNetV3's conv_head) emit head_hidden_size
+        # features once num_classes=0, not num_features.
+        self.num_features = int(
+            getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        )
         self.heads = nn.ModuleDict(
             {name: nn.Linear(self.num_features, n) for name, n in heads.items()}
         )
