@@ -1,0 +1,129 @@
+"""mask: index -> crop -> person folds -> cross-validated models -> votes -> scores, submission."""
+
+from kedro.pipeline import Node, Pipeline
+
+from podium.pipelines.mask import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.index_training_images,
+                ["mask_raw", "params:mask.age_threshold"],
+                "mask_train_index",
+                name="index_training_images",
+            ),
+            Node(
+                nodes.index_evaluation_images,
+                "mask_raw",
+                "mask_eval_index",
+                name="index_evaluation_images",
+            ),
+            Node(
+                nodes.crop_photos,
+                ["mask_train_index", "params:mask.crop", "params:runtime"],
+                ["mask_train_crops", "mask_train_crop_report"],
+                name="crop_training_images",
+            ),
+            Node(
+                nodes.crop_photos,
+                ["mask_eval_index", "params:mask.crop", "params:runtime"],
+                ["mask_eval_crops", "mask_eval_crop_report"],
+                name="crop_evaluation_images",
+            ),
+            Node(
+                nodes.count_crop_outcomes,
+                ["mask_train_crop_report", "mask_eval_crop_report"],
+                "mask_crop_metrics",
+                name="count_crop_outcomes",
+            ),
+            Node(
+                nodes.assign_person_folds,
+                [
+                    "mask_train_index",
+                    "mask_train_crop_report",
+                    "params:mask.folds",
+                    "params:mask.seed",
+                ],
+                "mask_training_table",
+                name="assign_person_folds",
+            ),
+            Node(
+                nodes.train_models,
+                {
+                    "crops": "mask_train_crops",
+                    "table": "mask_training_table",
+                    "model": "params:mask.model",
+                    "loss": "params:mask.loss",
+                    "optimizer": "params:mask.optimizer",
+                    "scheduler": "params:mask.scheduler",
+                    "train": "params:mask.train",
+                    "resampling": "params:mask.resampling",
+                    "augment": "params:mask.augment",
+                    "preprocess": "params:mask.preprocess",
+                    "seed": "params:mask.seed",
+                    "deterministic": "params:mask.deterministic",
+                    "runtime": "params:runtime",
+                },
+                ["mask_model_weights", "mask_out_of_fold_predictions", "mask_training_curves"],
+                name="train_models",
+            ),
+            Node(
+                nodes.vote_out_of_fold,
+                ["mask_out_of_fold_predictions", "mask_training_table", "params:mask.ensemble"],
+                "mask_out_of_fold_votes",
+                name="vote_out_of_fold",
+            ),
+            Node(
+                nodes.score_out_of_fold,
+                "mask_out_of_fold_votes",
+                "mask_out_of_fold_metrics",
+                name="score_out_of_fold",
+            ),
+            Node(
+                nodes.plot_out_of_fold_confusion,
+                ["mask_out_of_fold_votes", "params:mask.ensemble"],
+                {
+                    task: f"mask_oof_confusion_{task}"
+                    for task in ("classes", "mask", "gender", "age")
+                },
+                name="plot_out_of_fold_confusion",
+            ),
+            Node(
+                nodes.predict_evaluation_images,
+                {
+                    "weights": "mask_model_weights",
+                    "crops": "mask_eval_crops",
+                    "eval_index": "mask_eval_index",
+                    "model": "params:mask.model",
+                    "preprocess": "params:mask.preprocess",
+                    "train": "params:mask.train",
+                    "seed": "params:mask.seed",
+                    "deterministic": "params:mask.deterministic",
+                    "runtime": "params:runtime",
+                },
+                "mask_eval_predictions",
+                name="predict_evaluation_images",
+            ),
+            Node(
+                nodes.vote_evaluation_images,
+                ["mask_eval_predictions", "params:mask.ensemble"],
+                "mask_eval_votes",
+                name="vote_evaluation_images",
+            ),
+            Node(
+                nodes.write_submission,
+                ["mask_eval_index", "mask_eval_votes", "params:mask.ensemble"],
+                "mask_submission",
+                name="write_submission",
+            ),
+            Node(
+                nodes.score_evaluation,
+                ["mask_submission", "mask_eval_votes", "mask_raw"],
+                "mask_eval_metrics",
+                name="score_evaluation",
+            ),
+        ],
+        tags="mask",
+    )
