@@ -95,3 +95,19 @@ def test_loader_settings_and_eval_mode():
     with eval_mode(model):
         assert not model.training
     assert model.training
+
+
+def test_the_runtime_block_resolves_to_cpu_settings_here():
+    import pytest
+
+    from podium.core.config import ParameterError
+    from podium.core.device import resolve_runtime
+
+    runtime = resolve_runtime(
+        {"device": "cpu", "precision": "auto", "num_workers": 2, "channels_last": True}
+    )
+    assert runtime.device.type == "cpu" and not runtime.amp.enabled
+    assert runtime.num_workers == 2 and not runtime.pin_memory
+    assert not runtime.channels_last  # channels_last pays on CUDA only
+    with pytest.raises(ParameterError, match="runtime.precision"):
+        resolve_runtime({"device": "cpu", "precision": "fp8"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -137,6 +137,33 @@ def loader_settings(device: torch.device | str, num_workers: int) -> dict[str, A
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ParameterError("num_workers", f"expected an integer >= 0, got {num_workers!r}")
     return {"num_workers": num_workers, "pin_memory": torch.device(device).type == "cuda"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how to train and predict: the shared ``runtime`` parameters, resolved."""
+
+    device: torch.device
+    amp: AmpSettings
+    num_workers: int = 0
+    pin_memory: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
+
+
+def resolve_runtime(runtime: Mapping[str, Any]) -> Runtime:
+    """The ``runtime`` parameter block (device, precision, num_workers, channels_last,
+    deterministic) as a :class:`Runtime`; channels_last only applies on CUDA."""
+    device = select_device(runtime.get("device", "auto"), parameter="runtime.device")
+    loader = loader_settings(device, runtime.get("num_workers", 0))
+    return Runtime(
+        device=device,
+        amp=amp_settings(device, runtime.get("precision", "auto"), parameter="runtime.precision"),
+        num_workers=loader["num_workers"],
+        pin_memory=loader["pin_memory"],
+        channels_last=bool(runtime.get("channels_last", False)) and device.type == "cuda",
+        deterministic=bool(runtime.get("deterministic", False)),
+    )
 
 
 @contextlib.contextmanager

@@ -17,18 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from podium.core.checkpoints import load_training_checkpoint, save_training_checkpoint
 from podium.core.config import ParameterError, check_choice
 from podium.core.device import (
     AmpSettings,
+    Runtime,
     amp_settings,
     autocast,
     eval_mode,
     make_grad_scaler,
     to_channels_last,
 )
+from podium.core.seeding import dataloader_kwargs
 
 SCHEDULER_STEPS = ("epoch", "batch", "plateau")
 #: Batches between the loss reads that sync with the GPU (progress bar, NaN check).
@@ -36,6 +39,18 @@ SYNC_EVERY = 20
 
 Batch = Any
 LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def seeded_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, runtime: Runtime
+) -> DataLoader:
+    """A DataLoader seeded like every other (workers included), pinned on CUDA."""
+    kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    # A last training batch of one sample breaks BatchNorm: drop the ragged end when shuffling.
+    drop_last = shuffle and len(dataset) > batch_size
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
+    )
 
 
 def move_to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:

@@ -25,13 +25,9 @@ from podium.pipelines.deepfake.extraction import (
     settings_key,
 )
 from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
+from podium.pipelines.tracking import as_metrics
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
-
-
-def _metrics(values: Mapping[str, float], step: int = 0) -> dict[str, dict[str, float]]:
-    """kedro-mlflow's metrics format: ``{name: {"value": v, "step": s}}``."""
-    return {name: {"value": float(v), "step": step} for name, v in values.items()}
 
 
 def _with_partitions(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +70,7 @@ def extract_faces(
         n_workers=dask["n_workers"],
     )
     new_partitions = {f"{key}/{name}": record for name, record in records.items()}
-    return new_partitions, bad_videos, _metrics(stats)
+    return new_partitions, bad_videos, as_metrics(stats)
 
 
 def measure_detection_recall(
@@ -87,7 +83,7 @@ def measure_detection_recall(
     real = {n: r for n, r in records.items() if r["label"] == "REAL" and n in truth}
     if not real:
         return {}
-    return _metrics({"mtcnn_recall_iou50": detection_recall(real, truth, iou)})
+    return as_metrics({"mtcnn_recall_iou50": detection_recall(real, truth, iou)})
 
 
 # ---------------------------------------------------------------------------- splits
@@ -152,7 +148,7 @@ def split_diagnostics(folds: pd.DataFrame, dfdc_root: Path) -> dict:
         values["cluster_purity"] = splits.cluster_purity(
             folds["person_cluster"], folds["video"].map(actors)
         )
-    return _metrics(values)
+    return as_metrics(values)
 
 
 # ---------------------------------------------------------------------------- models
@@ -223,11 +219,9 @@ def score_videos(
 def _features(
     frame_probs: Mapping[str, Mapping[str, np.ndarray]],
     videos: pd.DataFrame,
-    faces: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    records: Mapping[str, dict],
 ) -> pd.DataFrame:
     """Stacking features of each video from the models' logit-averaged frame scores."""
-    records = select_records(faces, settings_key(extraction))
     rows = {}
     for partition in videos["partition"]:
         per_model = [probs[partition] for probs in frame_probs.values() if partition in probs]
@@ -259,17 +253,18 @@ def stack_videos(
         empty = pd.DataFrame(columns=["partition", "stacked"])
         return empty, empty, {}
     y = folds["target"].astype(int).to_numpy()
-    train = _features(oof_frame_probs, folds, faces, extraction)
+    records = select_records(faces, settings_key(extraction))
+    train = _features(oof_frame_probs, folds, records)
     oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params["lgbm"], seed)
     model = stacking.fit_stacker(train, y, stacking_params["lgbm"], seed)
-    test = _features(test_frame_probs, test_videos, faces, extraction)
+    test = _features(test_frame_probs, test_videos, records)
     test_probs = stacking.predict_stacker(model, test) if len(test) else np.empty(0)
     prior = scoring.training_prior(y)
     compared = stacking.compare_with_mean(y, oof, train, prior, eps)
     return (
         pd.DataFrame({"partition": train.index, "stacked": oof}),
         pd.DataFrame({"partition": test.index, "stacked": test_probs}),
-        _metrics(compared),
+        as_metrics(compared),
     )
 
 
@@ -293,7 +288,7 @@ def ensemble_and_calibrate(
         else np.empty(0)
     )
     test = test_scores.assign(ensemble=test_raw, prob=scoring.calibrate(test_raw, factor, *clip))
-    return oof, test, _metrics(before_after)
+    return oof, test, as_metrics(before_after)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -315,7 +310,7 @@ def evaluate(
         values["test_prior_log_loss"] = evaluation.constant_prior_log_loss(y, y_test, eps)
     per_folder = evaluation.per_folder_log_loss(oof, eps)
     submission = evaluation.submission_frame(list(test["video"]), test["prob"].to_numpy())
-    return _metrics(values), per_folder, submission
+    return as_metrics(values), per_folder, submission
 
 
 def plot_reliability(oof: pd.DataFrame, n_bins: int) -> Figure:

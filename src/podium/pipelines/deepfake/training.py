@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -66,18 +65,16 @@ from podium.core.config import (
     check_size,
 )
 from podium.core.device import (
-    AmpSettings,
-    amp_settings,
+    Runtime,
     autocast,
     eval_mode,
-    loader_settings,
-    select_device,
+    resolve_runtime,
     to_channels_last,
 )
 from podium.core.ensemble import sigmoid
 from podium.core.models import check_backbone
-from podium.core.seeding import dataloader_kwargs, seed_everything
-from podium.core.training import fit, move_to_device, split_batch
+from podium.core.seeding import seed_everything
+from podium.core.training import fit, move_to_device, seeded_loader, split_batch
 from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
 
 __all__ = [
@@ -292,29 +289,6 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
     return merged
 
 
-@dataclass(frozen=True)
-class _Runtime:
-    device: torch.device
-    amp: AmpSettings
-    num_workers: int
-    pin_memory: bool
-    channels_last: bool
-    deterministic: bool
-
-
-def _runtime(runtime: Mapping[str, Any]) -> _Runtime:
-    device = select_device(runtime.get("device", "auto"), parameter="runtime.device")
-    loader = loader_settings(device, runtime.get("num_workers", 0))
-    return _Runtime(
-        device=device,
-        amp=amp_settings(device, runtime.get("precision", "auto"), parameter="runtime.precision"),
-        num_workers=loader["num_workers"],
-        pin_memory=loader["pin_memory"],
-        channels_last=bool(runtime.get("channels_last", False)) and device.type == "cuda",
-        deterministic=bool(runtime.get("deterministic", False)),
-    )
-
-
 # ---------------------------------------------------------------------------- data
 
 
@@ -409,17 +383,6 @@ def _resize(size: tuple[int, int]) -> A.Compose:
     return A.Compose([A.Resize(height=size[0], width=size[1])], seed=0)
 
 
-def _loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, runtime: _Runtime
-) -> DataLoader:
-    kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
-    # A last training batch of one crop breaks BatchNorm: drop the ragged end when shuffling.
-    drop_last = shuffle and len(dataset) > batch_size
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
-    )
-
-
 # ---------------------------------------------------------------------------- losses
 
 
@@ -503,7 +466,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings: Mapping[str, Any]) ->
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _batches(model: nn.Module, loader: DataLoader, runtime: _Runtime):
+def _batches(model: nn.Module, loader: DataLoader, runtime: Runtime):
     """``(outputs, targets)`` per batch, forward only, on ``runtime.device``."""
     for batch in loader:
         inputs, targets = split_batch(batch)
@@ -519,7 +482,7 @@ def _batches(model: nn.Module, loader: DataLoader, runtime: _Runtime):
 def _validator(
     loader: DataLoader,
     loss_fn: Callable[..., torch.Tensor],
-    runtime: _Runtime,
+    runtime: Runtime,
     last_logits: dict[str, np.ndarray],
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``val_fn`` for ``fit``: val_loss, per-frame val_log_loss, val_mask_iou (masks).
@@ -563,7 +526,7 @@ def _validator(
     return validate
 
 
-def _predict_logits(model: nn.Module, loader: DataLoader, runtime: _Runtime) -> np.ndarray:
+def _predict_logits(model: nn.Module, loader: DataLoader, runtime: Runtime) -> np.ndarray:
     """Classification logits (float32) of every crop in loader order; masks are dropped."""
     model.to(runtime.device)
     if runtime.channels_last:
@@ -628,7 +591,7 @@ def train_frame_models(
         did not train on that video (every video of the trained folds).
     """
     config = check_training_settings(settings)
-    rt = _runtime(runtime)
+    rt = resolve_runtime(runtime)
     videos = _check_videos(videos)
     folds = sorted(int(f) for f in videos["fold"].unique())
     if len(folds) < 2:
@@ -703,11 +666,15 @@ def train_frame_models(
             optimizer = _optimizer(network, config)
             scheduler, step_style = _scheduler(optimizer, config)
             last: dict[str, np.ndarray] = {}
-            val_loader = _loader(val_set, config["predict_batch_size"], False, fold_seed, rt)
+            val_loader = seeded_loader(
+                val_set, config["predict_batch_size"], shuffle=False, seed=fold_seed, runtime=rt
+            )
             key = f"{name}{KEY_SEP}fold{fold}"
             history = fit(
                 network,
-                _loader(train_set, config["batch_size"], True, fold_seed, rt),
+                seeded_loader(
+                    train_set, config["batch_size"], shuffle=True, seed=fold_seed, runtime=rt
+                ),
                 loss_fn=loss_fn,
                 optimizer=optimizer,
                 epochs=config["epochs"],
@@ -768,7 +735,7 @@ def predict_frame_models(
     ``state_dicts``, and every entry must belong to a model of the settings.
     """
     config = check_training_settings(settings)
-    rt = _runtime(runtime)
+    rt = resolve_runtime(runtime)
     names = [spec["name"] for spec in config["models"]]
     strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
     if strays:
@@ -784,7 +751,7 @@ def predict_frame_models(
     dataset = _FrameDataset(
         crops, [None] * len(crops), np.zeros(len(crops)), _resize(config["image_size"])
     )
-    loader = _loader(dataset, config["predict_batch_size"], False, 0, rt)
+    loader = seeded_loader(dataset, config["predict_batch_size"], shuffle=False, seed=0, runtime=rt)
     result: dict[str, dict[str, np.ndarray]] = {}
     for spec in config["models"]:
         keys = _fold_keys(state_dicts, spec["name"])

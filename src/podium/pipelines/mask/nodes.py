@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from podium.core.device import amp_settings, loader_settings, select_device
+from podium.core.device import resolve_runtime, select_device
 from podium.core.seeding import seed_everything
 from podium.core.splits import assign_folds, check_group_disjoint
 from podium.layouts.mask import (
@@ -27,25 +27,8 @@ from podium.layouts.mask import (
 )
 from podium.pipelines.mask import evaluate
 from podium.pipelines.mask.data import UNREADABLE, crop_images
-from podium.pipelines.mask.train import Runtime, predict_with_saved_models, train_cross_validated
-
-Metrics = dict[str, Any]
-
-
-def _metrics(values: Mapping[str, float], step: int = 0) -> Metrics:
-    return {key: {"value": float(value), "step": step} for key, value in values.items()}
-
-
-def _runtime(runtime: Mapping[str, Any]) -> Runtime:
-    device = select_device(runtime["device"], parameter="runtime.device")
-    loader = loader_settings(device, runtime["num_workers"])
-    return Runtime(
-        device=device,
-        amp=amp_settings(device, runtime["precision"], parameter="runtime.precision"),
-        num_workers=loader["num_workers"],
-        pin_memory=loader["pin_memory"],
-        channels_last=bool(runtime.get("channels_last", False)) and device.type == "cuda",
-    )
+from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
+from podium.pipelines.tracking import Metrics, as_metrics
 
 
 def index_training_images(raw_root: Path, age_threshold: int) -> pd.DataFrame:
@@ -118,7 +101,7 @@ def train_models(
         augment=augment,
         preprocess=preprocess,
         seed=seed,
-        runtime=_runtime(runtime),
+        runtime=resolve_runtime(runtime),
     )
     curves = {
         f"{name}/{key}": [{"step": int(row["epoch"]), "value": float(row[key])} for row in history]
@@ -148,7 +131,7 @@ def predict_evaluation_images(
         preprocess=preprocess,
         batch_size=train["batch_size"],
         seed=seed,
-        runtime=_runtime(runtime),
+        runtime=resolve_runtime(runtime),
     )
 
 
@@ -179,7 +162,7 @@ def vote_out_of_fold(
 
 
 def score_out_of_fold(votes: pd.DataFrame) -> Metrics:
-    return _metrics(evaluate.vote_scores(votes["truth"].to_numpy(), votes))
+    return as_metrics(evaluate.vote_scores(votes["truth"].to_numpy(), votes))
 
 
 def plot_out_of_fold_confusion(
@@ -197,7 +180,7 @@ def score_evaluation(submission: pd.DataFrame, votes: pd.DataFrame, raw_root: Pa
         truth.loc[submission["ImageID"]].to_numpy(), submission["ans"].to_numpy()
     )
     by_vote = evaluate.vote_scores(truth.loc[votes["ImageID"]].to_numpy(), votes)
-    return _metrics({**{f"submission.{k}": v for k, v in submitted.items()}, **by_vote})
+    return as_metrics({**{f"submission.{k}": v for k, v in submitted.items()}, **by_vote})
 
 
 def count_crop_outcomes(train_report: pd.DataFrame, eval_report: pd.DataFrame) -> Metrics:
@@ -206,4 +189,4 @@ def count_crop_outcomes(train_report: pd.DataFrame, eval_report: pd.DataFrame) -
     for split, report in (("train", train_report), ("eval", eval_report)):
         for status, n in report["status"].value_counts().items():
             counts[f"{split}.{status}"] = n
-    return _metrics(counts)
+    return as_metrics(counts)

@@ -23,9 +23,8 @@ from torch.utils.data import DataLoader
 from podium.core.augment import build_transforms
 from podium.core.checkpoints import unwrap_model
 from podium.core.config import check_choice, check_keys, check_range
-from podium.core.device import AmpSettings
-from podium.core.seeding import dataloader_kwargs
-from podium.core.training import fit, predict
+from podium.core.device import Runtime
+from podium.core.training import fit, predict, seeded_loader
 from podium.layouts.mask import AGE_NAMES
 from podium.pipelines.mask.data import CropDataset, oversample_minority
 from podium.pipelines.mask.models import (
@@ -46,17 +45,6 @@ SCHEDULERS = ("plateau", "cosine", "step")
 OLD_AGE_CLASS = len(AGE_NAMES) - 1
 #: Separator of the model name and the parameter name in the saved weights' keys.
 KEY_SEP = "/"
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how to run: resolved from the shared ``runtime`` parameters."""
-
-    device: torch.device
-    amp: AmpSettings
-    num_workers: int
-    pin_memory: bool
-    channels_last: bool
 
 
 @dataclass
@@ -134,17 +122,6 @@ def _criterion(
     )
 
 
-def _loader(
-    dataset: CropDataset, batch_size: int, shuffle: bool, seed: int, runtime: Runtime
-) -> DataLoader:
-    kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
-    # A last training batch of one photo breaks BatchNorm: drop the ragged end when shuffling.
-    drop_last = shuffle and len(dataset) > batch_size
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
-    )
-
-
 def _as_task_logits(outputs, net_name: str, tasks: Mapping[str, int]) -> dict[str, np.ndarray]:
     if isinstance(outputs, Mapping):
         return dict(outputs)
@@ -165,7 +142,13 @@ def predict_classes(
     runtime: Runtime,
 ) -> np.ndarray:
     """18-way probabilities of one fold's networks on the given crop rows."""
-    loader = _loader(CropDataset(crops, rows, {}, preprocess), batch_size, False, seed, runtime)
+    loader = seeded_loader(
+        CropDataset(crops, rows, {}, preprocess),
+        batch_size,
+        shuffle=False,
+        seed=seed,
+        runtime=runtime,
+    )
     logits: dict[str, np.ndarray] = {}
     for net_name, net in nets.items():
         outputs = predict(
@@ -229,7 +212,9 @@ def train_cross_validated(
                 label = f"{name}{KEY_SEP}{net_name}"
                 result.history[label] = _train_network(
                     net,
-                    _loader(dataset, batch_size, True, fold_seed, runtime),
+                    seeded_loader(
+                        dataset, batch_size, shuffle=True, seed=fold_seed, runtime=runtime
+                    ),
                     _criterion(loss, training, tasks, net_name),
                     optimizer=optimizer,
                     scheduler=scheduler,
