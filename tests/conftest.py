@@ -7,8 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +78,28 @@ def tiny_project(tmp_path, monkeypatch):
     root = make_project(tmp_path / "project", TINY_SAMPLE)
     monkeypatch.chdir(root)
     return root
+
+
+def kedro_run(
+    project: Path,
+    pipeline: str,
+    params: dict | None = None,
+    tags: list[str] | None = None,
+    nodes: list[str] | None = None,
+) -> None:
+    """One `kedro run`, in-process. kedro-mlflow's hook object lives for the process and
+    may leave its run on MLflow's stack; each `kedro run` from the shell is a new process,
+    so end any run left over to give each session here a fresh one."""
+    bootstrap_project(project)
+    try:
+        with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
+            session.run(pipeline_names=[pipeline], tags=tags, node_names=nodes)
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
+def tracked_runs(project: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("podium")
+    return client, client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])

@@ -10,38 +10,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import pytest
-from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-
-
-def _run(
-    project: Path,
-    pipeline: str,
-    params: dict | None = None,
-    tags: list[str] | None = None,
-    nodes: list[str] | None = None,
-) -> None:
-    """One `kedro run`, in-process. kedro-mlflow's hook object lives for the process and
-    may leave its run on MLflow's stack; each `kedro run` from the shell is a new process,
-    so end any run left over to give each session here a fresh one."""
-    bootstrap_project(project)
-    try:
-        with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
-            session.run(pipeline_names=[pipeline], tags=tags, node_names=nodes)
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-
-
-def _runs(project: Path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("podium")
-    return client, client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+from tests.conftest import REPO, kedro_run, tracked_runs
 
 
 def test_registry_holds_only_pipelines_with_nodes():
@@ -60,9 +32,9 @@ def test_a_run_is_one_tracked_mlflow_run_with_reproducibility_tags(tiny_project)
     import torch
 
     torch.set_num_threads(2)
-    _run(tiny_project, "sample_data")
+    kedro_run(tiny_project, "sample_data")
     assert torch.get_num_threads() == 1  # runtime.torch_threads
-    client, runs = _runs(tiny_project)
+    client, runs = tracked_runs(tiny_project)
     assert len(runs) == 1
     run = runs[0]
     head = subprocess.run(
@@ -87,10 +59,10 @@ def test_a_run_is_one_tracked_mlflow_run_with_reproducibility_tags(tiny_project)
 
 @pytest.mark.slow
 def test_same_seed_same_fingerprint_other_seed_another(tiny_project):
-    _run(tiny_project, "sample_data")
-    _run(tiny_project, "sample_data")
-    _run(tiny_project, "sample_data", {"sample_data": {"seed": 12345}})
-    _, runs = _runs(tiny_project)
+    kedro_run(tiny_project, "sample_data")
+    kedro_run(tiny_project, "sample_data")
+    kedro_run(tiny_project, "sample_data", {"sample_data": {"seed": 12345}})
+    _, runs = tracked_runs(tiny_project)
     assert len({r.info.run_id for r in runs}) == 3
     first, again, other = (r.data.tags["data_fingerprint"] for r in runs)
     assert first == again
@@ -100,7 +72,7 @@ def test_same_seed_same_fingerprint_other_seed_another(tiny_project):
 
 def test_an_unknown_generator_parameter_fails_naming_it(tiny_project):
     with pytest.raises(ValueError, match="frames_per_vidoe"):
-        _run(tiny_project, "sample_data", {"sample_data": {"dfdc": {"frames_per_vidoe": 3}}})
+        kedro_run(tiny_project, "sample_data", {"sample_data": {"dfdc": {"frames_per_vidoe": 3}}})
 
 
 def _free_port() -> int:

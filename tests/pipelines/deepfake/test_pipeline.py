@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_SAMPLE, make_project
-from tests.test_project import _run, _runs
+from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs
 
 TINY_DEEPFAKE = {
     "deepfake": {
@@ -49,8 +48,8 @@ def deepfake_project(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        _run(root, "sample_data", tags=["dfdc"])
-        _run(root, "deepfake")
+        kedro_run(root, "sample_data", tags=["dfdc"])
+        kedro_run(root, "deepfake")
         yield root
     finally:
         os.chdir(cwd)
@@ -58,7 +57,7 @@ def deepfake_project(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_run_is_tracked_with_the_dfdc_metrics(deepfake_project):
-    client, runs = _runs(deepfake_project)
+    client, runs = tracked_runs(deepfake_project)
     run = runs[-1]
     assert run.info.run_name == "deepfake" and run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -109,8 +108,8 @@ def test_a_second_run_extracts_nothing_again(deepfake_project):
     faces = deepfake_project / "data" / "03_primary" / "deepfake" / "faces"
     before = {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")}
     assert before
-    _run(deepfake_project, "deepfake", nodes=["extract_faces"])
-    _, runs = _runs(deepfake_project)
+    kedro_run(deepfake_project, "deepfake", nodes=["extract_faces"])
+    _, runs = tracked_runs(deepfake_project)
     metrics = runs[-1].data.metrics
     assert metrics["extraction.extracted"] == 0
     assert metrics["extraction.skipped_existing"] == metrics["extraction.videos"]
@@ -143,7 +142,7 @@ def test_a_bad_parameter_stops_the_run_naming_it_and_the_allowed_values(
     from podium.core.config import ParameterError
 
     with pytest.raises(ParameterError) as error:
-        _run(
+        kedro_run(
             deepfake_project,
             "deepfake",
             params={"deepfake": {"training": override}},

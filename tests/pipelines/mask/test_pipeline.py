@@ -5,28 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 from safetensors import safe_open
 
 from podium.core.config import ParameterError
 from podium.layouts.mask import MaskLayoutError
-from tests.conftest import make_project
+from tests.conftest import kedro_run, make_project
 from tests.pipelines.mask.conftest import TINY_PARAMS
-
-
-def _run(project: Path, params: dict | None = None) -> None:
-    bootstrap_project(project)
-    try:
-        with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
-            session.run(pipeline_names=["mask"])
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
 
 
 @pytest.fixture
@@ -46,7 +33,7 @@ def _only_run(project: Path):
 
 @pytest.mark.slow
 def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
-    _run(project)
+    kedro_run(project, "mask")
     client, run = _only_run(project)
     assert run.info.run_name == "mask" and run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -86,7 +73,7 @@ def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
 
 def test_an_unknown_backbone_fails_the_run_naming_the_parameter(project):
     with pytest.raises(ParameterError, match=r"mask\.model\.backbones\[0\].*resnet10t") as error:
-        _run(project, {"mask": {"model": {"backbones": ["resnet10tt"]}}})
+        kedro_run(project, "mask", {"mask": {"model": {"backbones": ["resnet10tt"]}}})
     assert "allowed values" in str(error.value) and "conf/base/parameters_mask.yml" in str(
         error.value
     )
@@ -95,7 +82,7 @@ def test_an_unknown_backbone_fails_the_run_naming_the_parameter(project):
 def test_an_unknown_augmentation_fails_the_run_naming_the_parameter(project):
     augment = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnes"}]
     with pytest.raises(ParameterError, match=r"mask\.augment\[1\]\.name.*RandomBrightness"):
-        _run(project, {"mask": {"augment": augment}})
+        kedro_run(project, "mask", {"mask": {"augment": augment}})
 
 
 def test_a_missing_image_stops_the_run_naming_the_folder(project):
@@ -103,7 +90,7 @@ def test_a_missing_image_stops_the_run_naming_the_folder(project):
     folder = sorted(images.iterdir())[0]
     next(folder.glob("mask3.*")).unlink()
     with pytest.raises(MaskLayoutError, match=rf"{folder.name}.*mask3"):
-        _run(project)
+        kedro_run(project, "mask")
 
 
 def test_a_malformed_folder_name_stops_the_run_naming_it(project):
@@ -114,4 +101,4 @@ def test_a_malformed_folder_name_stops_the_run_naming_it(project):
     people.loc[0, "path"] = bad
     people.to_csv(raw / "train.csv", index=False)
     with pytest.raises(MaskLayoutError, match=r"malformed person folder name.*-Asian-"):
-        _run(project)
+        kedro_run(project, "mask")
