@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -46,6 +48,19 @@ TINY_SAMPLE = {
         "monet": {"n_photos": 6, "n_monet": 4, "size": 64},
     }
 }
+
+
+def free_port() -> int:
+    """A free TCP port below 49152: kedro-viz refuses ports in the ephemeral range,
+    where the OS's own "any free port" answer usually lands."""
+    for port in random.Random().sample(range(20000, 40000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port between 20000 and 40000")
 
 
 def make_project(root: Path, local_parameters: dict | None = None, git: bool = True) -> Path:

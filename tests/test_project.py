@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import REPO, kedro_run, tracked_runs
+from tests.conftest import REPO, free_port, kedro_run, tracked_runs
 
 
 def test_registry_holds_only_pipelines_with_nodes():
@@ -75,15 +74,9 @@ def test_an_unknown_generator_parameter_fails_naming_it(tiny_project):
         kedro_run(tiny_project, "sample_data", {"sample_data": {"dfdc": {"frames_per_vidoe": 3}}})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_kedro_viz_serves_the_registered_pipelines(tmp_path):
-    port = _free_port()
+    port = free_port()
     kedro = Path(sys.executable).with_name("kedro")
     log = (tmp_path / "viz.log").open("w")
     server = subprocess.Popen(
