@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -26,3 +27,141 @@ def prune(keep: int, data_root: str, dry_run: bool) -> None:
     for folder in doomed:
         click.echo(f"{verb} {folder}")
     click.echo(f"{len(outputs)} versioned outputs, {verb} {len(doomed)} old versions")
+
+
+def _project_path(metadata) -> Path:
+    # kedro passes the project's metadata to project commands; cwd outside kedro's CLI.
+    return Path(getattr(metadata, "project_path", None) or Path.cwd())
+
+
+@cli.command("ablate")
+@click.option(
+    "--grid",
+    "grid_path",
+    required=True,
+    help="Grid file, e.g. conf/base/ablations/deepfake_split.yml (or its name).",
+)
+@click.option(
+    "--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2 (default: the grid's `seeds`)."
+)
+@click.option("--params", default=None, help="Overrides for every point, as kedro run --params.")
+@click.option("--env", "-e", default=None, help="Kedro configuration environment, e.g. full.")
+@click.option(
+    "--output",
+    default="data/08_reporting/ablations",
+    show_default=True,
+    type=click.Path(),
+    help="Report folder; <name>/ is added.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check the grid and list the runs it would start; run nothing."
+)
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop at the first failed run (default: run the rest, then fail).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Stream each kedro run's output.")
+@click.pass_obj
+def ablate(metadata, grid_path, seeds, params, env, output, dry_run, fail_fast, verbose) -> None:
+    """Run every point x seed of an ablation grid as MLflow child runs, then summarise.
+
+    Repeating the command runs only what is not already done at this commit."""
+    from podium.ablation.ablate import run_ablation, summary_table
+    from podium.ablation.grid import GridError
+
+    try:
+        result = run_ablation(
+            _project_path(metadata),
+            grid_path,
+            seeds=seeds,
+            params=params,
+            env=env,
+            output_root=Path(output),
+            dry_run=dry_run,
+            fail_fast=fail_fast,
+            verbose=verbose,
+            echo=click.echo,
+        )
+    except GridError as error:
+        raise click.ClickException(str(error)) from error
+    if dry_run:
+        return
+    click.echo(f"\n{summary_table(result)}\n")
+    click.echo(f"parent run {result.parent_id}; report in {result.paths['markdown'].parent}")
+    if result.failed:
+        click.echo(
+            f"{len(result.failed)} run(s) failed: {', '.join(sorted(result.failed))}", err=True
+        )
+        sys.exit(1)
+
+
+@cli.command("reproduce")
+@click.option("--run-id", required=True, help="The MLflow run to reproduce.")
+@click.option(
+    "--rtol",
+    default=1e-2,
+    show_default=True,
+    help="Relative tolerance when bit-identity is not expected.",
+)
+@click.option(
+    "--atol",
+    default=1e-4,
+    show_default=True,
+    help="Absolute tolerance when bit-identity is not expected.",
+)
+@click.option(
+    "--exact/--tolerant",
+    default=None,
+    help="Force bit-identical or tolerant comparison (default: bit-identical for deterministic runs on CPU).",
+)
+@click.option(
+    "--ignore-metric",
+    multiple=True,
+    help="Glob of metrics not compared (repeatable), besides timing and cache counters.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Report code, configuration and data differences; run nothing."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Stream the kedro run's output.")
+@click.pass_obj
+def reproduce(metadata, run_id, rtol, atol, exact, ignore_metric, dry_run, verbose) -> None:
+    """Re-run a tracked run from its recorded parameters and compare its metrics.
+
+    Exit code: 0 match; 1 metrics differ (or the run failed); 2 data fingerprint differs; 3 both."""
+    from podium.ablation.reproduce import ReproduceError, reproduce_run
+
+    try:
+        result = reproduce_run(
+            _project_path(metadata),
+            run_id,
+            rtol=rtol,
+            atol=atol,
+            exact=exact,
+            ignore=ignore_metric,
+            dry_run=dry_run,
+            verbose=verbose,
+            echo=click.echo,
+        )
+    except ReproduceError as error:
+        raise click.ClickException(str(error)) from error
+    if dry_run:
+        sys.exit(2 if result.data_before else 0)
+    table = result.metrics
+    if table is not None:
+        compared = table[table.verdict != "ignored"]
+        for row in compared[compared.verdict.isin(["differs", "missing"])].to_dict("records"):
+            click.echo(
+                f"  {row['verdict']}: {row['metric']} recorded {row['recorded']!r}, now {row['reproduced']!r}"
+            )
+        click.echo(
+            f"  metrics: {compared.verdict.value_counts().to_dict()} ({len(table) - len(compared)} timing/cache metrics not compared)"
+        )
+    click.echo(
+        f"  data: {'same fingerprint' if result.data_ok else 'FINGERPRINT MISMATCH: the run read different data'}"
+    )
+    verdict = "REPRODUCED" if result.exit_code == 0 else "NOT REPRODUCED"
+    click.echo(
+        f"{verdict} (new run {result.new_run_id}, exit code {result.exit_code}); report in data/08_reporting/reproduce/{run_id}/"
+    )
+    sys.exit(result.exit_code)
