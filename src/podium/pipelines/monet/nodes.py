@@ -1,0 +1,240 @@
+"""Nodes of the monet pipeline: thin wrappers over cyclegan.py, evaluation.py and core.fid.
+
+Each node turns parameters into arguments and catalog data into the shapes the modules
+expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metrics dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from podium.core.config import ParameterError, check_int, check_keys
+from podium.core.device import resolve_runtime
+from podium.core.plots import curves_figure, image_grid_figure
+from podium.core.seeding import seed_everything
+from podium.layouts.monet import index_monet, read_images
+from podium.pipelines.monet import cyclegan, evaluation
+from podium.pipelines.tracking import Metrics, as_metrics
+
+logger = logging.getLogger(__name__)
+
+#: The resumable training state saved beside the four sub-models.
+TRAINING_STATE = "training_state"
+GENERATE_KEYS = ("input_size", "output_size", "jpeg_quality", "batch_size")
+_GENERATE = "monet.generate"
+
+
+def index_images(raw_root: Path) -> pd.DataFrame:
+    """One row per jpg of ``photo_jpg/`` and ``monet_jpg/`` (the TFRecords are not read)."""
+    index = index_monet(raw_root)
+    logger.info(
+        "monet: indexed %d photos and %d paintings (jpg only; photo_tfrec/ and monet_tfrec/ "
+        "are not read)",
+        (index["domain"] == "photo").sum(),
+        (index["domain"] == "monet").sum(),
+    )
+    return index
+
+
+def read_domain_images(index: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame, Metrics]:
+    """Decode both domains; an unreadable jpg is skipped and listed with its reason.
+
+    Each domain leaves as ``{"names": [...], "images": [uint8 (H, W, 3), ...]}``.
+    """
+    domains, reports, counts = {}, [], {}
+    for domain in ("photo", "monet"):
+        rows = index[index["domain"] == domain]
+        images, problems = read_images(rows["path"].tolist())
+        bad = set(problems["path"])
+        names = [n for p, n in zip(rows["path"], rows["name"], strict=True) if p not in bad]
+        if not images:
+            raise ValueError(f"monet: none of the {len(rows)} {domain} jpgs could be read")
+        domains[domain] = {"names": names, "images": images}
+        reports.append(problems.assign(domain=domain))
+        counts |= {f"{domain}.read": len(images), f"{domain}.unreadable": len(problems)}
+        if len(problems):
+            logger.warning("monet: skipped %d unreadable %s jpg(s)", len(problems), domain)
+    report = pd.concat(reports, ignore_index=True)[["domain", "path", "reason"]]
+    return domains["photo"], domains["monet"], report, as_metrics(counts)
+
+
+def _saved_runs(checkpoints: Mapping[str, Callable[[], Any]]) -> dict[str, dict[str, Callable]]:
+    """Versioned sub-model files by save version: ``{version: {sub-model: loader}}``.
+
+    Partition ids look like ``generator_photo_to_monet.safetensors/<version>/generator_...``.
+    """
+    runs: dict[str, dict[str, Callable]] = {}
+    for partition, loader in checkpoints.items():
+        parts = partition.split("/")
+        if len(parts) == 3:
+            runs.setdefault(parts[1], {})[parts[2]] = loader
+    wanted = {*cyclegan.SUB_MODELS, TRAINING_STATE}
+    return {version: files for version, files in runs.items() if wanted <= set(files)}
+
+
+def _resume_point(
+    checkpoints: Mapping[str, Callable[[], Any]], resume_from: str | None
+) -> tuple[str, tuple[dict, dict]] | None:
+    if resume_from is None:
+        return None
+    runs = _saved_runs(checkpoints)
+    parameter = "monet.train.resume_from"
+    if not runs:
+        raise ParameterError(
+            parameter,
+            f"{resume_from!r} asked for, but no complete set of saved sub-models was found "
+            "(data/06_models/monet/ per catalog_monet.yml); set it to null to start afresh",
+        )
+    version = max(runs) if resume_from == "latest" else resume_from
+    if version not in runs:
+        raise ParameterError(
+            parameter,
+            f"no saved run {version!r}; saved runs: {', '.join(sorted(runs))} (or 'latest')",
+        )
+    files = runs[version]
+    weights = {name: files[name]() for name in cyclegan.SUB_MODELS}
+    return version, (weights, files[TRAINING_STATE]())
+
+
+def train_cyclegan(
+    photos: dict,
+    monets: dict,
+    checkpoints: Mapping[str, Callable[[], Any]],
+    data: Mapping[str, Any],
+    model: Mapping[str, Any],
+    loss: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    train: Mapping[str, Any],
+    seed: int,
+    deterministic: bool,
+    runtime: Mapping[str, Any],
+) -> tuple:
+    """The four sub-models' weights (each its own dataset), the resumable state, the losses
+    per epoch as MLflow metric histories and as a table."""
+    cyclegan.check_training(data, train, loss, optimizer, model)
+    seed_everything(seed, deterministic=deterministic)
+    resume = _resume_point(checkpoints, train["resume_from"])
+    if resume is not None:
+        logger.info("monet: resuming from the sub-models saved by run %s", resume[0])
+    result = cyclegan.train_cyclegan(
+        photos["images"],
+        monets["images"],
+        data=data,
+        model=model,
+        loss=loss,
+        optimizer=optimizer,
+        train=train,
+        seed=seed,
+        runtime=resolve_runtime(runtime),
+        resume=None if resume is None else resume[1],
+    )
+    curves = {
+        key: [{"step": int(row["epoch"]), "value": float(row[key])} for row in result.history]
+        for key in ("lr", *cyclegan.LOSS_NAMES)
+    }
+    history = pd.DataFrame(result.history, columns=["epoch", "lr", *cyclegan.LOSS_NAMES])
+    weights = [result.weights[name] for name in cyclegan.SUB_MODELS]
+    return (*weights, result.state, curves, history)
+
+
+def plot_training_curves(history: pd.DataFrame) -> Figure:
+    curves = {c: history[c].tolist() for c in history.columns if c != "epoch"}
+    return curves_figure(curves, title="CycleGAN losses and learning rate (this run's epochs)")
+
+
+def _check_generate(generate: Mapping[str, Any], data: Mapping[str, Any]) -> int:
+    """Validate ``monet.generate``; the generator's input side (null: the training crop)."""
+    check_keys(_GENERATE, generate, GENERATE_KEYS, required=GENERATE_KEYS)
+    for key in ("output_size", "batch_size"):
+        check_int(f"{_GENERATE}.{key}", generate[key], low=1)
+    quality = check_int(f"{_GENERATE}.jpeg_quality", generate["jpeg_quality"], low=1)
+    if quality > evaluation.MAX_JPEG_QUALITY:
+        raise ParameterError(f"{_GENERATE}.jpeg_quality", f"{quality} is above 95 (PIL's max)")
+    size = generate["input_size"]
+    return data["crop_size"] if size is None else check_int(f"{_GENERATE}.input_size", size, low=8)
+
+
+def write_images_zip(
+    generator_weights: dict[str, torch.Tensor],
+    photos: dict,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+    generate: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+) -> dict[str, bytes]:
+    """Every photo translated to a ``generate.output_size`` jpg: the files of images.zip."""
+    input_size = _check_generate(generate, data)
+    images = cyclegan.translate(
+        generator_weights,
+        photos["images"],
+        model=model,
+        input_size=input_size,
+        output_size=generate["output_size"],
+        batch_size=generate["batch_size"],
+        runtime=resolve_runtime(runtime),
+    )
+    return {
+        f"{name}.jpg": evaluation.encode_jpeg(image, generate["jpeg_quality"])
+        for name, image in zip(photos["names"], images, strict=True)
+    }
+
+
+def plot_translation_grid(
+    photo_to_monet: dict[str, torch.Tensor],
+    monet_to_photo: dict[str, torch.Tensor],
+    photos: dict,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+    generate: Mapping[str, Any],
+    report: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+) -> Figure:
+    """Rows of photo -> Monet -> reconstructed photo, for the first ``report.grid_photos``."""
+    input_size = _check_generate(generate, data)
+    count = check_int("monet.report.grid_photos", report["grid_photos"], low=1)
+    shown = photos["images"][:count]
+    settings = dict(
+        model=model,
+        input_size=input_size,
+        output_size=input_size,
+        batch_size=generate["batch_size"],
+        runtime=resolve_runtime(runtime),
+    )
+    painted = cyclegan.translate(photo_to_monet, shown, **settings)
+    back = cyclegan.translate(monet_to_photo, list(painted), **settings)
+    small = cyclegan.to_tensor_images(shown, input_size).permute(0, 2, 3, 1).numpy()
+    cells = [im for row in zip(small, painted, back, strict=True) for im in row]
+    titles = ["photo", "photo -> Monet", "-> photo again"] * len(shown)
+    return image_grid_figure(cells, titles, ncols=3, title="CycleGAN on photos")
+
+
+def score_images(
+    images_zip: dict[str, bytes],
+    monets: dict,
+    evaluation_params: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+) -> tuple[Metrics, dict[str, str], dict[str, Any]]:
+    """FID and MiFID of images.zip against the training Monets, the extractor's name as an
+    MLflow tag, and the whole summary for the record."""
+    evaluation.check_evaluation(evaluation_params)
+    generated = [evaluation.decode_jpeg(images_zip[name]) for name in sorted(images_zip)]
+    scores = evaluation.score(
+        generated, monets["images"], evaluation_params, resolve_runtime(runtime).device
+    )
+    metrics = {k: v for k, v in scores.items() if isinstance(v, int | float)}
+    logger.info(
+        "monet: FID %.3f, MiFID %.3f (memorisation distance %.4f) on %s",
+        scores["fid"],
+        scores["mifid"],
+        scores["memorization_distance"],
+        scores["fid_extractor"],
+    )
+    tags = {"fid_extractor": scores["fid_extractor"]}
+    return as_metrics(metrics), tags, scores
