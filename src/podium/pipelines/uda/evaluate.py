@@ -1,0 +1,79 @@
+"""Per-class IoU and mIoU, and the figures: IoU bars and colour overlays of predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from podium.core.plots import image_grid_figure
+from podium.core.segmentation import confusion_matrix, iou_per_class
+from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
+
+
+def class_iou(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """One row per class: IoU (NaN when the class is in neither truth nor prediction)
+    and its pixel count in the truth, over the whole split."""
+    confusion = confusion_matrix(predictions, labels, NUM_CLASSES, IGNORE_INDEX)
+    return pd.DataFrame(
+        {"class": list(CLASSES), "iou": iou_per_class(confusion), "pixels": confusion.sum(axis=1)}
+    )
+
+
+def iou_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """``{prefix}_miou`` and ``{prefix}_iou.<class>`` for every class with a finite IoU."""
+    iou = table.set_index("class")["iou"]
+    finite = iou[np.isfinite(iou)]
+    metrics = {f"{prefix}_iou.{name.replace(' ', '_')}": float(v) for name, v in finite.items()}
+    if len(finite):
+        metrics[f"{prefix}_miou"] = float(finite.mean())
+    return metrics
+
+
+def iou_figure(tables: dict[str, pd.DataFrame], title: str) -> Figure:
+    """Grouped bars: per-class IoU of each evaluated split, mIoU in the legend."""
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(NUM_CLASSES)
+    width = 0.8 / max(len(tables), 1)
+    for k, (split, table) in enumerate(tables.items()):
+        iou = table["iou"].to_numpy(np.float64)
+        bars = ax.bar(
+            x + (k - (len(tables) - 1) / 2) * width,
+            np.nan_to_num(iou),
+            width,
+            label=f"{split} (mIoU {np.nanmean(iou) if np.isfinite(iou).any() else 0:.3f})",
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)
+    ax.set(xticks=x, ylim=(0, 1.05), ylabel="IoU", title=title)
+    ax.set_xticklabels(CLASSES, rotation=45, ha="right")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def overlay_figure(
+    images: np.ndarray,
+    predictions: np.ndarray,
+    labels: np.ndarray | None,
+    ids: Sequence[str],
+    n: int,
+    title: str,
+) -> Figure:
+    """Rows of image | prediction overlay | truth overlay (when labeled), ``n`` images."""
+    tiles, titles = [], []
+    for i in range(min(n, len(images))):
+        height, width = predictions[i].shape
+        image = images[i]
+        if image.shape[:2] != (height, width):  # images were resized for the network
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        tiles += [image, (0.4 * image + 0.6 * colorize(predictions[i])).astype(np.uint8)]
+        titles += [ids[i], "prediction"]
+        if labels is not None:
+            tiles.append((0.4 * image + 0.6 * colorize(labels[i])).astype(np.uint8))
+            titles.append("truth")
+    return image_grid_figure(tiles, titles, ncols=3 if labels is not None else 2, title=title)

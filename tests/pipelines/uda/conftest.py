@@ -1,0 +1,55 @@
+"""A tiny generated UDA sample and tiny pipeline parameters for the uda tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from podium.sample_data.uda import generate_uda_sample
+
+TINY_SAMPLE = {
+    "n_train_source": 4,
+    "n_val_source": 2,
+    "n_train_target": 4,
+    "n_val_target": 2,
+    "n_test": 2,
+    "source_width": 96,
+    "source_height": 48,
+    "target_width": 96,
+    "target_height": 54,
+}
+SAMPLE_SEED = 3
+
+#: The default run shrunk to seconds: a narrow decoder, a few iterations, small crops.
+TINY_PARAMS = {
+    "uda": {
+        "data": {"source_size": [48, 96], "target_size": [54, 96]},
+        "models": {"m1": {"channels": 8, "dilations": [1, 2]}},
+        "training": {
+            "iterations": 4,
+            "batch_size": 2,
+            "crop_size": [48, 48],
+            "log_every": 2,
+            "scheduler": {"warmup_iterations": 1},
+            "pseudo_label": {"start_iteration": 1, "threshold": 0.0},
+        },
+        "inference": {"window": [48, 48], "stride": [32, 32], "scales": [1.0, 0.75]},
+        "evaluation": {"overlays": 2},
+    },
+    "runtime": {"num_workers": 0},
+}
+
+
+def write_tree(files: dict[str, bytes], root: Path) -> Path:
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pristine_uda_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("uda_sample") / "uda"
+    return write_tree(generate_uda_sample(TINY_SAMPLE, seed=SAMPLE_SEED), root)

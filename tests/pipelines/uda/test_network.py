@@ -1,0 +1,46 @@
+"""The segmentation network: both decoders, parameter errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from podium.core.config import ParameterError
+from podium.pipelines.uda.network import build_network
+
+SPEC = {"encoder": "regnetx_002", "decoder": "daformer", "channels": 8, "dilations": [1, 2]}
+
+
+@pytest.mark.parametrize("decoder", ["daformer", "fpn"])
+def test_both_decoders_give_full_size_logits(decoder):
+    net = build_network({**SPEC, "decoder": decoder}, 12, "uda.models.m1").eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, 64, 96))
+    assert out.shape == (2, 12, 64, 96) and torch.isfinite(out).all()
+
+
+def test_a_bad_decoder_or_key_names_the_parameter():
+    with pytest.raises(ParameterError, match=r"uda\.models\.m1\.decoder.*daformer"):
+        build_network({**SPEC, "decoder": "unet++"}, 12, "uda.models.m1")
+    with pytest.raises(ParameterError, match=r"uda\.models\.m1.*chanels.*channels"):
+        build_network({**SPEC, "chanels": 8}, 12, "uda.models.m1")
+    with pytest.raises(ParameterError, match=r"uda\.models\.m1\.encoder"):
+        build_network({**SPEC, "encoder": "regnetx_0002"}, 12, "uda.models.m1")
+
+
+def test_training_parameters_are_checked_naming_the_key():
+    import yaml
+
+    from podium.pipelines.uda.train import check_training
+    from tests.conftest import REPO
+
+    training = yaml.safe_load((REPO / "conf/base/parameters_uda.yml").read_text())["uda"][
+        "training"
+    ]
+    assert check_training(training)["crop_size"] == (128, 128)
+    with pytest.raises(ParameterError, match=r"uda\.training\.regime.*self_training"):
+        check_training({**training, "regime": "selftraining"})
+    with pytest.raises(ParameterError, match=r"uda\.training\.mic.*mask_ration"):
+        check_training({**training, "mic": {**training["mic"], "mask_ration": 0.5}})
+    with pytest.raises(ParameterError, match=r"uda\.training\.dual_branch\.scale"):
+        check_training({**training, "dual_branch": {**training["dual_branch"], "scale": [2, 1]}})

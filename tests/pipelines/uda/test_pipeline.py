@@ -1,0 +1,73 @@
+"""`kedro run --pipelines=uda` end to end in a throwaway project on a tiny sample."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
+from podium.pipelines.uda.submission import rle_decode
+from tests.conftest import kedro_run, make_project, tracked_runs
+from tests.pipelines.uda.conftest import TINY_PARAMS, TINY_SAMPLE
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, pristine_uda_root) -> Path:
+    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
+    shutil.copytree(pristine_uda_root, root / "data" / "01_raw" / "uda")
+    monkeypatch.chdir(root)
+    return root
+
+
+def _versioned(path: Path) -> Path:
+    (found,) = path.glob(f"*/{path.name}")
+    return found
+
+
+@pytest.mark.slow
+def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
+    kedro_run(project, "uda")
+    client, (run,) = tracked_runs(project)
+    assert run.info.run_name == "uda" and run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for split in ("target", "source"):
+        assert 0.0 <= metrics[f"eval.{split}_miou"] <= 1.0
+        per_class = [v for k, v in metrics.items() if k.startswith(f"eval.{split}_iou.")]
+        assert len(per_class) == NUM_CLASSES  # every class is in the tiny sample's labels
+        assert metrics[f"eval.{split}_miou"] == pytest.approx(np.mean(per_class))
+    history = client.get_metric_history(run.info.run_id, "train.m1/loss_target")
+    assert [m.step for m in history] == [2, 4]  # logged every 2 iterations, from iteration 1
+    assert metrics["train.m1/pseudo_weight"] == pytest.approx(1.0)  # threshold 0: all confident
+    assert run.data.params["uda.training.regime"] == "self_training"
+    assert run.data.tags["seed"] == "42"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "uda")}
+    assert {"uda/class_iou.png", "uda/target_overlays.png"} <= artifacts
+
+    out = project / "data" / "07_model_output" / "uda"
+    submission = pd.read_csv(_versioned(out / "submission.csv"), keep_default_na=False)
+    template = pd.read_csv(project / "data" / "01_raw" / "uda" / "sample_submission.csv")
+    assert submission["id"].tolist() == template["id"].tolist()
+    assert len(submission) == TINY_SAMPLE["n_test"] * NUM_CLASSES
+    width, height = SUBMISSION_SIZE
+    masks = np.stack([rle_decode(r, (height, width)) for r in submission["mask_rle"][:NUM_CLASSES]])
+    assert (masks.sum(axis=0) == 1).all()  # one class per pixel of the first test image
+
+    with safe_open(
+        str(_versioned(project / "data" / "06_models" / "uda" / "weights.safetensors")),
+        framework="pt",
+    ) as handle:
+        sets = {tuple(key.split("/")[:2]) for key in handle.keys()}
+    assert sets == {("m1", "student"), ("m1", "ema")}
+
+
+def test_a_label_of_the_wrong_size_stops_the_run_naming_the_file(project):
+    gt = project / "data" / "01_raw" / "uda" / "train_source_gt" / "TRAIN_SOURCE_0001.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(gt)
+    with pytest.raises(UdaLayoutError, match=r"TRAIN_SOURCE_0001\.png is 10x10"):
+        kedro_run(project, "uda", nodes=["index_data", "load_train_source"])

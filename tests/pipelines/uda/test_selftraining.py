@@ -1,0 +1,127 @@
+"""The self-training components: EMA, pseudo-label weighting, ClassMix, MIC, distortion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from podium.pipelines.uda import selftraining as st
+
+IGNORE = 255
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+
+def test_ema_update_moves_the_teacher_by_alpha_and_ramps_up_early():
+    teacher, student = _net(0), _net(1)
+    student[1].running_mean.fill_(2.0)
+    student[1].num_batches_tracked.fill_(7)
+    before = [p.clone() for p in teacher.parameters()]
+    used = st.ema_update(teacher, student, alpha=0.99, iteration=1000)
+    assert used == pytest.approx(0.99)
+    for t, b, s in zip(teacher.parameters(), before, student.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.99 * b + 0.01 * s)
+    torch.testing.assert_close(teacher[1].running_mean, torch.full((4,), 0.02))
+    assert int(teacher[1].num_batches_tracked) == 7  # integer buffers are copied
+    # iteration 0: a = min(1 - 1/1, alpha) = 0, the teacher becomes the student
+    assert st.ema_update(teacher, student, alpha=0.99, iteration=0) == 0.0
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        torch.testing.assert_close(t, s)
+    assert st.ema_update(teacher, student, alpha=0.99, iteration=3) == pytest.approx(0.75)
+
+
+def test_pseudo_labels_weight_each_image_by_its_share_of_confident_pixels():
+    logits = torch.zeros(2, 3, 4, 5)
+    logits[0, 1] = 10.0  # image 0: all pixels confidently class 1
+    logits[1, 2, :2] = 10.0  # image 1: top half confidently class 2, bottom half uniform
+    labels, weights = st.pseudo_labels(logits, threshold=0.9)
+    assert (labels[0] == 1).all() and (labels[1, :2] == 2).all()
+    torch.testing.assert_close(weights[0], torch.ones(4, 5))
+    torch.testing.assert_close(weights[1], torch.full((4, 5), 0.5))
+    _, weights = st.pseudo_labels(logits, threshold=0.9, ignore_top=0.25, ignore_bottom=0.5)
+    assert (weights[:, :1] == 0).all() and (weights[:, 2:] == 0).all()
+    torch.testing.assert_close(weights[0, 1], torch.ones(5))
+
+
+def test_class_mix_masks_cover_exactly_half_the_classes_present():
+    labels = torch.full((3, 6, 6), IGNORE, dtype=torch.long)
+    labels[0, :, :2], labels[0, :, 2:4], labels[0, :, 4:5] = 0, 3, 7  # 3 classes + ignore
+    labels[1] = torch.arange(36).view(6, 6) % 4  # 4 classes
+    generator = torch.Generator().manual_seed(0)
+    masks = st.class_mix_masks(labels, IGNORE, generator)
+    for i, n_classes in ((0, 3), (1, 4)):
+        chosen = torch.unique(labels[i][masks[i]])
+        assert len(chosen) == (n_classes + 1) // 2
+        # every pixel of a chosen class is in the mask, nothing else is
+        assert torch.equal(masks[i], torch.isin(labels[i], chosen))
+        assert IGNORE not in chosen.tolist()
+    assert not masks[2].any()  # only ignore pixels: nothing pasted
+    mixed = st.mix(masks, torch.ones(3, 3, 6, 6), torch.zeros(3, 3, 6, 6))
+    assert torch.equal(mixed[:, 0].bool(), masks)
+    mixed_labels = st.mix(masks, labels, torch.full_like(labels, 9))
+    assert torch.equal(mixed_labels[masks], labels[masks])
+    assert (mixed_labels[~masks] == 9).all()
+
+
+def test_mic_mask_hides_whole_patches_at_the_configured_ratio():
+    generator = torch.Generator().manual_seed(1)
+    mask = st.mic_mask((8, 3, 70, 100), patch_size=10, ratio=0.7, generator=generator)
+    assert mask.shape == (8, 1, 70, 100)
+    assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+    blocks = mask.unfold(2, 10, 10).unfold(3, 10, 10)  # (8, 1, 7, 10, 10, 10)
+    assert torch.equal(blocks.amin(dim=(-1, -2)), blocks.amax(dim=(-1, -2)))  # constant patches
+    assert 1 - mask.mean().item() == pytest.approx(0.7, abs=0.05)
+    assert st.mic_mask((2, 3, 8, 8), 4, 0.0, generator).min() == 1.0
+    assert st.mic_mask((2, 3, 8, 8), 4, 1.0, generator).max() == 0.0
+
+
+def test_distort_is_the_identity_without_warp_and_ignores_pixels_pulled_from_outside():
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, 16, 20)
+    labels = torch.randint(0, 12, (2, 16, 20))
+    weights = torch.rand(2, 16, 20)
+    kwargs = dict(
+        rotate_deg=0.0,
+        scale=(1.0, 1.0),
+        translate=0.0,
+        elastic_alpha=0.0,
+        elastic_sigma=8.0,
+        ignore_index=IGNORE,
+    )
+    x, y, w = st.distort(images, labels, weights, generator, **kwargs)
+    torch.testing.assert_close(x, images)
+    assert torch.equal(y, labels)
+    torch.testing.assert_close(w, weights)
+    kwargs.update(scale=(0.5, 0.5))  # zoom out: the border comes from outside the frame
+    x, y, w = st.distort(images, labels, weights, generator, **kwargs)
+    assert (y[:, 0, :] == IGNORE).all() and (w[:, 0, :] == 0).all() and (x[:, :, 0] == 0).all()
+    centre = y[:, 6:10, 8:12]
+    assert (centre != IGNORE).all() and set(centre.unique().tolist()) <= set(range(12))
+
+
+def test_photometric_changes_nothing_at_probability_zero_and_stays_in_range():
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(4, 3, 12, 12)
+    same = st.photometric(
+        images, generator, jitter=0.5, jitter_p=0.0, blur_p=0.0, blur_sigma=(0.5, 1.0)
+    )
+    assert torch.equal(same, images)
+    changed = st.photometric(
+        images, generator, jitter=0.5, jitter_p=1.0, blur_p=1.0, blur_sigma=(0.5, 1.0)
+    )
+    assert changed.shape == images.shape and changed.min() >= 0 and changed.max() <= 1
+    assert not torch.allclose(changed, images)
+
+
+def test_weighted_cross_entropy_scales_with_the_weights_and_skips_ignored_pixels():
+    logits = torch.randn(1, 3, 2, 2)
+    labels = torch.tensor([[[0, 1], [2, IGNORE]]])
+    full = st.weighted_cross_entropy(logits, labels, torch.ones(1, 2, 2), IGNORE)
+    half = st.weighted_cross_entropy(logits, labels, torch.full((1, 2, 2), 0.5), IGNORE)
+    assert half.item() == pytest.approx(full.item() / 2)
+    per_pixel = nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    assert full.item() == pytest.approx(per_pixel.item() / 4)  # mean over all 4 pixels
