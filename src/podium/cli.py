@@ -162,6 +162,6 @@ def reproduce(metadata, run_id, rtol, atol, exact, ignore_metric, dry_run, verbo
     )
     verdict = "REPRODUCED" if result.exit_code == 0 else "NOT REPRODUCED"
     click.echo(
-        f"{verdict} (new run {result.new_run_id}, exit code {result.exit_code}); report in data/08_reporting/reproduce/{run_id}/"
+        f"{verdict} (new run {result.new_run_id}, exit code {result.exit_code}); report in {result.report_dir}"
     )
     sys.exit(result.exit_code)

@@ -200,7 +200,7 @@ def _run_pending(
                 echo=echo if verbose else None,
             )
         except KeyboardInterrupt:
-            t.settle_child(client, run_id, name, returncode=1)
+            t.settle_child(client, run_id, name, returncode=1, interrupted=True)
             raise
         status = t.settle_child(client, run_id, name, code)
         client.log_artifact(run_id, str(log_path), artifact_path="ablation")

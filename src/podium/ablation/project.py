@@ -144,11 +144,24 @@ def run_kedro(
         ) as process,
     ):
         assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            if echo:
-                echo(line.rstrip("\n"))
+        try:
+            for line in process.stdout:
+                log.write(line)
+                if echo:
+                    echo(line.rstrip("\n"))
+        except BaseException:  # Ctrl-C: the run must not go on (and finish) unattended
+            _stop(process)
+            raise
         return process.wait()
+
+
+def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def tail(path: Path, lines: int = 25) -> str:

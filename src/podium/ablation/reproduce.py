@@ -60,6 +60,7 @@ RUN_OPTIONS = (
 )
 MAX_PARAM_LENGTH = 6000  # MLflow's cap; kedro-mlflow truncates or moves longer values
 METRICS_DIFFER, DATA_DIFFERS = 1, 2  # exit code bits
+REPORTS = Path("data/08_reporting/reproduce")
 
 Echo = Callable[[str], None]
 
@@ -85,6 +86,7 @@ class Reproduction:
     fingerprint: tuple[str, str] = ("", "")  # recorded, reproduced
     param_diffs: dict[str, tuple[str, str]] = field(default_factory=dict)
     metrics: pd.DataFrame | None = None
+    report_dir: Path | None = None  # <REPORTS>/<run id>/<new run id>/
 
     @property
     def metrics_ok(self) -> bool:
@@ -114,7 +116,6 @@ def reproduce_run(
     ignore: Iterable[str] = (),
     dry_run: bool = False,
     verbose: bool = False,
-    output_root: Path = Path("data/08_reporting/reproduce"),
     echo: Echo = print,
 ) -> Reproduction:
     base = load_project(project_path)
@@ -153,7 +154,7 @@ def reproduce_run(
     result.metrics = compare_metrics(
         original.data.metrics, reproduced.data.metrics, result.exact, rtol, atol, patterns
     )
-    _record(client, project.path / output_root, result)
+    _record(client, result)
     return result
 
 
@@ -288,18 +289,23 @@ def _rerun(
         tags={"kind": "reproduction", "reproduces": result.run_id},
     )
     result.new_run_id = run.info.run_id
-    log_path = project.path / "data/08_reporting/reproduce" / result.run_id / "run.log"
+    result.report_dir = project.path / REPORTS / result.run_id / result.new_run_id
+    log_path = result.report_dir / "run.log"
     echo(f"  new run {result.new_run_id} (log {log_path})")
-    code = run_kedro(
-        project.path,
-        pipeline=result.pipeline,
-        overrides=result.overrides,
-        mlflow_run_id=result.new_run_id,
-        log_path=log_path,
-        env=result.env,
-        options=_run_options(tags),
-        echo=echo if verbose else None,
-    )
+    try:
+        code = run_kedro(
+            project.path,
+            pipeline=result.pipeline,
+            overrides=result.overrides,
+            mlflow_run_id=result.new_run_id,
+            log_path=log_path,
+            env=result.env,
+            options=_run_options(tags),
+            echo=echo if verbose else None,
+        )
+    except KeyboardInterrupt:
+        client.set_terminated(result.new_run_id, "KILLED")
+        raise
     client.set_tag(result.new_run_id, "mlflow.runName", name)
     result.status = client.get_run(result.new_run_id).info.status
     if result.status == "RUNNING" or code != 0:
@@ -407,9 +413,9 @@ def to_markdown(result: Reproduction) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _record(client: MlflowClient, folder: Path, result: Reproduction) -> None:
+def _record(client: MlflowClient, result: Reproduction) -> None:
     """The report beside the data and as the new run's artifacts and tags."""
-    folder = folder / result.run_id
+    folder = result.report_dir
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.md").write_text(to_markdown(result))
     result.metrics.to_csv(folder / "metrics.csv", index=False)

@@ -127,15 +127,17 @@ def create_child(
     return run.info.run_id
 
 
-def settle_child(client: MlflowClient, run_id: str, name: str, returncode: int) -> str:
+def settle_child(
+    client: MlflowClient, run_id: str, name: str, returncode: int, interrupted: bool = False
+) -> str:
     """After ``kedro run`` exits: restore the child's name (kedro-mlflow renames runs after
-    their pipeline) and fail a run the process left RUNNING (killed, crashed before its
-    hooks). Returns the final status."""
+    their pipeline) and end a run the process left RUNNING (killed, crashed before its
+    hooks) as FAILED, or KILLED when interrupted. Returns the final status."""
     client.set_tag(run_id, "mlflow.runName", name)
     status = client.get_run(run_id).info.status
-    if status == "RUNNING" or (returncode != 0 and status == "FINISHED"):
-        client.set_terminated(run_id, "FAILED", end_time=int(time.time() * 1000))
-        return "FAILED"
+    if interrupted or status == "RUNNING" or (returncode != 0 and status == "FINISHED"):
+        status = "KILLED" if interrupted else "FAILED"
+        client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
     return status
 
 
