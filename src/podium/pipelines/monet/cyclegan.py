@@ -166,7 +166,7 @@ def to_tensor_images(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     image area-resized (once, before training) where its size differs."""
     out = []
     for image in images:
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        tensor = torch.tensor(np.asarray(image)).permute(2, 0, 1)  # a copy: inputs stay read-only
         if tuple(tensor.shape[-2:]) != (size, size):
             resized = F.interpolate(tensor[None].float(), size=(size, size), mode="area")[0]
             tensor = resized.round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,96 @@
+"""`kedro run --pipelines=monet` end to end in a throwaway project on a tiny sample."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from podium.core.config import ParameterError
+from podium.sample_data.monet import generate_monet_sample
+from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs
+
+#: Seconds instead of minutes: 16 px crops, 4 filters, 1 + 1 epochs, Inception at 75 px.
+TINY_PARAMS = {
+    "monet": {
+        "data": {"load_size": 20, "crop_size": 16},
+        "model": {"ngf": 4, "n_blocks": 1, "ndf": 4, "d_layers": 2, "unet_downs": 4},
+        "train": {"n_epochs": 1, "n_epochs_decay": 1, "batch_size": 2},
+        "evaluation": {"image_size": 75, "fid_method": "nuclear"},
+        "report": {"grid_photos": 2},
+    },
+    "runtime": {"num_workers": 0},
+}
+N_PHOTOS = TINY_SAMPLE["sample_data"]["monet"]["n_photos"]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
+    raw = root / "data" / "01_raw" / "monet"
+    for relative, content in generate_monet_sample(
+        TINY_SAMPLE["sample_data"]["monet"], seed=3
+    ).items():
+        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
+        (raw / relative).write_bytes(content)
+    monkeypatch.chdir(root)
+    return root
+
+
+def _versions(project: Path, name: str) -> list[Path]:
+    return sorted((project / "data" / "06_models" / "monet" / f"{name}.safetensors").glob("*/*"))
+
+
+@pytest.mark.slow
+def test_the_monet_pipeline_runs_end_to_end_resumes_and_tracks_everything(project):
+    kedro_run(project, "monet", {"monet": {"train": {"epochs_this_run": 1}}})
+    client, (run,) = tracked_runs(project)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert metrics["monet.fid"] > 0 and metrics["monet.mifid"] >= metrics["monet.fid"]
+    assert 0 <= metrics["monet.memorization_distance"] <= 1
+    assert metrics["data.photo.read"] == N_PHOTOS and metrics["data.photo.unreadable"] == 0
+    assert run.data.tags["monet.fid_extractor"] == "standin-random-inception_v3-seed0"
+    assert run.data.params["monet.model.padding"] == "reflect"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "monet")}
+    assert {
+        "monet/loss_curves.png",
+        "monet/translation_grid.png",
+        "monet/evaluation.json",
+    } <= artifacts
+
+    # images.zip: flat, one 256x256 jpg per photo
+    (zip_path,) = (project / "data" / "07_model_output" / "monet" / "images.zip").glob("*/*")
+    photos = sorted(p.stem for p in (project / "data/01_raw/monet/photo_jpg").glob("*.jpg"))
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == [f"{name}.jpg" for name in photos]
+        for name in archive.namelist():
+            with Image.open(io.BytesIO(archive.read(name))) as image:
+                assert image.format == "JPEG" and image.size == (256, 256)
+
+    # each sub-model on its own, versioned
+    for name in ("generator_photo_to_monet", "generator_monet_to_photo"):
+        assert len(_versions(project, name)) == 1
+    for name in ("discriminator_monet", "discriminator_photo", "training_state"):
+        assert len(_versions(project, name)) == 1
+
+    # a second run continues the schedule at epoch 2 from the saved sub-models
+    kedro_run(project, "monet", {"monet": {"train": {"resume_from": "latest"}}})
+    client, runs = tracked_runs(project)
+    first, second = (client.get_metric_history(r.info.run_id, "train.lr") for r in runs)
+    assert [(m.step, m.value) for m in first] == [(1, pytest.approx(2e-4))]
+    assert [(m.step, m.value) for m in second] == [(2, pytest.approx(1e-4))]
+    assert len(_versions(project, "generator_photo_to_monet")) == 2
+
+
+def test_resuming_with_nothing_saved_names_the_parameter(project):
+    with pytest.raises(ParameterError, match=r"monet\.train\.resume_from.*null"):
+        kedro_run(project, "monet", {"monet": {"train": {"resume_from": "latest"}}})
+
+
+def test_an_unknown_generator_fails_the_run_naming_the_parameter(project):
+    with pytest.raises(ParameterError, match=r"monet\.model\.generator.*resnet, unet"):
+        kedro_run(project, "monet", {"monet": {"model": {"generator": "resnet9"}}})
