@@ -70,4 +70,4 @@ def test_a_label_of_the_wrong_size_stops_the_run_naming_the_file(project):
     gt = project / "data" / "01_raw" / "uda" / "train_source_gt" / "TRAIN_SOURCE_0001.png"
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(gt)
     with pytest.raises(UdaLayoutError, match=r"TRAIN_SOURCE_0001\.png is 10x10"):
-        kedro_run(project, "uda", nodes=["index_data", "load_train_source"])
+        kedro_run(project, "uda", nodes=["uda_index_data", "uda_load_train_source"])

@@ -26,21 +26,24 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "runtime": "params:runtime",
             },
             f"uda_{split}_predictions",
-            name=f"predict_{split}",
+            name=f"uda_predict_{split}",
         )
         for split in ("val_source", "val_target", "test")
     ]
     return Pipeline(
         [
             Node(
-                nodes.index_data, "uda_raw", ["uda_index", "uda_submission_ids"], name="index_data"
+                nodes.index_data,
+                "uda_raw",
+                ["uda_index", "uda_submission_ids"],
+                name="uda_index_data",
             ),
             *[
                 Node(
                     load,
                     ["uda_index", "params:uda.data"],
                     f"uda_{split}_arrays",
-                    name=f"load_{split}",
+                    name=f"uda_load_{split}",
                 )
                 for split, load in LOADERS.items()
             ],
@@ -48,7 +51,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.count_source_classes,
                 "uda_train_source_arrays",
                 "uda_source_class_pixels",
-                name="count_source_classes",
+                name="uda_count_source_classes",
             ),
             Node(
                 nodes.train_models,
@@ -63,7 +66,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "runtime": "params:runtime",
                 },
                 ["uda_model_weights", "uda_training_curves"],
-                name="train_models",
+                name="uda_train_models",
             ),
             *predictions,
             Node(
@@ -75,21 +78,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "uda_val_target_predictions",
                 ],
                 "uda_class_iou",
-                name="score_predictions",
+                name="uda_score_predictions",
             ),
-            Node(nodes.iou_metrics, "uda_class_iou", "uda_eval_metrics", name="iou_metrics"),
-            Node(nodes.plot_iou, "uda_class_iou", "uda_iou_figure", name="plot_iou"),
+            Node(nodes.iou_metrics, "uda_class_iou", "uda_eval_metrics", name="uda_iou_metrics"),
+            Node(nodes.plot_iou, "uda_class_iou", "uda_iou_figure", name="uda_plot_iou"),
             Node(
                 nodes.plot_target_overlays,
                 ["uda_val_target_arrays", "uda_val_target_predictions", "params:uda.evaluation"],
                 "uda_target_overlays",
-                name="plot_target_overlays",
+                name="uda_plot_target_overlays",
             ),
             Node(
                 nodes.write_submission,
                 ["uda_test_predictions", "uda_submission_ids"],
                 "uda_submission",
-                name="write_submission",
+                name="uda_write_submission",
             ),
         ],
         tags="uda",
