@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 from torchvision.models import inception as tv_inception
+from tqdm.auto import tqdm
 
 from podium.core.config import ParameterError, check_choice
 
@@ -339,6 +340,7 @@ def extract_features(
     batch_size: int = 32,
     image_size: int = INCEPTION_SIZE,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> np.ndarray:
     """``(n, 2048)`` float64 pool3 features of uint8 RGB images (H, W, 3) of any one size.
 
@@ -348,7 +350,8 @@ def extract_features(
     model = extractor.model if isinstance(extractor, FeatureExtractor) else extractor
     model = model.to(device).eval()
     out = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="inception features", disable=not progress, leave=False):
         batch = np.stack([np.asarray(im) for im in images[start : start + batch_size]])
         x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         if x.shape[-2:] != (image_size, image_size):

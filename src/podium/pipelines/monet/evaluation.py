@@ -78,7 +78,10 @@ def score(
         parameter=f"{_SECTION}.inception_weights",
     )
     settings = dict(
-        batch_size=evaluation["batch_size"], image_size=evaluation["image_size"], device=device
+        batch_size=evaluation["batch_size"],
+        image_size=evaluation["image_size"],
+        device=device,
+        progress=True,
     )
     generated_features = extract_features(extractor, generated, **settings)
     monet_features = extract_features(extractor, monets, **settings)
