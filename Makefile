@@ -7,13 +7,15 @@ KEDRO := $(BIN)/kedro
 PIPELINE ?= deepfake
 COMPETITIONS := dfdc mask uda monet
 PYTEST_ARGS ?=
+GRID ?= deepfake_split
+SEEDS ?=
 
 # Kedro and kedro-viz telemetry would try the network; matplotlib must not want a screen.
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install sample-data run test lint format viz ui clean-runs
+.PHONY: help install sample-data run test lint format viz ui clean-runs ablate reproduce
 
 help:
 	@echo "make run          install, write the sample data if absent, kedro run --pipelines=$(PIPELINE)"
@@ -21,6 +23,8 @@ help:
 	@echo "make sample-data  write the embedded sample of any competition whose folder is absent"
 	@echo "make viz          kedro-viz on http://127.0.0.1:4141"
 	@echo "make ui           MLflow UI on http://127.0.0.1:5000"
+	@echo "make ablate       kedro ablate --grid=conf/base/ablations/$(GRID).yml (SEEDS=0,1 to choose seeds)"
+	@echo "make reproduce    kedro reproduce --run-id=<id>, as make reproduce RUN_ID=<id>"
 	@echo "make lint         ruff"
 
 $(BIN)/python:
@@ -72,3 +76,10 @@ viz: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+ablate: install
+	$(KEDRO) ablate --grid=conf/base/ablations/$(GRID).yml $(if $(SEEDS),--seeds=$(SEEDS))
+
+reproduce: install
+	@test -n "$(RUN_ID)" || { echo "usage: make reproduce RUN_ID=<mlflow run id>"; exit 2; }
+	$(KEDRO) reproduce --run-id=$(RUN_ID)
