@@ -44,3 +44,30 @@ def test_training_parameters_are_checked_naming_the_key():
         check_training({**training, "mic": {**training["mic"], "mask_ration": 0.5}})
     with pytest.raises(ParameterError, match=r"uda\.training\.dual_branch\.scale"):
         check_training({**training, "dual_branch": {**training["dual_branch"], "scale": [2, 1]}})
+
+
+def test_the_full_environment_merges_into_valid_uda_parameters():
+    import yaml
+
+    from podium.pipelines.uda.inference import check_inference
+    from podium.pipelines.uda.network import check_model_spec
+    from podium.pipelines.uda.train import check_training
+    from tests.conftest import REPO
+
+    def merge(base: dict, override: dict) -> dict:  # the soft merge of settings.py
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    read = lambda env: yaml.safe_load((REPO / f"conf/{env}/parameters_uda.yml").read_text())  # noqa: E731
+    uda = merge(read("base"), read("full"))["uda"]
+    assert check_training(uda["training"])["iterations"] == 40000
+    assert check_inference(uda["inference"], list(uda["models"]))["ensemble"] == {
+        "m1": 1.0,
+        "m2": 1.0,
+    }
+    for name, spec in uda["models"].items():
+        assert check_model_spec(spec, f"uda.models.{name}")["pretrained"]
