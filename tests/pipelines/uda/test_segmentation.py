@@ -1,4 +1,4 @@
-"""podium.core.segmentation: IoU and sliding-window / TTA prediction."""
+"""IoU and sliding-window / TTA prediction (pipelines.uda.segmentation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from podium.core.segmentation import (
+from podium.pipelines.uda.segmentation import (
     confusion_matrix,
     iou_per_class,
     mean_iou,

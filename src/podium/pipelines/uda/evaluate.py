@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from podium.core.plots import image_grid_figure
-from podium.core.segmentation import confusion_matrix, iou_per_class
 from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
+from podium.pipelines.uda.segmentation import confusion_matrix, iou_per_class
 
 
 def class_iou(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

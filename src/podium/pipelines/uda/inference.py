@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_size
 from podium.core.device import Runtime, autocast, eval_mode, to_channels_last
-from podium.core.segmentation import tta_probabilities
 from podium.layouts.uda import NUM_CLASSES
 from podium.pipelines.uda.network import SegmentationNet, build_network
+from podium.pipelines.uda.segmentation import tta_probabilities
 
 P = "uda.inference"
 INFERENCE_KEYS = ("weights", "window", "stride", "flip", "scales", "batch_size", "ensemble")
