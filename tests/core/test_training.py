@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from podium.core.config import ParameterError
-from podium.core.device import amp_settings
+from podium.core.device import amp_settings, resolve_runtime
 from podium.core.models import build_model
 from podium.core.seeding import dataloader_kwargs, seed_everything
-from podium.core.training import fit, move_to_device, predict, split_batch
+from podium.core.training import fit, move_to_device, predict, seeded_loader, split_batch
 from tests.core.helpers import TINY_BACKBONE, NoisyImages, state_equal, tiny_cnn
 
 
@@ -322,3 +322,25 @@ def test_split_batch_and_move_to_device():
     assert torch.equal(moved["a"][0], x) and moved["a"][1][1] == "s"
     with pytest.raises(KeyError, match="image"):
         split_batch({"pixels": x})
+
+
+def test_seeded_loader_draws_by_sample_weights_reproducibly():
+    labels = torch.tensor([1] * 90 + [0] * 10)
+    dataset = TensorDataset(torch.arange(100), labels)
+    weights = np.where(labels.numpy() == 1, 1 / 90, 1 / 10)  # classes drawn equally often
+    runtime = resolve_runtime({"device": "cpu"})
+
+    def drawn(seed):
+        loader = seeded_loader(
+            dataset, 10, shuffle=True, seed=seed, runtime=runtime, sample_weights=weights
+        )
+        return torch.cat([index for _ in range(20) for index, _ in loader])
+
+    first = drawn(3)
+    assert len(first) == 20 * 100
+    share_minority = (first >= 90).float().mean().item()
+    assert 0.45 < share_minority < 0.55  # 10% of the data, half of the draws
+    assert torch.equal(first, drawn(3))
+    assert not torch.equal(first, drawn(4))
+    with pytest.raises(ValueError, match="one weight >= 0 per sample"):
+        seeded_loader(dataset, 10, shuffle=True, seed=0, runtime=runtime, sample_weights=[1.0])

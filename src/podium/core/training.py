@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from podium.core.checkpoints import load_training_checkpoint, save_training_checkpoint
@@ -42,14 +42,38 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 
 
 def seeded_loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, runtime: Runtime
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    runtime: Runtime,
+    sample_weights: Sequence[float] | np.ndarray | None = None,
 ) -> DataLoader:
-    """A DataLoader seeded like every other (workers included), pinned on CUDA."""
+    """A DataLoader seeded like every other (workers included), pinned on CUDA.
+
+    ``sample_weights`` (with ``shuffle``): draw ``len(dataset)`` samples per epoch with
+    replacement in proportion to the weights (e.g. class-balanced), from the same seeded
+    generator, so the draws are as reproducible as a shuffle.
+    """
     kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
     # A last training batch of one sample breaks BatchNorm: drop the ragged end when shuffling.
     drop_last = shuffle and len(dataset) > batch_size
+    if sample_weights is None:
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
+        )
+    weights = torch.as_tensor(np.asarray(sample_weights, dtype=np.float64))
+    if not shuffle or len(weights) != len(dataset) or not bool((weights >= 0).all()):
+        raise ValueError(
+            f"sample_weights need shuffle=True and one weight >= 0 per sample "
+            f"({len(weights)} weights for {len(dataset)} samples)"
+        )
+    sampler = WeightedRandomSampler(
+        weights, num_samples=len(dataset), replacement=True, generator=kwargs["generator"]
+    )
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs
     )
 
 

@@ -13,6 +13,7 @@ from podium.pipelines.deepfake.scoring import (
     average_logits,
     binary_log_loss,
     calibrate,
+    fit_calibration,
     fit_logit_scale,
     log_loss_before_after,
     score_videos,
@@ -104,3 +105,29 @@ def test_binary_log_loss_clips_like_dfdc():
     assert binary_log_loss([1], [0.0], 1e-6) == pytest.approx(-math.log(1e-6))
     with pytest.raises(ValueError, match="NaN"):
         binary_log_loss([1], [float("nan")], EPS)
+
+
+def test_fit_calibration_shift_restores_a_prior_hidden_by_balanced_training():
+    rng = np.random.default_rng(2)
+    true_logit = rng.normal(1.4, 1.0, 4000)  # ~80% FAKE, as in DFDC
+    y = (rng.random(4000) < sigmoid(true_logit)).astype(int)
+    balanced = sigmoid(true_logit - 1.4)  # what a class-balanced model outputs: prior removed
+    scale_only = fit_calibration(y, balanced, factor="fit", shift=0.0)
+    platt = fit_calibration(y, balanced, factor="fit", shift="fit")
+    assert scale_only[1] == 0.0
+    assert platt[0] == pytest.approx(1.0, abs=0.1)
+    assert platt[1] == pytest.approx(1.4, abs=0.15)
+    loss = {
+        name: log_loss_before_after(y, balanced, c, 0.01, 0.99, EPS, shift=b)["log_loss_after"]
+        for name, (c, b) in {"scale": scale_only, "platt": platt}.items()
+    }
+    assert loss["platt"] < loss["scale"] - 0.05
+    # a fixed factor with a fitted shift moves only the shift
+    assert fit_calibration(y, balanced, factor=0.5, shift="fit")[0] == 0.5
+    with pytest.raises(ParameterError, match=r"deepfake\.calibration\.shift"):
+        fit_calibration(y, balanced, shift="platt")
+
+
+def test_calibrate_applies_the_shift_after_the_scale():
+    out = calibrate([0.5, 0.8], factor=0.5, clip_low=0.01, clip_high=0.99, shift=1.0)
+    np.testing.assert_allclose(out, sigmoid(0.5 * logit(np.array([0.5, 0.8])) + 1.0))

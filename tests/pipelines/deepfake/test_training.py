@@ -61,6 +61,7 @@ def _settings(**overrides) -> dict:
         "augment": [{"name": "HorizontalFlip", "p": 0.5}],
         "drop_rate": 0.0,
         "progress": False,
+        "balance_classes": False,  # the synthetic videos are half FAKE already
     }
     settings.update(overrides)
     return settings
@@ -260,3 +261,36 @@ def test_predict_needs_matching_settings(trained):
     other = _settings(models=[{"name": "x", "architecture": "classifier", "backbone": "resnet18"}])
     with pytest.raises(ParameterError, match="deepfake.training.models"):
         predict_frame_models(records, state_dicts, other, RUNTIME)
+
+
+def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
+    from podium.pipelines.deepfake.networks import build_network
+
+    x = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    full = build_network("unet_multitask", "test_efficientnet", mask_stride=1)
+    quarter = build_network("unet_multitask", "test_efficientnet", mask_stride=4)
+    assert len(quarter.blocks) < len(full.blocks)
+    strides = quarter.encoder.feature_info.reduction()
+    assert min(strides[i] for i in quarter.levels) >= 4
+    for network in (full, quarter):
+        out = network(x)
+        assert out["mask"].shape == (2, 1, 64, 64) and out["logit"].shape == (2,)
+    bad = _settings(
+        models=[
+            {"architecture": "unet_multitask", "backbone": "test_efficientnet", "mask_stride": 3}
+        ]
+    )
+    with pytest.raises(ParameterError, match=r"models\[0\]\.mask_stride"):
+        check_training_settings(bad)
+
+
+def test_class_balanced_weights_give_each_class_half_the_draws():
+    from podium.pipelines.deepfake.training import _FrameDataset, _resize
+
+    crops = [np.zeros((n, 8, 8, 3), np.uint8) for n in (4, 4, 4, 2)]
+    labels = np.array([1.0, 1.0, 1.0, 0.0])  # 12 FAKE crops, 2 REAL
+    dataset = _FrameDataset(crops, [None] * 4, labels, _resize((8, 8)))
+    weights = dataset.class_balanced_weights()
+    crop_labels = labels[dataset.index[:, 0]]
+    assert weights[crop_labels == 1].sum() == pytest.approx(weights[crop_labels == 0].sum())
+    assert weights[crop_labels == 0][0] == pytest.approx(6 * weights[crop_labels == 1][0])

@@ -96,11 +96,21 @@ class UnetMultitask(nn.Module):
 
     The decoder walks the encoder's feature maps from the deepest up; the block at each
     level outputs as many channels as that level's skip connection (a plain UNet taper,
-    no extra parameter). The mask logits are upsampled bilinearly to the input size, so
-    encoders whose first feature map is at stride 2, 4 or 16 all work.
+    no extra parameter). It stops at the finest level whose stride is at least
+    ``mask_stride``: 1 decodes every level, 4 stops at a quarter of the input size, which
+    keeps most of the dense supervision for a fraction of the decoder's cost on a CPU. The
+    mask logits are upsampled bilinearly to the input size, so encoders whose first
+    feature map is at stride 2, 4 or 16 all work.
     """
 
-    def __init__(self, backbone: str, pretrained: bool, drop_rate: float, parameter: str) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        pretrained: bool,
+        drop_rate: float,
+        parameter: str,
+        mask_stride: int = 1,
+    ) -> None:
         super().__init__()
         check_backbone(backbone, parameter)
         try:
@@ -111,7 +121,10 @@ class UnetMultitask(nn.Module):
                 f"{backbone!r} cannot serve as a unet_multitask encoder (timm features_only "
                 f"failed: {error}); pick a CNN such as efficientnet_b0 or use `classifier`",
             ) from error
-        channels = list(self.encoder.feature_info.channels())
+        strides = list(self.encoder.feature_info.reduction())
+        # the finer maps are still computed on the way down; the decoder just skips them
+        self.levels = [i for i, s in enumerate(strides) if s >= mask_stride] or [len(strides) - 1]
+        channels = [self.encoder.feature_info.channels()[i] for i in self.levels]
         self.normalise = _Normalise(*_mean_std(self.encoder))
         self.blocks = nn.ModuleList(
             _DecoderBlock(channels[i + 1], channels[i], channels[i])  # in: deeper level's out
@@ -125,6 +138,7 @@ class UnetMultitask(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
         features = self.encoder(self.normalise(x))
+        features = [features[i] for i in self.levels]
         y = features[-1]
         for block, skip in zip(self.blocks, reversed(features[:-1]), strict=True):
             y = block(y, skip)
@@ -138,9 +152,13 @@ def build_network(
     *,
     pretrained: bool = False,
     drop_rate: float = 0.0,
+    mask_stride: int = 1,
     parameter: str = "deepfake.training.models",
 ) -> nn.Module:
-    """``classifier`` or ``unet_multitask`` on ``backbone``; errors name ``parameter``."""
+    """``classifier`` or ``unet_multitask`` on ``backbone``; errors name ``parameter``.
+    ``mask_stride`` (unet_multitask only): the finest stride the decoder reaches."""
     check_choice(f"{parameter}.architecture", architecture, ARCHITECTURES)
-    network = FrameClassifier if architecture == "classifier" else UnetMultitask
-    return network(backbone, bool(pretrained), float(drop_rate), f"{parameter}.backbone")
+    where = f"{parameter}.backbone"
+    if architecture == "classifier":
+        return FrameClassifier(backbone, bool(pretrained), float(drop_rate), where)
+    return UnetMultitask(backbone, bool(pretrained), float(drop_rate), where, int(mask_stride))

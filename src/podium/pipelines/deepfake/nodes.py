@@ -271,23 +271,34 @@ def stack_videos(
 def ensemble_and_calibrate(
     oof_scores: pd.DataFrame, test_scores: pd.DataFrame, calibration: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Average the models' logits, then scale the logit by ``c`` < 1 (fixed, or fitted on
-    the out-of-fold scores) and clip: confident mistakes cost the most log loss."""
+    """Average the models' logits, then scale the logit by ``c`` < 1 and shift it by ``b``
+    (each fixed, or fitted on the out-of-fold scores) and clip: confident mistakes cost the
+    most log loss, and the shift restores the prior that class-balanced training hid."""
     models = [c for c in oof_scores.columns if c.startswith("score_")]
     y = oof_scores["target"].astype(int).to_numpy()
     oof_raw = scoring.average_logits([oof_scores[m] for m in models])
-    factor = calibration["factor"]
-    if factor == "fit":
-        factor = scoring.fit_logit_scale(y, oof_raw, tuple(calibration["scale_bounds"]))
+    factor, shift = scoring.fit_calibration(
+        y,
+        oof_raw,
+        factor=calibration["factor"],
+        shift=calibration.get("shift", 0.0),
+        bounds=tuple(calibration["scale_bounds"]),
+    )
     clip = calibration["clip_low"], calibration["clip_high"]
-    before_after = scoring.log_loss_before_after(y, oof_raw, factor, *clip, calibration["eps"])
-    oof = oof_scores.assign(ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip))
+    before_after = scoring.log_loss_before_after(
+        y, oof_raw, factor, *clip, calibration["eps"], shift=shift
+    )
+    oof = oof_scores.assign(
+        ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip, shift=shift)
+    )
     test_raw = (
         scoring.average_logits([test_scores[m] for m in models])
         if len(test_scores)
         else np.empty(0)
     )
-    test = test_scores.assign(ensemble=test_raw, prob=scoring.calibrate(test_raw, factor, *clip))
+    test = test_scores.assign(
+        ensemble=test_raw, prob=scoring.calibrate(test_raw, factor, *clip, shift=shift)
+    )
     return oof, test, as_metrics(before_after)
 
 

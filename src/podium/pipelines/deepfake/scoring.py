@@ -7,7 +7,10 @@
 * :func:`average_logits` ensembles models in logit space (a weighted mean of logits).
 * :func:`fit_logit_scale` finds the constant ``c`` in ``bounds`` that minimises log loss of
   ``sigmoid(c * logit(p))`` (the DFDC write-ups' "scale the logit by a constant < 1");
-  :func:`calibrate` applies it and clips to ``[clip_low, clip_high]``.
+  :func:`fit_calibration` fits ``c``, a logit shift ``b``, or both (Platt scaling): the
+  shift puts back the class prior that class-balanced training removed.
+  :func:`calibrate` applies ``sigmoid(c * logit(p) + b)`` and clips to
+  ``[clip_low, clip_high]``.
 
 No kedro or mlflow imports.
 """
@@ -18,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 from podium.core.config import ParameterError, check_choice, check_range
 from podium.core.ensemble import logit, scale_logits, sigmoid, soft_vote
@@ -28,6 +31,7 @@ __all__ = [
     "average_logits",
     "binary_log_loss",
     "calibrate",
+    "fit_calibration",
     "fit_logit_scale",
     "log_loss_before_after",
     "score_videos",
@@ -128,23 +132,37 @@ def average_logits(
     return sigmoid(soft_vote([logit(p, eps) for p in prob_list], weights))
 
 
-def fit_logit_scale(
-    y: Sequence[int] | np.ndarray,
-    p: Sequence[float] | np.ndarray,
-    bounds: tuple[float, float] = (0.05, 1.0),
-    eps: float = 1e-6,
-) -> float:
-    """The ``c`` in ``bounds`` minimising the log loss of ``sigmoid(c * logit(p))`` on ``y``
-    (bounded Brent search; fit it on out-of-fold predictions, never on the test set)."""
+def _check_bounds(bounds: Sequence[float]) -> tuple[float, float]:
     low, high = (float(b) for b in bounds)
     if not 0 <= low < high:
         raise ParameterError(
             f"{_CALIBRATION}.scale_bounds", f"expected 0 <= low < high, got {bounds!r}"
         )
+    return low, high
+
+
+def _shifted(p: Sequence[float] | np.ndarray, factor: float, shift: float, eps: float):
+    if not np.isfinite(shift):
+        raise ValueError(f"shift must be a finite number, got {shift!r}")
+    if shift == 0.0:
+        return scale_logits(p, factor, eps)
+    return sigmoid(logit(scale_logits(p, factor, eps), eps) + shift)
+
+
+def fit_logit_scale(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    bounds: tuple[float, float] = (0.05, 1.0),
+    eps: float = 1e-6,
+    shift: float = 0.0,
+) -> float:
+    """The ``c`` in ``bounds`` minimising the log loss of ``sigmoid(c * logit(p) + shift)``
+    on ``y`` (bounded Brent search; fit it on out-of-fold predictions, never on the test set)."""
+    low, high = _check_bounds(bounds)
     y_arr = np.asarray(y)
 
     def loss(c: float) -> float:
-        return binary_log_loss(y_arr, scale_logits(p, c, eps), eps)
+        return binary_log_loss(y_arr, _shifted(p, c, shift, eps), eps)
 
     result = minimize_scalar(loss, bounds=(low, high), method="bounded")
     best = float(result.x)
@@ -155,17 +173,51 @@ def fit_logit_scale(
     return best
 
 
+def fit_calibration(
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    factor: float | str = "fit",
+    shift: float | str = 0.0,
+    bounds: tuple[float, float] = (0.05, 1.0),
+    shift_bounds: tuple[float, float] = (-10.0, 10.0),
+    eps: float = 1e-6,
+) -> tuple[float, float]:
+    """``(c, b)`` for ``sigmoid(c * logit(p) + b)``: each a fixed number or ``"fit"``.
+
+    ``factor="fit", shift=0`` is the write-ups' constant; ``shift="fit"`` adds the intercept
+    of Platt scaling. Fit on out-of-fold predictions only.
+    """
+    for key, value in (("factor", factor), ("shift", shift)):
+        if value != "fit" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ParameterError(
+                f"{_CALIBRATION}.{key}", f"expected fit or a number, got {value!r}"
+            )
+    if shift != "fit":
+        c = fit_logit_scale(y, p, bounds, eps, float(shift)) if factor == "fit" else float(factor)
+        return c, float(shift)
+    y_arr = np.asarray(y)
+    c_bounds = _check_bounds(bounds) if factor == "fit" else (float(factor),) * 2
+
+    def loss(params: np.ndarray) -> float:
+        return binary_log_loss(y_arr, _shifted(p, params[0], params[1], eps), eps)
+
+    start = np.array([min(max(1.0, c_bounds[0]), c_bounds[1]), 0.0])
+    result = minimize(loss, start, method="L-BFGS-B", bounds=[c_bounds, tuple(shift_bounds)])
+    return float(result.x[0]), float(result.x[1])
+
+
 def calibrate(
     p: Sequence[float] | np.ndarray,
     factor: float,
     clip_low: float,
     clip_high: float,
     eps: float = 1e-6,
+    shift: float = 0.0,
 ) -> np.ndarray:
-    """``sigmoid(factor * logit(p))`` clipped to ``[clip_low, clip_high]``."""
+    """``sigmoid(factor * logit(p) + shift)`` clipped to ``[clip_low, clip_high]``."""
     check_range(f"{_CALIBRATION}.clip_low", clip_low, low=0.0, high=0.5)
     check_range(f"{_CALIBRATION}.clip_high", clip_high, low=0.5, high=1.0)
-    return np.clip(scale_logits(p, factor, eps), clip_low, clip_high)
+    return np.clip(_shifted(p, factor, shift, eps), clip_low, clip_high)
 
 
 def log_loss_before_after(
@@ -175,11 +227,14 @@ def log_loss_before_after(
     clip_low: float,
     clip_high: float,
     eps: float,
+    shift: float = 0.0,
 ) -> dict:
     """Log loss (clipped with ``eps``) of the raw and of the calibrated probabilities:
-    ``{"log_loss_before", "log_loss_after", "logit_scale"}``."""
+    ``{"log_loss_before", "log_loss_after", "logit_scale", "logit_shift"}``."""
+    calibrated = calibrate(p, factor, clip_low, clip_high, shift=shift)
     return {
         "log_loss_before": binary_log_loss(y, p, eps),
-        "log_loss_after": binary_log_loss(y, calibrate(p, factor, clip_low, clip_high), eps),
+        "log_loss_after": binary_log_loss(y, calibrated, eps),
         "logit_scale": float(factor),
+        "logit_shift": float(shift),
     }

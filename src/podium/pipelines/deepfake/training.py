@@ -95,7 +95,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "none")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
 #: Keys of one entry of ``models``.
-MODEL_KEYS = ("name", "architecture", "backbone", "seed_offset")
+MODEL_KEYS = ("name", "architecture", "backbone", "seed_offset", "mask_stride")
 #: Separates the model name from the fold in state-dict keys: ``"<model>/fold<k>"``.
 KEY_SEP = "/"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
@@ -106,7 +106,9 @@ DEFAULTS: dict[str, Any] = {
     #   name: key of its outputs ("<name>/fold<k>"; no "/"),
     #   architecture: classifier | unet_multitask,
     #   backbone: any timm model name (unet_multitask needs features_only support),
-    #   seed_offset: added to the run seed (several seeds of one backbone = an ensemble).
+    #   seed_offset: added to the run seed (several seeds of one backbone = an ensemble),
+    #   mask_stride: unet_multitask only, the finest stride its decoder reaches (1 = full
+    #     resolution; 4 keeps the dense mask supervision at a fraction of the CPU cost).
     "models": [
         {
             "name": "effnet_lite0",
@@ -132,6 +134,10 @@ DEFAULTS: dict[str, Any] = {
         "patience": 1,  # plateau: epochs without val_loss improvement before decaying
     },
     "grad_clip": None,  # max gradient norm, null = no clipping
+    # Draw REAL and FAKE crops equally often (sampling with replacement): DFDC is ~80% FAKE,
+    # and a network that sees few reals learns the prior before the artifacts. The
+    # calibration step puts the real prior back.
+    "balance_classes": True,
     "drop_rate": 0.2,  # dropout before the classification layer
     "pretrained": False,  # timm ImageNet weights: needs the hub or a local cache
     # albumentations 2.x transforms applied (after the resize) to each training crop and its
@@ -213,6 +219,11 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
             raise ParameterError(
                 f"{where}.seed_offset", f"expected an integer >= 0, got {offset!r}"
             )
+        mask_stride = spec.get("mask_stride", 1)
+        if mask_stride not in (1, 2, 4, 8, 16, 32) or isinstance(mask_stride, bool):
+            raise ParameterError(
+                f"{where}.mask_stride", f"expected 1, 2, 4, 8, 16 or 32, got {mask_stride!r}"
+            )
         name = spec.get("name") or f"{architecture}_{backbone}_s{offset}"
         if not isinstance(name, str) or KEY_SEP in name or not name.strip():
             raise ParameterError(
@@ -227,6 +238,7 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
                 "architecture": architecture,
                 "backbone": backbone,
                 "seed_offset": offset,
+                "mask_stride": int(mask_stride),
             }
         )
     return specs
@@ -273,7 +285,7 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
         raise ParameterError(_param("loss_weights"), "the weights cannot both be 0")
     if merged["grad_clip"] is not None:
         merged["grad_clip"] = _check_number("grad_clip", merged["grad_clip"], 0.0, strict=True)
-    for key in ("pretrained", "progress"):
+    for key in ("pretrained", "progress", "balance_classes"):
         if not isinstance(merged[key], bool):
             raise ParameterError(_param(key), f"expected true or false, got {merged[key]!r}")
     folds = merged["folds_to_train"]
@@ -354,6 +366,15 @@ class _FrameDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def class_balanced_weights(self) -> np.ndarray:
+        """Per-crop sampling weights giving REAL and FAKE equal total weight."""
+        crop_labels = self.labels[self.index[:, 0]]
+        weights = np.zeros(len(crop_labels), dtype=np.float64)
+        for value in np.unique(crop_labels):
+            chosen = crop_labels == value
+            weights[chosen] = 1.0 / chosen.sum()
+        return weights
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         v, j = (int(x) for x in self.index[i])
@@ -642,6 +663,7 @@ def train_frame_models(
                 spec["backbone"],
                 pretrained=config["pretrained"],
                 drop_rate=config["drop_rate"],
+                mask_stride=spec["mask_stride"],
                 parameter=_param("models"),
             )
             augment = build_transforms(config["augment"], parameter=_param("augment"))
@@ -673,7 +695,14 @@ def train_frame_models(
             history = fit(
                 network,
                 seeded_loader(
-                    train_set, config["batch_size"], shuffle=True, seed=fold_seed, runtime=rt
+                    train_set,
+                    config["batch_size"],
+                    shuffle=True,
+                    seed=fold_seed,
+                    runtime=rt,
+                    sample_weights=(
+                        train_set.class_balanced_weights() if config["balance_classes"] else None
+                    ),
                 ),
                 loss_fn=loss_fn,
                 optimizer=optimizer,
@@ -768,6 +797,7 @@ def predict_frame_models(
                 spec["backbone"],
                 pretrained=False,  # the trained weights replace any pretrained ones
                 drop_rate=config["drop_rate"],
+                mask_stride=spec["mask_stride"],
                 parameter=_param("models"),
             )
             network.load_state_dict(state_dicts[key])
