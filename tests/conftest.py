@@ -118,3 +118,83 @@ def tracked_runs(project: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("podium")
     return client, client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+
+
+# ---------------------------------------------------------------- ablations (kedro ablate)
+
+# Deepfake at its smallest: one tiny CNN epoch on a 2-folder sample (a folder split needs
+# two part folders), so one `kedro run` is seconds once the faces are cached.
+TINY_ABLATION_PARAMETERS = {
+    "sample_data": {
+        "dfdc": {**TINY_SAMPLE["sample_data"]["dfdc"], "n_parts": 2, "reals_per_part": 2}
+    },
+    "deepfake": {
+        "extraction": {"n_frames": 4, "crop_size": 64},
+        "split": {"n_folds": 2},
+        "training": {
+            "models": [
+                {
+                    "name": "tiny",
+                    "architecture": "classifier",
+                    "backbone": "resnet10t",
+                    "seed_offset": 0,
+                }
+            ],
+            "image_size": 48,
+            "epochs": 1,
+            "batch_size": 8,
+            "progress": False,
+        },
+        "evaluation": {"grid_videos": 4},
+    },
+    "runtime": {"num_workers": 0, "dask": {"n_workers": 1}},
+}
+TINY_ABLATION_GRID = {
+    "name": "tiny_split",
+    "pipeline": "deepfake",
+    "metric": "deepfake.oof_log_loss",
+    "greater_is_better": False,
+    "baseline": "original",
+    "metrics": ["deepfake.test_log_loss"],
+    "points": {
+        "original": {"deepfake.split.strategy": "original"},
+        "folder": {"deepfake.split.strategy": "folder"},
+    },
+}
+
+
+def kedro_cli(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`kedro <args>` in ``project`` as a person runs it: its own process, output captured."""
+    import sys
+
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "MPLBACKEND": "Agg",
+    }
+    return subprocess.run(
+        [str(kedro), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def ablated_project(tmp_path_factory):
+    """A tiny project with the DFDC sample and one finished 2-point x 2-seed ablation,
+    `tiny_split`, made by `kedro ablate` (shared: ablation, reproduce, notebook and
+    browser tests read it; none may change its runs' data for good)."""
+    root = make_project(tmp_path_factory.mktemp("ablation") / "project", TINY_ABLATION_PARAMETERS)
+    grid = root / "conf" / "base" / "ablations" / "tiny_split.yml"
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    grid.write_text(yaml.safe_dump(TINY_ABLATION_GRID, sort_keys=False))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        kedro_run(root, "sample_data", tags=["dfdc"])
+    finally:
+        os.chdir(cwd)
+    done = kedro_cli(root, "ablate", f"--grid={grid}", "--seeds=0,1")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    root.joinpath("ablate.log").write_text(done.stdout + done.stderr)
+    return root

@@ -230,3 +230,28 @@ def test_markdown_has_every_run_and_says_how_weak_the_tests_are():
         f"| {p} | {s} | {p}{s} |" in text for p in ("folder", "person_cluster") for s in (0, 1)
     )
     assert "smallest possible p is 0.5" in text
+
+
+GRIDS = sorted((Path(__file__).resolve().parents[1] / "conf/base/ablations").glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def project_configuration():
+    from kedro.framework.project import pipelines, settings
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.conftest import REPO
+
+    bootstrap_project(REPO)
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(REPO / "conf"), **settings.CONFIG_LOADER_ARGS
+    )
+    return list(pipelines), loader["parameters"]
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=[p.stem for p in GRIDS])
+def test_every_shipped_grid_names_real_parameters(path, project_configuration):
+    registered, parameters = project_configuration
+    grid = load_grid(path)
+    assert grid.name == path.stem, "the grid's name is its file name"
+    check_against_project(grid, registered, parameters)

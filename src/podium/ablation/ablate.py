@@ -207,6 +207,7 @@ def _run_pending(
         seconds = time.monotonic() - started
         if status == "FINISHED":
             result.ran[planned.label] = run_id
+            _check_metric(grid, [client.get_run(run_id)])  # a misspelt metric stops here
             echo(f"    finished in {seconds:.0f} s{_metric_text(client, run_id, grid)}")
             continue
         result.failed[planned.label] = run_id

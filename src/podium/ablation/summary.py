@@ -172,13 +172,12 @@ def reading_notes(seeds: Sequence[int]) -> list[str]:
 def plot(runs: pd.DataFrame, summary: pd.DataFrame, *, metric: str, baseline: str):
     """Left: every seed's value per point with mean ± std. Right: the paired differences
     against the baseline. Returns a matplotlib Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure: no pyplot state, no GUI backend, safe in a CLI and in a notebook.
+    from matplotlib.figure import Figure
 
     points = summary.point.tolist()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(points), 4.2))
+    fig = Figure(figsize=(4 + 1.6 * len(points), 4.2))
+    left, right = fig.subplots(1, 2)
     finished = runs.dropna(subset=["value"])
     base = finished[finished.point == baseline].set_index("seed")["value"]
     for x, row in enumerate(summary.to_dict("records")):
@@ -196,8 +195,9 @@ def plot(runs: pd.DataFrame, summary: pd.DataFrame, *, metric: str, baseline: st
         right.scatter([x] * len(diffs), diffs, color=colour, alpha=0.6, zorder=3)
         if diffs:
             right.hlines(np.mean(diffs), x - 0.25, x + 0.25, color="black")
-    for axis, title in ((left, metric), (right, f"Δ {metric} vs {baseline} (same seed)")):
+    for axis, title in ((left, metric), (right, f"Δ vs {baseline}, same seed")):
         axis.set_xticks(range(len(points)), points, rotation=20, ha="right")
+        axis.set_xlim(-0.5, len(points) - 0.5)
         axis.set_title(title, fontsize=10)
         axis.grid(axis="y", alpha=0.3)
     right.axhline(0, color="tab:grey", linewidth=1)
@@ -220,9 +220,6 @@ def write_report(
     summary.to_csv(paths["summary"], index=False)
     paths["markdown"].write_text(markdown)
     figure.savefig(paths["plot"], dpi=120)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
     return paths
 
 

@@ -1,0 +1,139 @@
+"""The two UIs people compare runs in, driven by headless Chromium (Debian's package):
+kedro-viz draws the deepfake pipeline, and the MLflow UI lists an ablation's runs with
+their parameters. Each test saves a screenshot under data/08_reporting/browser/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, make_project, tracked_runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path(os.environ.get("PODIUM_CHROMIUM", "/usr/bin/chromium"))
+# Offline and quiet: no sandbox (root in CI), no GPU, no background calls home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = REPO / "data" / "08_reporting" / "browser"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs chromium before the tests")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        yield context
+        context.close()
+
+
+@contextmanager
+def serve(command: list[str], cwd: Path, url: str, log: Path, timeout: float = 180):
+    """Start a server, wait until ``url`` answers, stop it afterwards."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=5).close()
+                    break
+                except OSError:
+                    assert server.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
+                    assert time.monotonic() < deadline, f"no answer:\n{log.read_text()[-3000:]}"
+                    time.sleep(1)
+            yield server
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_kedro_viz_draws_the_deepfake_pipeline(browser, tmp_path):
+    project = make_project(tmp_path / "project", git=False)
+    port = free_port()
+    kedro = Path(sys.executable).with_name("kedro")
+    command = [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"]
+    url = f"http://127.0.0.1:{port}"
+    with serve(command, project, f"{url}/api/main", tmp_path / "viz.log"):
+        page = browser.new_page()
+        page.goto(f"{url}/?pid=deepfake", wait_until="networkidle")
+        page.wait_for_selector("svg .pipeline-node", timeout=60_000)
+        labels = page.locator(".pipeline-node text").all_text_contents()  # SVG: no innerText
+        text = " ".join(labels).lower().replace(" ", "_")
+        path = screenshot(page, "kedro_viz_deepfake.png")
+        page.close()
+    for node in ("extract_faces", "train_frame_models", "ensemble_and_calibrate"):
+        assert node in text, f"{node} not drawn; labels: {labels[:40]}"
+    assert path.stat().st_size > 10_000
+
+
+def test_mlflow_ui_compares_an_ablations_runs_with_their_parameters(
+    browser, ablated_project, tmp_path
+):
+    client, runs = tracked_runs(ablated_project)
+    children = [r for r in runs if r.data.tags.get("ablation") == "tiny_split"]
+    children = [r for r in children if r.data.tags.get("kind") == "ablation_run"]
+    experiment = children[0].info.experiment_id
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    store = f"sqlite:///{ablated_project / 'mlflow.db'}"
+    command = [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        store,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    ids = ",".join(f'"{r.info.run_id}"' for r in children)
+    with serve(command, ablated_project, f"{url}/health", tmp_path / "mlflow.log"):
+        page = browser.new_page()
+        page.goto(f'{url}/#/compare-runs?runs=[{ids}]&experiments=["{experiment}"]')
+        page.wait_for_selector("text=deepfake:folder:seed1", timeout=60_000)
+        page.wait_for_selector("text=deepfake.split.strategy", timeout=60_000)
+        content = page.content()
+        path = screenshot(page, "mlflow_ablation_compare.png")
+        page.close()
+    for run in children:
+        assert run.info.run_name in content
+    assert "deepfake.split.strategy" in content and "deepfake.seed" in content
+    assert ">original<" in content and ">folder<" in content
+    assert "deepfake.oof_log_loss" in content
+    assert path.stat().st_size > 10_000
