@@ -1,7 +1,15 @@
 """Kedro datasets that podium adds to kedro-datasets' own."""
 
 from podium.datasets.file_tree import FileTreeDataset
+from podium.datasets.images_zip import ImagesZipDataset
+from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
 from podium.datasets.partitions import CachedPartitionsDataset
 
-__all__ = ["CachedPartitionsDataset", "FileTreeDataset", "SafetensorsModelsDataset"]
+__all__ = [
+    "CachedPartitionsDataset",
+    "FileTreeDataset",
+    "ImagesZipDataset",
+    "MlflowTagsDataset",
+    "SafetensorsModelsDataset",
+]

@@ -10,7 +10,7 @@ import pytest
 from kedro.io.core import DatasetError
 from PIL import Image
 
-from podium.pipelines.monet.datasets import ImagesZipDataset
+from podium.datasets import ImagesZipDataset
 from podium.pipelines.monet.evaluation import decode_jpeg, encode_jpeg
 
 

@@ -1,11 +1,5 @@
-"""Two small Kedro datasets the monet pipeline needs and kedro-datasets lacks.
-
-- ``ImagesZipDataset``: ``{file name: jpg bytes}`` <-> a flat zip, the competition's
-  ``images.zip`` (no folders inside; Kaggle unzips and scores every image).
-- ``MlflowTagsDataset``: ``{tag: value}`` set on the active MLflow run (kedro-mlflow logs
-  parameters, metrics and artifacts but no tags); here, which feature extractor the FID
-  was computed with, so a stand-in figure is never read as Kaggle's.
-"""
+"""``ImagesZipDataset``: ``{file name: image bytes}`` <-> a flat zip, the format of Kaggle's
+``images.zip`` submissions (no folders inside; Kaggle unzips and scores every image)."""
 
 from __future__ import annotations
 
@@ -16,8 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
-import mlflow
-from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
 
 class ImagesZipDataset(AbstractVersionedDataset[Mapping[str, bytes], dict[str, bytes]]):
@@ -63,25 +56,3 @@ class ImagesZipDataset(AbstractVersionedDataset[Mapping[str, bytes], dict[str, b
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
-
-
-class MlflowTagsDataset(AbstractDataset[Mapping[str, Any], dict[str, str]]):
-    """Save sets the tags on the active MLflow run (nothing without one); load is refused."""
-
-    def __init__(self, prefix: str = "", metadata: dict[str, Any] | None = None) -> None:
-        self._prefix = prefix
-        self.metadata = metadata
-        self._last: dict[str, str] = {}
-
-    def save(self, data: Mapping[str, Any]) -> None:
-        self._last = {f"{self._prefix}{k}": str(v) for k, v in data.items()}
-        if mlflow.active_run() is not None:
-            mlflow.set_tags(self._last)
-
-    def load(self) -> dict[str, str]:
-        if not self._last:
-            raise DatasetError("MlflowTagsDataset holds no tags until a node saves some")
-        return dict(self._last)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"prefix": self._prefix}
