@@ -13,4 +13,5 @@ Modules (import the one you need; none is imported here, so ``import podium.core
 - ``ensemble``: soft / hard voting and logit-scaling calibration.
 - ``plots``: matplotlib Figures (confusion matrix, reliability, image grids, curves, bars).
 - ``distributed``: Dask client context and fault-tolerant per-item ``map_items``.
+- ``fid``: FID and Kaggle's MiFID on Inception-v3 pool features (or a named stand-in).
 """
