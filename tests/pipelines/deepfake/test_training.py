@@ -272,7 +272,12 @@ def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
     assert len(quarter.blocks) < len(full.blocks)
     strides = quarter.encoder.feature_info.reduction()
     assert min(strides[i] for i in quarter.levels) >= 4
-    for network in (full, quarter):
+    narrow = build_network("unet_multitask", "test_efficientnet", mask_stride=4, decoder_channels=8)
+    assert narrow.mask_head.in_channels == 8
+    assert sum(p.numel() for p in narrow.blocks.parameters()) < sum(
+        p.numel() for p in quarter.blocks.parameters()
+    )
+    for network in (full, quarter, narrow):
         out = network(x)
         assert out["mask"].shape == (2, 1, 64, 64) and out["logit"].shape == (2,)
     bad = _settings(

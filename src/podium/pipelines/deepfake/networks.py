@@ -98,7 +98,9 @@ class UnetMultitask(nn.Module):
     level outputs as many channels as that level's skip connection (a plain UNet taper,
     no extra parameter). It stops at the finest level whose stride is at least
     ``mask_stride``: 1 decodes every level, 4 stops at a quarter of the input size, which
-    keeps most of the dense supervision for a fraction of the decoder's cost on a CPU. The
+    keeps most of the dense supervision for a fraction of the decoder's cost on a CPU.
+    ``decoder_channels`` caps every block's width (None: the skip's width): the masks are
+    smooth blobs, and a narrow decoder costs a fraction of the encoder instead of more. The
     mask logits are upsampled bilinearly to the input size, so encoders whose first
     feature map is at stride 2, 4 or 16 all work.
     """
@@ -110,6 +112,7 @@ class UnetMultitask(nn.Module):
         drop_rate: float,
         parameter: str,
         mask_stride: int = 1,
+        decoder_channels: int | None = None,
     ) -> None:
         super().__init__()
         check_backbone(backbone, parameter)
@@ -126,11 +129,13 @@ class UnetMultitask(nn.Module):
         self.levels = [i for i, s in enumerate(strides) if s >= mask_stride] or [len(strides) - 1]
         channels = [self.encoder.feature_info.channels()[i] for i in self.levels]
         self.normalise = _Normalise(*_mean_std(self.encoder))
+        widths = [c if decoder_channels is None else min(c, decoder_channels) for c in channels]
+        widths[-1] = channels[-1]  # the deepest map enters the decoder as the encoder made it
         self.blocks = nn.ModuleList(
-            _DecoderBlock(channels[i + 1], channels[i], channels[i])  # in: deeper level's out
+            _DecoderBlock(widths[i + 1], channels[i], widths[i])  # in: the deeper block's out
             for i in range(len(channels) - 2, -1, -1)
         )
-        self.mask_head = nn.Conv2d(channels[0], 1, kernel_size=1)
+        self.mask_head = nn.Conv2d(widths[0], 1, kernel_size=1)
         self.classifier = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(channels[-1], 1)
         )
@@ -153,12 +158,16 @@ def build_network(
     pretrained: bool = False,
     drop_rate: float = 0.0,
     mask_stride: int = 1,
+    decoder_channels: int | None = None,
     parameter: str = "deepfake.training.models",
 ) -> nn.Module:
     """``classifier`` or ``unet_multitask`` on ``backbone``; errors name ``parameter``.
-    ``mask_stride`` (unet_multitask only): the finest stride the decoder reaches."""
+    ``mask_stride``, ``decoder_channels`` (unet_multitask only): the finest stride the
+    decoder reaches and its widest block (None: a plain UNet taper)."""
     check_choice(f"{parameter}.architecture", architecture, ARCHITECTURES)
     where = f"{parameter}.backbone"
     if architecture == "classifier":
         return FrameClassifier(backbone, bool(pretrained), float(drop_rate), where)
-    return UnetMultitask(backbone, bool(pretrained), float(drop_rate), where, int(mask_stride))
+    return UnetMultitask(
+        backbone, bool(pretrained), float(drop_rate), where, int(mask_stride), decoder_channels
+    )

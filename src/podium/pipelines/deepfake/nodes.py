@@ -268,12 +268,31 @@ def stack_videos(
     )
 
 
+def _scores_from_stacker(scores: pd.DataFrame, stacked: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with the models' columns replaced by the stacker's one (``score_stacked``)."""
+    by_partition = stacked.set_index("partition")["stacked"]
+    missing = sorted(set(scores["partition"]) - set(by_partition.index))
+    if missing:
+        raise ValueError(f"stacked predictions lack {len(missing)} videos, e.g. {missing[:3]}")
+    kept = scores.drop(columns=[c for c in scores.columns if c.startswith("score_")])
+    return kept.assign(score_stacked=by_partition.loc[scores["partition"]].to_numpy())
+
+
 def ensemble_and_calibrate(
-    oof_scores: pd.DataFrame, test_scores: pd.DataFrame, calibration: Mapping[str, Any]
+    oof_scores: pd.DataFrame,
+    test_scores: pd.DataFrame,
+    oof_stacked: pd.DataFrame,
+    test_stacked: pd.DataFrame,
+    stacking_params: Mapping[str, Any],
+    calibration: Mapping[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Average the models' logits, then scale the logit by ``c`` < 1 and shift it by ``b``
+    """Average the models' logits (or take the stacker's score, with
+    ``stacking.replace_mean``), then scale the logit by ``c`` < 1 and shift it by ``b``
     (each fixed, or fitted on the out-of-fold scores) and clip: confident mistakes cost the
     most log loss, and the shift restores the prior that class-balanced training hid."""
+    if stacking_params["enabled"] and stacking_params.get("replace_mean", False):
+        oof_scores = _scores_from_stacker(oof_scores, oof_stacked)
+        test_scores = _scores_from_stacker(test_scores, test_stacked)
     models = [c for c in oof_scores.columns if c.startswith("score_")]
     y = oof_scores["target"].astype(int).to_numpy()
     oof_raw = scoring.average_logits([oof_scores[m] for m in models])

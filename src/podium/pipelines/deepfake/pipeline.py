@@ -132,6 +132,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "deepfake_oof_video_scores",
                     "deepfake_test_video_scores",
+                    "deepfake_oof_stacked",
+                    "deepfake_test_stacked",
+                    "params:deepfake.stacking",
                     "params:deepfake.calibration",
                 ],
                 [

@@ -95,7 +95,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "none")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
 #: Keys of one entry of ``models``.
-MODEL_KEYS = ("name", "architecture", "backbone", "seed_offset", "mask_stride")
+MODEL_KEYS = (
+    "name",
+    "architecture",
+    "backbone",
+    "seed_offset",
+    "mask_stride",
+    "decoder_channels",
+)
 #: Separates the model name from the fold in state-dict keys: ``"<model>/fold<k>"``.
 KEY_SEP = "/"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
@@ -108,7 +115,8 @@ DEFAULTS: dict[str, Any] = {
     #   backbone: any timm model name (unet_multitask needs features_only support),
     #   seed_offset: added to the run seed (several seeds of one backbone = an ensemble),
     #   mask_stride: unet_multitask only, the finest stride its decoder reaches (1 = full
-    #     resolution; 4 keeps the dense mask supervision at a fraction of the CPU cost).
+    #     resolution; 4 keeps the dense mask supervision at a fraction of the CPU cost),
+    #   decoder_channels: unet_multitask only, the widest decoder block (null: UNet taper).
     "models": [
         {
             "name": "effnet_lite0",
@@ -224,6 +232,9 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
             raise ParameterError(
                 f"{where}.mask_stride", f"expected 1, 2, 4, 8, 16 or 32, got {mask_stride!r}"
             )
+        decoder_channels = spec.get("decoder_channels")
+        if decoder_channels is not None:
+            decoder_channels = check_int(f"{where}.decoder_channels", decoder_channels, low=1)
         name = spec.get("name") or f"{architecture}_{backbone}_s{offset}"
         if not isinstance(name, str) or KEY_SEP in name or not name.strip():
             raise ParameterError(
@@ -239,6 +250,7 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
                 "backbone": backbone,
                 "seed_offset": offset,
                 "mask_stride": int(mask_stride),
+                "decoder_channels": decoder_channels,
             }
         )
     return specs
@@ -664,6 +676,7 @@ def train_frame_models(
                 pretrained=config["pretrained"],
                 drop_rate=config["drop_rate"],
                 mask_stride=spec["mask_stride"],
+                decoder_channels=spec["decoder_channels"],
                 parameter=_param("models"),
             )
             augment = build_transforms(config["augment"], parameter=_param("augment"))
@@ -798,6 +811,7 @@ def predict_frame_models(
                 pretrained=False,  # the trained weights replace any pretrained ones
                 drop_rate=config["drop_rate"],
                 mask_stride=spec["mask_stride"],
+                decoder_channels=spec["decoder_channels"],
                 parameter=_param("models"),
             )
             network.load_state_dict(state_dicts[key])
