@@ -122,15 +122,12 @@ def tracked_runs(project: Path):
 
 # ---------------------------------------------------------------- ablations (kedro ablate)
 
-# Deepfake at its smallest: one tiny CNN epoch on a 2-folder sample (a folder split needs
-# two part folders), so one `kedro run` is seconds once the faces are cached.
-TINY_ABLATION_PARAMETERS = {
-    "sample_data": {
-        "dfdc": {**TINY_SAMPLE["sample_data"]["dfdc"], "n_parts": 2, "reals_per_part": 2}
-    },
+# Deepfake at its smallest: one tiny CNN epoch, so one `kedro run` is seconds once the
+# faces are cached (the end-to-end pipeline test and the ablation tests share it).
+TINY_DEEPFAKE = {
     "deepfake": {
         "extraction": {"n_frames": 4, "crop_size": 64},
-        "split": {"n_folds": 2},
+        "split": {"strategy": "original", "n_folds": 2},
         "training": {
             "models": [
                 {
@@ -145,9 +142,17 @@ TINY_ABLATION_PARAMETERS = {
             "batch_size": 8,
             "progress": False,
         },
+        "stacking": {"enabled": True},
         "evaluation": {"grid_videos": 4},
     },
     "runtime": {"num_workers": 0, "dask": {"n_workers": 1}},
+}
+# The ablation compares split strategies, and a folder split needs two part folders.
+TINY_ABLATION_PARAMETERS = {
+    "sample_data": {
+        "dfdc": {**TINY_SAMPLE["sample_data"]["dfdc"], "n_parts": 2, "reals_per_part": 2}
+    },
+    **TINY_DEEPFAKE,
 }
 TINY_ABLATION_GRID = {
     "name": "tiny_split",

@@ -5,30 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs
+from tests.conftest import TINY_DEEPFAKE, TINY_SAMPLE, kedro_run, make_project, tracked_runs
 
-TINY_DEEPFAKE = {
-    "deepfake": {
-        "extraction": {"n_frames": 4, "crop_size": 64},
-        "split": {"strategy": "original", "n_folds": 2},
-        "training": {
-            "models": [
-                {
-                    "name": "tiny",
-                    "architecture": "classifier",
-                    "backbone": "resnet10t",
-                    "seed_offset": 0,
-                }
-            ],
-            "image_size": 48,
-            "epochs": 1,
-            "batch_size": 8,
-        },
-        "stacking": {"enabled": True},
-        "evaluation": {"grid_videos": 4},
-    },
-    "runtime": {"num_workers": 0, "dask": {"n_workers": 1}},
-}
 TINY_DFDC = {
     **TINY_SAMPLE["sample_data"]["dfdc"],
     "reals_per_part": 3,

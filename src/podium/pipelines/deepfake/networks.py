@@ -127,7 +127,8 @@ class UnetMultitask(nn.Module):
         strides = list(self.encoder.feature_info.reduction())
         # the finer maps are still computed on the way down; the decoder just skips them
         self.levels = [i for i, s in enumerate(strides) if s >= mask_stride] or [len(strides) - 1]
-        channels = [self.encoder.feature_info.channels()[i] for i in self.levels]
+        all_channels = self.encoder.feature_info.channels()
+        channels = [all_channels[i] for i in self.levels]
         self.normalise = _Normalise(*_mean_std(self.encoder))
         widths = [c if decoder_channels is None else min(c, decoder_channels) for c in channels]
         widths[-1] = channels[-1]  # the deepest map enters the decoder as the encoder made it
