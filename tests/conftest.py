@@ -50,6 +50,15 @@ TINY_SAMPLE = {
 }
 
 
+def write_tree(files: dict[str, bytes], root: Path) -> Path:
+    """Write a generator's ``{relative path: bytes}`` under ``root``; return ``root``."""
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
 def free_port() -> int:
     """A free TCP port below 49152: kedro-viz refuses ports in the ephemeral range,
     where the OS's own "any free port" answer usually lands."""

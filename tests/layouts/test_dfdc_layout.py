@@ -21,6 +21,7 @@ from podium.layouts.dfdc import (
     read_frames,
 )
 from podium.sample_data.dfdc import generate_dfdc_sample
+from tests.conftest import write_tree
 
 TINY = {
     "n_parts": 2,
@@ -39,12 +40,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dfdc")
-    for rel, data in generate_dfdc_sample(TINY, seed=2).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
+    return write_tree(generate_dfdc_sample(TINY, seed=2), tmp_path_factory.mktemp("dfdc"))
 
 
 @pytest.fixture

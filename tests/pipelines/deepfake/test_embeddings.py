@@ -22,6 +22,7 @@ from podium.pipelines.deepfake.splits import (
     leakage,
 )
 from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
+from tests.conftest import write_tree
 
 SAMPLE = {
     "n_parts": 2,
@@ -57,11 +58,7 @@ def faces(tmp_path_factory):
     """Face crops of the sample's REAL videos (two frames each, cut at the true boxes), the
     video of each crop, the actor of each REAL video; plus the videos table and the actor of
     every video (``.videos``, ``.actor_of``) for the end-to-end split test."""
-    root = tmp_path_factory.mktemp("dfdc")
-    for rel, data in generate_dfdc_sample(SAMPLE, seed=1).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    root = write_tree(generate_dfdc_sample(SAMPLE, seed=1), tmp_path_factory.mktemp("dfdc"))
     videos, _ = index_dfdc(root)
     truth = {}
     for doc in root.glob(f"*/{TRUTH_FILE}"):

@@ -19,6 +19,7 @@ from podium.pipelines.deepfake.splits import (
     leakage,
 )
 from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
+from tests.conftest import write_tree
 
 # three part folders, three home actors each, one of them also filming in the next folder
 SAMPLE = {
@@ -40,11 +41,7 @@ SEED = 7
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """(videos table, video -> actor) of a freshly generated sample."""
-    root = tmp_path_factory.mktemp("dfdc")
-    for rel, data in generate_dfdc_sample(SAMPLE, seed=1).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    root = write_tree(generate_dfdc_sample(SAMPLE, seed=1), tmp_path_factory.mktemp("dfdc"))
     videos, _ = index_dfdc(root)
     actors = {}
     for truth in root.glob(f"*/{TRUTH_FILE}"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from podium.sample_data.mask import generate_mask_sample
+from tests.conftest import write_tree
 
 TINY_SAMPLE = {
     "n_people": 12,
@@ -31,14 +32,6 @@ TINY_PARAMS = {
     },
     "runtime": {"num_workers": 0},
 }
-
-
-def write_tree(files: dict[str, bytes], root: Path) -> Path:
-    for relative, content in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from podium.core.config import ParameterError
 from podium.sample_data.monet import generate_monet_sample
-from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs
+from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs, write_tree
 
 #: Seconds instead of minutes: 16 px crops, 4 filters, 1 + 1 epochs, Inception at 75 px.
 TINY_PARAMS = {
@@ -30,12 +30,10 @@ N_PHOTOS = TINY_SAMPLE["sample_data"]["monet"]["n_photos"]
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
-    raw = root / "data" / "01_raw" / "monet"
-    for relative, content in generate_monet_sample(
-        TINY_SAMPLE["sample_data"]["monet"], seed=3
-    ).items():
-        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
-        (raw / relative).write_bytes(content)
+    write_tree(
+        generate_monet_sample(TINY_SAMPLE["sample_data"]["monet"], seed=3),
+        root / "data" / "01_raw" / "monet",
+    )
     monkeypatch.chdir(root)
     return root
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from podium.sample_data.uda import generate_uda_sample
+from tests.conftest import write_tree
 
 TINY_SAMPLE = {
     "n_train_source": 4,
@@ -39,14 +40,6 @@ TINY_PARAMS = {
     },
     "runtime": {"num_workers": 0},
 }
-
-
-def write_tree(files: dict[str, bytes], root: Path) -> Path:
-    for relative, content in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return root
 
 
 @pytest.fixture(scope="session")
