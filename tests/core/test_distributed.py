@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from distributed import LocalCluster
 
-from podium.core.distributed import ItemError, dask_client, map_items, split_results
+from podium.core.distributed import ItemError, dask_client, iter_items, map_items, split_results
 
 
 def _inverse(x: int) -> float:
@@ -50,3 +50,41 @@ def test_lambdas_run_on_the_cluster():
 def test_empty_address_starts_a_local_cluster(address):
     with dask_client(address, n_workers=1, processes=False) as client:
         assert client.cluster is not None
+
+
+def _slow_square(x: int) -> int:
+    import time
+
+    time.sleep(0.01 * (x % 3))
+    return x * x
+
+
+def test_iter_items_never_has_more_than_the_window_in_flight():
+    pulled = []
+
+    def items():
+        for x in range(40):
+            pulled.append(x)
+            yield x
+
+    seen = {}
+    with dask_client(n_workers=2, processes=False) as client:
+        for item, value in iter_items(client, _slow_square, items(), window=3, progress=False):
+            # running or finished but not yet handed back, beside the one in hand
+            assert len(pulled) - len(seen) - 1 <= 3
+            seen[item] = value
+    assert seen == {x: x * x for x in range(40)}
+
+
+def test_iter_items_reports_failures_and_cancels_the_rest_when_stopped():
+    with dask_client(n_workers=1, processes=False) as client:
+        stream = iter_items(client, _inverse, [1, 3, 2, 4, 5, 6], window=2, progress=False)
+        results = dict(stream.__next__() for _ in range(2))
+        stream.close()  # the caller stops early
+        assert not client.futures  # nothing left running for it
+    assert set(results) <= {1, 3, 2}
+    if 3 in results:
+        assert isinstance(results[3], ItemError) and results[3].error_type == "ValueError"
+    assert dict(iter_items(None, _inverse, [1, 3], progress=False))[1] == 1.0
+    with pytest.raises(ValueError, match="window"):
+        next(iter_items(None, _inverse, [1], window=0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -92,6 +92,83 @@ def dask_client(
         cluster.close()
 
 
+def iter_items(
+    client: Any | None,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    window: int = 16,
+    progress: bool = True,
+    description: str = "items",
+    total: int | None = None,
+) -> Iterator[tuple[T, R | ItemError]]:
+    """Run ``fn`` on every item; yield ``(item, result or ItemError)`` as each finishes.
+
+    At most ``window`` items are submitted and not yet yielded, so results waiting for the
+    caller never pile up, whatever the number of items: a caller that saves each result
+    before asking for the next holds one at a time. ``items`` is consumed lazily. Never
+    raises because of one item: exceptions inside ``fn`` and lost workers alike become
+    ``ItemError``. With ``client=None`` the items run here, one after another.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    bar = tqdm(total=total, desc=description, disable=not progress, leave=False)
+    try:
+        if client is None:
+            for item in items:
+                value = _call_captured(fn, item)
+                bar.update(1)
+                yield item, _as_error(item, value)
+            return
+        from distributed import as_completed
+
+        pending = iter(items)
+        in_flight: dict[str, tuple[Any, Any]] = {}  # key -> (future, item)
+        running = as_completed()
+
+        def submit_next() -> bool:
+            for item in pending:
+                future = client.submit(_call_captured, fn, item, pure=False)
+                in_flight[future.key] = (future, item)
+                running.add(future)
+                return True
+            return False
+
+        try:
+            while len(in_flight) < window and submit_next():
+                pass
+            for future in running:
+                _, item = in_flight.pop(future.key)
+                value = _collect(future, item)
+                future.release()
+                bar.update(1)
+                submit_next()  # one in, one out: the window stays full while items remain
+                yield item, value
+        finally:  # the caller stopped early (an error, Ctrl-C): nothing is left running
+            if in_flight:
+                running.clear()
+                client.cancel([future for future, _ in in_flight.values()], force=True)
+    finally:
+        bar.close()
+
+
+def _as_error(item: Any, value: Any) -> Any:
+    if isinstance(value, _Failure):
+        return ItemError(item, value.error, value.traceback)
+    return value
+
+
+def _collect(future: Any, item: Any) -> Any:
+    if future.status == "finished":
+        return _as_error(item, future.result())
+    try:  # the worker died, the task was cancelled, or fn could not be sent
+        message = _describe(future.exception())
+    except Exception as exc:  # e.g. CancelledError when asking a cancelled one
+        message = _describe(exc)
+    return ItemError(item, message)
+
+
 def map_items(
     client: Any | None,
     fn: Callable[[T], R],
@@ -101,44 +178,34 @@ def map_items(
 ) -> list[tuple[T, R | ItemError]]:
     """Run ``fn`` on every item; return ``(item, result or ItemError)`` in input order.
 
-    One task per item, gathered as they complete (the progress bar moves with them). Never
-    raises because of one item: exceptions inside ``fn`` and lost workers alike become
-    ``ItemError``. With ``client=None`` the items run here, one after another.
+    Every result is held at once: for small results. A collection whose results are large
+    (face crops, images) streams through :func:`iter_items` instead.
     """
     items = list(items)
-    results: list[R | ItemError | None] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=description, disable=not progress, leave=False)
-
-    def store(index: int, value: Any) -> None:
-        if isinstance(value, _Failure):
+    indexed = list(enumerate(items))
+    results: list[Any] = [None] * len(items)
+    for (index, _item), value in iter_items(
+        client,
+        _Indexed(fn),
+        indexed,
+        window=max(len(items), 1),
+        progress=progress,
+        description=description,
+    ):
+        if isinstance(value, ItemError):
             value = ItemError(items[index], value.error, value.traceback)
         results[index] = value
-        bar.update(1)
+    return list(zip(items, results, strict=True))
 
-    try:
-        if client is None:
-            for index, item in enumerate(items):
-                store(index, _call_captured(fn, item))
-        else:
-            from distributed import as_completed
 
-            futures = [client.submit(_call_captured, fn, item, pure=False) for item in items]
-            position = {future.key: index for index, future in enumerate(futures)}
-            for future in as_completed(futures):
-                index = position[future.key]
-                if future.status == "finished":
-                    store(index, future.result())
-                else:  # the worker died, the task was cancelled, or fn could not be sent
-                    try:
-                        error = future.exception()
-                        message = _describe(error)
-                    except Exception as exc:  # e.g. CancelledError when asking a cancelled one
-                        message = _describe(exc)
-                    store(index, ItemError(items[index], message))
-                future.release()
-    finally:
-        bar.close()
-    return list(zip(items, results, strict=True))  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class _Indexed:
+    """``fn`` applied to the item of an ``(index, item)`` pair (picklable for workers)."""
+
+    fn: Callable[[Any], Any]
+
+    def __call__(self, pair: tuple[int, Any]) -> Any:
+        return self.fn(pair[1])
 
 
 def split_results(

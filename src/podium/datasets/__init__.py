@@ -1,5 +1,6 @@
 """Kedro datasets that podium adds to kedro-datasets' own."""
 
+from podium.datasets.atomic import AtomicPickleDataset
 from podium.datasets.file_tree import FileTreeDataset
 from podium.datasets.images_zip import ImagesZipDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
@@ -7,6 +8,7 @@ from podium.datasets.models import SafetensorsModelsDataset
 from podium.datasets.partitions import CachedPartitionsDataset
 
 __all__ = [
+    "AtomicPickleDataset",
     "CachedPartitionsDataset",
     "FileTreeDataset",
     "ImagesZipDataset",

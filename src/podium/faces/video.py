@@ -86,6 +86,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "batch_size": 16,  # frames per MTCNN batch
     "device": "auto",  # auto (cuda when present), cpu, cuda, cuda:<k>
     "seek_gap": 60,  # seek (instead of decoding forward) when the next frame is this far
+    "window": 16,  # videos in flight at once; finished records are saved before more are held
     "mask_threshold": 8,  # grey levels |fake - original| (after the blur) counted as manipulated
     "mask_blur": 1.0,  # Gaussian sigma (crop pixels) applied before differencing; 0 = off
 }
@@ -130,6 +131,7 @@ def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict
     s["n_frames"] = _check_int("n_frames", s["n_frames"], 1)
     s["batch_size"] = _check_int("batch_size", s["batch_size"], 1)
     s["seek_gap"] = _check_int("seek_gap", s["seek_gap"], 1)
+    s["window"] = _check_int("window", s["window"], 1)
     s["keep"] = check_choice(_param("keep"), s["keep"], KEEP_CHOICES)
     s["min_confidence"] = float(
         check_range(_param("min_confidence"), s["min_confidence"], low=0.0, high=1.0)

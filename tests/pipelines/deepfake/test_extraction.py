@@ -10,9 +10,14 @@ import podium.faces.video as video_module
 from podium.layouts.dfdc import index_dfdc
 from podium.pipelines.deepfake.extraction import (
     BAD_VIDEO_COLUMNS,
+    INDEX_COLUMNS,
     detection_recall,
     extract_videos,
+    face_index,
+    face_rows,
     load_truth_boxes,
+    plan_extraction,
+    stream_extraction,
 )
 from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
 
@@ -87,6 +92,7 @@ def test_every_good_video_gives_a_record(sample, extracted):
     assert stats["skipped_existing"] == 0 and stats["fakes_without_mask"] == 0
     assert stats["frames"] == 16 and stats["frames_with_face"] == 16 == stats["faces"]
     assert stats["face_frame_rate"] == 1.0 and stats["frames_per_second"] > 0
+    assert stats["fakes_without_mask"] == 0
 
 
 def test_bad_videos_are_reported_with_a_reason(extracted):
@@ -99,15 +105,66 @@ def test_bad_videos_are_reported_with_a_reason(extracted):
     assert bad.notna().all().all()
 
 
+def _index(records: dict) -> pd.DataFrame:
+    return face_index(face_rows(name, record) for name, record in records.items())
+
+
 def test_boxes_match_the_truth_on_reals(sample, extracted):
     root, _, _ = sample
     records, _, _ = extracted
     truth = load_truth_boxes(root)
     assert set(records) <= set(truth)
-    assert detection_recall(records, truth) >= 0.9
-    assert detection_recall(records, truth, iou_threshold=0.99) < 0.5  # the IoU is applied
+    index = _index(records)
+    assert detection_recall(index, truth) >= 0.9
+    assert detection_recall(index, truth, iou_threshold=0.99) < 0.5  # the IoU is applied
     with pytest.raises(ValueError, match="REAL"):
-        detection_recall({k: r for k, r in records.items() if r["label"] == "FAKE"}, truth)
+        detection_recall(index[index["label"] == "FAKE"], truth)
+
+
+def test_a_frame_without_a_face_counts_as_a_miss(sample, extracted):
+    root, _, _ = sample
+    records, _, _ = extracted
+    truth = load_truth_boxes(root)
+    index = _index(records)
+    reals = index[index["label"] == "REAL"]
+    dropped = reals.drop(reals.index[:2])  # two sampled frames lose their face
+    frames = int(reals.groupby("partition")["sampled_frames"].first().sum())
+    assert detection_recall(dropped, truth) == pytest.approx(
+        detection_recall(reals, truth) - 2 / frames
+    )
+
+
+def test_the_face_index_describes_every_crop_without_pixels(extracted):
+    records, _, _ = extracted
+    index = _index(records)
+    assert list(index.columns) == INDEX_COLUMNS
+    assert len(index) == sum(len(r["frame_indices"]) for r in records.values())
+    for name, record in records.items():
+        rows = index[index["partition"] == name]
+        np.testing.assert_array_equal(rows["crop"], np.arange(len(record["crops"])))
+        np.testing.assert_array_equal(rows["frame_index"], record["frame_indices"])
+        np.testing.assert_array_equal(rows[["x1", "y1", "x2", "y2"]], record["boxes"])
+        np.testing.assert_array_equal(rows["confidence"], record["confidences"])
+        assert (rows["has_mask"] == (record["masks"] is not None)).all()
+        assert (rows["sampled_frames"] == len(record["sampled_indices"])).all()
+        assert (rows["face_rank"] == 0).all()  # keep: largest, one face a frame
+    assert face_index([]).columns.tolist() == INDEX_COLUMNS
+
+
+def test_face_rank_counts_faces_within_their_frame():
+    record = {
+        "video": "v.mp4",
+        "frame_indices": np.array([0, 0, 0, 5, 9, 9]),
+        "boxes": np.zeros((6, 4), np.float32),
+        "confidences": np.ones(6, np.float32),
+        "masks": None,
+        "sampled_indices": np.array([0, 5, 9]),
+        "frames_total": 10,
+        "fps": 30.0,
+        "height": 4,
+        "width": 4,
+    }
+    assert face_rows("p/v", record)["face_rank"].tolist() == [0, 1, 2, 0, 0, 1]
 
 
 def test_fake_masks_cover_the_face_only(extracted):
@@ -183,3 +240,51 @@ def test_a_table_without_the_needed_columns_is_rejected(sample):
     _, good, _ = sample
     with pytest.raises(ValueError, match="original"):
         extract_videos(good.drop(columns="original"), SETTINGS, n_workers=0)
+
+
+def _records_in_memory() -> int:
+    """Face records alive in this process (dicts holding crops), counted, not timed."""
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, dict) and "crops" in o and "boxes" in o)
+
+
+@pytest.fixture(scope="module")
+def many_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dfdc_many")
+    sample = {**SAMPLE, "reals_per_part": 4, "fakes_per_real": 2, "actors_per_part": 2}
+    for relpath, data in generate_dfdc_sample(sample, seed=6).items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_bytes(data)
+    return index_dfdc(root).videos
+
+
+def test_the_driver_holds_one_window_of_records_whatever_the_video_count(many_videos):
+    """12 videos (4 groups of an original and its 2 fakes) through process workers, with a
+    window of 2: every chunk is at most the window plus one group's other videos, and
+    nothing older than the chunk in hand is still alive in the driver."""
+    from podium.core.distributed import dask_client
+
+    settings = {**SETTINGS, "window": 2}
+    plan = plan_extraction(many_videos, settings)
+    assert len(plan.jobs) == 4 and len(plan.members) == 12
+    baseline = _records_in_memory()
+    seen, held = [], []
+    with dask_client(n_workers=2, processes=True) as client:
+        for chunk in stream_extraction(plan, client, progress=False):
+            held.append(_records_in_memory() - baseline)
+            seen.extend(chunk.records)
+            assert len(chunk.records) <= 2 + 2  # window + the rest of one group
+            del chunk
+    assert sorted(seen) == sorted(m["partition"] for m in plan.members)
+    assert max(held) <= 4 and len(held) >= 3
+
+
+def test_stream_extraction_yields_once_when_everything_is_cached(sample, extracted):
+    _, good, _ = sample
+    records, _, _ = extracted
+    plan = plan_extraction(good, SETTINGS, set(records))
+    chunks = list(stream_extraction(plan, None, progress=False))
+    assert len(chunks) == 1 and chunks[0].records == {} and chunks[0].jobs_total == 0
+    assert plan.skipped == 4

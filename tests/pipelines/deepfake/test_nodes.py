@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from podium.pipelines.deepfake.nodes import ensemble_and_calibrate
+from podium.pipelines.deepfake.extraction import settings_key
+from podium.pipelines.deepfake.nodes import assign_folds, ensemble_and_calibrate, stack_videos
 
 CALIBRATION = {
     "factor": 1.0,
@@ -49,3 +50,121 @@ def test_stacking_replaces_the_mean_only_when_asked():
             {"enabled": True, "replace_mean": True},
             CALIBRATION,
         )
+
+
+# ------------------------------------------------------------ nodes that need no pixels
+
+EXTRACTION = {"n_frames": 4}
+KEY = settings_key(EXTRACTION)
+
+
+def _videos() -> pd.DataFrame:
+    rows = []
+    for i in range(6):
+        folder = f"dfdc_train_part_{i % 2}"
+        rows.append((f"r{i}.mp4", folder, "REAL", None))
+        rows.append((f"f{i}.mp4", folder, "FAKE", f"r{i}.mp4"))
+    videos = pd.DataFrame(rows, columns=["video", "folder", "label", "original"])
+    return videos.assign(
+        partition=videos["folder"] + "/" + videos["video"].str.removesuffix(".mp4"),
+        target=(videos["label"] == "FAKE").astype(int),
+    )
+
+
+def _index(partitions, n_crops: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        [
+            {
+                "partition": p,
+                "crop": j,
+                "frame_index": 2 * j,
+                "confidence": float(rng.uniform(0.9, 1.0)),
+                "sampled_frames": 4,
+            }
+            for p in partitions
+            for j in range(n_crops)
+        ]
+    )
+
+
+def _unreadable(partitions) -> dict:
+    def load():
+        raise AssertionError("this node must not open a face record")
+
+    return {f"{KEY}/{p}": load for p in partitions}
+
+
+@pytest.mark.parametrize("strategy", ["original", "folder", "random"])
+def test_folds_come_from_the_face_index_alone(strategy):
+    videos = _videos()
+    with_faces = videos["partition"].iloc[:-1]  # the last fake had no face
+    folds = assign_folds(
+        videos,
+        _index(with_faces),
+        _unreadable(videos["partition"]),
+        {"strategy": strategy, "n_folds": 2},
+        {"method": "pca"},
+        {"method": "kmeans", "n_clusters": 2},
+        EXTRACTION,
+        seed=0,
+    )
+    assert folds["has_faces"].tolist() == [True] * 11 + [False]
+    fold_of = dict(zip(folds["video"], folds["fold"], strict=True))
+    assert all(fold_of[f"f{i}.mp4"] == fold_of[f"r{i}.mp4"] for i in range(6))
+
+
+def test_person_clusters_open_only_the_real_videos_records_once_each():
+    videos = _videos()
+    rng = np.random.default_rng(1)
+    opened = []
+
+    def loader(partition):
+        def load():
+            opened.append(partition)
+            return {"crops": rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)}
+
+        return load
+
+    faces = {f"{KEY}/{p}": loader(p) for p in videos["partition"]}
+    for p in videos.loc[videos["label"] == "FAKE", "partition"]:
+        faces.update(_unreadable([p]))
+    folds = assign_folds(
+        videos,
+        _index(videos["partition"]),
+        faces,
+        {"strategy": "person_cluster", "n_folds": 2},
+        {"method": "pca", "size": 16, "inner_fraction": 0.7, "n_components": 4},
+        {"method": "kmeans", "n_clusters": 3},
+        EXTRACTION,
+        seed=0,
+    )
+    reals = videos.loc[videos["label"] == "REAL", "partition"].tolist()
+    assert sorted(opened) == sorted(reals)
+    assert folds["person_cluster"].notna().all()
+
+
+def test_stacking_features_come_from_the_face_index_alone():
+    videos = _videos()
+    folds = videos.assign(fold=np.arange(len(videos)) // 2 % 2, has_faces=True)
+    test_videos = pd.DataFrame({"partition": ["test/t0", "test/t1"], "video": ["t0", "t1"]})
+    index = _index([*videos["partition"], *test_videos["partition"]])
+    rng = np.random.default_rng(2)
+
+    def probs(table):
+        return {
+            "m": {
+                p: rng.uniform(0.6, 0.9, 3).astype(np.float32)
+                if t
+                else rng.uniform(0.1, 0.4, 3).astype(np.float32)
+                for p, t in zip(table["partition"], table.get("target", [1, 0]), strict=True)
+            }
+        }
+
+    lgbm = {"num_boost_round": 5, "num_leaves": 4, "min_data_in_leaf": 1, "min_data_in_bin": 1}
+    oof, test, metrics = stack_videos(
+        probs(folds), probs(test_videos), folds, test_videos, index,
+        {"enabled": True, "lgbm": lgbm}, 1e-15, 0,
+    )  # fmt: skip
+    assert len(oof) == 12 and len(test) == 2 and oof["stacked"].between(0, 1).all()
+    assert metrics and all(np.isfinite(v["value"]) for v in metrics.values())

@@ -48,6 +48,15 @@ def _data(n_videos: int = 8, n_crops: int = 3, seed: int = 0) -> tuple[dict, pd.
     return records, pd.DataFrame(rows)
 
 
+def _store(records: dict) -> tuple[dict, pd.DataFrame]:
+    """PartitionedDataset-style load functions and the face index (one row per crop)."""
+    loaders = {p: (lambda r=r: r) for p, r in records.items()}
+    index = pd.DataFrame(
+        [{"partition": p, "crop": j} for p, r in records.items() for j in range(len(r["crops"]))]
+    )
+    return loaders, index
+
+
 def _settings(**overrides) -> dict:
     settings = {
         "models": [{"name": "tiny", "architecture": "classifier", "backbone": "test_efficientnet"}],
@@ -79,7 +88,11 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(one_thread):
     records, videos = _data()
-    return records, videos, train_frame_models(records, videos, _settings(), RUNTIME, seed=7)
+    return (
+        records,
+        videos,
+        train_frame_models(*_store(records), videos, _settings(), RUNTIME, seed=7),
+    )
 
 
 def test_outputs_shapes_and_keys(trained):
@@ -111,7 +124,7 @@ def test_out_of_fold_comes_from_the_model_that_did_not_see_the_video(trained):
         own = {f"tiny/fold{fold}": state_dicts[f"tiny/fold{fold}"]}
         held_out = videos.loc[videos["fold"] == fold, "partition"]
         predicted = predict_frame_models(
-            {p: records[p] for p in held_out}, own, _settings(), RUNTIME
+            *_store({p: records[p] for p in held_out}), own, _settings(), RUNTIME
         )["tiny"]
         for p in held_out:
             np.testing.assert_allclose(oof["tiny"][p], predicted[p], atol=1e-5)
@@ -119,9 +132,9 @@ def test_out_of_fold_comes_from_the_model_that_did_not_see_the_video(trained):
 
 def test_predict_averages_fold_logits(trained):
     records, _, (state_dicts, _, _) = trained
-    both = predict_frame_models(records, state_dicts, _settings(), RUNTIME)["tiny"]
+    both = predict_frame_models(*_store(records), state_dicts, _settings(), RUNTIME)["tiny"]
     single = [
-        predict_frame_models(records, {k: state_dicts[k]}, _settings(), RUNTIME)["tiny"]
+        predict_frame_models(*_store(records), {k: state_dicts[k]}, _settings(), RUNTIME)["tiny"]
         for k in ("tiny/fold0", "tiny/fold1")
     ]
     for p in records:
@@ -131,7 +144,7 @@ def test_predict_averages_fold_logits(trained):
 
 def test_same_seed_same_weights_and_predictions(trained):
     records, videos, (state_dicts, history, oof) = trained
-    again = train_frame_models(records, videos, _settings(), RUNTIME, seed=7)
+    again = train_frame_models(*_store(records), videos, _settings(), RUNTIME, seed=7)
     for key, state in state_dicts.items():
         assert all(torch.equal(state[k], again[0][key][k]) for k in state)
     pd.testing.assert_frame_equal(history, again[1])
@@ -142,7 +155,7 @@ def test_same_seed_same_weights_and_predictions(trained):
 def test_learns_an_obvious_signal():
     records, videos = _data(n_videos=12, n_crops=4, seed=1)
     settings = _settings(epochs=6, lr=1e-2, augment=[], folds_to_train=[0])
-    _, history, oof = train_frame_models(records, videos, settings, RUNTIME, seed=0)
+    _, history, oof = train_frame_models(*_store(records), videos, settings, RUNTIME, seed=0)
     assert set(oof["tiny"]) == set(videos.loc[videos["fold"] == 0, "partition"])
     losses = history["train_loss"].to_numpy()
     assert losses[-1] < losses[0]
@@ -161,11 +174,13 @@ def test_unet_multitask_has_a_mask_head_and_iou():
         loss_weights={"segmentation": 0.5},
         folds_to_train=[1],
     )
-    state_dicts, history, oof = train_frame_models(records, videos, settings, RUNTIME, seed=3)
+    state_dicts, history, oof = train_frame_models(
+        *_store(records), videos, settings, RUNTIME, seed=3
+    )
     assert set(state_dicts) == {"unet/fold1"}
     assert any(k.startswith("mask_head.") for k in state_dicts["unet/fold1"])
     assert "val_mask_iou" in history and history["val_mask_iou"].between(0, 1).all()
-    predicted = predict_frame_models(records, state_dicts, settings, RUNTIME)["unet"]
+    predicted = predict_frame_models(*_store(records), state_dicts, settings, RUNTIME)["unet"]
     assert set(predicted) == set(records)
     held_out = videos.loc[videos["fold"] == 1, "partition"]
     for p in held_out:
@@ -190,7 +205,7 @@ def test_unet_multitask_has_a_mask_head_and_iou():
 def test_bad_settings_name_the_parameter(overrides, parameter):
     records, videos = _data(n_videos=4, n_crops=1)
     with pytest.raises(ParameterError, match=r"deepfake\.training") as error:
-        train_frame_models(records, videos, _settings(**overrides), RUNTIME, seed=0)
+        train_frame_models(*_store(records), videos, _settings(**overrides), RUNTIME, seed=0)
     assert parameter in str(error.value)
 
 
@@ -203,9 +218,8 @@ def test_defaults_are_valid():
     build_transforms(DEFAULTS["augment"], parameter="deepfake.training.augment")
 
 
-def test_several_models_seeds_and_lazy_records():
+def test_several_models_and_seeds():
     records, videos = _data(n_videos=4, n_crops=2, seed=4)
-    lazy = {p: (lambda r=r: r) for p, r in records.items()}  # PartitionedDataset-style loaders
     models = [
         {"name": "a", "architecture": "classifier", "backbone": "test_efficientnet"},
         {
@@ -217,14 +231,16 @@ def test_several_models_seeds_and_lazy_records():
         {"name": "u", "architecture": "unet_multitask", "backbone": "test_efficientnet"},
     ]
     settings = _settings(models=models, epochs=1)
-    state_dicts, history, oof = train_frame_models(lazy, videos, settings, RUNTIME, seed=0)
+    state_dicts, history, oof = train_frame_models(
+        *_store(records), videos, settings, RUNTIME, seed=0
+    )
     assert sorted(state_dicts) == [f"{m}/fold{k}" for m in "abu" for k in (0, 1)]
     a, b = state_dicts["a/fold0"], state_dicts["b/fold0"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert set(oof) == {"a", "b", "u"}
     assert history.loc[history["model"] == "a", "val_mask_iou"].isna().all()
     assert history.loc[history["model"] == "u", "val_mask_iou"].notna().all()
-    predicted = predict_frame_models(lazy, state_dicts, settings, RUNTIME)
+    predicted = predict_frame_models(*_store(records), state_dicts, settings, RUNTIME)
     assert set(predicted) == {"a", "b", "u"}
 
 
@@ -234,7 +250,7 @@ def test_several_models_seeds_and_lazy_records():
 def test_optimizers_and_schedulers_run(optimizer, scheduler):
     records, videos = _data(n_videos=4, n_crops=2, seed=5)
     settings = _settings(optimizer=optimizer, scheduler=scheduler, folds_to_train=[0])
-    _, history, _ = train_frame_models(records, videos, settings, RUNTIME, seed=0)
+    _, history, _ = train_frame_models(*_store(records), videos, settings, RUNTIME, seed=0)
     assert len(history) == 2 and history["train_loss"].notna().all()
     if scheduler in ("cosine", "step"):
         assert history["lr"].iloc[1] < history["lr"].iloc[0]
@@ -244,23 +260,25 @@ def test_bad_videos_table_is_reported():
     records, videos = _data(n_videos=4, n_crops=1)
     with pytest.raises(KeyError, match="vid99"):
         train_frame_models(
-            records,
+            *_store(records),
             pd.concat([videos, pd.DataFrame([{"partition": "vid99", "label": "FAKE", "fold": 0}])]),
             _settings(),
             RUNTIME,
             seed=0,
         )
     with pytest.raises(ValueError, match="REAL or FAKE"):
-        train_frame_models(records, videos.assign(label="fake"), _settings(), RUNTIME, seed=0)
+        train_frame_models(
+            *_store(records), videos.assign(label="fake"), _settings(), RUNTIME, seed=0
+        )
     with pytest.raises(ValueError, match=">= 2"):
-        train_frame_models(records, videos.assign(fold=0), _settings(), RUNTIME, seed=0)
+        train_frame_models(*_store(records), videos.assign(fold=0), _settings(), RUNTIME, seed=0)
 
 
 def test_predict_needs_matching_settings(trained):
     records, _, (state_dicts, _, _) = trained
     other = _settings(models=[{"name": "x", "architecture": "classifier", "backbone": "resnet18"}])
     with pytest.raises(ParameterError, match="deepfake.training.models"):
-        predict_frame_models(records, state_dicts, other, RUNTIME)
+        predict_frame_models(*_store(records), state_dicts, other, RUNTIME)
 
 
 def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
@@ -292,10 +310,58 @@ def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
 def test_class_balanced_weights_give_each_class_half_the_draws():
     from podium.pipelines.deepfake.training import _FrameDataset, _resize
 
-    crops = [np.zeros((n, 8, 8, 3), np.uint8) for n in (4, 4, 4, 2)]
-    labels = np.array([1.0, 1.0, 1.0, 0.0])  # 12 FAKE crops, 2 REAL
-    dataset = _FrameDataset(crops, [None] * 4, labels, _resize((8, 8)))
+    records = {
+        f"v{i}": {"crops": np.zeros((n, 8, 8, 3), np.uint8)} for i, n in enumerate((4, 4, 4, 2))
+    }
+    loaders, index = _store(records)
+    crop_labels = np.repeat([1.0, 1.0, 1.0, 0.0], [4, 4, 4, 2])  # 12 FAKE crops, 2 REAL
+    dataset = _FrameDataset(loaders, index, crop_labels, _resize((8, 8)))
     weights = dataset.class_balanced_weights()
-    crop_labels = labels[dataset.index[:, 0]]
     assert weights[crop_labels == 1].sum() == pytest.approx(weights[crop_labels == 0].sum())
     assert weights[crop_labels == 0][0] == pytest.approx(6 * weights[crop_labels == 1][0])
+
+
+def test_frames_are_read_lazily_one_record_at_a_time():
+    """The dataset holds no crop: each item opens its video's record through its loader,
+    at most ``cache_size`` stay open, and the tensors are the records' own crops and masks."""
+    from podium.pipelines.deepfake.training import _FrameDataset, _resize
+
+    records, _ = _data(n_videos=5, n_crops=3, seed=6)
+    opened = []
+
+    def loader(name):
+        def load():
+            opened.append(name)
+            return records[name]
+
+        return load
+
+    loaders = {p: loader(p) for p in records}
+    _, index = _store(records)
+    labels = np.array([records[p]["label"] == "FAKE" for p in index["partition"]], np.float32)
+    dataset = _FrameDataset(
+        loaders, index, labels, _resize((SIZE, SIZE)), with_masks=True, cache_size=2
+    )
+    assert opened == [] and len(dataset) == 15
+    for i, row in enumerate(index.itertuples()):
+        item = dataset[i]
+        record = records[row.partition]
+        np.testing.assert_array_equal(
+            item["image"].numpy().transpose(1, 2, 0), record["crops"][row.crop]
+        )
+        expected = record["masks"][row.crop] if record["masks"] is not None else 0
+        assert (item["target"]["mask"][0].numpy() == expected).all()
+        assert len(dataset._open) <= 2
+    assert opened == list(records)  # read in order, each record opened once
+    for i in (0, 14, 1):  # vid00 was evicted: opened again; vid04 is still open
+        dataset[i]
+    assert opened == [*records, "vid00"]
+
+
+def test_a_video_missing_from_the_face_index_is_named():
+    records, videos = _data(n_videos=4, n_crops=1)
+    loaders, index = _store(records)
+    with pytest.raises(ValueError, match=r"no crops in the face index.*vid02"):
+        train_frame_models(
+            loaders, index[index["partition"] != "vid02"], videos, _settings(), RUNTIME, seed=0
+        )

@@ -24,7 +24,7 @@ No kedro or mlflow imports.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -36,7 +36,13 @@ from sklearn.decomposition import PCA
 
 from podium.core.config import ParameterError, check_choice, check_range
 
-__all__ = ["EMBED_METHODS", "embed_faces", "grey_face_vectors", "video_embeddings"]
+__all__ = [
+    "EMBED_METHODS",
+    "embed_faces",
+    "embed_videos",
+    "grey_face_vectors",
+    "video_embeddings",
+]
 
 #: Methods of :func:`embed_faces`.
 EMBED_METHODS = ("pca", "dlib", "facenet")
@@ -86,7 +92,10 @@ def grey_face_vectors(crops: np.ndarray, size: int, inner_fraction: float) -> np
 
 
 def _embed_pca(crops, size, inner_fraction, n_components, whiten, seed) -> np.ndarray:
-    x = grey_face_vectors(crops, size, inner_fraction)
+    return _pca_rows(grey_face_vectors(crops, size, inner_fraction), n_components, whiten, seed)
+
+
+def _pca_rows(x: np.ndarray, n_components: int, whiten: bool, seed: int) -> np.ndarray:
     k = int(min(n_components, len(x), x.shape[1]))
     if len(x) < 2:  # PCA needs two faces; one face is its own direction
         return _l2(x[:, :k])
@@ -207,6 +216,45 @@ def embed_faces(
         return _l2(_embed_dlib(arr, float(crop_margin), int(num_jitters)))
     check_range(f"{_SECTION}.batch_size", batch_size, low=1)
     return _l2(_embed_facenet(arr, facenet_weights, int(batch_size)))
+
+
+def embed_videos(
+    videos: Iterable[tuple[str, np.ndarray]],
+    method: str,
+    *,
+    seed: int = 0,
+    size: int = 32,
+    inner_fraction: float = 0.7,
+    n_components: int = 16,
+    whiten: bool = False,
+    **extractor_options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`embed_faces` over ``(video name, crops)`` pairs read one video at a time:
+    ``(embeddings, video of each row)``, the same rows as one call on all the crops.
+
+    Only one video's crops are held at once: ``pca`` keeps each face's small grey vector
+    (``size`` x ``size`` floats) and fits on all of them at the end; ``dlib`` and
+    ``facenet`` (``extractor_options``: see :func:`embed_faces`) embed each video as it comes.
+    """
+    method = check_choice(f"{_SECTION}.method", method, EMBED_METHODS)
+    if method == "pca":
+        check_range(f"{_SECTION}.size", size, low=4)
+        check_range(f"{_SECTION}.inner_fraction", inner_fraction, low=0.1, high=1.0)
+        check_range(f"{_SECTION}.n_components", n_components, low=1)
+    parts, owners = [], []
+    for name, crops in videos:
+        arr = _check_crops(crops)
+        if method == "pca":
+            parts.append(grey_face_vectors(arr, int(size), float(inner_fraction)))
+        else:
+            parts.append(embed_faces(arr, method, **extractor_options))
+        owners.extend([name] * len(arr))
+    if not parts:
+        raise ValueError("no face crops to embed")
+    rows = np.concatenate(parts)
+    if method == "pca":
+        rows = _pca_rows(rows, int(n_components), whiten, seed)
+    return rows, np.asarray(owners, dtype=object)
 
 
 def video_embeddings(

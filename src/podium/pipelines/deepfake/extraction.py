@@ -1,9 +1,19 @@
-"""Face extraction for the DFDC videos (issue 4, node 2), fanned out over Dask distributed.
+"""Face extraction for the DFDC videos, fanned out over Dask distributed, streamed to disk.
 
-:func:`extract_videos` takes the ``videos`` table of :func:`podium.layouts.dfdc.index_dfdc`
-and returns one record per video (schema: :mod:`podium.faces.video`), keyed by its
-partition name ``<folder>/<video stem>`` (one compressed joblib file each in the catalog's
-PartitionedDataset), a bad-videos report and run statistics.
+:func:`plan_extraction` checks the ``videos`` table of
+:func:`podium.layouts.dfdc.index_dfdc` and the settings, and plans the work;
+:func:`stream_extraction` runs it and yields the finished records in chunks of about
+``window`` records, so a caller that saves each chunk before asking for the next (a Kedro
+generator node into a PartitionedDataset) holds one window of records, never the
+collection: DFDC's 119k videos stream through the memory of a few. One record per video
+(schema: :mod:`podium.faces.video`), keyed by its partition name ``<folder>/<video
+stem>``. :func:`extract_videos` collects everything at once, for a notebook or a test.
+
+Beside each record, :func:`face_rows` gives its rows of the **face index** (one row per
+crop: box, confidence, frame, rank, position in the record, has-mask; see
+:data:`INDEX_COLUMNS`): every node that needs no pixels (folds, stacking features, recall,
+diagnostics) reads that small table, and only training, prediction and the face grid open
+records, through the lazy loaders of :func:`record_loaders`.
 
 Work is planned in **groups**: a REAL original together with its FAKEs. The original's
 sampled frames are decoded once and serve its own record and every fake's manipulation
@@ -31,14 +41,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from podium.core.distributed import ItemError, dask_client, map_items
+from podium.core.distributed import ItemError, dask_client, iter_items
 from podium.faces.video import (
     check_extraction_settings,
     crop_at_boxes,
@@ -52,11 +64,23 @@ from podium.layouts.dfdc import read_frames
 
 __all__ = [
     "BAD_VIDEO_COLUMNS",
+    "INDEX_COLUMNS",
+    "ExtractionChunk",
+    "ExtractionPlan",
+    "ExtractionStats",
     "detection_recall",
     "extract_group",
     "extract_videos",
+    "extraction_client",
+    "face_index",
+    "face_rows",
+    "load_truth_actors",
     "load_truth_boxes",
     "partition_name",
+    "plan_extraction",
+    "record_loaders",
+    "settings_key",
+    "stream_extraction",
 ]
 
 #: Columns of the bad-videos report.
@@ -237,33 +261,77 @@ def _job_members(job: Mapping) -> list[dict]:
 # ---------------------------------------------------------------------------- all videos
 
 
-def extract_videos(
+@dataclass
+class ExtractionPlan:
+    """What :func:`stream_extraction` will do: the jobs, and what the cache spared."""
+
+    members: list[dict[str, Any]]
+    jobs: list[dict[str, Any]]
+    skipped: int
+    settings: dict[str, Any]
+
+
+@dataclass
+class ExtractionChunk:
+    """Records finished since the previous chunk (to be saved before the next one is
+    made), the videos that failed among them, and how far the plan has come."""
+
+    records: dict[str, dict]
+    bad: list[dict[str, Any]]
+    jobs_done: int
+    jobs_total: int
+
+
+@dataclass
+class ExtractionStats:
+    """Running totals over the chunks (never NaN: rates are 0.0 when nothing ran)."""
+
+    videos: int
+    skipped_existing: int
+    extracted: int = 0
+    bad: int = 0
+    fakes_without_mask: int = 0
+    frames: int = 0
+    frames_with_face: int = 0
+    faces: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, chunk: ExtractionChunk) -> None:
+        self.bad += len(chunk.bad)
+        for record in chunk.records.values():
+            self.extracted += 1
+            self.fakes_without_mask += record["label"] == "FAKE" and record["masks"] is None
+            self.frames += len(record["sampled_indices"])
+            self.frames_with_face += int((record["faces_per_frame"] > 0).sum())
+            self.faces += len(record["frame_indices"])
+
+    def as_dict(self) -> dict[str, float]:
+        seconds = time.perf_counter() - self.started
+        return {
+            "videos": self.videos,
+            "extracted": self.extracted,
+            "skipped_existing": self.skipped_existing,
+            "bad": self.bad,
+            "fakes_without_mask": self.fakes_without_mask,
+            "frames": self.frames,
+            "frames_with_face": self.frames_with_face,
+            "faces": self.faces,
+            "face_frame_rate": self.frames_with_face / self.frames if self.frames else 0.0,
+            "seconds": seconds,
+            "frames_per_second": self.frames / seconds if self.frames and seconds > 0 else 0.0,
+        }
+
+
+def plan_extraction(
     videos: pd.DataFrame,
     settings: Mapping[str, Any] | None = None,
     already_extracted: Collection[str] = frozenset(),
-    scheduler_address: str | None = None,
-    n_workers: int = 2,
-    *,
-    processes: bool = True,
-    progress: bool = True,
-) -> tuple[dict[str, dict], pd.DataFrame, dict[str, float]]:
-    """Extract the faces of every video not yet extracted: ``(records, bad_videos, stats)``.
+) -> ExtractionPlan:
+    """Check the table and settings and plan one job per original with its fakes, leaving
+    out what ``already_extracted`` names (partition names; a ``.joblib`` suffix is ignored).
 
-    ``videos``: columns ``video, folder, path, label, original`` (``index_dfdc().videos``).
-    ``settings``: ``deepfake.extraction`` (see :data:`podium.faces.video.DEFAULT_SETTINGS`).
-    ``already_extracted``: partition names (``<folder>/<stem>``, a ``.joblib`` suffix is
-    ignored) to skip, e.g. the keys of the existing PartitionedDataset.
-    ``scheduler_address``: a Dask scheduler to use; else a LocalCluster of ``n_workers``
-    (process workers unless ``processes=False``); ``n_workers=0`` runs everything here,
-    without Dask.
-
-    ``records``: partition name -> record. ``bad_videos``: one row per video that could not
-    be extracted (``video, folder, path, reason``). ``stats``: ``videos``, ``extracted``,
-    ``skipped_existing``, ``bad``, ``fakes_without_mask``, ``frames`` (sampled frames of the
-    extracted videos), ``frames_with_face``, ``faces`` (crops), ``face_frame_rate``,
-    ``seconds``, ``frames_per_second`` (never NaN: 0.0 when nothing ran).
+    Every check happens here, before any video is decoded.
     """
-    started = time.perf_counter()
     s = check_extraction_settings(settings)
     missing = [c for c in REQUIRED_COLUMNS if c not in videos.columns]
     if missing:
@@ -282,56 +350,118 @@ def extract_videos(
         seen[m["partition"]] = m["path"]
     done = _normalised(already_extracted)
     skipped = sum(m["partition"] in done for m in members)
-    jobs = _plan(members, done, s)
+    return ExtractionPlan(members, _plan(members, done, s), skipped, s)
 
-    if not jobs:
-        pairs = []
-    elif scheduler_address or n_workers > 0:
-        with dask_client(scheduler_address, n_workers=n_workers, processes=processes) as client:
-            pairs = map_items(client, extract_group, jobs, progress, "face extraction")
-    else:
-        pairs = map_items(None, extract_group, jobs, progress, "face extraction")
 
+def _chunk_of(job: Mapping, result: Any) -> tuple[dict[str, dict], list[dict]]:
+    """The records and bad-video rows of one finished job (or of a job that was lost)."""
+    if isinstance(result, ItemError):  # a lost worker or an unexpected failure
+        result = {"records": {}, "errors": {}, "failed": result.error}
     records: dict[str, dict] = {}
     bad: list[dict] = []
-    for job, result in pairs:
-        if isinstance(result, ItemError):  # a lost worker or an unexpected failure
-            result = {"records": {}, "errors": {}, "failed": result.error}
-        for m in _job_members(job):
-            if m["partition"] in result["records"]:
-                records[m["partition"]] = result["records"][m["partition"]]
-            else:
-                reason = result["errors"].get(m["partition"]) or result.get("failed")
-                bad.append({**{k: m[k] for k in BAD_VIDEO_COLUMNS[:3]}, "reason": reason})
-    records = {
-        m["partition"]: records[m["partition"]] for m in members if m["partition"] in records
-    }
+    for m in _job_members(job):
+        if m["partition"] in result["records"]:
+            records[m["partition"]] = result["records"][m["partition"]]
+        else:
+            reason = result["errors"].get(m["partition"]) or result.get("failed")
+            bad.append({**{k: m[k] for k in BAD_VIDEO_COLUMNS[:3]}, "reason": reason})
+    return records, bad
 
-    frames = sum(len(r["sampled_indices"]) for r in records.values())
-    with_face = sum(int((r["faces_per_frame"] > 0).sum()) for r in records.values())
-    seconds = time.perf_counter() - started
-    stats = {
-        "videos": len(members),
-        "extracted": len(records),
-        "skipped_existing": skipped,
-        "bad": len(bad),
-        "fakes_without_mask": sum(
-            r["label"] == "FAKE" and r["masks"] is None for r in records.values()
-        ),
-        "frames": frames,
-        "frames_with_face": with_face,
-        "faces": sum(len(r["frame_indices"]) for r in records.values()),
-        "face_frame_rate": with_face / frames if frames else 0.0,
-        "seconds": seconds,
-        "frames_per_second": frames / seconds if frames and seconds > 0 else 0.0,
-    }
-    return records, pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS), stats
+
+def stream_extraction(
+    plan: ExtractionPlan, client: Any | None, *, progress: bool = True
+) -> Iterator[ExtractionChunk]:
+    """Run the plan's jobs (on ``client``, a ``distributed.Client``, or here when None) and
+    yield their records as they finish, in chunks of about ``settings["window"]`` records.
+
+    At most ``window`` jobs run at once and a chunk is yielded as soon as it holds
+    ``window`` records, so the caller, saving each chunk before asking for the next, holds
+    about one window of records whatever the number of videos. Always yields at least once
+    (an empty chunk when there is nothing to do), so a Kedro generator node saves its
+    outputs even on a fully cached run.
+    """
+    window = plan.settings["window"]
+    total, done = len(plan.jobs), 0
+    records: dict[str, dict] = {}
+    bad: list[dict] = []
+    finished = iter_items(
+        client, extract_group, plan.jobs, window, progress, "face extraction", total=total
+    )
+    for job, result in finished:
+        done += 1
+        job_records, job_bad = _chunk_of(job, result)
+        records.update(job_records)
+        bad.extend(job_bad)
+        if len(records) >= window:
+            yield ExtractionChunk(records, bad, done, total)
+            records, bad = {}, []
+    if records or bad or done == 0:
+        yield ExtractionChunk(records, bad, done, total)
+
+
+def extract_videos(
+    videos: pd.DataFrame,
+    settings: Mapping[str, Any] | None = None,
+    already_extracted: Collection[str] = frozenset(),
+    scheduler_address: str | None = None,
+    n_workers: int = 2,
+    *,
+    processes: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, dict], pd.DataFrame, dict[str, float]]:
+    """Every record at once, for a notebook or a test on a few videos; a pipeline streams
+    them with :func:`plan_extraction` and :func:`stream_extraction` instead.
+
+    ``videos``: columns ``video, folder, path, label, original`` (``index_dfdc().videos``).
+    ``settings``: ``deepfake.extraction`` (see :data:`podium.faces.video.DEFAULT_SETTINGS`).
+    ``already_extracted``: partition names to skip. ``scheduler_address``: a Dask scheduler
+    to use; else a LocalCluster of ``n_workers`` (process workers unless
+    ``processes=False``); ``n_workers=0`` runs everything here, without Dask.
+
+    Returns ``(records, bad_videos, stats)``: partition name -> record in table order; one
+    bad-videos row (``video, folder, path, reason``) per video that could not be extracted;
+    the :class:`ExtractionStats` totals.
+    """
+    plan = plan_extraction(videos, settings, already_extracted)
+    stats = ExtractionStats(len(plan.members), plan.skipped)
+    records: dict[str, dict] = {}
+    bad: list[dict] = []
+    with extraction_client(plan, scheduler_address, n_workers, processes) as client:
+        for chunk in stream_extraction(plan, client, progress=progress):
+            stats.add(chunk)
+            records.update(chunk.records)
+            bad.extend(chunk.bad)
+    order = {m["partition"]: i for i, m in enumerate(plan.members)}
+    records = dict(sorted(records.items(), key=lambda item: order[item[0]]))
+    bad.sort(key=lambda row: order[partition_name(row["folder"], row["video"])])
+    return records, pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS), stats.as_dict()
+
+
+@contextmanager
+def extraction_client(
+    plan: ExtractionPlan,
+    scheduler_address: str | None,
+    n_workers: int,
+    processes: bool = True,
+    threads_per_worker: int = 1,
+) -> Iterator[Any]:
+    """A Dask client when there is work and a cluster to do it on, else None (run here)."""
+    if plan.jobs and (scheduler_address or n_workers > 0):
+        with dask_client(
+            scheduler_address,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+        ) as client:
+            yield client
+    else:
+        yield None
 
 
 # ---------------------------------------------------------------------------- the cache
 
 #: Settings that change how fast extraction runs, not what it produces.
-_SPEED_ONLY = ("device", "batch_size", "seek_gap")
+_SPEED_ONLY = ("device", "batch_size", "seek_gap", "window")
 
 
 def settings_key(settings: Mapping[str, Any] | None) -> str:
@@ -351,14 +481,82 @@ def cached_names(partitions: Collection[str], key: str) -> set[str]:
     }
 
 
-def select_records(partitions: Mapping[str, Any], key: str) -> dict[str, dict]:
-    """The records extracted under ``key``, loaded (values may be load callables)."""
+def record_loaders(partitions: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The records extracted under ``key``, by partition name, **not loaded**: the values
+    are the PartitionedDataset's load functions, called only where pixels are needed."""
     prefix = f"{key}/"
     return {
-        name.removeprefix(prefix): value() if callable(value) else value
+        name.removeprefix(prefix): value
         for name, value in sorted(partitions.items())
         if name.startswith(prefix)
     }
+
+
+# ---------------------------------------------------------------------------- the index
+
+#: Columns of the per-crop face index, one row per crop of every extracted video.
+INDEX_COLUMNS = [
+    "partition",  # <folder>/<video stem>, the record's key
+    "video",
+    "folder",
+    "label",  # REAL / FAKE (None for test videos)
+    "original",
+    "crop",  # position of the crop in its record's `crops`
+    "frame_index",
+    "face_rank",  # 0 = the largest face of its frame
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "confidence",
+    "has_mask",  # the record holds a manipulation mask for this crop
+    "sampled_frames",  # frames decoded and searched in the video
+    "frames_total",
+    "fps",
+    "height",
+    "width",
+]
+
+
+def face_rows(partition: str, record: Mapping[str, Any]) -> pd.DataFrame:
+    """The index rows of one record: what every node that needs no pixels reads instead
+    of the record (folds, stacking features, recall, diagnostics)."""
+    frames = np.asarray(record["frame_indices"], np.int64)
+    n = len(frames)
+    boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+    rank = pd.Series(frames).groupby(frames).cumcount().to_numpy(np.int64)
+    return pd.DataFrame(
+        {
+            "partition": [partition] * n,
+            "video": [record["video"]] * n,
+            "folder": [record.get("folder")] * n,
+            "label": [record.get("label")] * n,
+            "original": [record.get("original")] * n,
+            "crop": np.arange(n, dtype=np.int64),
+            "frame_index": frames,
+            "face_rank": rank,
+            "x1": boxes[:, 0],
+            "y1": boxes[:, 1],
+            "x2": boxes[:, 2],
+            "y2": boxes[:, 3],
+            "confidence": np.asarray(record["confidences"], np.float32),
+            "has_mask": np.full(n, record.get("masks") is not None),
+            "sampled_frames": np.full(n, len(record["sampled_indices"]), np.int64),
+            "frames_total": np.full(n, int(record["frames_total"]), np.int64),
+            "fps": np.full(n, float(record["fps"]), np.float32),
+            "height": np.full(n, int(record["height"]), np.int64),
+            "width": np.full(n, int(record["width"]), np.int64),
+        },
+        columns=INDEX_COLUMNS,
+    )
+
+
+def face_index(rows: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """One table from per-video index rows (an empty table with the columns if none)."""
+    frames = [r for r in rows if len(r)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[INDEX_COLUMNS]
 
 
 # ---------------------------------------------------------------------------- diagnostics
@@ -402,29 +600,26 @@ def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def detection_recall(
-    records: Mapping[str, Mapping],
+    index: pd.DataFrame,
     truth_boxes: Mapping[str, np.ndarray],
     iou_threshold: float = 0.5,
 ) -> float:
     """Share of the sampled frames of REAL videos in which a kept face overlaps the truth
     box with IoU >= ``iou_threshold`` (a frame without a kept face counts as a miss).
 
-    Only records labelled REAL with truth boxes count (a fake's swapped face has the
-    original's box, but the detector's job is judged on reals). Raises ``ValueError`` when
-    there is none, rather than returning NaN.
+    ``index``: the face index (:data:`INDEX_COLUMNS`); only rows labelled REAL whose
+    partition has truth boxes count (a fake's swapped face has the original's box, but the
+    detector's job is judged on reals). Raises ``ValueError`` when there is none, rather
+    than returning NaN.
     """
-    hits = total = 0
-    for name, record in records.items():
-        if record.get("label") != "REAL" or name not in truth_boxes:
-            continue
-        truth = np.asarray(truth_boxes[name], np.float32)
-        frame_of = np.asarray(record["frame_indices"])
-        boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
-        for index in np.asarray(record["sampled_indices"]).tolist():
-            total += 1
-            kept = boxes[frame_of == index]
-            if len(kept) and index < len(truth) and _iou(kept, truth[index]).max() >= iou_threshold:
-                hits += 1
-    if total == 0:
+    reals = index[(index["label"] == "REAL") & index["partition"].isin(list(truth_boxes))]
+    if reals.empty:
         raise ValueError("no REAL record with truth boxes: detection recall is undefined")
+    total = int(reals.groupby("partition")["sampled_frames"].first().sum())
+    hits = 0
+    for (partition, frame), faces in reals.groupby(["partition", "frame_index"]):
+        truth = np.asarray(truth_boxes[partition], np.float32)
+        if frame < len(truth):
+            boxes = faces[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
+            hits += bool(_iou(boxes, truth[frame]).max() >= iou_threshold)
     return hits / total

@@ -3,7 +3,7 @@ modules beside this file (extraction, splits, training, scoring, stacking, evalu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,20 @@ from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import embeddings, evaluation, scoring, splits, stacking
 from podium.pipelines.deepfake.extraction import (
+    BAD_VIDEO_COLUMNS,
+    ExtractionStats,
     cached_names,
     detection_recall,
-    extract_videos,
+    extraction_client,
+    face_index,
+    face_rows,
     load_truth_actors,
     load_truth_boxes,
     partition_name,
-    select_records,
+    plan_extraction,
+    record_loaders,
     settings_key,
+    stream_extraction,
 )
 from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
 from podium.pipelines.tracking import as_metrics
@@ -49,39 +55,75 @@ def index_test(dfdc_root: Path) -> pd.DataFrame:
     return _with_partitions(index_test_videos(dfdc_root))
 
 
+def _extraction_table(videos: pd.DataFrame, test_videos: pd.DataFrame) -> pd.DataFrame:
+    # test labels stay out of extraction: a test video is never treated as a known FAKE
+    unlabelled_test = test_videos.assign(label=None, original=None)
+    return pd.concat([videos[EXTRACTION_COLUMNS], unlabelled_test[EXTRACTION_COLUMNS]])
+
+
 def extract_faces(
     videos: pd.DataFrame,
     test_videos: pd.DataFrame,
-    cached_faces: Mapping[str, Any],
+    cached_rows: Mapping[str, Any],
     extraction: Mapping[str, Any],
     dask: Mapping[str, Any],
-) -> tuple[dict[str, dict], pd.DataFrame, dict]:
-    """Face records of the videos not yet extracted with these settings (the rest are in
-    the cache), the videos that failed with their reason, and extraction statistics."""
+) -> Iterator[tuple[dict[str, dict], dict[str, pd.DataFrame], pd.DataFrame, dict]]:
+    """Face records of the videos not yet extracted with these settings, saved chunk by
+    chunk as Dask finishes them (a generator node: Kedro saves each yield at once, so the
+    driver holds about ``extraction.window`` records, not the collection).
+
+    Each yield: the new records, their face-index rows (written after the record, so a
+    video whose rows exist is whole), the bad videos so far with their reason, and the
+    running statistics (logged as MLflow metric histories at tenths of the work).
+    """
     key = settings_key(extraction)
-    # test labels stay out of extraction: a test video is never treated as a known FAKE
-    unlabelled_test = test_videos.assign(label=None, original=None)
-    table = pd.concat([videos[EXTRACTION_COLUMNS], unlabelled_test[EXTRACTION_COLUMNS]])
-    records, bad_videos, stats = extract_videos(
-        table,
-        extraction,
-        already_extracted=cached_names(cached_faces, key),
-        scheduler_address=dask["scheduler_address"],
-        n_workers=dask["n_workers"],
+    plan = plan_extraction(
+        _extraction_table(videos, test_videos), extraction, cached_names(cached_rows, key)
     )
-    new_partitions = {f"{key}/{name}": record for name, record in records.items()}
-    return new_partitions, bad_videos, as_metrics(stats)
+    stats = ExtractionStats(len(plan.members), plan.skipped)
+    bad: list[dict] = []
+    every = max(1, len(plan.jobs) // 10)
+    logged_at = 0
+    with extraction_client(
+        plan, dask["scheduler_address"], dask["n_workers"], True, dask["threads_per_worker"]
+    ) as client:
+        for chunk in stream_extraction(plan, client):
+            stats.add(chunk)
+            bad.extend(chunk.bad)
+            last = chunk.jobs_done == chunk.jobs_total
+            metrics = {}
+            if last or chunk.jobs_done - logged_at >= every:
+                metrics, logged_at = (
+                    as_metrics(stats.as_dict(), step=chunk.jobs_done),
+                    chunk.jobs_done,
+                )
+            yield (
+                {f"{key}/{name}": record for name, record in chunk.records.items()},
+                {f"{key}/{name}": face_rows(name, r) for name, r in chunk.records.items()},
+                pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS),
+                metrics,
+            )
 
 
-def measure_detection_recall(
-    faces: Mapping[str, Any], dfdc_root: Path, extraction: Mapping[str, Any], iou: float
-) -> dict:
+def index_faces(
+    face_rows_store: Mapping[str, Any],
+    videos: pd.DataFrame,
+    test_videos: pd.DataFrame,
+    extraction: Mapping[str, Any],
+) -> pd.DataFrame:
+    """The per-crop face index of this run's videos (training and test), from the small
+    per-video rows that extraction wrote beside each record; no record is opened."""
+    rows = record_loaders(face_rows_store, settings_key(extraction))
+    wanted = pd.concat([videos["partition"], test_videos["partition"]])
+    return face_index(rows[p]() for p in wanted if p in rows)
+
+
+def measure_detection_recall(index: pd.DataFrame, dfdc_root: Path, iou: float) -> dict:
     """MTCNN recall on the sampled frames of REAL videos against the sample's truth boxes
     (diagnostics: real DFDC has no truth, and then nothing is logged)."""
     truth = load_truth_boxes(dfdc_root)
-    records = select_records(faces, settings_key(extraction))
-    real = {n: r for n, r in records.items() if r["label"] == "REAL" and n in truth}
-    if not real:
+    real = index[(index["label"] == "REAL") & index["partition"].isin(list(truth))]
+    if real.empty:
         return {}
     return as_metrics({"mtcnn_recall_iou50": detection_recall(real, truth, iou)})
 
@@ -91,16 +133,19 @@ def measure_detection_recall(
 
 def _person_clusters(
     videos: pd.DataFrame,
-    records: Mapping[str, dict],
+    loaders: Mapping[str, Any],
     embedding: Mapping[str, Any],
     clustering: Mapping[str, Any],
     seed: int,
 ) -> pd.Series:
-    """Cluster id per REAL video from its faces; a REAL without faces is its own cluster."""
-    reals = videos[(videos["label"] == "REAL") & videos["partition"].isin(records)]
-    crops = [records[p]["crops"] for p in reals["partition"]]
-    owners = np.concatenate([[v] * len(c) for v, c in zip(reals["video"], crops, strict=True)])
-    faces = embeddings.embed_faces(np.concatenate(crops), seed=seed, **embedding)
+    """Cluster id per REAL video from its faces, read one video at a time; a REAL without
+    faces is its own cluster."""
+    reals = videos[(videos["label"] == "REAL") & videos["partition"].isin(list(loaders))]
+    crops = (
+        (v, loaders[p]()["crops"]) for v, p in zip(reals["video"], reals["partition"], strict=True)
+    )
+    options = {k: v for k, v in embedding.items() if k != "method"}
+    faces, owners = embeddings.embed_videos(crops, embedding["method"], seed=seed, **options)
     per_video = embeddings.video_embeddings(faces, owners)
     labels = splits.cluster_people(per_video, seed=seed, **clustering)
     clusters = pd.Series(labels, index=per_video.index, name="person_cluster")
@@ -113,6 +158,7 @@ def _person_clusters(
 
 def assign_folds(
     videos: pd.DataFrame,
+    index: pd.DataFrame,
     faces: Mapping[str, Any],
     split: Mapping[str, Any],
     embedding: Mapping[str, Any],
@@ -121,15 +167,19 @@ def assign_folds(
     seed: int,
 ) -> pd.DataFrame:
     """The videos with their validation fold (fakes always with their original) and
-    whether faces were found (videos without are scored with the prior, never dropped)."""
-    records = select_records(faces, settings_key(extraction))
+    whether faces were found (videos without are scored with the prior, never dropped).
+
+    Only ``person_cluster`` opens records (the REAL videos' crops, one at a time); every
+    other strategy reads the face index alone."""
     clusters = None
     if split["strategy"] == "person_cluster":
-        clusters = _person_clusters(videos, records, embedding, person_cluster, seed)
+        loaders = record_loaders(faces, settings_key(extraction))
+        with_faces = {p: loaders[p] for p in index["partition"].unique() if p in loaders}
+        clusters = _person_clusters(videos, with_faces, embedding, person_cluster, seed)
     folds = splits.assign_video_folds(
         videos, split["strategy"], split["n_folds"], seed, person_clusters=clusters
     )
-    table = videos.assign(fold=folds, has_faces=videos["partition"].isin(records))
+    table = videos.assign(fold=folds, has_faces=videos["partition"].isin(index["partition"]))
     if clusters is not None:
         family = splits.families(videos)
         table["person_cluster"] = family.map(clusters).to_numpy()
@@ -156,17 +206,19 @@ def split_diagnostics(folds: pd.DataFrame, dfdc_root: Path) -> dict:
 
 def train_models(
     faces: Mapping[str, Any],
+    index: pd.DataFrame,
     folds: pd.DataFrame,
     training: Mapping[str, Any],
     runtime: Mapping[str, Any],
     extraction: Mapping[str, Any],
     seed: int,
 ) -> tuple[dict, pd.DataFrame, dict, dict]:
-    """Every model x fold on the frames of the videos with faces: weights, per-epoch
-    history (also as MLflow metric histories) and out-of-fold frame probabilities."""
-    records = select_records(faces, settings_key(extraction))
+    """Every model x fold on the crops of the videos with faces, read lazily by the
+    DataLoader workers: weights, per-epoch history (also as MLflow metric histories) and
+    out-of-fold frame probabilities."""
+    loaders = record_loaders(faces, settings_key(extraction))
     trainable = folds.loc[folds["has_faces"], ["partition", "label", "fold"]]
-    states, history, oof = train_frame_models(records, trainable, training, runtime, seed)
+    states, history, oof = train_frame_models(loaders, index, trainable, training, runtime, seed)
     curves: dict[str, list[dict[str, float]]] = {}
     for row in history.to_dict("records"):
         for column in ("train_loss", "val_loss", "val_log_loss", "val_mask_iou"):
@@ -178,15 +230,17 @@ def train_models(
 
 def predict_test_frames(
     faces: Mapping[str, Any],
+    index: pd.DataFrame,
     test_videos: pd.DataFrame,
     models: Mapping[str, Any],
     training: Mapping[str, Any],
     runtime: Mapping[str, Any],
     extraction: Mapping[str, Any],
 ) -> dict:
-    records = select_records(faces, settings_key(extraction))
-    test_records = {p: records[p] for p in test_videos["partition"] if p in records}
-    return predict_frame_models(test_records, models, training, runtime)
+    """Per-crop FAKE probabilities of the test videos, streamed video by video."""
+    loaders = record_loaders(faces, settings_key(extraction))
+    test_index = index[index["partition"].isin(test_videos["partition"])]
+    return predict_frame_models(loaders, test_index, models, training, runtime)
 
 
 # ---------------------------------------------------------------------------- scores
@@ -219,19 +273,21 @@ def score_videos(
 def _features(
     frame_probs: Mapping[str, Mapping[str, np.ndarray]],
     videos: pd.DataFrame,
-    records: Mapping[str, dict],
+    index: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Stacking features of each video from the models' logit-averaged frame scores."""
+    """Stacking features of each video from the models' logit-averaged frame scores and
+    the face index (confidences, face and sampled-frame counts)."""
+    faces_of = dict(tuple(index.groupby("partition", sort=False)))
     rows = {}
     for partition in videos["partition"]:
         per_model = [probs[partition] for probs in frame_probs.values() if partition in probs]
         frame_scores = scoring.average_logits(per_model) if per_model else np.empty(0)
-        record = records.get(partition)
+        faces = faces_of.get(partition)
         rows[partition] = stacking.video_features(
             frame_scores,
-            record["confidences"] if record else np.empty(0),
-            len(record["frame_indices"]) if record else 0,
-            len(record["sampled_indices"]) if record else 1,
+            faces["confidence"].to_numpy() if faces is not None else np.empty(0),
+            len(faces) if faces is not None else 0,
+            int(faces["sampled_frames"].iloc[0]) if faces is not None else 1,
         )
     return stacking.feature_table(rows)
 
@@ -241,8 +297,7 @@ def stack_videos(
     test_frame_probs: Mapping[str, Mapping[str, np.ndarray]],
     folds: pd.DataFrame,
     test_videos: pd.DataFrame,
-    faces: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    index: pd.DataFrame,
     stacking_params: Mapping[str, Any],
     eps: float,
     seed: int,
@@ -253,11 +308,10 @@ def stack_videos(
         empty = pd.DataFrame(columns=["partition", "stacked"])
         return empty, empty, {}
     y = folds["target"].astype(int).to_numpy()
-    records = select_records(faces, settings_key(extraction))
-    train = _features(oof_frame_probs, folds, records)
+    train = _features(oof_frame_probs, folds, index)
     oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params["lgbm"], seed)
     model = stacking.fit_stacker(train, y, stacking_params["lgbm"], seed)
-    test = _features(test_frame_probs, test_videos, records)
+    test = _features(test_frame_probs, test_videos, index)
     test_probs = stacking.predict_stacker(model, test) if len(test) else np.empty(0)
     prior = scoring.training_prior(y)
     compared = stacking.compare_with_mean(y, oof, train, prior, eps)
@@ -358,14 +412,14 @@ def plot_face_grid(
     n_videos: int,
 ) -> Figure:
     """A face crop of each of ``n_videos`` videos (half FAKE) with its manipulation mask
-    tinted and the video's out-of-fold score."""
-    records = select_records(faces, settings_key(extraction))
+    tinted and the video's out-of-fold score; only the shown videos' records are opened."""
+    loaders = record_loaders(faces, settings_key(extraction))
     shown = (
         oof[oof["has_faces"]].sort_values(["label", "video"]).groupby("label").head(n_videos // 2)
     )
     crops, masks, titles, scores = [], [], [], []
     for row in shown.itertuples():
-        record = records[row.partition]
+        record = loaders[row.partition]()
         middle = len(record["crops"]) // 2
         crops.append(record["crops"][middle])
         masks.append(None if record["masks"] is None else record["masks"][middle])

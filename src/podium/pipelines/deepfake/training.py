@@ -28,14 +28,12 @@ drawn from ``(seed + seed_offset, fold)`` before its network, augmentations and 
 built, so a fold model is the same whether trained alone (``folds_to_train``) or with the
 others, and seed offsets 0, 1, 2 give distinct initialisations on every fold.
 
-Memory limitation: the crops of the training videos are held in memory (the sample's ~50
-videos x 8 crops are a few MB). ``records`` values may be Kedro ``PartitionedDataset`` load
-callables; only the partitions named in ``videos`` are loaded. For the full DFDC (~100k
-videos x 32 crops of 380 px, hundreds of GB) a lazy dataset would keep only the partition
-loaders and an index of (partition, crop) rows, loading a video's joblib file in
-``__getitem__`` (with a small per-worker LRU cache, or after re-packing crops into one
-memory-mapped array / WebDataset shards so random access is cheap); ``_FrameDataset``'s
-interface (an index of ``(video, crop)`` rows) is already shaped for that swap.
+Memory: crops are read lazily. The face index (one row per crop, from extraction) says
+which crops exist; :class:`_FrameDataset` holds only the index rows and the records' load
+functions, and each DataLoader worker opens a video's record when it first needs one of its
+crops, keeping the last ``record_cache`` records it opened (an LRU cache per worker). The
+driver never holds crops, so memory does not grow with the number of videos; prediction
+reads the test videos in order, each record once per worker.
 
 No kedro or mlflow imports.
 """
@@ -44,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -184,6 +183,7 @@ DEFAULTS: dict[str, Any] = {
     "loss_weights": {"classification": 1.0, "segmentation": 1.0},
     "segmentation_loss": "bce_dice",  # bce | dice | bce_dice (unet_multitask only)
     "folds_to_train": None,  # null = every fold in `videos.fold`; else a list of folds
+    "record_cache": 4,  # video records each DataLoader worker keeps open (LRU)
     "progress": True,  # per-epoch progress bars
 }
 
@@ -273,7 +273,12 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
             merged[key] = copy.deepcopy(value)
     merged["models"] = _check_models(merged["models"])
     merged["image_size"] = _check_image_size(merged["image_size"])
-    for key, low in (("epochs", 1), ("batch_size", 1), ("predict_batch_size", 1)):
+    for key, low in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("predict_batch_size", 1),
+        ("record_cache", 1),
+    ):
         merged[key] = _check_int(key, merged[key], low)
     merged["lr"] = _check_number("lr", merged["lr"], 0.0, strict=True)
     merged["weight_decay"] = _check_number("weight_decay", merged["weight_decay"], 0.0)
@@ -316,19 +321,32 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
 # ---------------------------------------------------------------------------- data
 
 
-def _load(records: Mapping[str, Any], partition: str) -> dict:
-    """A record, calling it first if it is a (Kedro PartitionedDataset) load function."""
-    if partition not in records:
-        raise KeyError(f"video partition {partition!r} has no extraction record")
-    record = records[partition]
-    record = record() if callable(record) else record
+def _check_record(partition: str, record: Any) -> dict:
     crops = record.get("crops") if isinstance(record, Mapping) else None
     if not isinstance(crops, np.ndarray) or crops.ndim != 4 or crops.shape[-1] != 3:
         raise ValueError(
             f"record {partition!r}: `crops` must be a uint8 array (n, H, W, 3), got "
-            f"{getattr(crops, 'shape', type(crops).__name__)}"
+            f"{getattr(crops, 'shape', type(crops).__name__)}; fix: delete the record and "
+            "re-run extract_faces"
         )
     return record
+
+
+def _crop_rows(index: pd.DataFrame, partitions: Sequence[str]) -> pd.DataFrame:
+    """The face-index rows of ``partitions``, in their order and then crop order."""
+    missing = {"partition", "crop"} - set(index.columns)
+    if missing:
+        raise ValueError(f"the face index lacks column(s) {sorted(missing)}")
+    order = pd.Series(np.arange(len(partitions)), index=pd.Index(partitions))
+    rows = index.loc[index["partition"].isin(order.index), ["partition", "crop"]]
+    absent = sorted(set(partitions) - set(rows["partition"]))
+    if absent:
+        raise ValueError(
+            f"{len(absent)} video(s) have no crops in the face index, e.g. {absent[:3]}; fix: "
+            "re-run index_faces (or mark them has_faces = false)"
+        )
+    rows = rows.assign(_order=rows["partition"].map(order).to_numpy())
+    return rows.sort_values(["_order", "crop"], kind="stable").drop(columns="_order")
 
 
 def _check_videos(videos: pd.DataFrame) -> pd.DataFrame:
@@ -349,56 +367,71 @@ def _check_videos(videos: pd.DataFrame) -> pd.DataFrame:
 
 
 class _FrameDataset(Dataset):
-    """One sample per face crop: ``{"image": uint8 (3, H, W), "target": {...}}``.
+    """One sample per face crop, read lazily: ``{"image": uint8 (3, H, W), "target": {...}}``.
 
-    ``index`` rows are ``(video, crop)`` positions into ``crops`` (one array per video).
+    ``rows``: face-index rows (``partition``, ``crop``), one per sample; ``loaders``: the
+    records' load functions by partition; ``labels``: the FAKE label of each row. A worker
+    opens a record when it first needs one of its crops and keeps the last ``cache_size``.
     The target holds ``label`` (float 0/1) and, ``with_masks``, ``mask`` (uint8 (1, H, W))
     and ``mask_weight`` (0 for a FAKE without masks: no segmentation loss for it).
     """
 
     def __init__(
         self,
-        crops: Sequence[np.ndarray],
-        masks: Sequence[np.ndarray | None],
+        loaders: Mapping[str, Callable[[], dict]],
+        rows: pd.DataFrame,
         labels: np.ndarray,
         resize: A.Compose,
         augment: A.Compose | None = None,
         with_masks: bool = False,
+        cache_size: int = 4,
     ) -> None:
-        self.crops = crops
-        self.masks = masks
+        codes, names = pd.factorize(rows["partition"])
+        self.names = list(names)
+        self.video = codes.astype(np.int64)
+        self.crop = rows["crop"].to_numpy(np.int64)
+        self.loaders = [loaders[name] for name in self.names]
         self.labels = np.asarray(labels, dtype=np.float32)
-        lengths = np.array([len(array) for array in crops], dtype=np.int64)
-        starts = np.cumsum(lengths) - lengths
-        video = np.repeat(np.arange(len(crops), dtype=np.int64), lengths)
-        self.index = np.stack([video, np.arange(int(lengths.sum())) - starts[video]], axis=1)
         self.resize = resize
         self.augment = augment
         self.with_masks = with_masks
+        self.cache_size = cache_size
+        self._open: OrderedDict[int, dict] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.crop)
 
     def class_balanced_weights(self) -> np.ndarray:
         """Per-crop sampling weights giving REAL and FAKE equal total weight."""
-        crop_labels = self.labels[self.index[:, 0]]
-        weights = np.zeros(len(crop_labels), dtype=np.float64)
-        for value in np.unique(crop_labels):
-            chosen = crop_labels == value
+        weights = np.zeros(len(self.labels), dtype=np.float64)
+        for value in np.unique(self.labels):
+            chosen = self.labels == value
             weights[chosen] = 1.0 / chosen.sum()
         return weights
 
+    def _record(self, v: int) -> dict:
+        record = self._open.get(v)
+        if record is None:
+            record = _check_record(self.names[v], self.loaders[v]())
+            self._open[v] = record
+            if len(self._open) > self.cache_size:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(v)
+        return record
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        v, j = (int(x) for x in self.index[i])
-        image = self.crops[v][j]
-        label = self.labels[v]
+        record = self._record(int(self.video[i]))
+        j = int(self.crop[i])
+        image = record["crops"][j]
+        label = self.labels[i]
         target: dict[str, Any] = {"label": torch.tensor(label)}
         if not self.with_masks:
             out = self.resize(image=image)
             if self.augment is not None:
                 out = self.augment(image=out["image"])
         else:
-            masks = self.masks[v]
+            masks = record.get("masks")
             if masks is not None:
                 mask, weight = np.asarray(masks[j], dtype=np.uint8), 1.0
             else:  # a REAL: nothing manipulated; a FAKE without masks: ignored
@@ -600,7 +633,8 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def train_frame_models(
-    records: Mapping[str, dict],
+    records: Mapping[str, Any],
+    index: pd.DataFrame,
     videos: pd.DataFrame,
     settings: Mapping,
     runtime: Mapping,
@@ -609,8 +643,10 @@ def train_frame_models(
     """Train every model of ``settings["models"]`` on every fold of ``videos``.
 
     Args:
-        records: partition name -> extraction record (``faces.video``): ``crops`` uint8
-            (n, H, W, 3), ``masks`` uint8 0/1 (n, H, W) or None. Values may be load callables.
+        records: partition name -> load function of its extraction record
+            (``faces.video``: ``crops`` uint8 (n, H, W, 3), ``masks`` uint8 0/1 (n, H, W) or
+            None), called inside the DataLoader workers.
+        index: the face index (``partition``, ``crop``: one row per crop).
         videos: one row per training video: ``partition``, ``label`` (REAL/FAKE), ``fold``.
         settings: the ``deepfake.training`` block (see :data:`DEFAULTS`).
         runtime: the ``runtime`` block: device, precision, num_workers, channels_last.
@@ -640,24 +676,30 @@ def train_frame_models(
     # Validate the augmentations before any (long) loading or training.
     build_transforms(config["augment"], parameter=_param("augment"), seed=0)
 
-    loaded = {p: _load(records, p) for p in videos["partition"]}
-    crops = [loaded[p]["crops"] for p in videos["partition"]]
-    masks = [loaded[p].get("masks") for p in videos["partition"]]
-    labels = videos["label"].map(LABELS).to_numpy(dtype=np.float32)
-    fold_of = videos["fold"].astype(int).to_numpy()
+    unknown_records = sorted(set(videos["partition"]) - set(records))
+    if unknown_records:
+        raise KeyError(
+            f"video partition(s) {unknown_records[:3]} have no extraction record; fix: re-run "
+            "extract_faces"
+        )
+    rows = _crop_rows(index, list(videos["partition"]))
+    video_of = videos.set_index("partition")
+    labels = rows["partition"].map(video_of["label"].map(LABELS)).to_numpy(np.float32)
+    fold_of = rows["partition"].map(video_of["fold"].astype(int)).to_numpy()
+    lengths_of = rows.groupby("partition", sort=False).size()
     resize = _resize(config["image_size"])
     log.info(
         "training %d model(s) x %d fold(s) on %d videos / %d crops (%s, %s)",
         len(config["models"]),
         len(trained),
         len(videos),
-        sum(len(c) for c in crops),
+        len(rows),
         rt.device,
         rt.amp.name,
     )
 
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}
-    rows: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = []
     out_of_fold: dict[str, dict[str, np.ndarray]] = {}
     for spec in config["models"]:
         name, architecture = spec["name"], spec["architecture"]
@@ -668,8 +710,7 @@ def train_frame_models(
             fold_seed = seed_everything(
                 _fold_seed(seed + spec["seed_offset"], fold), rt.deterministic
             )
-            train_rows = np.flatnonzero(fold_of != fold)
-            val_rows = np.flatnonzero(fold_of == fold)
+            in_fold = fold_of == fold
             network = build_network(
                 architecture,
                 spec["backbone"],
@@ -680,21 +721,12 @@ def train_frame_models(
                 parameter=_param("models"),
             )
             augment = build_transforms(config["augment"], parameter=_param("augment"))
+            cache = config["record_cache"]
             train_set = _FrameDataset(
-                [crops[r] for r in train_rows],
-                [masks[r] for r in train_rows],
-                labels[train_rows],
-                resize,
-                augment,
-                with_masks,
+                records, rows[~in_fold], labels[~in_fold], resize, augment, with_masks, cache
             )
             val_set = _FrameDataset(
-                [crops[r] for r in val_rows],
-                [masks[r] for r in val_rows],
-                labels[val_rows],
-                resize,
-                None,
-                with_masks,
+                records, rows[in_fold], labels[in_fold], resize, None, with_masks, cache
             )
             if len(train_set) == 0 or len(val_set) == 0:
                 raise ValueError(f"fold {fold}: no crops to train on or to validate")
@@ -739,16 +771,17 @@ def train_frame_models(
                 ),
             )
             for metrics in history:
-                rows.append({"model": name, "fold": fold, **metrics})
+                epochs.append({"model": name, "fold": fold, **metrics})
             state_dicts[key] = _cpu_state_dict(network)
-            lengths = [len(crops[r]) for r in val_rows]
-            for r, logits in zip(val_rows, _split(last["logit"], lengths), strict=True):
-                oof[videos.at[r, "partition"]] = _probabilities(logits)
+            val_videos = list(val_set.names)
+            lengths = lengths_of.loc[val_videos].tolist()
+            for partition, logits in zip(val_videos, _split(last["logit"], lengths), strict=True):
+                oof[partition] = _probabilities(logits)
             del network, optimizer, scheduler
             if rt.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    history_frame = pd.DataFrame(rows)
+    history_frame = pd.DataFrame(epochs)
     columns = ["model", "fold", "epoch", "train_loss", "val_loss", "val_log_loss"]
     if "val_mask_iou" in history_frame:
         columns.append("val_mask_iou")
@@ -765,16 +798,19 @@ def _fold_keys(state_dicts: Mapping[str, Any], name: str) -> list[str]:
 
 
 def predict_frame_models(
-    records: Mapping[str, dict],
+    records: Mapping[str, Any],
+    index: pd.DataFrame,
     state_dicts: Mapping[str, Mapping[str, torch.Tensor]],
     settings: Mapping,
     runtime: Mapping,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-crop FAKE probabilities of unseen videos: model -> partition -> float32 array.
 
-    Each model's probability is ``sigmoid(mean of its fold models' logits)``. Every model of
-    ``settings["models"]`` must have at least one ``"<name>/fold<k>"`` entry in
-    ``state_dicts``, and every entry must belong to a model of the settings.
+    ``records``: load functions by partition; ``index``: the face-index rows of the videos
+    to score (every partition in it is scored, its records read in order by the loader
+    workers). Each model's probability is ``sigmoid(mean of its fold models' logits)``.
+    Every model of ``settings["models"]`` must have at least one ``"<name>/fold<k>"`` entry
+    in ``state_dicts``, and every entry must belong to a model of the settings.
     """
     config = check_training_settings(settings)
     rt = resolve_runtime(runtime)
@@ -786,12 +822,15 @@ def predict_frame_models(
             f"state dicts {strays[:5]} belong to no model of the settings (models: {names}): "
             "predict with the settings the models were trained with",
         )
-    partitions = sorted(records)
-    loaded = [_load(records, p) for p in partitions]
-    crops = [r["crops"] for r in loaded]
-    lengths = [len(c) for c in crops]
+    partitions = sorted(index["partition"].unique())
+    rows = _crop_rows(index, partitions)
+    lengths = rows.groupby("partition", sort=False).size().loc[partitions].tolist()
     dataset = _FrameDataset(
-        crops, [None] * len(crops), np.zeros(len(crops)), _resize(config["image_size"])
+        records,
+        rows,
+        np.zeros(len(rows)),
+        _resize(config["image_size"]),
+        cache_size=config["record_cache"],
     )
     loader = seeded_loader(dataset, config["predict_batch_size"], shuffle=False, seed=0, runtime=rt)
     result: dict[str, dict[str, np.ndarray]] = {}
