@@ -91,6 +91,9 @@ DEFAULTS: dict = {
     "max_roll_deg": 8.0,  # in-plane head rotation amplitude (degrees)
     "light_drift": 0.15,  # relative lighting change over a video
     "noise_sigma": 2.0,  # camera noise (grey levels, std)
+    # --- DFDC's own video format, for stress runs (decode, seek and detect at real size)
+    "full_size_reals": 0,  # REAL originals (each with fakes_per_real FAKEs) in one more part
+    "full_size": {"width": 1920, "height": 1080, "fps": 30, "seconds": 10.0},  # their format
     # --- fakes
     "difficulty": 0.5,  # 0 = subtle, hard to see ... 1 = obvious, easy artifacts
     "feather": 0.05,  # blend-mask feather (Gaussian sigma / face height) at difficulty 0
@@ -128,6 +131,12 @@ def _check_params(params: Mapping) -> dict:
         raise ValueError("fps * seconds must give at least one frame")
     if int(p["n_test_videos"]) > 0 and int(p["test_actors"]) < 1:
         raise ValueError("test_actors must be >= 1 when n_test_videos > 0")
+    if int(p["full_size_reals"]) < 0:
+        raise ValueError(f"full_size_reals must be >= 0, got {p['full_size_reals']!r}")
+    check_keys("sample_data.dfdc.full_size", p["full_size"], DEFAULTS["full_size"])
+    p["full_size"] = {**DEFAULTS["full_size"], **dict(p["full_size"])}
+    if int(p["full_size_reals"]) > 0:
+        _check_params({**p, **p["full_size"], "full_size_reals": 0})
     return p
 
 
@@ -429,26 +438,26 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
 
     def make_fakes(
-        rng, orig: _Original, pool: list[str], count: int
+        rng, orig: _Original, pool: list[str], count: int, q: dict = p
     ) -> list[tuple[str, str, list]]:
         donors = [a for a in pool if a != orig.actor] or [a for a in cast if a != orig.actor]
         chosen = _pick_donors(rng, cast, orig.actor, donors, count)
         names = _names(name_rng, count, taken)
         return [
-            (nm, donor, _render_fake(rng, p, orig, cast[orig.actor], cast[donor]))
+            (nm, donor, _render_fake(rng, q, orig, cast[orig.actor], cast[donor]))
             for nm, donor in zip(names, chosen, strict=True)
         ]
 
-    def truth_entry(label, orig: _Original, donor=None, original=None) -> dict:
+    def truth_entry(label, orig: _Original, donor=None, original=None, q: dict = p) -> dict:
         return {
             "label": label,
             "actor": orig.actor,
             "swap_actor": donor,
             "original": original,
-            "frames": n,
-            "fps": int(p["fps"]),
-            "width": int(p["width"]),
-            "height": int(p["height"]),
+            "frames": len(orig.boxes),
+            "fps": int(q["fps"]),
+            "width": int(q["width"]),
+            "height": int(q["height"]),
             "background": orig.background,
             "difficulty": float(p["difficulty"]) if label == "FAKE" else None,
             "boxes": orig.boxes,
@@ -465,32 +474,45 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
         }
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
+    def write_part(folder: str, roster: list[str], order: list[str], q: dict) -> None:
+        """One dfdc_train_part folder: ``order`` gives each original's actor."""
+        frames_per_video = int(round(float(q["fps"]) * float(q["seconds"])))
+        q_enc = {**enc, "fps": int(q["fps"])}
+        metadata, truth = {}, {}
+        for actor in order:
+            rng = video_rng()
+            (name,) = _names(name_rng, 1, taken)
+            orig = _render_real(rng, q, actor, cast[actor], name, frames_per_video)
+            files[f"{folder}/{name}"] = encode_mp4(
+                [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **q_enc
+            )
+            metadata[name] = {"label": "REAL", "split": "train", "original": None}
+            truth[name] = truth_entry("REAL", orig, q=q)
+            for fname, donor, frames in make_fakes(
+                rng, orig, roster, int(q["fakes_per_real"]), q
+            ):
+                files[f"{folder}/{fname}"] = encode_mp4(frames, **q_enc)
+                metadata[fname] = {"label": "FAKE", "split": "train", "original": name}
+                truth[fname] = truth_entry("FAKE", orig, donor, name, q=q)
+        files[f"{folder}/metadata.json"] = (
+            json.dumps(metadata, indent=1, sort_keys=True) + "\n"
+        ).encode()
+        files[f"{folder}/{TRUTH_FILE}"] = truth_doc(truth, roster)
+
     for i in range(int(p["n_parts"])):
         folder = f"dfdc_train_part_{int(p['first_part']) + i}"
         roster = rosters[i]
-        metadata, truth = {}, {}
         # guests (actors shared with another part) film first, so that they do appear
         k_home = int(p["actors_per_part"])
         cycle = roster[k_home:] + [str(a) for a in cast_rng.permutation(roster[:k_home])]
         order = [cycle[j % len(cycle)] for j in range(int(p["reals_per_part"]))]
         order = [str(a) for a in cast_rng.permutation(order)]
-        for actor in order:
-            rng = video_rng()
-            (name,) = _names(name_rng, 1, taken)
-            orig = _render_real(rng, p, actor, cast[actor], name, n)
-            files[f"{folder}/{name}"] = encode_mp4(
-                [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **enc
-            )
-            metadata[name] = {"label": "REAL", "split": "train", "original": None}
-            truth[name] = truth_entry("REAL", orig)
-            for fname, donor, frames in make_fakes(rng, orig, roster, int(p["fakes_per_real"])):
-                files[f"{folder}/{fname}"] = encode_mp4(frames, **enc)
-                metadata[fname] = {"label": "FAKE", "split": "train", "original": name}
-                truth[fname] = truth_entry("FAKE", orig, donor, name)
-        files[f"{folder}/metadata.json"] = (
-            json.dumps(metadata, indent=1, sort_keys=True) + "\n"
-        ).encode()
-        files[f"{folder}/{TRUTH_FILE}"] = truth_doc(truth, roster)
+        write_part(folder, roster, order, p)
+
+    if int(p["full_size_reals"]) > 0:  # the first part's actors again, at DFDC's own size
+        folder = f"dfdc_train_part_{int(p['first_part']) + int(p['n_parts'])}"
+        order = [rosters[0][j % len(rosters[0])] for j in range(int(p["full_size_reals"]))]
+        write_part(folder, rosters[0], order, {**p, **p["full_size"]})
 
     n_test = int(p["n_test_videos"])
     if n_test > 0:

@@ -288,3 +288,30 @@ def test_stream_extraction_yields_once_when_everything_is_cached(sample, extract
     chunks = list(stream_extraction(plan, None, progress=False))
     assert len(chunks) == 1 and chunks[0].records == {} and chunks[0].jobs_total == 0
     assert plan.skipped == 4
+
+
+def test_full_size_videos_are_extracted_at_half_size_detection(tmp_path):
+    """DFDC's own format (1920x1080, 30 fps) in an extra part folder: detection on frames
+    downscaled 0.5x finds the truth faces, boxes mapped back to full-frame pixels."""
+    sample = {
+        **SAMPLE,
+        "reals_per_part": 1,
+        "fakes_per_real": 1,
+        "full_size_reals": 1,
+        "full_size": {"seconds": 0.4},  # 12 frames: the format, not the length, is the point
+    }
+    for relpath, data in generate_dfdc_sample(sample, seed=8).items():
+        (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relpath).write_bytes(data)
+    videos = index_dfdc(tmp_path).videos
+    full = videos[videos["folder"] == "dfdc_train_part_1"]
+    assert len(full) == 2
+    records, bad, _ = extract_videos(
+        full, {**SETTINGS, "downscale": 0.5}, n_workers=0, progress=False
+    )
+    assert bad.empty and len(records) == 2
+    for record in records.values():
+        assert (record["width"], record["height"], record["fps"]) == (1920, 1080, 30.0)
+        heights = record["boxes"][:, 3] - record["boxes"][:, 1]
+        assert heights.min() > 300  # full-frame pixels (faces are 0.36-0.5 of 1080), not half
+    assert detection_recall(_index(records), load_truth_boxes(tmp_path)) >= 0.9
