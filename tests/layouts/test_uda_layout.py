@@ -186,3 +186,19 @@ def test_unparsable_csv_names_it(root):
     (root / "test.csv").write_bytes(b"")
     with pytest.raises(UdaLayoutError, match=r"test\.csv"):
         index_uda(root)
+
+
+def test_an_undecodable_file_is_told_apart_from_a_bad_label(root):
+    """A truncated PNG is one broken item (skipped and reported); a label of the wrong
+    size is an error in the data (stops the run): the two raise different types."""
+    from podium.layouts.uda import UdaUnreadableFile
+
+    image = root / "train_source_image" / "TRAIN_SOURCE_1.png"
+    image.write_bytes(image.read_bytes()[:80])
+    with pytest.raises(UdaUnreadableFile, match=r"TRAIN_SOURCE_1\.png cannot be read"):
+        read_image(image)
+    gt = root / "train_source_gt" / "TRAIN_SOURCE_0.png"
+    _png(gt, np.zeros((H, W + 2), np.uint8))
+    with pytest.raises(UdaLayoutError) as err:
+        read_label(gt, (H, W))
+    assert not isinstance(err.value, UdaUnreadableFile)

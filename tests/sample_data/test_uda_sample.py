@@ -211,3 +211,32 @@ def test_contact_sheet(sample, tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert any(re.match(r"source: TRAIN_SOURCE_\d{4}", t) for t in titles)
     assert any(re.match(r"target: VALID_TARGET_\d{4}", t) for t in titles)
+
+
+def test_the_files_come_one_at_a_time_and_equal_the_whole_sample(sample):
+    from podium.sample_data.uda import iter_uda_sample
+
+    stream = iter_uda_sample(TINY, seed=7)
+    first_path, first_bytes = next(stream)  # one image drawn, nothing else yet
+    assert first_path == "train_source_image/TRAIN_SOURCE_0000.png"
+    assert {first_path: first_bytes, **dict(stream)} == sample
+
+
+def test_the_competition_full_image_sizes_are_drawn():
+    from podium.sample_data.uda import _check_params, render_source, render_target
+
+    full = {
+        "source_width": 2048,
+        "source_height": 1024,
+        "target_width": 1920,
+        "target_height": 1080,
+    }
+    p = _check_params(full)  # the generator's own validation accepts the real sizes
+    image, label = render_source(np.random.default_rng(0), 2048, 1024, p)
+    assert image.shape == (1024, 2048, 3) and label.shape == (1024, 2048)
+    assert set(np.unique(label)) <= set(range(len(CLASSES))) | {IGNORE_INDEX}
+    image, label = render_target(np.random.default_rng(1), 1920, 1080, p)
+    assert image.shape == (1080, 1920, 3) and label.shape == (1080, 1920)
+    assert len(set(np.unique(label)) - {IGNORE_INDEX}) >= 6  # a street, not a blank frame
+    with pytest.raises(ValueError, match="source_width"):
+        _check_params({"source_width": 8192})

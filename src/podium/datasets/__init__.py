@@ -6,10 +6,20 @@ from podium.datasets.images_zip import ImagesZipDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
 from podium.datasets.partitions import CachedPartitionsDataset
+from podium.datasets.streams import (
+    AtomicParquetDataset,
+    AtomicSafetensorsDataset,
+    ClassMapsDataset,
+    CsvChunksDataset,
+)
 
 __all__ = [
+    "AtomicParquetDataset",
     "AtomicPickleDataset",
+    "AtomicSafetensorsDataset",
     "CachedPartitionsDataset",
+    "ClassMapsDataset",
+    "CsvChunksDataset",
     "FileTreeDataset",
     "ImagesZipDataset",
     "MlflowTagsDataset",

@@ -50,6 +50,7 @@ __all__ = [
     "SUBMISSION_FILE",
     "SUBMISSION_SIZE",
     "UdaLayoutError",
+    "UdaUnreadableFile",
     "colorize",
     "index_uda",
     "read_image",
@@ -116,6 +117,14 @@ _MAX_LISTED = 5
 
 class UdaLayoutError(ValueError):
     """The UDA data on disk does not have the competition's layout (names the file and fix)."""
+
+
+class UdaUnreadableFile(UdaLayoutError):
+    """One image or label file is missing or cannot be decoded (truncated, not an image).
+
+    A subclass of :class:`UdaLayoutError`, so callers that stop on any layout error still do;
+    callers walking a large collection can skip and report just these.
+    """
 
 
 def _listing(items: Sequence, limit: int = _MAX_LISTED) -> str:
@@ -200,12 +209,12 @@ def index_uda(root: str | os.PathLike, check_files: bool = True) -> dict[str, pd
 def _open(path: str | os.PathLike, kind: str) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise UdaLayoutError(f"{kind} file {path} does not exist")
+        raise UdaUnreadableFile(f"{kind} file {path} does not exist")
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise UdaLayoutError(f"{kind} file {path} cannot be read as an image: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UdaUnreadableFile(f"{kind} file {path} cannot be read as an image: {exc}") from exc
     return image
 
 

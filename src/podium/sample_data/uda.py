@@ -46,7 +46,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,7 +58,14 @@ from podium.core.config import check_keys
 from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
 from podium.sample_data.drawing import child_rng, decode_image, encode_png, lerp, value_noise
 
-__all__ = ["DEFAULTS", "contact_sheet", "generate_uda_sample", "render_source", "render_target"]
+__all__ = [
+    "DEFAULTS",
+    "contact_sheet",
+    "generate_uda_sample",
+    "iter_uda_sample",
+    "render_source",
+    "render_target",
+]
 
 #: Every parameter of :func:`generate_uda_sample` with its default.
 DEFAULTS: dict = {
@@ -941,17 +948,12 @@ def _csv_bytes(header: tuple[str, ...], rows: list[tuple]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def generate_uda_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
-    """Draw the UDA sample: ``{relative path: file bytes}`` in the competition's layout.
-
-    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError`` naming them and
-    the allowed keys); ``seed`` fixes every pixel and byte: the same (params, seed) always
-    gives identical bytes, another seed other images. Each image draws from its own random
-    stream (seed, split, index), so changing one split's count leaves the others' images as
-    they were.
-    """
+def iter_uda_sample(params: Mapping | None, seed: int) -> Iterator[tuple[str, bytes]]:
+    """The files of :func:`generate_uda_sample` one at a time, ``(relative path, bytes)``:
+    each image is drawn, encoded and handed over before the next is drawn, so a writer that
+    saves each file as it comes holds one image, whatever the counts and sizes (the
+    competition's full 2048x1024 source and 1920x1080 target images included)."""
     p = _check_params(params)
-    files: dict[str, bytes] = {}
     counts = {
         "train_source": p["n_train_source"],
         "val_source": p["n_val_source"],
@@ -972,20 +974,37 @@ def generate_uda_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
                 img, lab = render_target(rng, p["target_width"], p["target_height"], p)
             name = f"{prefix}{i:0{digits}d}"
             img_rel = f"{img_dir}/{name}.png"
-            files[img_rel] = encode_png(img)
+            yield img_rel, encode_png(img)
             row = [name, f"./{img_rel}"]
             if gt_dir is not None:
                 gt_rel = f"{gt_dir}/{name}.png"
-                files[gt_rel] = encode_png(lab)
+                yield gt_rel, encode_png(lab)
                 row.append(f"./{gt_rel}")
             rows.append(tuple(row))
         header = ("id", "img_path", "gt_path") if gt_dir else ("id", "img_path")
-        files[csv_name] = _csv_bytes(header, rows)
+        yield csv_name, _csv_bytes(header, rows)
     test_ids = [f"TEST_{i:04d}" for i in range(p["n_test"])]
-    files["sample_submission.csv"] = _csv_bytes(
-        ("id", "mask_rle"), [(f"{t}_class_{c}", "-1") for t in test_ids for c in range(NUM_CLASSES)]
+    yield (
+        "sample_submission.csv",
+        _csv_bytes(
+            ("id", "mask_rle"),
+            [(f"{t}_class_{c}", "-1") for t in test_ids for c in range(NUM_CLASSES)],
+        ),
     )
-    return files
+
+
+def generate_uda_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
+    """Draw the UDA sample: ``{relative path: file bytes}`` in the competition's layout.
+
+    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError`` naming them and
+    the allowed keys); ``seed`` fixes every pixel and byte: the same (params, seed) always
+    gives identical bytes, another seed other images. Each image draws from its own random
+    stream (seed, split, index), so changing one split's count leaves the others' images as
+    they were. Image sizes go up to 4096 a side, so the competition's full sizes (source
+    2048x1024, target 1920x1080) can be drawn; :func:`iter_uda_sample` yields the same files
+    one at a time for a sample too large to hold.
+    """
+    return dict(iter_uda_sample(params, seed))
 
 
 # ----------------------------------------------------------------------------- contact sheet

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
+from podium.core.checkpoints import load_state_dict
 from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 from podium.pipelines.uda.submission import rle_decode
 from tests.conftest import kedro_run, make_project, tracked_runs
@@ -32,6 +34,9 @@ def _versioned(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
+    raw = project / "data" / "01_raw" / "uda"
+    broken = raw / "test_image" / "TEST_0001.png"
+    broken.write_bytes(broken.read_bytes()[:100])  # one truncated download among the images
     kedro_run(project, "uda")
     client, (run,) = tracked_runs(project)
     assert run.info.run_name == "uda" and run.info.status == "FINISHED"
@@ -57,6 +62,15 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
     width, height = SUBMISSION_SIZE
     masks = np.stack([rle_decode(r, (height, width)) for r in submission["mask_rle"][:NUM_CLASSES]])
     assert (masks.sum(axis=0) == 1).all()  # one class per pixel of the first test image
+    # the unreadable test image is reported, and has its rows (empty masks), not none
+    assert (submission["mask_rle"][NUM_CLASSES:] == "-1").all()
+    bad = pd.read_csv(_versioned(project / "data" / "08_reporting" / "uda" / "bad_images.csv"))
+    assert bad[["split", "id"]].values.tolist() == [["test", "TEST_0001"]]
+    assert "cannot be read" in bad.loc[0, "reason"]
+    maps = _versioned(out / "val_target_predictions")
+    assert sorted(p.stem for p in maps.glob("*.png")) == [
+        f"VALID_TARGET_{i:04d}" for i in range(TINY_SAMPLE["n_val_target"])
+    ]
 
     with safe_open(
         str(_versioned(project / "data" / "06_models" / "uda" / "weights.safetensors")),
@@ -65,9 +79,22 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
         sets = {tuple(key.split("/")[:2]) for key in handle.keys()}
     assert sets == {("m1", "student"), ("m1", "ema")}
 
+    # the same seed on CPU trains bit-identical weights again, from the stored tables
+    kedro_run(project, "uda", nodes=["uda_train_models"])
+    first, second = sorted(
+        (project / "data" / "06_models" / "uda" / "weights.safetensors").glob("*/*")
+    )
+    a, b = load_state_dict(first), load_state_dict(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
 
 def test_a_label_of_the_wrong_size_stops_the_run_naming_the_file(project):
     gt = project / "data" / "01_raw" / "uda" / "train_source_gt" / "TRAIN_SOURCE_0001.png"
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(gt)
-    with pytest.raises(UdaLayoutError, match=r"TRAIN_SOURCE_0001\.png is 10x10"):
-        kedro_run(project, "uda", nodes=["uda_index_data", "uda_load_train_source"])
+    with pytest.raises(UdaLayoutError, match=r"TRAIN_SOURCE_0001\.png is 10x10.*fix"):
+        kedro_run(
+            project,
+            "uda",
+            params={"runtime": {"dask": {"n_workers": 0}}},  # in-process: no cluster to start
+            nodes=["uda_index_data", "uda_inspect_images"],
+        )

@@ -1,15 +1,23 @@
-"""Images and labels as arrays, rare-class sampling weights, simulated fisheye, datasets.
+"""Split index tables, per-image statistics, rare-class sampling, simulated fisheye, datasets.
 
-Every split is read once, validated (a label of the wrong size or with an unknown class
-value stops the run naming the file) and resized to its working resolution, so training
-reads arrays instead of decoding PNGs thousands of times.
+A split is a small table (``split, id, img_path, gt_path, height, width``), never an array
+of pixels: :func:`inspect_images` reads every image and label once, image by image
+(optionally over a Dask client), validates it and keeps only what downstream needs (its
+size and, for labels, the pixels of each class at the working resolution). The torch
+datasets decode and resize one item at a time inside DataLoader workers, so memory does not
+grow with the number or size of the images.
+
+Bad input: a label of the wrong size or with an unknown class value stops the run naming the
+file, its csv entry and the fix (metadata to correct); an image or label that cannot be
+decoded at all (a truncated PNG) is one broken item, skipped and listed in the bad-images
+table with its reason.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache, partial
 from typing import Any
 
 import cv2
@@ -19,9 +27,22 @@ import torch
 from torch.utils.data import Dataset
 
 from podium.core.augment import build_transforms
-from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES, UdaLayoutError, read_image, read_label
+from podium.core.distributed import ItemError, map_items
+from podium.layouts.uda import (
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    SPLITS,
+    UdaLayoutError,
+    read_image,
+    read_label,
+)
 
-Arrays = dict[str, Any]
+#: Columns of the image table (one row per readable image of every split).
+IMAGE_COLUMNS = ("split", "id", "img_path", "gt_path", "height", "width")
+#: Columns of the bad-images report.
+BAD_COLUMNS = ("split", "id", "path", "reason")
+CLASS_COLUMNS = tuple(str(c) for c in range(NUM_CLASSES))
+_MAX_LISTED = 5
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
@@ -31,59 +52,118 @@ def _resize(array: np.ndarray, size: tuple[int, int], interpolation: int) -> np.
     return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
-def load_split(
-    frame: pd.DataFrame, size: Sequence[int], *, labeled: bool, keep_original_labels: bool
-) -> Arrays:
-    """The split's images resized to ``size`` (h, w) as (N, h, w, 3) uint8, with ``ids``
-    and ``original_size``; labeled splits add ``labels`` (nearest-resized to ``size``) and,
-    with ``keep_original_labels``, ``original_labels`` at the images' own size for scoring.
+def read_resized_image(path: str, size: Sequence[int]) -> np.ndarray:
+    """The RGB image at ``path`` area-resized to ``size`` (h, w): (h, w, 3) uint8."""
+    return _resize(read_image(path), (int(size[0]), int(size[1])), cv2.INTER_AREA)
 
-    All images of a split must share one size (as in the competition): predictions are
-    returned at that size.
-    """
+
+def read_resized_pair(img_path: str, gt_path: str, size: Sequence[int]) -> tuple:
+    """Image (area-resized) and label (nearest-resized, no blended class values) at ``size``."""
     size = (int(size[0]), int(size[1]))
-    images, labels, originals = [], [], []
-    original_size: tuple[int, int] | None = None
-    for row in frame.itertuples(index=False):
-        image = read_image(row.img_path)
-        if original_size is None:
-            original_size = image.shape[:2]
-        elif image.shape[:2] != original_size:
-            raise UdaLayoutError(
-                f"image file {row.img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the "
-                f"split's first image is {original_size[1]}x{original_size[0]}; fix: every "
-                f"image of a split must have one size"
-            )
-        images.append(_resize(image, size, cv2.INTER_AREA))
-        if labeled:
-            label = read_label(row.gt_path, image.shape)
-            labels.append(_resize(label, size, cv2.INTER_NEAREST))
-            if keep_original_labels:
-                originals.append(label)
-    n = len(images)
-    out: Arrays = {
-        "ids": frame["id"].tolist(),
-        "images": np.stack(images) if n else np.zeros((0, *size, 3), np.uint8),
-        "original_size": list(original_size or size),
-    }
-    if labeled:
-        out["labels"] = np.stack(labels) if n else np.zeros((0, *size), np.uint8)
-        if keep_original_labels:
-            out["original_labels"] = (
-                np.stack(originals) if n else np.zeros((0, *out["original_size"]), np.uint8)
-            )
+    image = read_image(img_path)
+    label = read_label(gt_path, image.shape)
+    return _resize(image, size, cv2.INTER_AREA), _resize(label, size, cv2.INTER_NEAREST)
+
+
+def _class_counts(label: np.ndarray) -> np.ndarray:
+    return np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES]
+
+
+def inspect_item(item: Mapping[str, Any], size: Sequence[int]) -> dict[str, Any]:
+    """One image (and its label): decoded once to check it, then reduced to its size and,
+    for a label, the pixels of each class after nearest-resizing to ``size`` (h, w).
+
+    Raises :class:`~podium.layouts.uda.UdaUnreadableFile` for a file that cannot be decoded
+    and :class:`~podium.layouts.uda.UdaLayoutError` for a label of the wrong size or with
+    unknown class values.
+    """
+    image = read_image(item["img_path"])
+    out: dict[str, Any] = {"height": int(image.shape[0]), "width": int(image.shape[1])}
+    gt_path = item.get("gt_path")
+    if isinstance(gt_path, str) and gt_path:
+        label = read_label(gt_path, image.shape)
+        resized = _resize(label, (int(size[0]), int(size[1])), cv2.INTER_NEAREST)
+        out["counts"] = _class_counts(resized).tolist()
     return out
 
 
-def class_pixel_counts(labels: np.ndarray, ids: Sequence[str]) -> pd.DataFrame:
-    """Pixels of each class per image (one row per image, one column per class index)."""
-    counts = (
-        np.stack([np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES] for label in labels])
-        if len(labels)
-        else np.zeros((0, NUM_CLASSES), np.int64)
-    )
-    return pd.DataFrame(counts, columns=[str(c) for c in range(NUM_CLASSES)]).assign(id=list(ids))[
-        ["id", *[str(c) for c in range(NUM_CLASSES)]]
+def _entry(item: Mapping[str, Any]) -> str:
+    csv_name = SPLITS.get(item["split"], (f"{item['split']}.csv",))[0]
+    return f"entry {item['id']!r} of {csv_name}"
+
+
+def inspect_images(
+    index: pd.DataFrame,
+    sizes: Mapping[str, Sequence[int]],
+    client: Any | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every row of ``index`` (``split, id, img_path, gt_path``) read once, image by image.
+
+    ``sizes`` maps a split to the working size (h, w) its labels are counted at. Returns
+
+    - the image table (:data:`IMAGE_COLUMNS`), in index order, without the broken items;
+    - class pixel counts (``split, id, "0".."11"``) of every labeled image;
+    - the bad images (:data:`BAD_COLUMNS`): files that could not be decoded, with why.
+
+    A label of the wrong size or with unknown class values raises
+    :class:`~podium.layouts.uda.UdaLayoutError` listing each such file with its csv entry:
+    those are errors in the data to fix, not broken downloads.
+    """
+    items = [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in index[["split", "id", "img_path", "gt_path"]].to_dict("records")
+    ]
+    by_split = {split: partial(inspect_item, size=tuple(size)) for split, size in sizes.items()}
+    missing = sorted({item["split"] for item in items} - set(by_split))
+    if missing:
+        raise ValueError(f"no working size for split(s) {missing}; known: {sorted(by_split)}")
+    jobs = [(item, by_split[item["split"]]) for item in items]
+    pairs = map_items(client, _inspect_with_split, jobs, progress, "uda images")
+    rows, counts, bad, invalid = [], [], [], []
+    for (item, _), result in pairs:
+        if isinstance(result, ItemError):
+            message = result.error.split(": ", 1)[-1]
+            if result.error_type == "UdaLayoutError":
+                invalid.append(f"{message} ({_entry(item)})")
+            else:  # an undecodable file or a lost worker: one broken item
+                gt = item["gt_path"]
+                path = gt if gt and gt in message else item["img_path"]
+                bad.append(
+                    {"split": item["split"], "id": item["id"], "path": path, "reason": result.error}
+                )
+            continue
+        rows.append({**item, "height": result["height"], "width": result["width"]})
+        if "counts" in result:
+            per_class = dict(zip(CLASS_COLUMNS, result["counts"], strict=True))
+            counts.append({"split": item["split"], "id": item["id"], **per_class})
+    if invalid:
+        shown = "; ".join(invalid[:_MAX_LISTED])
+        more = len(invalid) - _MAX_LISTED
+        raise UdaLayoutError(
+            f"{len(invalid)} label file(s) do not match their images or hold unknown class "
+            f"values: {shown}{f' (and {more} more)' if more > 0 else ''}; fix: correct those "
+            f"label PNGs or remove their rows from the csv"
+        )
+    images = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
+    images[["height", "width"]] = images[["height", "width"]].astype(np.int64)
+    counts_table = pd.DataFrame(counts, columns=["split", "id", *CLASS_COLUMNS])
+    counts_table[list(CLASS_COLUMNS)] = counts_table[list(CLASS_COLUMNS)].astype(np.int64)
+    return images, counts_table, pd.DataFrame(bad, columns=list(BAD_COLUMNS))
+
+
+def _inspect_with_split(job: tuple[Mapping[str, Any], Callable]) -> dict[str, Any]:
+    item, inspect = job
+    return inspect(item)
+
+
+def class_pixel_counts(labels: Iterable[np.ndarray], ids: Sequence[str]) -> pd.DataFrame:
+    """Pixels of each class per image (one row per image, one column per class index),
+    one label at a time."""
+    rows = [_class_counts(np.asarray(label)) for label in labels]
+    counts = np.stack(rows) if rows else np.zeros((0, NUM_CLASSES), np.int64)
+    return pd.DataFrame(counts, columns=list(CLASS_COLUMNS)).assign(id=list(ids))[
+        ["id", *CLASS_COLUMNS]
     ]
 
 
@@ -172,31 +252,42 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
 
 
+def _column(frame: pd.DataFrame, column: str) -> list[str]:
+    return [str(p) for p in frame[column]]
+
+
 class SourceDataset(Dataset):
-    """Labeled source crops: optional simulated fisheye, random crop, then the augment list.
+    """Labeled source crops read lazily: each item decodes its image and label files,
+    resizes them to ``size`` (h, w), then applies the optional simulated fisheye, the random
+    crop and the augment list. ``frame`` needs ``img_path`` and ``gt_path``.
 
     Returns ``(image float (3, h, w) in [0, 1], label long (h, w))``.
     """
 
     def __init__(
         self,
-        images: np.ndarray,
-        labels: np.ndarray,
+        frame: pd.DataFrame,
+        size: Sequence[int],
         crop_size: Sequence[int],
         augment: list,
         fisheye: Mapping[str, Any],
         parameter: str,
         seed: int | None = None,
     ) -> None:
-        self.images, self.labels = images, labels
+        self.img_paths, self.gt_paths = _column(frame, "img_path"), _column(frame, "gt_path")
+        self.size = (int(size[0]), int(size[1]))
         self.crop, self.transform = _crop_first(crop_size, augment, parameter, seed)
         self.fisheye = dict(fisheye)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.img_paths)
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label of item ``index`` at the working size, before augmentation."""
+        return read_resized_pair(self.img_paths[index], self.gt_paths[index], self.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.images[index], self.labels[index]
+        image, label = self.pair(index)
         # numpy's global RNG: seed_worker reseeds it per DataLoader worker
         if self.fisheye.get("enabled") and np.random.random() < float(self.fisheye["p"]):
             image, label = to_fisheye(image, label, float(self.fisheye["max_angle_deg"]))
@@ -206,23 +297,49 @@ class SourceDataset(Dataset):
 
 
 class TargetDataset(Dataset):
-    """Unlabeled target crops with geometric augmentation only: the teacher must see the
-    image as the camera took it (photometric changes come later, for the student only)."""
+    """Unlabeled target crops read lazily, with geometric augmentation only: the teacher
+    must see the image as the camera took it (photometric changes come later, for the
+    student only). ``frame`` needs ``img_path``."""
 
     def __init__(
         self,
-        images: np.ndarray,
+        frame: pd.DataFrame,
+        size: Sequence[int],
         crop_size: Sequence[int],
         augment: list,
         parameter: str,
         seed: int | None = None,
     ) -> None:
-        self.images = images
+        self.img_paths = _column(frame, "img_path")
+        self.size = (int(size[0]), int(size[1]))
         self.crop, self.transform = _crop_first(crop_size, augment, parameter, seed)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.img_paths)
+
+    def image(self, index: int) -> np.ndarray:
+        """Item ``index`` at the working size, before augmentation."""
+        return read_resized_image(self.img_paths[index], self.size)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        out = self.crop(image=self.images[index])
+        out = self.crop(image=self.image(index))
         return _to_tensor(self.transform(image=out["image"])["image"])
+
+
+class PredictDataset(Dataset):
+    """Whole images for prediction, read lazily: ``(image uint8 (h, w, 3) at the working
+    size, (height, width) of the original image, index)``."""
+
+    def __init__(self, frame: pd.DataFrame, size: Sequence[int]) -> None:
+        self.img_paths = _column(frame, "img_path")
+        self.size = (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return len(self.img_paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = read_image(self.img_paths[index])
+        original = torch.tensor(image.shape[:2], dtype=torch.int64)
+        resized = _resize(image, self.size, cv2.INTER_AREA)
+        resized = np.require(resized, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        return torch.from_numpy(resized), original, index

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -18,7 +18,19 @@ from podium.pipelines.uda.segmentation import confusion_matrix, iou_per_class
 def class_iou(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """One row per class: IoU (NaN when the class is in neither truth nor prediction)
     and its pixel count in the truth, over the whole split."""
-    confusion = confusion_matrix(predictions, labels, NUM_CLASSES, IGNORE_INDEX)
+    return _iou_table(confusion_matrix(predictions, labels, NUM_CLASSES, IGNORE_INDEX))
+
+
+def streamed_class_iou(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """:func:`class_iou` over ``(prediction, label)`` pairs, one image at a time: the
+    confusion matrix is summed image by image, so only one pair is held."""
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for prediction, label in pairs:
+        confusion += confusion_matrix(prediction, label, NUM_CLASSES, IGNORE_INDEX)
+    return _iou_table(confusion)
+
+
+def _iou_table(confusion: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {"class": list(CLASSES), "iou": iou_per_class(confusion), "pixels": confusion.sum(axis=1)}
     )
@@ -57,9 +69,9 @@ def iou_figure(tables: dict[str, pd.DataFrame], title: str) -> Figure:
 
 
 def overlay_figure(
-    images: np.ndarray,
-    predictions: np.ndarray,
-    labels: np.ndarray | None,
+    images: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray] | None,
     ids: Sequence[str],
     n: int,
     title: str,

@@ -2,17 +2,20 @@
 
 Each member network (one entry of ``uda.models``) predicts softmax probabilities by
 sliding window over every test-time view; members are averaged with their ensemble
-weights, the mean is resized to the images' original size and its argmax is the class map.
+weights, the mean is resized to the image's original size and its argmax is the class map.
+:func:`stream_class_maps` yields the class maps one image at a time, so a split of any
+size is predicted with the memory of one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_size
@@ -68,24 +71,23 @@ def load_members(
     return out
 
 
+def _prepare(members: Mapping[str, SegmentationNet], runtime: Runtime) -> None:
+    for net in members.values():
+        net.to(runtime.device)
+        if runtime.channels_last:
+            to_channels_last(net, runtime.device)
+
+
 @torch.no_grad()
-def predict_class_maps(
+def batch_probabilities(
     members: Mapping[str, SegmentationNet],
-    images: np.ndarray,
-    output_size: Sequence[int],
+    batch: torch.Tensor,
     inference: Mapping[str, Any],
     runtime: Runtime,
-    progress: bool = True,
-) -> np.ndarray:
-    """(N, H, W) uint8 class maps at ``output_size`` (h, w) for (N, h', w', 3) uint8 images."""
+) -> torch.Tensor:
+    """Ensemble-averaged TTA probabilities (N, C, h, w) of a (N, h, w, 3) uint8 batch."""
     device, amp = runtime.device, runtime.amp
     total_weight = sum(inference["ensemble"].values())
-    height, width = int(output_size[0]), int(output_size[1])
-    out = np.zeros((len(images), height, width), np.uint8)
-    for net in members.values():
-        net.to(device)
-        if runtime.channels_last:
-            to_channels_last(net, device)
 
     def forward_with(net):
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -95,27 +97,81 @@ def predict_class_maps(
 
         return forward
 
+    x = batch.permute(0, 3, 1, 2).float().div_(255).to(device)
+    mean = None
+    for name, net in members.items():
+        with eval_mode(net):
+            p = tta_probabilities(
+                forward_with(net),
+                x,
+                window=inference["window"],
+                stride=inference["stride"],
+                num_classes=NUM_CLASSES,
+                scales=inference["scales"],
+                flip=bool(inference["flip"]),
+            )
+        p = p * (inference["ensemble"][name] / total_weight)
+        mean = p if mean is None else mean + p
+    return mean
+
+
+def class_map(probabilities: torch.Tensor, size: Sequence[int]) -> np.ndarray:
+    """The (H, W) uint8 argmax of one image's (C, h, w) probabilities resized to ``size``."""
+    height, width = int(size[0]), int(size[1])
+    p = probabilities[None]
+    if p.shape[-2:] != (height, width):
+        p = F.interpolate(p, size=(height, width), mode="bilinear", align_corners=False)
+    return p[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def stream_class_maps(
+    members: Mapping[str, SegmentationNet],
+    dataset: Dataset,
+    inference: Mapping[str, Any],
+    runtime: Runtime,
+    progress: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, class map at the image's own size)`` for every item of ``dataset`` (a
+    :class:`~podium.pipelines.uda.data.PredictDataset`), one image at a time, in order.
+
+    Images are decoded in DataLoader workers, ``inference.batch_size`` at a time; a class
+    map leaves as soon as it is made, so the caller can write it before the next is
+    computed and nothing of the split is held but the batch in flight.
+    """
+    _prepare(members, runtime)
+    loader = DataLoader(
+        dataset,
+        batch_size=inference["batch_size"],
+        shuffle=False,
+        num_workers=runtime.num_workers,
+        pin_memory=runtime.pin_memory,
+    )
+    with tqdm(total=len(dataset), desc="uda predict", disable=not progress, leave=False) as bar:
+        for images, sizes, indices in loader:
+            mean = batch_probabilities(members, images, inference, runtime)
+            for j in range(len(indices)):
+                yield int(indices[j]), class_map(mean[j], sizes[j].tolist())
+                bar.update(1)
+            del mean
+
+
+def predict_class_maps(
+    members: Mapping[str, SegmentationNet],
+    images: np.ndarray,
+    output_size: Sequence[int],
+    inference: Mapping[str, Any],
+    runtime: Runtime,
+) -> np.ndarray:
+    """(N, H, W) uint8 class maps at ``output_size`` (h, w) for (N, h', w', 3) uint8 images
+    already in memory (a few images: notebooks and checks; the pipeline streams)."""
+    _prepare(members, runtime)
+    height, width = int(output_size[0]), int(output_size[1])
+    out = np.zeros((len(images), height, width), np.uint8)
     step = inference["batch_size"]
-    for start in tqdm(
-        range(0, len(images), step), desc="uda predict", disable=not progress, leave=False
-    ):
-        batch = torch.from_numpy(images[start : start + step]).permute(0, 3, 1, 2)
-        batch = batch.float().div_(255).to(device)
-        mean = None
-        for name, net in members.items():
-            with eval_mode(net):
-                p = tta_probabilities(
-                    forward_with(net),
-                    batch,
-                    window=inference["window"],
-                    stride=inference["stride"],
-                    num_classes=NUM_CLASSES,
-                    scales=inference["scales"],
-                    flip=bool(inference["flip"]),
-                )
-            p = p * (inference["ensemble"][name] / total_weight)
-            mean = p if mean is None else mean + p
-        if mean.shape[-2:] != (height, width):
-            mean = F.interpolate(mean, size=(height, width), mode="bilinear", align_corners=False)
-        out[start : start + step] = mean.argmax(dim=1).to(torch.uint8).cpu().numpy()
+    for start in range(0, len(images), step):
+        mean = batch_probabilities(
+            members, torch.from_numpy(images[start : start + step]), inference, runtime
+        )
+        for j in range(len(mean)):
+            out[start + j] = class_map(mean[j], (height, width))
     return out

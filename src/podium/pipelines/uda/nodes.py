@@ -1,14 +1,19 @@
 """Nodes of the uda pipeline: thin wrappers over data.py, train.py, inference.py,
 evaluate.py and submission.py.
 
+Splits travel as index tables (ids, paths, sizes), never as pixels: the torch datasets
+read images in DataLoader workers, predictions stream into a folder of per-image class
+maps, scoring and the submission read those maps one at a time.
+
 Metrics leave as ``{name: {"value", "step"}}`` (or lists of them for curves) for
 kedro-mlflow's metrics dataset.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +24,24 @@ from matplotlib.figure import Figure
 
 from podium.core.config import ParameterError, check_int, check_keys, check_size
 from podium.core.device import resolve_runtime
+from podium.core.distributed import dask_client
 from podium.core.seeding import seed_everything
-from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, index_uda
+from podium.layouts.uda import NUM_CLASSES, SPLITS, index_uda, read_image, read_label
 from podium.pipelines.tracking import Metrics, as_metrics
+from podium.pipelines.uda import data as data_module
 from podium.pipelines.uda import evaluate
-from podium.pipelines.uda.data import Arrays, class_pixel_counts, load_split
-from podium.pipelines.uda.inference import check_inference, load_members, predict_class_maps
+from podium.pipelines.uda.data import PredictDataset
+from podium.pipelines.uda.inference import check_inference, load_members, stream_class_maps
 from podium.pipelines.uda.network import check_model_spec
-from podium.pipelines.uda.submission import submission_table
+from podium.pipelines.uda.submission import (
+    EMPTY,
+    submission_groups,
+    submission_rows,
+    to_submission_size,
+)
 from podium.pipelines.uda.train import check_training, train_network
+
+log = logging.getLogger(__name__)
 
 DATA_KEYS = ("source_size", "target_size")
 
@@ -55,56 +69,46 @@ def _size(data: Mapping[str, Any], key: str) -> tuple[int, int]:
     return check_size(f"uda.data.{key}", data[key], minimum=8)
 
 
-def _split(index: pd.DataFrame, split: str) -> pd.DataFrame:
-    return index[index["split"] == split].reset_index(drop=True)
+def _split_sizes(data: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """The working size (h, w) of every split: source splits at ``source_size``."""
+    return {
+        split: _size(data, "source_size" if "source" in split else "target_size")
+        for split in SPLITS
+    }
 
 
-def load_source_training(index: pd.DataFrame, data: Mapping[str, Any]) -> Arrays:
-    return load_split(
-        _split(index, "train_source"),
-        _size(data, "source_size"),
-        labeled=True,
-        keep_original_labels=False,
-    )
+def _split(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    return table[table["split"] == split].reset_index(drop=True)
 
 
-def load_target_training(index: pd.DataFrame, data: Mapping[str, Any]) -> Arrays:
-    return load_split(
-        _split(index, "train_target"),
-        _size(data, "target_size"),
-        labeled=False,
-        keep_original_labels=False,
-    )
+def inspect_images(
+    index: pd.DataFrame, data: Mapping[str, Any], dask: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every image and label read once, image by image (over Dask with
+    ``runtime.dask.n_workers`` > 0 or a scheduler address): the image table with each
+    image's size, the source images' class pixels (what rare-class sampling draws from)
+    and the images that could not be read, with their reason.
 
-
-def load_source_validation(index: pd.DataFrame, data: Mapping[str, Any]) -> Arrays:
-    return load_split(
-        _split(index, "val_source"),
-        _size(data, "source_size"),
-        labeled=True,
-        keep_original_labels=True,
-    )
-
-
-def load_target_validation(index: pd.DataFrame, data: Mapping[str, Any]) -> Arrays:
-    """EVALUATION ONLY: the sample's labeled fisheye split (empty on the real data)."""
-    return load_split(
-        _split(index, "val_target"),
-        _size(data, "target_size"),
-        labeled=True,
-        keep_original_labels=True,
-    )
-
-
-def load_test(index: pd.DataFrame, data: Mapping[str, Any]) -> Arrays:
-    return load_split(
-        _split(index, "test"), _size(data, "target_size"), labeled=False, keep_original_labels=False
-    )
-
-
-def count_source_classes(source: Arrays) -> pd.DataFrame:
-    """Pixels per class per source image: what rare-class sampling draws from."""
-    return class_pixel_counts(source["labels"], source["ids"])
+    A label of the wrong size or with unknown class values stops the run naming the file,
+    its csv entry and the fix; an undecodable image is skipped, logged and reported.
+    """
+    sizes = _split_sizes(data)
+    address, n_workers = dask.get("scheduler_address"), int(dask.get("n_workers", 0) or 0)
+    if address or n_workers > 0:
+        with dask_client(
+            address, n_workers=n_workers, threads_per_worker=dask.get("threads_per_worker", 1)
+        ) as client:
+            images, counts, bad = data_module.inspect_images(index, sizes, client)
+    else:
+        images, counts, bad = data_module.inspect_images(index, sizes, None)
+    for row in bad.itertuples(index=False):
+        log.warning("uda: skipped %s image %s (%s): %s", row.split, row.id, row.path, row.reason)
+    if len(bad):
+        log.warning(
+            "uda: %d unreadable image(s) skipped, listed in the bad-images report", len(bad)
+        )
+    source_counts = _split(counts, "train_source").drop(columns="split")
+    return images, source_counts, bad
 
 
 def _check_models(models: Mapping[str, Any]) -> dict[str, dict]:
@@ -114,9 +118,9 @@ def _check_models(models: Mapping[str, Any]) -> dict[str, dict]:
 
 
 def train_models(
-    source: Arrays,
-    target: Arrays,
+    images: pd.DataFrame,
     class_pixels: pd.DataFrame,
+    data: Mapping[str, Any],
     models: Mapping[str, Any],
     training: Mapping[str, Any],
     seed: int,
@@ -128,13 +132,24 @@ def train_models(
     specs = _check_models(models)
     check_training(training)
     resolved = resolve_runtime(runtime)
+    sizes = (_size(data, "source_size"), _size(data, "target_size"))
+    source, target = _split(images, "train_source"), _split(images, "train_target")
+    counts = class_pixels.set_index("id").loc[source["id"]].reset_index()
     weights: dict[str, torch.Tensor] = {}
     curves: Metrics = {}
     for k, (name, spec) in enumerate(specs.items()):
         seed_everything(seed + k, deterministic=deterministic)
         started = time.perf_counter()
         result = train_network(
-            spec, f"uda.models.{name}", source, target, class_pixels, training, seed + k, resolved
+            spec,
+            f"uda.models.{name}",
+            source,
+            target,
+            counts,
+            training,
+            seed + k,
+            resolved,
+            sizes,
         )
         seconds = time.perf_counter() - started
         for state, key in ((result.student, "student"), (result.teacher, "ema")):
@@ -151,34 +166,72 @@ def train_models(
 
 def predict_split(
     weights: dict[str, torch.Tensor],
-    arrays: Arrays,
+    images: pd.DataFrame,
+    split: str,
+    data: Mapping[str, Any],
     models: Mapping[str, Any],
     inference: Mapping[str, Any],
     runtime: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Class maps (N, H, W) uint8 at the images' original size, with their ids."""
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(image id, class map (H, W) uint8 at the image's own size)`` of every image of
+    ``split``, produced one image at a time for the class-map dataset to write as they come
+    (the parameters are checked now, the images are predicted while it saves)."""
     specs = _check_models(models)
     settings = check_inference(inference, list(specs))
     members = load_members(weights, specs, settings["weights"])
-    if len(arrays["images"]) == 0:
-        return {"ids": [], "class_maps": np.zeros((0, *arrays["original_size"]), np.uint8)}
-    maps = predict_class_maps(
-        members, arrays["images"], arrays["original_size"], settings, resolve_runtime(runtime)
-    )
-    return {"ids": list(arrays["ids"]), "class_maps": maps}
+    frame = _split(images, split)
+    size = _split_sizes(data)[split]
+    resolved = resolve_runtime(runtime)
+
+    def stream() -> Iterator[tuple[str, np.ndarray]]:
+        dataset = PredictDataset(frame, size)
+        ids = frame["id"].tolist()
+        for index, class_map in stream_class_maps(members, dataset, settings, resolved):
+            yield ids[index], class_map
+            del class_map  # written by now: hold no map while the next one is predicted
+
+    return stream()
+
+
+def _predictor(split: str):
+    def predict(weights, images, data, models, inference, runtime):
+        return predict_split(weights, images, split, data, models, inference, runtime)
+
+    predict.__name__ = predict.__qualname__ = f"predict_{split}"
+    predict.__doc__ = f"Class maps of the {split} images, streamed (see predict_split)."
+    return predict
+
+
+predict_val_source = _predictor("val_source")
+predict_val_target = _predictor("val_target")
+predict_test = _predictor("test")
+
+
+def _labeled_pairs(frame: pd.DataFrame, predictions: Mapping[str, Callable[[], np.ndarray]]):
+    for row in frame.itertuples(index=False):
+        if row.id not in predictions:
+            raise ValueError(
+                f"no prediction for {row.split} image {row.id}; fix: rerun its prediction node"
+            )
+        prediction = predictions[row.id]()
+        yield prediction, read_label(row.gt_path, prediction.shape)
 
 
 def score_predictions(
-    source: Arrays, source_predictions: dict, target: Arrays, target_predictions: dict
+    images: pd.DataFrame,
+    source_predictions: Mapping[str, Callable[[], np.ndarray]],
+    target_predictions: Mapping[str, Callable[[], np.ndarray]],
 ) -> pd.DataFrame:
-    """Per-class IoU on each labeled validation split (target only where it exists)."""
+    """Per-class IoU on each labeled validation split (target only where it exists), from
+    a confusion matrix accumulated image by image against the labels at full size."""
     tables = []
-    for split, arrays, predictions in (
-        ("target", target, target_predictions),
-        ("source", source, source_predictions),
+    for split, predictions in (
+        ("target", target_predictions),
+        ("source", source_predictions),
     ):
-        if len(arrays["ids"]):
-            table = evaluate.class_iou(predictions["class_maps"], arrays["original_labels"])
+        frame = _split(images, f"val_{split}")
+        if len(frame):
+            table = evaluate.streamed_class_iou(_labeled_pairs(frame, predictions))
             tables.append(table.assign(split=split))
     return pd.concat(tables, ignore_index=True)[["split", "class", "iou", "pixels"]]
 
@@ -197,30 +250,42 @@ def plot_iou(table: pd.DataFrame) -> Figure:
 
 
 def plot_target_overlays(
-    target: Arrays, predictions: dict, evaluation: Mapping[str, Any]
+    images: pd.DataFrame,
+    predictions: Mapping[str, Callable[[], np.ndarray]],
+    evaluation: Mapping[str, Any],
 ) -> Figure:
-    """Target validation images with the prediction and the truth in class colours."""
+    """The first ``uda.evaluation.overlays`` target validation images with the prediction
+    and the truth in class colours (only those images are read)."""
     check_keys("uda.evaluation", evaluation, ("overlays",), required=("overlays",))
     n = check_int("uda.evaluation.overlays", evaluation["overlays"], low=1)
-    labels = target.get("original_labels")
+    frame = _split(images, "val_target")
+    frame = frame[frame["id"].isin(list(predictions))].head(n)
+    shown = [read_image(path) for path in frame["img_path"]]
+    maps = [predictions[i]() for i in frame["id"]]
+    labels = [read_label(p, m.shape) for p, m in zip(frame["gt_path"], maps, strict=True)]
     return evaluate.overlay_figure(
-        target["images"],
-        predictions["class_maps"],
-        labels,
-        predictions["ids"],
-        n,
-        "Target validation",
+        shown, maps, labels if len(frame) else None, frame["id"].tolist(), n, "Target validation"
     )
 
 
-def write_submission(test_predictions: dict, template: pd.DataFrame) -> pd.DataFrame:
-    """``id, mask_rle`` in ``sample_submission.csv``'s order, masks at the submission size."""
-    width, height = SUBMISSION_SIZE
-    maps = [
-        np.asarray(m)[
-            (np.arange(height) * m.shape[0] // height)[:, None],
-            (np.arange(width) * m.shape[1] // width)[None, :],
-        ]  # nearest-neighbour resize of a class map
-        for m in test_predictions["class_maps"]
-    ]
-    return submission_table(test_predictions["ids"], maps, template["id"].tolist())
+def write_submission(
+    test_predictions: Mapping[str, Callable[[], np.ndarray]],
+    template: pd.DataFrame,
+    bad_images: pd.DataFrame,
+) -> Iterator[pd.DataFrame]:
+    """``id, mask_rle`` in ``sample_submission.csv``'s order, masks at the submission size,
+    as chunks of rows built one test image at a time for the csv dataset to append.
+
+    A test image that could not be read (in the bad-images report) gets empty masks
+    (``-1``) rather than no rows; a template id with neither stops the run now."""
+    unreadable = set(bad_images.loc[bad_images["split"] == "test", "id"])
+    groups = submission_groups(template["id"].tolist(), set(test_predictions) | unreadable)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for image_id, rows in groups:
+            if image_id in unreadable and image_id not in test_predictions:
+                yield pd.DataFrame({"id": [r for r, _ in rows], "mask_rle": EMPTY})
+                continue
+            yield submission_rows(rows, to_submission_size(test_predictions[image_id]()))
+
+    return chunks()

@@ -1,26 +1,27 @@
-"""uda: index -> arrays -> class statistics -> training (source_only | self_training) ->
-sliding-window TTA prediction -> per-class IoU, figures -> RLE submission."""
+"""uda: index -> image table and class statistics (read image by image) -> training
+(source_only | self_training) -> sliding-window TTA prediction streamed to per-image class
+maps -> per-class IoU accumulated image by image, figures -> RLE submission appended image
+by image."""
 
 from kedro.pipeline import Node, Pipeline
 
 from podium.pipelines.uda import nodes
 
-LOADERS = {
-    "train_source": nodes.load_source_training,
-    "train_target": nodes.load_target_training,
-    "val_source": nodes.load_source_validation,
-    "val_target": nodes.load_target_validation,
-    "test": nodes.load_test,
+PREDICTORS = {
+    "val_source": nodes.predict_val_source,
+    "val_target": nodes.predict_val_target,
+    "test": nodes.predict_test,
 }
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     predictions = [
         Node(
-            nodes.predict_split,
+            predict,
             {
                 "weights": "uda_model_weights",
-                "arrays": f"uda_{split}_arrays",
+                "images": "uda_images",
+                "data": "params:uda.data",
                 "models": "params:uda.models",
                 "inference": "params:uda.inference",
                 "runtime": "params:runtime",
@@ -28,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             f"uda_{split}_predictions",
             name=f"uda_predict_{split}",
         )
-        for split in ("val_source", "val_target", "test")
+        for split, predict in PREDICTORS.items()
     ]
     return Pipeline(
         [
@@ -38,27 +39,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["uda_index", "uda_submission_ids"],
                 name="uda_index_data",
             ),
-            *[
-                Node(
-                    load,
-                    ["uda_index", "params:uda.data"],
-                    f"uda_{split}_arrays",
-                    name=f"uda_load_{split}",
-                )
-                for split, load in LOADERS.items()
-            ],
             Node(
-                nodes.count_source_classes,
-                "uda_train_source_arrays",
-                "uda_source_class_pixels",
-                name="uda_count_source_classes",
+                nodes.inspect_images,
+                ["uda_index", "params:uda.data", "params:runtime.dask"],
+                ["uda_images", "uda_source_class_pixels", "uda_bad_images"],
+                name="uda_inspect_images",
             ),
             Node(
                 nodes.train_models,
                 {
-                    "source": "uda_train_source_arrays",
-                    "target": "uda_train_target_arrays",
+                    "images": "uda_images",
                     "class_pixels": "uda_source_class_pixels",
+                    "data": "params:uda.data",
                     "models": "params:uda.models",
                     "training": "params:uda.training",
                     "seed": "params:uda.seed",
@@ -71,12 +63,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *predictions,
             Node(
                 nodes.score_predictions,
-                [
-                    "uda_val_source_arrays",
-                    "uda_val_source_predictions",
-                    "uda_val_target_arrays",
-                    "uda_val_target_predictions",
-                ],
+                ["uda_images", "uda_val_source_predictions", "uda_val_target_predictions"],
                 "uda_class_iou",
                 name="uda_score_predictions",
             ),
@@ -84,13 +71,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.plot_iou, "uda_class_iou", "uda_iou_figure", name="uda_plot_iou"),
             Node(
                 nodes.plot_target_overlays,
-                ["uda_val_target_arrays", "uda_val_target_predictions", "params:uda.evaluation"],
+                ["uda_images", "uda_val_target_predictions", "params:uda.evaluation"],
                 "uda_target_overlays",
                 name="uda_plot_target_overlays",
             ),
             Node(
                 nodes.write_submission,
-                ["uda_test_predictions", "uda_submission_ids"],
+                ["uda_test_predictions", "uda_submission_ids", "uda_bad_images"],
                 "uda_submission",
                 name="uda_write_submission",
             ),

@@ -7,12 +7,12 @@ space-separated 1-indexed ``start length`` pairs, or ``-1`` when the class is ab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from podium.layouts.uda import NUM_CLASSES, UdaLayoutError
+from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 
 EMPTY = "-1"
 
@@ -46,19 +46,72 @@ def rle_decode(rle: str, shape: Sequence[int]) -> np.ndarray:
     return flat.reshape(height, width)
 
 
-def submission_table(
-    ids: Sequence[str], class_maps: np.ndarray, template_ids: Sequence[str]
-) -> pd.DataFrame:
-    """``id, mask_rle`` rows in the template's order, one per test image and class."""
-    by_id = dict(zip(ids, class_maps, strict=True))
-    rows = {}
-    for image_id, class_map in by_id.items():
-        for k in range(NUM_CLASSES):
-            rows[f"{image_id}_class_{k}"] = rle_encode(class_map == k)
-    missing = [i for i in template_ids if i not in rows]
+def to_submission_size(class_map: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour resize of a class map to :data:`~podium.layouts.uda.SUBMISSION_SIZE`."""
+    m = np.asarray(class_map)
+    width, height = SUBMISSION_SIZE
+    return m[
+        (np.arange(height) * m.shape[0] // height)[:, None],
+        (np.arange(width) * m.shape[1] // width)[None, :],
+    ]
+
+
+Group = tuple[str, list[tuple[str, int]]]
+
+
+def submission_groups(template_ids: Sequence[str], available: Iterable[str]) -> list[Group]:
+    """The template's rows as runs of one image each: ``[(image id, [(row id, class)])]``
+    in the template's order (an image whose rows are not contiguous gives several runs).
+
+    Raises :class:`~podium.layouts.uda.UdaLayoutError` for a row id that is not
+    ``<image id>_class_<k>`` with k in 0..11, or whose image is not in ``available``.
+    """
+    available = set(available)
+    groups: list[Group] = []
+    malformed, missing = [], []
+    for row_id in template_ids:
+        image_id, sep, k = str(row_id).rpartition("_class_")
+        if not sep or not k.isdigit() or int(k) >= NUM_CLASSES:
+            malformed.append(row_id)
+            continue
+        if image_id not in available:
+            missing.append(row_id)
+            continue
+        if groups and groups[-1][0] == image_id:
+            groups[-1][1].append((row_id, int(k)))
+        else:
+            groups.append((image_id, [(row_id, int(k))]))
+    if malformed:
+        raise UdaLayoutError(
+            f"sample_submission.csv has {len(malformed)} id(s) that are not "
+            f"'<image id>_class_<0..{NUM_CLASSES - 1}>', e.g. {malformed[:3]}; fix: restore "
+            f"the competition's sample_submission.csv"
+        )
     if missing:
         raise UdaLayoutError(
             f"sample_submission.csv asks for {len(missing)} id(s) with no prediction, e.g. "
             f"{missing[:3]}; fix: test.csv and sample_submission.csv must list the same images"
         )
-    return pd.DataFrame({"id": list(template_ids), "mask_rle": [rows[i] for i in template_ids]})
+    return groups
+
+
+def submission_rows(rows: Sequence[tuple[str, int]], class_map: np.ndarray) -> pd.DataFrame:
+    """``id, mask_rle`` of ``rows`` (row id, class) for one image's class map."""
+    return pd.DataFrame(
+        {"id": [r for r, _ in rows], "mask_rle": [rle_encode(class_map == k) for _, k in rows]}
+    )
+
+
+def submission_table(
+    ids: Sequence[str], class_maps: Sequence[np.ndarray], template_ids: Sequence[str]
+) -> pd.DataFrame:
+    """``id, mask_rle`` rows in the template's order, one per test image and class, from
+    class maps in memory (the pipeline streams the same rows image by image)."""
+    by_id = dict(zip(ids, class_maps, strict=True))
+    groups = submission_groups(template_ids, by_id)
+    columns = {"id": [], "mask_rle": []}
+    for image_id, rows in groups:
+        chunk = submission_rows(rows, by_id[image_id])
+        columns["id"] += chunk["id"].tolist()
+        columns["mask_rle"] += chunk["mask_rle"].tolist()
+    return pd.DataFrame(columns)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,15 +217,24 @@ def _strong(x, generator, sa):
 def train_network(
     spec: Mapping[str, Any],
     parameter: str,
-    source: Mapping[str, np.ndarray],
-    target: Mapping[str, np.ndarray],
+    source: pd.DataFrame,
+    target: pd.DataFrame,
     counts: pd.DataFrame,
     training: Mapping[str, Any],
     seed: int,
     runtime: Runtime,
+    sizes: tuple[Sequence[int], Sequence[int]],
     progress: bool = True,
 ) -> TrainedNetwork:
-    """Train one network; return student and EMA-teacher weights and the logged curves."""
+    """Train one network; return student and EMA-teacher weights and the logged curves.
+
+    ``source`` (``img_path, gt_path``) and ``target`` (``img_path``) are index tables: the
+    datasets decode each image in the DataLoader workers, resized to ``sizes`` (the source
+    and the target working size, each (h, w)). ``counts`` holds the source images' class
+    pixels in ``source``'s order.
+    """
+    if list(counts["id"]) != list(source["id"]):
+        raise ValueError("the class pixel counts must list the source images in table order")
     t = check_training(training)
     device, amp = runtime.device, runtime.amp
     student = build_network(spec, NUM_CLASSES, parameter).to(device)
@@ -240,15 +249,15 @@ def train_network(
     generator = make_generator(seed + 2)  # mixing, masking, jitter, distortion draws
 
     source_set = SourceDataset(
-        source["images"],
-        source["labels"],
+        source,
+        sizes[0],
         t["crop_size"],
         t["source_augment"],
         t["source_fisheye"],
         f"{P}.source_augment",
     )
     target_set = TargetDataset(
-        target["images"], t["crop_size"], t["target_augment"], f"{P}.target_augment"
+        target, sizes[1], t["crop_size"], t["target_augment"], f"{P}.target_augment"
     )
     source_loader, target_loader = _infinite_loaders(
         source_set, target_set, counts, t, seed, runtime
