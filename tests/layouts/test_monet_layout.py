@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from podium.layouts.monet import MonetLayoutError, index_monet, read_images
+from podium.layouts.monet import MonetLayoutError, index_monet, read_image, read_images
 
 
 def _jpg(size=(32, 32), seed=0) -> bytes:
@@ -107,3 +107,13 @@ def test_truncated_jpg_reported_even_if_pil_was_told_to_load_truncated(root):
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     assert images == [] and problems["path"].tolist() == [str(truncated)]
+
+
+def test_read_image_decodes_one_jpg_or_names_the_reason(root):
+    path = sorted((root / "photo_jpg").glob("*.jpg"))[0]
+    image, reason = read_image(path)
+    assert reason is None and image.dtype == np.uint8 and image.shape == (32, 32, 3)
+    assert (image == np.asarray(Image.open(path).convert("RGB"))).all()
+    assert read_image(path, expected_size=(64, 64)) == (None, "size 32x32, expected 64x64")
+    assert read_image(root / "photo_jpg" / "gone.jpg") == (None, "file not found")
+    assert read_image(root / "photo_jpg") == (None, "unreadable: a folder, not a file")

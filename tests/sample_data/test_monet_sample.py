@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from podium.layouts.monet import index_monet, read_images
 from podium.sample_data.drawing import decode_image
-from podium.sample_data.monet import DEFAULTS, contact_sheet, generate_monet_sample
+from podium.sample_data.monet import DEFAULTS, _check_params, contact_sheet, generate_monet_sample
 
 TINY = {"n_photos": 5, "n_monet": 3}
 NAME = re.compile(r"^(photo|monet)_jpg/[0-9a-f]{10}\.jpg$")
@@ -92,3 +92,18 @@ def test_contact_sheet(sample, tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert sum(t.startswith("photo:") for t in titles) == 4
     assert sum(t.startswith("monet:") for t in titles) == 3
+
+
+def test_competition_size_is_accepted_and_growing_the_count_keeps_the_smaller_sample():
+    # the real data's shape: 7,038 photos and 300 Monets at 256 x 256 (checked, not drawn)
+    full = _check_params({"n_photos": 7038, "n_monet": 300, "size": 256})
+    assert (full["n_photos"], full["n_monet"], full["size"]) == (7038, 300, 256)
+    # each image draws from its own stream: 8x the photos is the 1x sample plus new ones,
+    # so a scale run's first photos are the small run's photos
+    small = generate_monet_sample({"n_photos": 2, "n_monet": 1, "size": 64}, seed=5)
+    large = generate_monet_sample({"n_photos": 16, "n_monet": 1, "size": 64}, seed=5)
+    small_photos = {k: v for k, v in small.items() if k.startswith("photo_jpg/")}
+    assert small_photos.items() <= large.items()
+    assert sum(k.startswith("photo_jpg/") for k in large) == 16
+    with pytest.raises(ValueError, match="n_photos"):
+        _check_params({"n_photos": 0})

@@ -13,8 +13,9 @@ folders :func:`index_monet` raises :class:`MonetLayoutError` asking for the jpg 
 The sample generator (:mod:`podium.sample_data.monet`) writes the jpg folders only.
 
 Bad input (design principle 7): a malformed layout stops with an error naming the folder
-and the fix; one unreadable or truncated jpg in a large collection is skipped by
-:func:`read_images` and reported with its reason, never silently dropped.
+and the fix; one unreadable or truncated jpg in a large collection is skipped and reported
+with the reason :func:`read_image` gives (one jpg at a time, e.g. in a DataLoader worker),
+never silently dropped.
 
 No kedro or mlflow imports.
 """
@@ -30,7 +31,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-__all__ = ["DOMAINS", "IMAGE_SUFFIXES", "MonetLayoutError", "index_monet", "read_images"]
+__all__ = [
+    "DOMAINS",
+    "IMAGE_SUFFIXES",
+    "MonetLayoutError",
+    "index_monet",
+    "read_image",
+    "read_images",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +113,21 @@ def index_monet(root: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["domain", "path", "name"])
 
 
+def read_image(
+    path: str | os.PathLike, expected_size: Sequence[int] | None = None
+) -> tuple[np.ndarray | None, str | None]:
+    """Decode one jpg into an RGB ``uint8`` array (H, W, 3): ``(image, None)``, or
+    ``(None, reason)`` when it is missing, not an image, truncated or corrupt, or (with
+    ``expected_size`` = (width, height)) of another size. Truncated files are never padded
+    with grey. Meant for one item at a time, e.g. inside a DataLoader worker."""
+    # Another module may have set PIL's global LOAD_TRUNCATED_IMAGES; never pad silently here.
+    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        return _read_one(os.fspath(path), expected_size)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def read_images(
     paths: Iterable[str | os.PathLike], expected_size: Sequence[int] | None = None
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
@@ -112,38 +135,35 @@ def read_images(
 
     Returns ``(images, problems)``: ``images`` holds the readable images in input order (the
     paths not listed in ``problems``); ``problems`` is a DataFrame with the columns ``path``
-    and ``reason``, one row per skipped file: missing, not an image, truncated or corrupt
-    (decoding fails or stops early), or, with ``expected_size`` = (width, height), of another
-    size. Truncated files are never padded with grey.
+    and ``reason``, one row per skipped file (see :func:`read_image`). Holds every image in
+    memory: for a few images (tests, previews); pipelines decode per item with
+    :func:`read_image`.
     """
     images: list[np.ndarray] = []
     problems: list[tuple[str, str]] = []
-    # Another module may have set PIL's global LOAD_TRUNCATED_IMAGES; never pad silently here.
-    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-    try:
-        for path in paths:
-            _read_one(os.fspath(path), expected_size, images, problems)
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    for path in paths:
+        image, reason = read_image(path, expected_size)
+        if image is None:
+            problems.append((os.fspath(path), reason))
+        else:
+            images.append(image)
     return images, pd.DataFrame(problems, columns=["path", "reason"])
 
 
-def _read_one(path: str, expected_size, images: list, problems: list) -> None:
-    """Append the decoded image to ``images`` or (path, reason) to ``problems``."""
+def _read_one(path: str, expected_size) -> tuple[np.ndarray | None, str | None]:
     try:
         with Image.open(path) as im:
             im.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES is False)
             if expected_size is not None and tuple(im.size) != tuple(expected_size):
                 size = f"{im.size[0]}x{im.size[1]}"
                 want = f"{expected_size[0]}x{expected_size[1]}"
-                problems.append((path, f"size {size}, expected {want}"))
-                return
-            images.append(np.asarray(im.convert("RGB")))
+                return None, f"size {size}, expected {want}"
+            return np.asarray(im.convert("RGB")), None
     except FileNotFoundError:
-        problems.append((path, "file not found"))
+        return None, "file not found"
     except IsADirectoryError:
-        problems.append((path, "unreadable: a folder, not a file"))
+        return None, "unreadable: a folder, not a file"
     except UnidentifiedImageError:
-        problems.append((path, "unreadable: not a recognised image file"))
+        return None, "unreadable: not a recognised image file"
     except (OSError, SyntaxError, ValueError) as exc:
-        problems.append((path, f"truncated or corrupt: {exc}"))
+        return None, f"truncated or corrupt: {exc}"

@@ -6,6 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -44,13 +45,23 @@ def _versions(project: Path, name: str) -> list[Path]:
 
 @pytest.mark.slow
 def test_the_monet_pipeline_runs_end_to_end_resumes_and_tracks_everything(project):
+    photo_jpg = project / "data/01_raw/monet/photo_jpg"
+    whole = next(iter(sorted(photo_jpg.glob("*.jpg")))).read_bytes()
+    broken = photo_jpg / "ffffffffff.jpg"
+    broken.write_bytes(whole[: len(whole) // 2])  # a truncated download
     kedro_run(project, "monet", {"monet": {"train": {"epochs_this_run": 1}}})
     client, (run,) = tracked_runs(project)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     assert metrics["monet.fid"] > 0 and metrics["monet.mifid"] >= metrics["monet.fid"]
     assert 0 <= metrics["monet.memorization_distance"] <= 1
-    assert metrics["data.photo.read"] == N_PHOTOS and metrics["data.photo.unreadable"] == 0
+    # the broken photo: skipped, counted and listed with its reason; the run goes on
+    assert metrics["data.photo.read"] == N_PHOTOS and metrics["data.photo.unreadable"] == 1
+    assert metrics["monet.photos_missing_from_zip"] == 0
+    report = pd.read_csv(project / "data/08_reporting/monet/unreadable_images.csv")
+    assert report["path"].tolist() == [str(broken.resolve())]
+    assert report["domain"].tolist() == ["photo"] and report["reason"][0].startswith("truncated")
+    broken.unlink()
     assert run.data.tags["monet.fid_extractor"] == "standin-random-inception_v3-seed0"
     assert run.data.params["monet.model.padding"] == "reflect"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "monet")}
@@ -92,3 +103,25 @@ def test_resuming_with_nothing_saved_names_the_parameter(project):
 def test_an_unknown_generator_fails_the_run_naming_the_parameter(project):
     with pytest.raises(ParameterError, match=r"monet\.model\.generator.*resnet, unet"):
         kedro_run(project, "monet", {"monet": {"model": {"generator": "resnet9"}}})
+
+
+#: The stages a scale benchmark times one by one, each in its own session.
+STAGES = [["index_images", "check_images"], ["train_cyclegan"], ["write_images_zip"],
+          ["score_images"]]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_stages_run_one_by_one_give_the_figures_of_one_whole_run(project):
+    one_epoch = {"monet": {"train": {"n_epochs": 1, "n_epochs_decay": 0}}}
+    for stage in STAGES:
+        kedro_run(project, "monet", one_epoch, nodes=stage)
+    kedro_run(project, "monet", one_epoch)
+    client, runs = tracked_runs(project)
+    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    staged, whole = runs[3].data.metrics, runs[4].data.metrics
+    assert "monet.fid" in staged and "train.lr" in runs[1].data.metrics
+    for name in ("monet.fid", "monet.mifid", "monet.memorization_distance"):
+        assert staged[name] == whole[name], name  # same seed on CPU: identical, not close
+    zips = sorted((project / "data/07_model_output/monet/images.zip").glob("*/images.zip"))
+    assert len(zips) == 2 and zips[0].read_bytes() == zips[1].read_bytes()
+    assert not list((project / "data/07_model_output/monet").rglob("*.partial"))

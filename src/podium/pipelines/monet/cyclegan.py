@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
 from podium.core.device import Runtime, autocast, make_grad_scaler, to_channels_last
+from podium.pipelines.monet.data import (
+    ArrayImages,
+    PairedBatches,
+    Tolerant,
+    encode_jpeg,
+    make_loader,
+    to_chw_uint8,
+)
 from podium.pipelines.monet.networks import build_discriminator, build_generator, check_model
 
 logger = logging.getLogger(__name__)
@@ -163,15 +172,14 @@ def check_training(
 
 def to_tensor_images(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """uint8 (H, W, 3) images of any sizes -> one uint8 (N, 3, size, size) tensor, each
-    image area-resized (once, before training) where its size differs."""
-    out = []
-    for image in images:
-        tensor = torch.tensor(np.asarray(image)).permute(2, 0, 1)  # a copy: inputs stay read-only
-        if tuple(tensor.shape[-2:]) != (size, size):
-            resized = F.interpolate(tensor[None].float(), size=(size, size), mode="area")[0]
-            tensor = resized.round().clamp(0, 255).to(torch.uint8)
-        out.append(tensor)
-    return torch.stack(out).contiguous()
+    image area-resized where its size differs (the same tensors the Datasets give)."""
+    return torch.stack([to_chw_uint8(image, size) for image in images]).contiguous()
+
+
+def as_images(images: Dataset | Sequence[np.ndarray], size: int) -> Dataset:
+    """A Dataset of uint8 (3, size, size) tensors: a Dataset (e.g. ``data.JpegImages`` built
+    with ``size``) as it is, decoded arrays wrapped in ``data.ArrayImages``."""
+    return images if isinstance(images, Dataset) else ArrayImages(images, size)
 
 
 def to_model_range(batch: torch.Tensor) -> torch.Tensor:
@@ -378,8 +386,8 @@ class CycleGAN:
 
 
 def train_cyclegan(
-    photos: Sequence[np.ndarray],
-    monets: Sequence[np.ndarray],
+    photos: Dataset | Sequence[np.ndarray],
+    monets: Dataset | Sequence[np.ndarray],
     *,
     data: Mapping[str, Any],
     model: Mapping[str, Any],
@@ -394,6 +402,11 @@ def train_cyclegan(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainingResult:
     """Train (or, with ``resume`` = (weights, state), continue) a CycleGAN on uint8 images.
+
+    ``photos`` and ``monets``: Datasets of uint8 (3, load_size, load_size) tensors (read per
+    item in ``runtime.num_workers`` DataLoader workers; ``data.JpegImages``) or decoded
+    (H, W, 3) arrays. Either gives the same batches: the epoch order, crops, flips and pool
+    draws all come from the seeded generator in this process, the workers only decode.
 
     Runs up to ``n_epochs + n_epochs_decay`` epochs in all, at most ``epochs_this_run`` of
     them in this call; the network weights are initialised from torch's global RNG (seeded
@@ -410,9 +423,8 @@ def train_cyclegan(
         logger.warning("CycleGAN already trained %d of %d epochs: nothing to do", done, last)
 
     crop, flip, batch_size = data["crop_size"], bool(data["flip"]), train["batch_size"]
-    # held on the device once as uint8: a batch is then a crop and a cast, no loader needed
-    domain_a = to_tensor_images(photos, data["load_size"]).to(runtime.device)
-    domain_b = to_tensor_images(monets, data["load_size"]).to(runtime.device)
+    domain_a = as_images(photos, data["load_size"])
+    domain_b = as_images(monets, data["load_size"])
     history = []
     for epoch in range(done + 1, last + 1):
         lr = gan.base_lr * lr_factor(epoch, train["n_epochs"], train["n_epochs_decay"])
@@ -422,10 +434,18 @@ def train_cyclegan(
             len(domain_a), len(domain_b), train["epoch_size"], generator
         )
         sums = {name: torch.zeros((), device=runtime.device) for name in LOSS_NAMES}
-        steps = range(0, len(order_a), batch_size)
-        for start in tqdm(steps, desc=f"cyclegan epoch {epoch}/{last}", disable=not progress):
-            batch_a = _augment(domain_a[order_a[start : start + batch_size]], crop, flip, generator)
-            batch_b = _augment(domain_b[order_b[start : start + batch_size]], crop, flip, generator)
+        steps = PairedBatches(domain_a, domain_b, order_a, order_b, batch_size)
+        batches = make_loader(steps, runtime, batch_size=None, seed=seed + epoch)
+        progress_bar = tqdm(
+            batches, total=len(steps), desc=f"cyclegan epoch {epoch}/{last}", disable=not progress
+        )
+        for loaded_a, loaded_b in progress_bar:
+            batch_a = _augment(
+                loaded_a.to(runtime.device, non_blocking=True), crop, flip, generator
+            )
+            batch_b = _augment(
+                loaded_b.to(runtime.device, non_blocking=True), crop, flip, generator
+            )
             real_a, real_b = to_model_range(batch_a), to_model_range(batch_b)
             if runtime.channels_last:
                 real_a = to_channels_last(real_a, runtime.device)
@@ -448,10 +468,65 @@ def train_cyclegan(
 # ---------------------------------------------------------------------------- generate
 
 
+@dataclass
+class TranslatedBatch:
+    """One batch of translations: the items' positions in the dataset, their uint8
+    (n, out, out, 3) images, and ``(position, reason)`` of the items that could not be read."""
+
+    indices: list[int]
+    images: np.ndarray
+    skipped: list[tuple[int, str]]
+
+
+def load_generator(
+    generator_weights: Mapping[str, torch.Tensor], model: Mapping[str, Any], runtime: Runtime
+) -> nn.Module:
+    net = build_generator(model)
+    net.load_state_dict(generator_weights)
+    net = net.to(runtime.device).eval()
+    if runtime.channels_last:
+        to_channels_last(net, runtime.device)
+    return net
+
+
 @torch.no_grad()
+def iter_translations(
+    generator_weights: Mapping[str, torch.Tensor],
+    images: Dataset | Sequence[np.ndarray],
+    *,
+    model: Mapping[str, Any],
+    input_size: int,
+    output_size: int,
+    batch_size: int,
+    runtime: Runtime,
+    seed: int = 0,
+) -> Iterator[TranslatedBatch]:
+    """Run a saved generator over images, one batch at a time, in dataset order: each image
+    resized to ``input_size`` (area; ``images`` a ``data.JpegImages`` built with that size,
+    or decoded arrays), translated, and resized to ``output_size`` (bicubic). An unreadable
+    image is left out of its batch and listed in ``skipped``; only one batch of images is
+    alive at a time (plus what the loader's workers prefetch)."""
+    net = load_generator(generator_weights, model, runtime)
+    items = Tolerant(as_images(images, input_size), input_size)
+    for positions, batch, reasons in make_loader(items, runtime, batch_size=batch_size, seed=seed):
+        good = [k for k, reason in enumerate(reasons) if not reason]
+        skipped = [(int(positions[k]), reasons[k]) for k in range(len(reasons)) if reasons[k]]
+        if not good:
+            yield TranslatedBatch([], np.zeros((0, output_size, output_size, 3), np.uint8), skipped)
+            continue
+        x = to_model_range(batch[good].to(runtime.device))
+        if runtime.channels_last:
+            x = to_channels_last(x, runtime.device)
+        with autocast(runtime.amp):
+            y = net(x).float()
+        if y.shape[-1] != output_size:
+            y = F.interpolate(y, size=(output_size, output_size), mode="bicubic")
+        yield TranslatedBatch([int(positions[k]) for k in good], to_uint8(y), skipped)
+
+
 def translate(
     generator_weights: Mapping[str, torch.Tensor],
-    images: Sequence[np.ndarray],
+    images: Dataset | Sequence[np.ndarray],
     *,
     model: Mapping[str, Any],
     input_size: int,
@@ -459,22 +534,54 @@ def translate(
     batch_size: int,
     runtime: Runtime,
 ) -> np.ndarray:
-    """Run a saved generator over uint8 images: resized to ``input_size`` (area), translated,
-    and the outputs resized to ``output_size`` (bicubic); uint8 (N, out, out, 3)."""
-    net = build_generator(model)
-    net.load_state_dict(generator_weights)
-    net = net.to(runtime.device).eval()
-    if runtime.channels_last:
-        to_channels_last(net, runtime.device)
+    """All translations at once, uint8 (N, out, out, 3): for a handful of images (the
+    preview grid, notebooks); images.zip streams with :func:`iter_translations`."""
+    batches = iter_translations(
+        generator_weights,
+        images,
+        model=model,
+        input_size=input_size,
+        output_size=output_size,
+        batch_size=batch_size,
+        runtime=runtime,
+    )
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = to_tensor_images(images[start : start + batch_size], input_size)
-        x = to_model_range(batch.to(runtime.device))
-        if runtime.channels_last:
-            x = to_channels_last(x, runtime.device)
-        with autocast(runtime.amp):
-            y = net(x).float()
-        if y.shape[-1] != output_size:
-            y = F.interpolate(y, size=(output_size, output_size), mode="bicubic")
-        out.append(to_uint8(y))
+    for batch in batches:
+        if batch.skipped:
+            raise ValueError(f"unreadable images (position, reason): {batch.skipped}")
+        out.append(batch.images)
     return np.concatenate(out) if out else np.zeros((0, output_size, output_size, 3), np.uint8)
+
+
+class LazyEntries:
+    """A re-iterable stream: each ``iter()`` calls ``produce()`` afresh. A node returns one
+    so that its dataset writes the entries as they are produced."""
+
+    def __init__(self, produce: Callable[[], Iterator[Any]]) -> None:
+        self._produce = produce
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._produce()
+
+
+def translated_jpegs(
+    generator_weights: Mapping[str, torch.Tensor],
+    images: Dataset | Sequence[np.ndarray],
+    names: Sequence[str],
+    *,
+    jpeg_quality: int,
+    on_skipped: Callable[[str, str], None] | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Iterator[tuple[str, bytes]]:
+    """``(f"{name}.jpg", jpg bytes)`` per translated image, batch by batch, in dataset order
+    (``settings``: those of :func:`iter_translations`). An unreadable image is passed to
+    ``on_skipped(name, reason)`` and left out."""
+    with tqdm(total=len(names), desc="translating photos", disable=not progress) as bar:
+        for batch in iter_translations(generator_weights, images, **settings):
+            for position, reason in batch.skipped:
+                if on_skipped is not None:
+                    on_skipped(names[position], reason)
+            for position, image in zip(batch.indices, batch.images, strict=True):
+                yield f"{names[position]}.jpg", encode_jpeg(image, jpeg_quality)
+            bar.update(len(batch.indices) + len(batch.skipped))

@@ -1,7 +1,9 @@
-"""Nodes of the monet pipeline: thin wrappers over cyclegan.py, evaluation.py and core.fid.
+"""Nodes of the monet pipeline: thin wrappers over data.py, cyclegan.py and evaluation.py.
 
 Each node turns parameters into arguments and catalog data into the shapes the modules
 expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metrics dataset.
+Between nodes the photos and Monets travel as small tables (domain, path, name): pixels are
+decoded per item inside DataLoader workers, never a whole domain at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from podium.core.config import ParameterError, check_int, check_keys
 from podium.core.device import resolve_runtime
@@ -21,6 +24,7 @@ from podium.core.plots import curves_figure, image_grid_figure
 from podium.core.seeding import seed_everything
 from podium.layouts.monet import index_monet, read_images
 from podium.pipelines.monet import cyclegan, evaluation
+from podium.pipelines.monet.data import ImageChecks, JpegImages, ZipJpegs, make_loader
 from podium.pipelines.tracking import Metrics, as_metrics
 
 logger = logging.getLogger(__name__)
@@ -43,26 +47,29 @@ def index_images(raw_root: Path) -> pd.DataFrame:
     return index
 
 
-def read_domain_images(index: pd.DataFrame) -> tuple[dict, dict, pd.DataFrame, Metrics]:
-    """Decode both domains; an unreadable jpg is skipped and listed with its reason.
-
-    Each domain leaves as ``{"names": [...], "images": [uint8 (H, W, 3), ...]}``.
-    """
-    domains, reports, counts = {}, [], {}
+def check_images(
+    index: pd.DataFrame, runtime: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Metrics]:
+    """Decode every jpg once, one at a time in the loader's workers, keeping no pixels: the
+    readable photos and Monets as two tables (domain, path, name), and the unreadable ones
+    listed with their reason (skipped and counted, never silently dropped)."""
+    settings = resolve_runtime(runtime)
+    checks = make_loader(ImageChecks(index["path"].tolist()), settings, batch_size=None)
+    reasons = list(tqdm(checks, total=len(index), desc="checking jpgs"))
+    checked = index.assign(reason=reasons)
+    tables, reports, counts = [], [], {}
     for domain in ("photo", "monet"):
-        rows = index[index["domain"] == domain]
-        images, problems = read_images(rows["path"].tolist())
-        bad = set(problems["path"])
-        names = [n for p, n in zip(rows["path"], rows["name"], strict=True) if p not in bad]
-        if not images:
+        rows = checked[checked["domain"] == domain]
+        good, bad = rows[rows["reason"] == ""], rows[rows["reason"] != ""]
+        if good.empty:
             raise ValueError(f"monet: none of the {len(rows)} {domain} jpgs could be read")
-        domains[domain] = {"names": names, "images": images}
-        reports.append(problems.assign(domain=domain))
-        counts |= {f"{domain}.read": len(images), f"{domain}.unreadable": len(problems)}
-        if len(problems):
-            logger.warning("monet: skipped %d unreadable %s jpg(s)", len(problems), domain)
-    report = pd.concat(reports, ignore_index=True)[["domain", "path", "reason"]]
-    return domains["photo"], domains["monet"], report, as_metrics(counts)
+        tables.append(good[["domain", "path", "name"]].reset_index(drop=True))
+        reports.append(bad[["domain", "path", "reason"]])
+        counts |= {f"{domain}.read": len(good), f"{domain}.unreadable": len(bad)}
+        for path, reason in zip(bad["path"], bad["reason"], strict=True):
+            logger.warning("monet: skipping unreadable %s jpg %s: %s", domain, path, reason)
+    report = pd.concat(reports, ignore_index=True)
+    return tables[0], tables[1], report, as_metrics(counts)
 
 
 def _saved_runs(checkpoints: Mapping[str, Callable[[], Any]]) -> dict[str, dict[str, Callable]]:
@@ -104,8 +111,8 @@ def _resume_point(
 
 
 def train_cyclegan(
-    photos: dict,
-    monets: dict,
+    photos: pd.DataFrame,
+    monets: pd.DataFrame,
     checkpoints: Mapping[str, Callable[[], Any]],
     data: Mapping[str, Any],
     model: Mapping[str, Any],
@@ -117,15 +124,16 @@ def train_cyclegan(
     runtime: Mapping[str, Any],
 ) -> tuple:
     """The four sub-models' weights (each its own dataset), the resumable state, the losses
-    per epoch as MLflow metric histories and as a table."""
+    per epoch as MLflow metric histories and as a table. Photos and Monets are read from
+    their paths per batch."""
     cyclegan.check_training(data, train, loss, optimizer, model)
     seed_everything(seed, deterministic=deterministic)
     resume = _resume_point(checkpoints, train["resume_from"])
     if resume is not None:
         logger.info("monet: resuming from the sub-models saved by run %s", resume[0])
     result = cyclegan.train_cyclegan(
-        photos["images"],
-        monets["images"],
+        JpegImages(photos["path"], data["load_size"]),
+        JpegImages(monets["path"], data["load_size"]),
         data=data,
         model=model,
         loss=loss,
@@ -161,35 +169,50 @@ def _check_generate(generate: Mapping[str, Any], data: Mapping[str, Any]) -> int
     return data["crop_size"] if size is None else check_int(f"{_GENERATE}.input_size", size, low=8)
 
 
+def _in_zip_order(photos: pd.DataFrame) -> pd.DataFrame:
+    """Photos sorted by their images.zip file name, the order the zip lists them in."""
+    files = photos["name"] + ".jpg"
+    return photos.iloc[files.argsort(kind="stable")].reset_index(drop=True)
+
+
 def write_images_zip(
     generator_weights: dict[str, torch.Tensor],
-    photos: dict,
+    photos: pd.DataFrame,
     model: Mapping[str, Any],
     data: Mapping[str, Any],
     generate: Mapping[str, Any],
     runtime: Mapping[str, Any],
-) -> dict[str, bytes]:
-    """Every photo translated to a ``generate.output_size`` jpg: the files of images.zip."""
+) -> cyclegan.LazyEntries:
+    """Every photo translated to a ``generate.output_size`` jpg: the files of images.zip, as
+    a stream the dataset writes one photo at a time as the batches come out of the
+    generator (nothing is translated until the dataset asks)."""
     input_size = _check_generate(generate, data)
-    images = cyclegan.translate(
-        generator_weights,
-        photos["images"],
-        model=model,
-        input_size=input_size,
-        output_size=generate["output_size"],
-        batch_size=generate["batch_size"],
-        runtime=resolve_runtime(runtime),
+    rows = _in_zip_order(photos)
+    settings = resolve_runtime(runtime)
+
+    def skipped(name: str, reason: str) -> None:
+        logger.warning("monet: photo %s left out of images.zip: %s", name, reason)
+
+    return cyclegan.LazyEntries(
+        lambda: cyclegan.translated_jpegs(
+            generator_weights,
+            JpegImages(rows["path"], input_size),
+            rows["name"].tolist(),
+            jpeg_quality=generate["jpeg_quality"],
+            on_skipped=skipped,
+            model=model,
+            input_size=input_size,
+            output_size=generate["output_size"],
+            batch_size=generate["batch_size"],
+            runtime=settings,
+        )
     )
-    return {
-        f"{name}.jpg": evaluation.encode_jpeg(image, generate["jpeg_quality"])
-        for name, image in zip(photos["names"], images, strict=True)
-    }
 
 
 def plot_translation_grid(
     photo_to_monet: dict[str, torch.Tensor],
     monet_to_photo: dict[str, torch.Tensor],
-    photos: dict,
+    photos: pd.DataFrame,
     model: Mapping[str, Any],
     data: Mapping[str, Any],
     generate: Mapping[str, Any],
@@ -199,7 +222,7 @@ def plot_translation_grid(
     """Rows of photo -> Monet -> reconstructed photo, for the first ``report.grid_photos``."""
     input_size = _check_generate(generate, data)
     count = check_int("monet.report.grid_photos", report["grid_photos"], low=1)
-    shown = photos["images"][:count]
+    shown, _ = read_images(photos["path"].head(count))
     settings = dict(
         model=model,
         input_size=input_size,
@@ -216,18 +239,33 @@ def plot_translation_grid(
 
 
 def score_images(
-    images_zip: dict[str, bytes],
-    monets: dict,
+    images_zip: Mapping[str, bytes],
+    photos: pd.DataFrame,
+    monets: pd.DataFrame,
     evaluation_params: Mapping[str, Any],
     runtime: Mapping[str, Any],
 ) -> tuple[Metrics, dict[str, str], dict[str, Any]]:
     """FID and MiFID of images.zip against the training Monets, the extractor's name as an
-    MLflow tag, and the whole summary for the record."""
+    MLflow tag, and the whole summary for the record. Both sides are decoded per batch in
+    the loader's workers; the photos missing from the zip are counted and named."""
     evaluation.check_evaluation(evaluation_params)
-    generated = [evaluation.decode_jpeg(images_zip[name]) for name in sorted(images_zip)]
+    settings = resolve_runtime(runtime)
+    batch_size = evaluation_params["batch_size"]
+    names = sorted(images_zip)
+    generated = make_loader(ZipJpegs(images_zip, names), settings, batch_size=batch_size)
+    paintings = make_loader(JpegImages(monets["path"]), settings, batch_size=batch_size)
     scores = evaluation.score(
-        generated, monets["images"], evaluation_params, resolve_runtime(runtime).device
+        generated,
+        (batch.permute(0, 2, 3, 1) for batch in paintings),  # (n, H, W, 3), as decoded
+        evaluation_params,
+        settings.device,
     )
+    missing = sorted(set(photos["name"] + ".jpg") - set(names))
+    if missing:
+        logger.warning(
+            "monet: %d photo(s) have no image in images.zip: %s", len(missing), missing[:10]
+        )
+    scores |= {"photos_missing_from_zip": len(missing), "missing_from_zip": missing}
     metrics = {k: v for k, v in scores.items() if isinstance(v, int | float)}
     logger.info(
         "monet: FID %.3f, MiFID %.3f (memorisation distance %.4f) on %s",

@@ -1,4 +1,10 @@
-"""monet: index -> read -> CycleGAN -> images.zip -> FID, MiFID; curves and sample grid."""
+"""monet: index -> check -> CycleGAN -> images.zip -> FID, MiFID; curves and sample grid.
+
+The stages, by node name (``kedro run --pipelines=monet --nodes=...``): ``index_images``
+and ``check_images`` (prepare: the tables of readable photos and Monets, no pixels kept),
+``train_cyclegan`` (train), ``write_images_zip`` (translate), ``score_images`` (FID, MiFID).
+Each stage reads what the one before wrote to disk, so each can run in its own process.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -17,15 +23,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(nodes.index_images, "monet_raw", "monet_index", name="index_images"),
             Node(
-                nodes.read_domain_images,
-                "monet_index",
+                nodes.check_images,
+                ["monet_index", "params:runtime"],
                 [
                     "monet_photos",
                     "monet_paintings",
                     "monet_unreadable_images",
                     "monet_data_metrics",
                 ],
-                name="read_domain_images",
+                name="check_images",
             ),
             Node(
                 nodes.train_cyclegan,
@@ -83,6 +89,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.score_images,
                 [
                     "monet_images_zip",
+                    "monet_photos",
                     "monet_paintings",
                     "params:monet.evaluation",
                     "params:runtime",
