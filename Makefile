@@ -15,7 +15,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install sample-data run test lint format viz ui clean-runs ablate reproduce
+.PHONY: help install sample-data run test lint format viz ui clean-runs ablate reproduce bench-scale
 
 help:
 	@echo "make run          install, write the sample data if absent, kedro run --pipelines=$(PIPELINE)"
@@ -25,6 +25,7 @@ help:
 	@echo "make ui           MLflow UI on http://127.0.0.1:5000"
 	@echo "make ablate       kedro ablate --grid=conf/base/ablations/$(GRID).yml (SEEDS=0,1 to choose seeds)"
 	@echo "make reproduce    kedro reproduce --run-id=<id>, as make reproduce RUN_ID=<id>"
+	@echo "make bench-scale  peak memory and time per stage at growing sample sizes (PIPELINES=deepfake,uda ...)"
 	@echo "make lint         ruff"
 
 $(BIN)/python:
@@ -62,6 +63,11 @@ run: install
 test: install
 	@echo "==> pytest"
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Minutes to an hour on 2 cores: each pipeline at several sample sizes, every stage its own
+# kedro run; figures go to data/08_reporting/bench/scale.md and .json.
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py $(if $(PIPELINES),--pipelines=$(PIPELINES)) $(if $(MULTIPLIERS),--multipliers=$(MULTIPLIERS))
 
 lint: install
 	$(BIN)/ruff check src tests

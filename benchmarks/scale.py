@@ -77,6 +77,34 @@ def _files(root: Path, pattern: str) -> int:
     return sum(1 for p in root.glob(pattern) if p.is_file())
 
 
+UDA_SPLITS = ("train_source", "val_source", "train_target", "val_target", "test")
+
+
+def _uda_sample(m: int) -> dict:
+    base = {"train_source": 32, "val_source": 8, "train_target": 32, "val_target": 8, "test": 8}
+    return {f"n_{split}": n * m for split, n in base.items()}
+
+
+def _csv_rows(path: Path) -> int:
+    return max(sum(1 for _ in path.open()) - 1, 0) if path.exists() else 0
+
+
+def _uda_count(root: Path) -> dict:
+    raw = root / "data" / "01_raw" / "uda"
+    rows = {split: _csv_rows(raw / f"{split}.csv") for split in UDA_SPLITS}
+    return {
+        "images": sum(rows.values()),
+        "iterations": 8,
+        "predicted": rows["val_source"] + rows["val_target"] + rows["test"],
+    }
+
+
+def _monet_count(root: Path) -> dict:
+    raw = root / "data" / "01_raw" / "monet"
+    photos, monets = _files(raw, "photo_jpg/*.jpg"), _files(raw, "monet_jpg/*.jpg")
+    return {"images": photos + monets, "photos": photos}
+
+
 CASES: dict[str, Case] = {
     "deepfake": Case(
         pipeline="deepfake",
@@ -101,6 +129,52 @@ CASES: dict[str, Case] = {
         count=_dfdc_count,
         probe="index_test_videos",
         default_multipliers=(1, 4, 16),
+    ),
+    "uda": Case(
+        pipeline="uda",
+        competition="uda",
+        sample=_uda_sample,
+        run_parameters={
+            "uda": {
+                "training": {
+                    "iterations": 8,
+                    "log_every": 4,
+                    "scheduler": {"warmup_iterations": 2},
+                    "pseudo_label": {"start_iteration": 4},
+                }
+            }
+        },
+        stages=(
+            Stage("prepare", ("uda_index_data", "uda_inspect_images"), "images"),
+            Stage("train (8 iterations)", ("uda_train_models",), "iterations"),
+            Stage(
+                "predict and score",
+                (
+                    "uda_predict_val_source",
+                    "uda_predict_val_target",
+                    "uda_predict_test",
+                    "uda_score_predictions",
+                    "uda_write_submission",
+                ),
+                "predicted",
+            ),
+        ),
+        count=_uda_count,
+        probe="uda_index_data",
+    ),
+    "monet": Case(
+        pipeline="monet",
+        competition="monet",
+        sample=lambda m: {"n_photos": 120 * m, "n_monet": 30 * m},
+        run_parameters={"monet": {"train": {"n_epochs": 1, "n_epochs_decay": 0}}},
+        stages=(
+            Stage("prepare", ("index_images", "check_images"), "images"),
+            Stage("train (1 epoch)", ("train_cyclegan",), "images"),
+            Stage("translate", ("write_images_zip",), "photos"),
+            Stage("score", ("score_images",), "photos"),
+        ),
+        count=_monet_count,
+        probe="index_images",
     ),
 }
 

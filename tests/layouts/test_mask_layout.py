@@ -283,3 +283,15 @@ def test_read_image_errors_name_the_file(root, damage):
     with pytest.raises(ImageReadError, match=path.name) as err:
         read_image(path)
     assert str(path) in str(err.value)
+
+
+def test_read_image_decodes_bytes_already_read_like_the_file(pristine):
+    """A crop worker hashes a photo's bytes and decodes those very bytes."""
+    df = index_mask_train(pristine)
+    for ext in (".jpg", ".png"):
+        path = df.loc[df["ext"] == ext, "path"].iloc[0]
+        data = Path(path).read_bytes()
+        assert np.array_equal(read_image(path, data), read_image(path))
+        with pytest.raises(ImageReadError, match=Path(path).name) as err:
+            read_image(path, data[: len(data) // 3])  # the bytes decide, not the file
+        assert "replace or remove the file" in str(err.value)

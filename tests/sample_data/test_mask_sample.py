@@ -217,3 +217,15 @@ def test_contact_sheet(sample, tmp_path):
     out = tmp_path / "sheet.png"
     fig.savefig(out)
     assert out.stat().st_size > 1000
+
+
+def test_full_size_generation_is_the_competition_photo_size():
+    """At the default (competition) size every photo is 384 wide and 512 high; more people
+    only means more folders (8x the default sample: n_people=720, n_eval_people=144)."""
+    files = generate_mask_sample({"n_people": 2, "n_eval_people": 1}, seed=0)
+    photos = [k for k in files if k.startswith(("train/images/", "eval/images/"))]
+    assert len(photos) == 3 * 7
+    for path in photos:
+        assert _decode(files[path]).shape == (512, 384, 3), path
+    rows = _rows(files["train/train.csv"])
+    assert len(rows) == 2 and len(_rows(files["eval/info.csv"])) == 7

@@ -26,6 +26,7 @@ No kedro or mlflow imports.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -350,8 +351,12 @@ def read_eval_truth(root) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- images
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, data: bytes | None = None) -> np.ndarray:
     """Decode one photo to an HxWx3 uint8 RGB array (EXIF orientation applied).
+
+    ``data``: the file's bytes when the caller has read them already (a crop worker hashes
+    and decodes the same bytes, so a photo replaced meanwhile cannot mix two versions);
+    ``path`` then only names the file in errors.
 
     Raises :class:`ImageReadError` naming the file when it is missing, empty,
     truncated or not an image.
@@ -360,7 +365,7 @@ def read_image(path) -> np.ndarray:
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()  # decodes everything: a truncated file fails here
             im = ImageOps.exif_transpose(im)
             rgb = im.convert("RGB")

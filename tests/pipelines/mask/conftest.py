@@ -30,8 +30,12 @@ TINY_PARAMS = {
         "train": {"epochs": 1, "batch_size": 16},
         "resampling": {"factor": 2},
     },
-    "runtime": {"num_workers": 0},
+    # Crops are made here (Dask fan-out has its own tests; the end-to-end run turns one
+    # worker process on) and the DataLoader reads them in the main process.
+    "runtime": {"num_workers": 0, "dask": {"n_workers": 0}},
 }
+#: The Dask fan-out of a real run: a LocalCluster of one worker process.
+ONE_DASK_WORKER = {"runtime": {"dask": {"n_workers": 1}}}
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from podium.layouts.mask import MaskLayoutError, age_class, read_eval_truth
 from podium.pipelines.mask import nodes
-from podium.pipelines.mask.data import CROPPED, UNREADABLE
+from podium.pipelines.mask.data import CROPPED, FAILED, UNREADABLE
 
 
 def test_training_labels_use_the_threshold_and_scores_the_competition_bins(pristine_mask_root):
@@ -26,15 +26,42 @@ def test_training_labels_use_the_threshold_and_scores_the_competition_bins(prist
 
 def test_folds_are_person_disjoint_and_skip_unreadable_photos(pristine_mask_root):
     index = nodes.index_training_images(pristine_mask_root, 58)
-    report = pd.DataFrame({"path": index["path"], "status": CROPPED, "reason": ""})
-    report.loc[4, "status"] = UNREADABLE
-    table = nodes.assign_person_folds(index, report, {"n_splits": 3}, seed=1)
-    assert len(table) == len(index) - 1 and 4 not in set(table["row"])
+    crop_index = pd.DataFrame(
+        {
+            "path": index["path"],
+            "status": CROPPED,
+            "reason": "",
+            "crop": [f"d/{i}.npz" for i in range(len(index))],
+            "reused": False,
+        }
+    )
+    crop_index.loc[4, ["status", "crop"]] = [UNREADABLE, ""]
+    crop_index.loc[5, "status"] = FAILED
+    table = nodes.assign_person_folds(index, crop_index, {"n_splits": 3}, seed=1)
+    assert len(table) == len(index) - 2 and not {4, 5} & set(table["row"])
     assert set(table["fold"]) == {0, 1, 2}
     assert (table.groupby("person")["fold"].nunique() == 1).all()
-    assert np.array_equal(table["path"], index["path"].drop(index=4))
-    again = nodes.assign_person_folds(index, report, {"n_splits": 3}, seed=1)
+    assert np.array_equal(table["path"], index["path"].drop(index=[4, 5]))
+    # the table carries each photo's crop entry: training needs no pixels to plan
+    assert table["crop"].tolist() == [f"d/{r}.npz" for r in table["row"]]
+    again = nodes.assign_person_folds(index, crop_index, {"n_splits": 3}, seed=1)
     assert np.array_equal(table["fold"], again["fold"])
+
+
+def test_a_crop_index_of_other_photos_stops_with_the_node_to_run(pristine_mask_root):
+    index = nodes.index_training_images(pristine_mask_root, 58)
+    stale = pd.DataFrame({"path": index["path"][:-1], "status": CROPPED, "crop": "x"})
+    with pytest.raises(ValueError, match=r"mask_train_crop_index.*--nodes=crop_training_images"):
+        nodes.assign_person_folds(index, stale, {"n_splits": 3}, seed=1)
+
+
+def test_photo_keys_are_unique_names_inside_the_images_folders(pristine_mask_root):
+    train = nodes.index_training_images(pristine_mask_root, 58)
+    keys = nodes.photo_keys(train)
+    assert len(set(keys)) == len(keys)
+    assert keys[0] == f"{train.loc[0, 'person']}/{train.loc[0, 'stem']}{train.loc[0, 'ext']}"
+    evaluation = nodes.index_evaluation_images(pristine_mask_root)
+    assert nodes.photo_keys(evaluation) == evaluation["ImageID"].tolist()
 
 
 def test_submission_keeps_info_csv_order_and_uses_the_configured_vote(pristine_mask_root):
@@ -72,11 +99,13 @@ def test_the_evaluation_truth_is_read_only_by_the_scoring_node(mask_root):
 
 
 def test_crop_outcomes_are_counted():
-    train = pd.DataFrame({"status": [CROPPED, CROPPED, UNREADABLE]})
-    evaluation = pd.DataFrame({"status": [CROPPED]})
+    train = pd.DataFrame({"status": [CROPPED, CROPPED, UNREADABLE], "reused": [1, 0, 0]})
+    evaluation = pd.DataFrame({"status": [CROPPED], "reused": [False]})
     metrics = nodes.count_crop_outcomes(train, evaluation)
     assert metrics == {
         "train.cropped": {"value": 2.0, "step": 0},
         "train.unreadable": {"value": 1.0, "step": 0},
+        "train.reused": {"value": 1.0, "step": 0},
         "eval.cropped": {"value": 1.0, "step": 0},
+        "eval.reused": {"value": 0.0, "step": 0},
     }

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from podium.core.config import ParameterError
 from podium.layouts.mask import MaskLayoutError
 from tests.conftest import kedro_run, make_project
-from tests.pipelines.mask.conftest import TINY_PARAMS
+from tests.pipelines.mask.conftest import ONE_DASK_WORKER, TINY_PARAMS
 
 
 @pytest.fixture
@@ -31,9 +31,19 @@ def _only_run(project: Path):
     return client, run
 
 
+def _runs(project: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("podium")
+    return client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+
+
+def _scores(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("oof.", "eval."))}
+
+
 @pytest.mark.slow
 def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
-    kedro_run(project, "mask")
+    kedro_run(project, "mask", ONE_DASK_WORKER)
     client, run = _only_run(project)
     assert run.info.run_name == "mask" and run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -102,3 +112,33 @@ def test_a_malformed_folder_name_stops_the_run_naming_it(project):
     people.to_csv(raw / "train.csv", index=False)
     with pytest.raises(MaskLayoutError, match=r"malformed person folder name.*-Asian-"):
         kedro_run(project, "mask")
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_every_crop_scores_the_same_and_reports_a_broken_photo(project):
+    """Same seed on CPU: bit-identical scores from crops made by the Dask workers and from
+    the crops the second run found in the store; a photo truncated afterwards is reported
+    and left out of training, with every other crop reused."""
+    kedro_run(project, "mask", ONE_DASK_WORKER)  # crops made by a Dask worker process
+    kedro_run(project, "mask")  # crops found in the store
+    first, second = _runs(project)
+    assert first.data.metrics["crop.train.reused"] == 0
+    assert second.data.metrics["crop.train.reused"] == 12 * 7
+    assert second.data.metrics["crop.eval.reused"] == 2 * 7
+    assert _scores(first) == _scores(second) and _scores(first)
+    assert all(v == v for v in _scores(first).values())  # no NaN
+
+    index = pd.read_parquet(project / "data" / "02_intermediate" / "mask" / "train_index.parquet")
+    broken = Path(index.loc[9, "path"])
+    broken.write_bytes(broken.read_bytes()[:200])
+    kedro_run(project, "mask")
+    third = _runs(project)[-1]
+    assert third.info.status == "FINISHED"
+    assert third.data.metrics["crop.train.unreadable"] == 1
+    assert third.data.metrics["crop.train.cropped"] == 12 * 7 - 1
+    assert third.data.metrics["crop.train.reused"] == 12 * 7 - 1
+    report = pd.read_csv(project / "data" / "08_reporting" / "mask" / "train_crop_report.csv")
+    assert len(report) == 12 * 7 and report["path"].tolist() == index["path"].tolist()
+    assert report.loc[9, "status"] == "unreadable" and str(broken) in report.loc[9, "reason"]
+    table = pd.read_parquet(project / "data" / "04_feature" / "mask" / "training_table.parquet")
+    assert len(table) == 12 * 7 - 1 and 9 not in set(table["row"])

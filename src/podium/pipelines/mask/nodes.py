@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from podium.core.device import resolve_runtime, select_device
+from podium.core.distributed import dask_client
 from podium.core.seeding import seed_everything
 from podium.core.splits import assign_folds, check_group_disjoint
 from podium.layouts.mask import (
@@ -26,7 +27,13 @@ from podium.layouts.mask import (
     read_eval_truth,
 )
 from podium.pipelines.mask import evaluate
-from podium.pipelines.mask.data import UNREADABLE, crop_images
+from podium.pipelines.mask.data import (
+    REPORT_COLUMNS,
+    USABLE,
+    CropFiles,
+    check_crop_settings,
+    crop_to_store,
+)
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
 from podium.pipelines.tracking import Metrics, as_metrics
 
@@ -46,19 +53,60 @@ def index_evaluation_images(raw_root: Path) -> pd.DataFrame:
     return index_mask_eval(raw_root)
 
 
+def photo_keys(index: pd.DataFrame) -> list[str]:
+    """Each photo's name in the crop store: ``<person folder>/<file>`` for training photos,
+    the ``ImageID`` for evaluation photos."""
+    if "ImageID" in index:
+        return index["ImageID"].astype(str).tolist()
+    return [
+        f"{person}/{Path(path).name}"
+        for person, path in zip(index["person"], index["path"], strict=True)
+    ]
+
+
 def crop_photos(
-    index: pd.DataFrame, crop: Mapping[str, Any], runtime: Mapping[str, Any]
-) -> tuple[np.ndarray, pd.DataFrame]:
-    device = select_device(runtime["device"], parameter="runtime.device")
-    return crop_images(index["path"].tolist(), crop, device)
+    index: pd.DataFrame, store: Path, crop: Mapping[str, Any], runtime: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every photo of ``index`` cropped into the crop store by Dask workers (``runtime.dask``:
+    a scheduler address, else a LocalCluster of ``n_workers``; 0 crops here); returns the
+    crop index (one row per photo, its entry in the store) and the crop report."""
+    device = str(select_device(runtime["device"], parameter="runtime.device"))
+    dask = runtime.get("dask") or {}
+    address, n_workers = dask.get("scheduler_address"), int(dask.get("n_workers", 0))
+    arguments = (index["path"].tolist(), photo_keys(index), crop, store)
+    if address or n_workers > 0:
+        threads = int(dask.get("threads_per_worker", 1))
+        with dask_client(address, n_workers=n_workers, threads_per_worker=threads) as client:
+            crop_index = crop_to_store(*arguments, client=client, device=device)
+    else:
+        crop_index = crop_to_store(*arguments, client=None, device=device)
+    return crop_index, crop_index[list(REPORT_COLUMNS)]
+
+
+#: Catalog split name and crop node of each split, for error messages.
+_SPLITS = {"train": "crop_training_images", "eval": "crop_evaluation_images"}
+
+
+def _check_aligned(index: pd.DataFrame, crop_index: pd.DataFrame, split: str) -> None:
+    if len(crop_index) != len(index) or not np.array_equal(
+        crop_index["path"].to_numpy(), index["path"].to_numpy()
+    ):
+        raise ValueError(
+            f"mask_{split}_crop_index does not list the photos of mask_{split}_index "
+            f"({len(crop_index)} rows for {len(index)} photos): it is from another run; run "
+            f"`kedro run --pipelines=mask --nodes={_SPLITS[split]}` before this node"
+        )
 
 
 def assign_person_folds(
-    index: pd.DataFrame, crop_report: pd.DataFrame, folds: Mapping[str, Any], seed: int
+    index: pd.DataFrame, crop_index: pd.DataFrame, folds: Mapping[str, Any], seed: int
 ) -> pd.DataFrame:
-    """The training table: usable crops (``row`` indexes the crops) with a person-level
-    stratified fold each; unreadable photos are left out (the crop report lists them)."""
-    table = index.assign(row=np.arange(len(index)))[crop_report["status"].to_numpy() != UNREADABLE]
+    """The training table: usable crops (``row`` is the photo's position in the index,
+    ``crop`` its entry in the crop store) with a person-level stratified fold each; photos
+    without a crop are left out (the crop report lists them with their reason)."""
+    _check_aligned(index, crop_index, "train")
+    usable = crop_index["status"].isin(USABLE).to_numpy()
+    table = index.assign(row=np.arange(len(index)), crop=crop_index["crop"].to_numpy())[usable]
     # Stratify on what is fixed per person (gender x age): mask varies within a person.
     person_label = encode_class(0, table["gender"], table["age_class"])
     fold = assign_folds(
@@ -73,7 +121,7 @@ def assign_person_folds(
 
 
 def train_models(
-    crops: np.ndarray,
+    crops: Path,
     table: pd.DataFrame,
     model: Mapping[str, Any],
     loss: Mapping[str, Any],
@@ -87,10 +135,11 @@ def train_models(
     deterministic: bool,
     runtime: Mapping[str, Any],
 ) -> tuple[dict[str, torch.Tensor], pd.DataFrame, Metrics]:
-    """Fold models' weights, their out-of-fold predictions and per-epoch training curves."""
+    """Fold models' weights, their out-of-fold predictions and per-epoch training curves;
+    ``crops`` is the crop store, read one entry per item by the DataLoader workers."""
     seed_everything(seed, deterministic=deterministic)
     result = train_cross_validated(
-        crops,
+        CropFiles(crops, dict(zip(table["row"], table["crop"], strict=True))),
         table,
         model=model,
         loss=loss,
@@ -113,8 +162,10 @@ def train_models(
 
 def predict_evaluation_images(
     weights: dict[str, torch.Tensor],
-    crops: np.ndarray,
+    crops: Path,
+    crop_index: pd.DataFrame,
     eval_index: pd.DataFrame,
+    crop: Mapping[str, Any],
     model: Mapping[str, Any],
     preprocess: list,
     train: Mapping[str, Any],
@@ -122,10 +173,15 @@ def predict_evaluation_images(
     deterministic: bool,
     runtime: Mapping[str, Any],
 ) -> pd.DataFrame:
+    """Every fold model's probabilities on every evaluation photo; one whose photo could not
+    be cropped sees a black crop (the report lists it), so no row goes without an answer."""
+    _check_aligned(eval_index, crop_index, "eval")
+    blank = check_crop_settings(crop).output
+    files = CropFiles(crops, dict(enumerate(crop_index["crop"].fillna(""))), blank=blank)
     seed_everything(seed, deterministic=deterministic)
     return predict_with_saved_models(
         weights,
-        crops,
+        files,
         eval_index[["ImageID"]],
         model=model,
         preprocess=preprocess,
@@ -184,9 +240,12 @@ def score_evaluation(submission: pd.DataFrame, votes: pd.DataFrame, raw_root: Pa
 
 
 def count_crop_outcomes(train_report: pd.DataFrame, eval_report: pd.DataFrame) -> Metrics:
-    """How many photos were cropped, fell back to the centre crop, or could not be read."""
+    """How many photos were cropped, fell back to the centre crop, could not be read or
+    cropped, and (``reused``) how many crops an earlier run had made already."""
     counts = {}
     for split, report in (("train", train_report), ("eval", eval_report)):
         for status, n in report["status"].value_counts().items():
             counts[f"{split}.{status}"] = n
+        if "reused" in report:
+            counts[f"{split}.reused"] = int(report["reused"].astype(bool).sum())
     return as_metrics(counts)

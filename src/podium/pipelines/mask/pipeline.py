@@ -1,4 +1,5 @@
-"""mask: index -> crop -> person folds -> cross-validated models -> votes -> scores, submission."""
+"""mask: index -> crop (each photo into the crop store) -> person folds -> cross-validated
+models (crops read lazily) -> votes -> scores, submission."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -22,14 +23,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.crop_photos,
-                ["mask_train_index", "params:mask.crop", "params:runtime"],
-                ["mask_train_crops", "mask_train_crop_report"],
+                ["mask_train_index", "mask_train_crops", "params:mask.crop", "params:runtime"],
+                ["mask_train_crop_index", "mask_train_crop_report"],
                 name="crop_training_images",
             ),
             Node(
                 nodes.crop_photos,
-                ["mask_eval_index", "params:mask.crop", "params:runtime"],
-                ["mask_eval_crops", "mask_eval_crop_report"],
+                ["mask_eval_index", "mask_eval_crops", "params:mask.crop", "params:runtime"],
+                ["mask_eval_crop_index", "mask_eval_crop_report"],
                 name="crop_evaluation_images",
             ),
             Node(
@@ -42,7 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.assign_person_folds,
                 [
                     "mask_train_index",
-                    "mask_train_crop_report",
+                    "mask_train_crop_index",
                     "params:mask.folds",
                     "params:mask.seed",
                 ],
@@ -95,7 +96,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "weights": "mask_model_weights",
                     "crops": "mask_eval_crops",
+                    "crop_index": "mask_eval_crop_index",
                     "eval_index": "mask_eval_index",
+                    "crop": "params:mask.crop",
                     "model": "params:mask.model",
                     "preprocess": "params:mask.preprocess",
                     "train": "params:mask.train",

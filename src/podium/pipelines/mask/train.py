@@ -26,7 +26,7 @@ from podium.core.config import check_choice, check_keys, check_range
 from podium.core.device import Runtime
 from podium.core.training import fit, predict, seeded_loader
 from podium.layouts.mask import AGE_NAMES
-from podium.pipelines.mask.data import CropDataset, oversample_minority
+from podium.pipelines.mask.data import CropDataset, CropFiles, oversample_minority
 from podium.pipelines.mask.models import (
     TASK_COLUMNS,
     SummedLoss,
@@ -133,7 +133,7 @@ def _as_task_logits(outputs, net_name: str, tasks: Mapping[str, int]) -> dict[st
 
 def predict_classes(
     nets: Mapping[str, nn.Module],
-    crops: np.ndarray,
+    crops: CropFiles | np.ndarray,
     rows: np.ndarray,
     preprocess: A.Compose,
     tasks: Mapping[str, int],
@@ -159,7 +159,7 @@ def predict_classes(
 
 
 def train_cross_validated(
-    crops: np.ndarray,
+    crops: CropFiles | np.ndarray,
     table: pd.DataFrame,
     *,
     model: Mapping[str, Any],
@@ -174,7 +174,8 @@ def train_cross_validated(
     runtime: Runtime,
 ) -> CrossValidated:
     """Train every backbone on every fold; ``table`` has one row per usable crop (``row``
-    indexes ``crops``) with labels, ``person`` and ``fold``."""
+    indexes ``crops``: a :class:`CropFiles` read item by item in the DataLoader workers, or
+    an array) with labels, ``person`` and ``fold``."""
     check_model_params(model)
     check_keys(
         "mask.train",
@@ -299,7 +300,7 @@ def split_weights(
 
 def predict_with_saved_models(
     weights: Mapping[str, torch.Tensor],
-    crops: np.ndarray,
+    crops: CropFiles | np.ndarray,
     ids: pd.DataFrame,
     *,
     model: Mapping[str, Any],
