@@ -2,6 +2,7 @@
 
 from podium.datasets.atomic import AtomicPickleDataset
 from podium.datasets.file_tree import FileTreeDataset
+from podium.datasets.folder_store import FolderStoreDataset
 from podium.datasets.images_zip import ImagesZipDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
@@ -21,6 +22,7 @@ __all__ = [
     "ClassMapsDataset",
     "CsvChunksDataset",
     "FileTreeDataset",
+    "FolderStoreDataset",
     "ImagesZipDataset",
     "MlflowTagsDataset",
     "SafetensorsModelsDataset",

@@ -1,9 +1,10 @@
-"""``MaskCropStoreDataset``: the folder the mask pipeline's crop workers write into.
+"""``FolderStoreDataset``: a folder that Dask workers write into, item by item.
 
-The crops of 18,900 photos are never one object in the driver: each Dask worker writes
-the crop it makes straight into this folder (``podium.pipelines.mask.data`` describes the
-entries), so the catalog hands the nodes the folder itself, as ``FileTreeDataset`` hands
-them a raw data folder. Loading creates it when absent; a node never saves it.
+A collection whose items workers produce (the mask pipeline's crops of 18,900 photos) is
+never one object in the driver: each worker writes what it makes straight into this
+folder (the pipeline's module describes its entries), so the catalog hands the nodes the
+folder itself, as ``FileTreeDataset`` hands them a raw data folder. Loading creates it when
+absent; a node never saves it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 
-class MaskCropStoreDataset(AbstractDataset[None, Path]):
-    """``load() -> Path`` of the crop store (created if missing); ``save`` is refused.
+class FolderStoreDataset(AbstractDataset[None, Path]):
+    """``load() -> Path`` of the store (created if missing); ``save`` is refused.
 
     Args:
         path: the folder, e.g. ``data/03_primary/mask/train_crops``.
@@ -32,8 +33,8 @@ class MaskCropStoreDataset(AbstractDataset[None, Path]):
 
     def save(self, data: None) -> None:
         raise DatasetError(
-            f"The crop store '{self._path}' is written by the crop workers themselves, one "
-            "entry per photo; no node saves it. Use it as a node input."
+            f"The store '{self._path}' is written by the workers themselves, one entry per "
+            "item; no node saves it. Use it as a node input."
         )
 
     def _exists(self) -> bool:
