@@ -3,12 +3,17 @@
 Modules (import the one you need; none is imported here, so ``import podium.core`` is cheap):
 
 - ``config``: ParameterError and check_choice / check_keys / check_range for parameters.
-- ``seeding``: seed_everything, seeded DataLoader workers and generators.
+- ``seeding``: seed_everything, seeded DataLoader workers and generators, and the one
+  seeding scheme: ``derive_seed`` / ``training_seed`` for any (model, fold, DDP rank).
 - ``device``: device selection, AMP (bf16 / fp16 / fp32) settings, channels_last.
 - ``checkpoints``: safetensors state dicts, resumable ``weights_only`` training checkpoints.
 - ``models``: timm model factory with one or several classification heads.
 - ``augment``: albumentations 2.x pipelines from parameter lists.
-- ``training``: a resumable training loop (``fit``) and ``predict``.
+- ``optim``: timm optimizers and learning-rate schedules from one parameter shape.
+- ``training``: a resumable training loop (``fit``), ``seeded_loader`` and ``predict``; the
+  same loop in one process or in N DDP processes.
+- ``ddp``: DDP through torch.distributed's elastic launcher (``launch``), the
+  ``runtime.distributed`` settings, rank helpers and the distributed weighted sampler.
 - ``splits``: group-aware (stratified) K-fold assignment.
 - ``ensemble``: soft / hard voting and logit-scaling calibration.
 - ``plots``: matplotlib Figures (confusion matrix, reliability, image grids, curves, bars).

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,15 @@ class TrainingState:
 
     epoch: int
     extra: dict[str, Any] = field(default_factory=dict)
+    world_size: int = 1  # processes that trained it (DDP ranks)
+
+
+def rank_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """This process's RNG and generator states, as ``rank_states`` entries hold them."""
+    return {
+        "rng": capture_rng_state(),
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
 
 
 def _state_or_none(obj: Any) -> Any:
@@ -165,11 +175,14 @@ def save_training_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     extra: Mapping[str, Any] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
+    rank_states: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Save everything needed to resume after ``epoch`` completed epochs (atomically).
 
     ``extra`` must hold only tensors and plain python values (e.g. the metrics history);
     ``generators`` are e.g. a DataLoader's shuffling generator, whose state is saved too.
+    ``rank_states`` (DDP, saved by rank 0): every rank's ``rank_state()``, so each rank
+    resumes its own RNG and loader generators.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -182,6 +195,8 @@ def save_training_checkpoint(
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
         "extra": dict(extra or {}),
     }
+    if rank_states is not None:
+        payload["ranks"] = [dict(state) for state in rank_states]
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -197,10 +212,13 @@ def load_training_checkpoint(
     generators: Mapping[str, torch.Generator] | None = None,
     restore_rng: bool = True,
     map_location: str | torch.device | Callable[..., Any] = "cpu",
+    rank: int | None = None,
 ) -> TrainingState:
     """Restore the given objects in place from a checkpoint; return the epoch and ``extra``.
 
-    Loaded with ``weights_only=True``: a tampered file cannot execute code.
+    Loaded with ``weights_only=True``: a tampered file cannot execute code. ``rank`` (DDP):
+    restore that rank's RNG and generator states when the checkpoint holds per-rank states
+    (a checkpoint from a different number of processes restores rank 0's, with a warning).
     """
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -209,9 +227,24 @@ def load_training_checkpoint(
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and payload[name] is not None:
             obj.load_state_dict(payload[name])
+    own = {"rng": payload["rng"], "generators": payload["generators"]}
+    ranks = payload.get("ranks")
+    if rank is not None and ranks:
+        if rank < len(ranks):
+            own = ranks[rank]
+        else:
+            warnings.warn(
+                f"{path} was saved by {len(ranks)} process(es); rank {rank} resumes with rank "
+                "0's random state, so this run will not repeat an uninterrupted one exactly",
+                stacklevel=2,
+            )
     for name, generator in (generators or {}).items():
-        if name in payload["generators"]:
-            generator.set_state(payload["generators"][name].cpu())
+        if name in own["generators"]:
+            generator.set_state(own["generators"][name].cpu())
     if restore_rng:
-        restore_rng_state(payload["rng"])
-    return TrainingState(epoch=int(payload["epoch"]), extra=dict(payload["extra"]))
+        restore_rng_state(own["rng"])
+    return TrainingState(
+        epoch=int(payload["epoch"]),
+        extra=dict(payload["extra"]),
+        world_size=len(ranks) if ranks else 1,
+    )

@@ -2,11 +2,14 @@
 
 Reproducing a run means reproducing every random draw: weight init, shuffling, dropout
 and the augmentations drawn inside DataLoader worker processes. ``seed_everything``
-covers the process, ``dataloader_kwargs`` covers the loaders and their workers.
+covers the process, ``dataloader_kwargs`` covers the loaders and their workers, and
+``derive_seed`` / ``training_seed`` give every (model, fold, DDP rank) its own seed derived
+from the run's one ``seed`` (``np.random.SeedSequence``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from typing import Any
@@ -119,3 +122,45 @@ def dataloader_kwargs(
         "generator": make_generator(seed),
         "persistent_workers": bool(persistent_workers) and num_workers > 0,
     }
+
+
+def derive_seed(run_seed: int, *keys: int | str, parameter: str = "seed") -> int:
+    """The seed of one part of a run (a model, a fold, a DDP rank), derived from the run seed.
+
+    podium's one seeding scheme: every random stream of a run comes from the single ``seed``
+    parameter through ``np.random.SeedSequence([run_seed, *keys])``, so
+
+    - the same run seed and keys give the same seed on every machine and python version
+      (string keys, e.g. a model name, are hashed with SHA-256, not python's salted ``hash``);
+    - different keys give statistically independent streams, unlike ``seed + fold`` (where
+      model 0 fold 1 and model 1 fold 0 would collide);
+    - the order of the keys matters: use them as ``(model, fold, rank)``, see
+      :func:`training_seed`.
+
+    The result lies in ``[0, 2**32 - 1]``, so ``seed_everything`` and numpy accept it.
+    """
+    entropy = [_check_seed(run_seed, parameter)]
+    for key in keys:
+        if isinstance(key, str):
+            digest = hashlib.sha256(key.encode("utf-8")).digest()
+            entropy.append(int.from_bytes(digest[:8], "little"))
+        elif not isinstance(key, bool) and isinstance(key, int | np.integer) and key >= 0:
+            entropy.append(int(key))
+        else:
+            raise ParameterError(
+                parameter, f"seed keys must be integers >= 0 or strings, got {key!r}"
+            )
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
+
+
+def training_seed(
+    run_seed: int, *, model: int | str = 0, fold: int = 0, rank: int = 0, parameter: str = "seed"
+) -> int:
+    """The seed of one (model, fold, rank) training process: ``derive_seed(seed, model, fold, rank)``.
+
+    ``model`` is the model's index in its list or its name. Seed the process with it
+    (``seed_everything(training_seed(seed, model=..., fold=..., rank=dist_rank))``): under DDP
+    each rank then draws its own dropout masks and augmentations, while DDP copies rank 0's
+    initial weights to every rank when it wraps the model.
+    """
+    return derive_seed(run_seed, model, fold, rank, parameter=parameter)

@@ -1,9 +1,18 @@
 """A compact supervised training loop shared by the pipelines, resumable bit for bit.
 
 ``fit`` handles what every competition loop repeats: device moves, autocast and the
-GradScaler (fp16 only), gradient clipping, the three scheduler stepping styles, validation,
-progress bars and an every-epoch checkpoint from which an interrupted run continues to the
-same final weights (on CPU) as an uninterrupted one.
+GradScaler (fp16 only), gradient clipping, the scheduler stepping styles (torch schedulers per
+epoch, per batch or on a plateau; timm schedules from ``core.optim`` per epoch or per update),
+validation, progress bars and an every-epoch checkpoint from which an interrupted run
+continues to the same final weights (on CPU) as an uninterrupted one.
+
+Inside a DDP process group (``core.ddp.launch``) the same ``fit`` and ``seeded_loader``
+train in N processes: the loader gives each rank its share of one seeded global shuffle or
+weighted draw (``batch_size`` stays the global batch), ``fit`` wraps the model in
+``DistributedDataParallel``, averages the epoch metrics over the ranks, calls
+``on_epoch_end`` and writes checkpoints on rank 0 only (with every rank's random state), and
+every rank resumes from the same checkpoint. Without a process group nothing of this
+applies and the loop is the single-process one.
 """
 
 from __future__ import annotations
@@ -17,10 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from podium.core.checkpoints import load_training_checkpoint, save_training_checkpoint
+from podium.core import ddp
+from podium.core.checkpoints import (
+    load_training_checkpoint,
+    rank_state,
+    save_training_checkpoint,
+)
 from podium.core.config import ParameterError, check_choice
 from podium.core.device import (
     AmpSettings,
@@ -31,7 +45,8 @@ from podium.core.device import (
     make_grad_scaler,
     to_channels_last,
 )
-from podium.core.seeding import dataloader_kwargs
+from podium.core.optim import LrSchedule
+from podium.core.seeding import dataloader_kwargs, derive_seed
 
 SCHEDULER_STEPS = ("epoch", "batch", "plateau")
 #: Batches between the loss reads that sync with the GPU (progress bar, NaN check).
@@ -49,13 +64,26 @@ def seeded_loader(
     seed: int,
     runtime: Runtime,
     sample_weights: Sequence[float] | np.ndarray | None = None,
+    distributed: bool | None = None,
 ) -> DataLoader:
     """A DataLoader seeded like every other (workers included), pinned on CUDA.
 
     ``sample_weights`` (with ``shuffle``): draw ``len(dataset)`` samples per epoch with
     replacement in proportion to the weights (e.g. class-balanced), from the same seeded
     generator, so the draws are as reproducible as a shuffle.
+
+    ``distributed`` (default: a shuffled loader inside a DDP process group): each rank gets
+    its share of one global order, seeded by ``seed`` and the epoch (``fit`` calls
+    ``set_epoch``) — a ``DistributedSampler``, or a ``DistributedWeightedSampler`` with
+    ``sample_weights`` — and ``batch_size / world_size`` samples per batch, so ``batch_size``
+    is the global batch. ``distributed=True`` without a process group is the same sampling
+    in one process (what N processes together draw); a non-shuffled distributed loader pads
+    with repeated samples to a multiple of the world size. Loader workers are seeded per rank.
     """
+    if distributed is None:
+        distributed = shuffle and ddp.is_distributed()
+    if distributed:
+        return _distributed_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
     kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
     # A last training batch of one sample breaks BatchNorm: drop the ragged end when shuffling.
     drop_last = shuffle and len(dataset) > batch_size
@@ -75,6 +103,90 @@ def seeded_loader(
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs
     )
+
+
+def _distributed_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    runtime: Runtime,
+    sample_weights: Sequence[float] | np.ndarray | None,
+) -> DataLoader:
+    replicas, rank = ddp.world_size(), ddp.rank()
+    local_batch = ddp.local_batch_size(batch_size, replicas)
+    worker_seed = seed if replicas == 1 else derive_seed(seed, rank)
+    kwargs = dataloader_kwargs(worker_seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    sampler: torch.utils.data.Sampler[int]
+    if sample_weights is None:
+        sampler = DistributedSampler(
+            dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle
+        )
+    else:
+        weights = np.asarray(sample_weights, dtype=np.float64)
+        if not shuffle or len(weights) != len(dataset) or not bool((weights >= 0).all()):
+            raise ValueError(
+                f"sample_weights need shuffle=True and one weight >= 0 per sample "
+                f"({len(weights)} weights for {len(dataset)} samples)"
+            )
+        sampler = ddp.DistributedWeightedSampler(
+            weights, len(dataset), num_replicas=replicas, rank=rank, seed=seed
+        )
+    drop_last = shuffle and len(sampler) > local_batch
+    return DataLoader(
+        dataset, batch_size=local_batch, sampler=sampler, drop_last=drop_last, **kwargs
+    )
+
+
+def _epoch_sampler(loader: Iterable[Any]) -> Any | None:
+    """The loader's epoch-seeded sampler (DistributedSampler and kin: ``set_epoch``), if any."""
+    for owner in (
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
+        if callable(getattr(owner, "set_epoch", None)):
+            return owner
+    return None
+
+
+def _schedule(scheduler: Any, scheduler_step: str | None) -> tuple[Any, str]:
+    """The scheduler as fit steps it, and its stepping style (see ``fit``)."""
+    if scheduler is not None and not isinstance(scheduler, LrSchedule):
+        if callable(getattr(scheduler, "step_update", None)) and hasattr(scheduler, "t_in_epochs"):
+            scheduler = LrSchedule.wrap(scheduler)  # a bare timm scheduler
+    if isinstance(scheduler, LrSchedule):
+        style = (
+            "plateau"
+            if scheduler.needs_metric
+            else ("batch" if scheduler.per == "step" else "epoch")
+        )
+        if scheduler_step is not None and scheduler_step != style:
+            raise ParameterError(
+                "scheduler_step",
+                f"{scheduler_step!r} does not fit the {scheduler.name} schedule, which steps "
+                f"per {scheduler.per}{' on a metric' if scheduler.needs_metric else ''}: leave "
+                "scheduler_step unset for schedules from core.optim",
+            )
+        return scheduler, "timm"
+    scheduler_step = "epoch" if scheduler_step is None else scheduler_step
+    check_choice("scheduler_step", scheduler_step, SCHEDULER_STEPS)
+    is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if scheduler is not None and is_plateau != (scheduler_step == "plateau"):
+        raise ParameterError(
+            "scheduler_step",
+            f"{scheduler_step!r} does not fit {type(scheduler).__name__}: use 'plateau' exactly "
+            "for ReduceLROnPlateau (it steps on a monitored metric)",
+        )
+    return scheduler, scheduler_step
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return nn.parallel.DistributedDataParallel(model, device_ids=[index], output_device=index)
+    return nn.parallel.DistributedDataParallel(model)
 
 
 def move_to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
@@ -159,7 +271,7 @@ def fit(
     device: torch.device | str,
     amp: AmpSettings | None = None,
     scheduler: Any | None = None,
-    scheduler_step: str = "epoch",
+    scheduler_step: str | None = None,
     monitor: str | None = None,
     val_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
@@ -173,35 +285,46 @@ def fit(
     """Train for ``epochs`` epochs; return one dict per epoch (epoch, train_loss, lr, val metrics).
 
     - ``loss_fn(outputs, targets)``: outputs may be a dict (multi-head) and targets a dict.
-    - ``scheduler_step``: ``epoch`` (after each epoch), ``batch`` (after each optimizer step,
-      e.g. OneCycle) or ``plateau`` (ReduceLROnPlateau on ``monitor``, default ``val_loss``
-      if validated, else ``train_loss``).
+    - ``scheduler``: a torch scheduler, stepped as ``scheduler_step`` says: ``epoch`` (the
+      default, after each epoch), ``batch`` (after each optimizer step, e.g. OneCycle) or
+      ``plateau`` (ReduceLROnPlateau on ``monitor``, default ``val_loss`` if validated, else
+      ``train_loss``). Or an :class:`~podium.core.optim.LrSchedule` (``build_scheduler``) or a
+      bare timm scheduler: stepped timm's way, ``step_update(n)`` after the n-th optimizer step
+      and ``step(epoch, metric)`` after each epoch, the metric being ``monitor`` (or the
+      schedule's own ``monitor``); leave ``scheduler_step`` unset for those.
     - ``val_fn(model)`` runs in eval mode without gradients and returns metrics to record.
     - ``on_epoch_end(epoch, metrics)`` may return True to stop early.
     - ``checkpoint_path``: saved after every epoch; if it exists at start, training resumes
       after the saved epoch with model, optimizer, scheduler, scaler, RNG and loader
       shuffling state restored.
     - ``amp``: ``None`` means fp32. ``lr`` is the first param group's rate during the epoch.
+
+    In a DDP process group (see ``core.ddp``): the model is wrapped in
+    DistributedDataParallel for the training steps (``val_fn`` gets the bare model and runs
+    on every rank; its metrics and the training loss are averaged over the ranks, so every
+    rank returns the same history), ``on_epoch_end`` runs on rank 0 only and its stop
+    decision holds for all, the checkpoint is written by rank 0 with every rank's RNG and
+    loader-generator state, and every rank resumes from it.
     """
     device = torch.device(device)
     amp = amp or amp_settings(device, "fp32")
-    check_choice("scheduler_step", scheduler_step, SCHEDULER_STEPS)
-    is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    if scheduler is not None and is_plateau != (scheduler_step == "plateau"):
-        raise ParameterError(
-            "scheduler_step",
-            f"{scheduler_step!r} does not fit {type(scheduler).__name__}: use 'plateau' exactly "
-            "for ReduceLROnPlateau (it steps on a monitored metric)",
-        )
+    scheduler, scheduler_step = _schedule(scheduler, scheduler_step)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ParameterError("epochs", f"expected an integer >= 0, got {epochs!r}")
+    distributed = ddp.is_distributed()
+    main = ddp.is_main()
     model.to(device)
     if channels_last:
         to_channels_last(model, device)
     scaler = make_grad_scaler(amp)
     generators = _loader_generators(train_loader)
+    # An epoch-seeded sampler draws from (seed + epoch): its seed is resumed like a generator.
+    sampler = _epoch_sampler(train_loader)
+    sampler_seed = getattr(sampler, "seed", None)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    num_updates = 0  # optimizer steps so far: the count timm schedules step on
+    stopped_early = False
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_training_checkpoint(
             checkpoint_path,
@@ -211,18 +334,43 @@ def fit(
             scaler=scaler,
             generators=generators,
             map_location="cpu",  # RNG states must stay CPU tensors
+            rank=ddp.rank() if distributed else None,
         )
         start_epoch = state.epoch
         history = [dict(row) for row in state.extra.get("history", [])]
-        if state.extra.get("stopped_early"):
-            return history
+        num_updates = int(state.extra.get("num_updates", 0))
+        stopped_early = bool(state.extra.get("stopped_early"))
+        if sampler_seed is not None and state.extra.get("sampler_seed") is not None:
+            sampler.seed = sampler_seed = int(state.extra["sampler_seed"])
+        if distributed and state.world_size != ddp.world_size():
+            raise RuntimeError(
+                f"{checkpoint_path} was saved by {state.world_size} process(es) and this run has "
+                f"{ddp.world_size()}: resume with the same runtime.distributed settings"
+            )
+    if distributed:
+        found = ddp.all_gather_objects(start_epoch)
+        if len(set(found)) != 1:
+            raise RuntimeError(
+                f"the ranks found different checkpoints at {checkpoint_path} (epochs {found}): "
+                "every machine must see the same checkpoint folder"
+            )
+    if stopped_early:
+        return history
+    net = _wrap_ddp(model, device) if distributed else model
 
     for epoch in range(start_epoch + 1, epochs + 1):
-        model.train()
+        net.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum = torch.zeros((), device=device)  # stays on device: no sync per batch
         total_count = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch}/{epochs}",
+            disable=not (progress and main),
+            leave=False,
+        )
         for step, batch in enumerate(bar):
             inputs, targets = split_batch(batch, input_key, target_key)
             inputs = move_to_device(inputs, device, non_blocking=True)
@@ -231,7 +379,7 @@ def fit(
                 inputs = to_channels_last(inputs, device)
             optimizer.zero_grad(set_to_none=True)
             with autocast(amp):
-                outputs = model(inputs)
+                outputs = net(inputs)
                 loss = loss_fn(outputs, targets)
             scaler.scale(loss).backward()
             if grad_clip is not None:
@@ -239,8 +387,11 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            num_updates += 1
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
+            elif scheduler_step == "timm":
+                scheduler.after_update(num_updates)
             size = _batch_size(inputs)
             loss_sum += loss.detach().float() * size
             total_count += size
@@ -249,31 +400,50 @@ def fit(
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
         bar.close()
 
+        local_loss = _finite_mean(loss_sum, total_count, epoch, "last")
         metrics: dict[str, float] = {
             "epoch": epoch,
-            "train_loss": _finite_mean(loss_sum, total_count, epoch, "last"),
+            "train_loss": ddp.global_mean(loss_sum, total_count) if distributed else local_loss,
             "lr": lr,
         }
         if val_fn is not None:
             with eval_mode(model), torch.no_grad():
-                metrics.update({k: float(v) for k, v in val_fn(model).items()})
+                scores = {k: float(v) for k, v in val_fn(model).items()}
+            metrics.update(ddp.mean_metrics(scores) if distributed else scores)
         if scheduler is not None and scheduler_step == "epoch":
             scheduler.step()
         elif scheduler is not None and scheduler_step == "plateau":
             scheduler.step(_plateau_value(metrics, monitor))
+        elif scheduler_step == "timm":
+            watched = monitor or scheduler.monitor
+            metric = _plateau_value(metrics, watched) if scheduler.needs_metric else None
+            scheduler.after_epoch(epoch, metric)
         history.append(metrics)
-        stop = bool(on_epoch_end(epoch, dict(metrics))) if on_epoch_end is not None else False
+        stop = False
+        if on_epoch_end is not None and main:
+            stop = bool(on_epoch_end(epoch, dict(metrics)))
+        if distributed:
+            stop = bool(ddp.broadcast_object(stop))
         if checkpoint_path is not None:
-            save_training_checkpoint(
-                checkpoint_path,
-                model=model,
-                epoch=epoch,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                generators=generators,
-                extra={"history": history, "stopped_early": stop},
-            )
+            states = ddp.all_gather_objects(rank_state(generators)) if distributed else None
+            if main:
+                save_training_checkpoint(
+                    checkpoint_path,
+                    model=model,
+                    epoch=epoch,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    generators=generators,
+                    extra={
+                        "history": history,
+                        "stopped_early": stop,
+                        "num_updates": num_updates,
+                        "sampler_seed": sampler_seed,
+                    },
+                    rank_states=states,
+                )
+            ddp.barrier()  # the checkpoint exists for every rank once any rank goes on
         if stop:
             break
     return history
