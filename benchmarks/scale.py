@@ -99,6 +99,13 @@ def _uda_count(root: Path) -> dict:
     }
 
 
+def _mask_count(root: Path) -> dict:
+    raw = root / "data" / "01_raw" / "mask"
+    train = _csv_rows(raw / "train" / "train.csv") * 7  # one row per person, 7 photos each
+    evaluation = _csv_rows(raw / "eval" / "info.csv")
+    return {"photos": train + evaluation, "train_photos": train, "eval_photos": evaluation}
+
+
 def _monet_count(root: Path) -> dict:
     raw = root / "data" / "01_raw" / "monet"
     photos, monets = _files(raw, "photo_jpg/*.jpg"), _files(raw, "monet_jpg/*.jpg")
@@ -129,6 +136,30 @@ CASES: dict[str, Case] = {
         count=_dfdc_count,
         probe="index_test_videos",
         default_multipliers=(1, 4, 16),
+    ),
+    "mask": Case(
+        pipeline="mask",
+        competition="mask",
+        sample=lambda m: {"n_people": 90 * m, "n_eval_people": 18 * m},
+        run_parameters={"mask": {"train": {"epochs": 1}}},
+        stages=(
+            Stage(
+                "crop",
+                (
+                    "index_training_images",
+                    "index_evaluation_images",
+                    "crop_training_images",
+                    "crop_evaluation_images",
+                    "count_crop_outcomes",
+                    "assign_person_folds",
+                ),
+                "photos",
+            ),
+            Stage("train (1 epoch)", ("train_models",), "train_photos"),
+            Stage("predict", ("predict_evaluation_images",), "eval_photos"),
+        ),
+        count=_mask_count,
+        probe="index_evaluation_images",
     ),
     "uda": Case(
         pipeline="uda",
