@@ -315,3 +315,70 @@ def test_full_size_videos_are_extracted_at_half_size_detection(tmp_path):
         heights = record["boxes"][:, 3] - record["boxes"][:, 1]
         assert heights.min() > 300  # full-frame pixels (faces are 0.36-0.5 of 1080), not half
     assert detection_recall(_index(records), load_truth_boxes(tmp_path)) >= 0.9
+
+
+def test_the_extract_node_under_kedro_keeps_no_saved_record_alive(many_videos, tmp_path):
+    """Through Kedro's runner (whose multi-output generators keep up to 57 yields alive),
+    a record is alive only until its partition is written: counted at every save."""
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Node, Pipeline
+    from kedro.runner import SequentialRunner
+    from kedro_datasets.pandas import CSVDataset
+    from kedro_datasets.partitions import PartitionedDataset
+
+    from podium.pipelines.deepfake.nodes import extract_faces
+
+    alive_after_save = []
+
+    class CountingPartitions(PartitionedDataset):
+        def save(self, data):
+            super().save(data)
+            alive_after_save.append(_records_in_memory())
+
+    def partitions(name):
+        return CountingPartitions(
+            path=str(tmp_path / name),
+            dataset={"type": "podium.datasets.AtomicPickleDataset", "backend": "joblib"},
+            filename_suffix=".joblib",
+        )
+
+    class Discard(CSVDataset):
+        def save(self, data):
+            pass
+
+    table = many_videos.assign(
+        partition=many_videos["folder"] + "/" + many_videos["video"].str.removesuffix(".mp4")
+    )
+    catalog = DataCatalog(
+        {
+            "videos": _Loaded(table),
+            "test_videos": _Loaded(table.iloc[:0]),
+            "cache": _Loaded({}),
+            "faces": partitions("faces"),
+            "rows": partitions("rows"),
+            "bad": CSVDataset(filepath=str(tmp_path / "bad.csv")),
+            "metrics": Discard(filepath=str(tmp_path / "unused.csv")),
+        }
+    )
+    node = Node(
+        extract_faces,
+        ["videos", "test_videos", "cache", "params:extraction", "params:dask"],
+        ["faces", "rows", "bad", "metrics"],
+        name="extract_faces",
+    )
+    catalog["params:extraction"] = {**SETTINGS, "window": 2}
+    catalog["params:dask"] = {"scheduler_address": None, "n_workers": 0, "threads_per_worker": 1}
+    baseline = _records_in_memory()  # other tests' fixtures hold records too
+    SequentialRunner().run(Pipeline([node]), catalog)
+    saved = sorted(p.name for p in (tmp_path / "faces").rglob("*.joblib"))
+    assert len(saved) == 12 and len(alive_after_save) >= 2 * 4
+    assert max(alive_after_save) - baseline <= 2 + 2  # one chunk at most, not all so far
+
+
+class _Loaded:
+    """A catalog entry that hands a node a value (the node reads it, never saves it)."""
+
+    def __new__(cls, value):
+        from kedro.io import MemoryDataset
+
+        return MemoryDataset(value, copy_mode="assign")

@@ -64,9 +64,8 @@ def _settings(**overrides) -> dict:
         "epochs": 2,
         "batch_size": 8,
         "predict_batch_size": 16,
-        "lr": 3e-3,
-        "optimizer": "adam",
-        "scheduler": "none",
+        "optimizer": {"name": "adam", "lr": 3e-3},
+        "scheduler": {"name": "none"},
         "augment": [{"name": "HorizontalFlip", "p": 0.5}],
         "drop_rate": 0.0,
         "progress": False,
@@ -154,7 +153,9 @@ def test_same_seed_same_weights_and_predictions(trained):
 
 def test_learns_an_obvious_signal():
     records, videos = _data(n_videos=12, n_crops=4, seed=1)
-    settings = _settings(epochs=6, lr=1e-2, augment=[], folds_to_train=[0])
+    settings = _settings(
+        epochs=6, optimizer={"name": "adam", "lr": 1e-2}, augment=[], folds_to_train=[0]
+    )
     _, history, oof = train_frame_models(*_store(records), videos, settings, RUNTIME, seed=0)
     assert set(oof["tiny"]) == set(videos.loc[videos["fold"] == 0, "partition"])
     losses = history["train_loss"].to_numpy()
@@ -197,8 +198,17 @@ def test_unet_multitask_has_a_mask_head_and_iou():
         ({"models": [{"architecture": "vit", "backbone": "resnet18"}]}, "architecture"),
         ({"augment": [{"name": "GaussianNoise"}]}, "deepfake.training.augment[0].name"),
         ({"augment": [{"name": "GaussNoise", "var_limit": 10}]}, "deepfake.training.augment[0]"),
-        ({"optimizer": "lamb"}, "deepfake.training.optimizer"),
-        ({"learning_rate": 1e-3}, "deepfake.training"),
+        ({"optimizer": {"name": "adamx"}}, "deepfake.training.optimizer.name"),
+        ({"optimizer": {"lr": -1.0}}, "deepfake.training.optimizer.lr"),
+        ({"optimizer": {"momentum": 1.5}}, "deepfake.training.optimizer.momentum"),
+        ({"optimizer": {"weight_decay": -1}}, "deepfake.training.optimizer.weight_decay"),
+        ({"optimizer": {"learning_rate": 1e-3}}, "deepfake.training.optimizer"),
+        ({"optimizer": "adamw"}, "deepfake.training.optimizer"),
+        ({"lr": 1e-3}, "optimizer: {name, lr"),  # the old flat key: where it went
+        ({"scheduler": {"name": "cosine_annealing"}}, "deepfake.training.scheduler.name"),
+        ({"scheduler": {"warmup_epochs": 2}}, "deepfake.training.scheduler.warmup_epochs"),
+        ({"scheduler": {"gamma": 0.5}}, "deepfake.training.scheduler"),
+        ({"resume_from": "best"}, "deepfake.training.resume_from"),
         ({"folds_to_train": [5]}, "deepfake.training.folds_to_train"),
     ],
 )
@@ -209,9 +219,19 @@ def test_bad_settings_name_the_parameter(overrides, parameter):
     assert parameter in str(error.value)
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid_and_in_step_with_conf_base():
+    import yaml
+
+    from tests.conftest import REPO
+
     config = check_training_settings(None)
-    assert config["models"][0]["architecture"] == "classifier"
+    assert config["models"][0]["architecture"] == "unet_multitask"
+    conf = yaml.safe_load((REPO / "conf/base/parameters_deepfake.yml").read_text())
+    block = conf["deepfake"]["training"]
+    assert set(block) == set(DEFAULTS)
+    for key in ("optimizer", "scheduler", "loss_weights"):
+        assert set(block[key]) == set(DEFAULTS[key]), key
+    assert check_training_settings(block) == config
     assert set(DEFAULTS) >= {"models", "image_size", "epochs", "augment", "loss_weights"}
     from podium.core.augment import build_transforms
 
@@ -249,7 +269,11 @@ def test_several_models_and_seeds():
 )
 def test_optimizers_and_schedulers_run(optimizer, scheduler):
     records, videos = _data(n_videos=4, n_crops=2, seed=5)
-    settings = _settings(optimizer=optimizer, scheduler=scheduler, folds_to_train=[0])
+    settings = _settings(
+        optimizer={"name": optimizer, "lr": 3e-3},
+        scheduler={"name": scheduler, "decay_rate": 0.5},
+        folds_to_train=[0],
+    )
     _, history, _ = train_frame_models(*_store(records), videos, settings, RUNTIME, seed=0)
     assert len(history) == 2 and history["train_loss"].notna().all()
     if scheduler in ("cosine", "step"):

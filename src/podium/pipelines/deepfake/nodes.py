@@ -4,6 +4,7 @@ modules beside this file (extraction, splits, training, scoring, stacking, evalu
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from podium.core.distributed import release_freed_memory
 from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import embeddings, evaluation, scoring, splits, stacking
@@ -97,12 +99,25 @@ def extract_faces(
                     as_metrics(stats.as_dict(), step=chunk.jobs_done),
                     chunk.jobs_done,
                 )
+            rows = {f"{key}/{name}": face_rows(name, r) for name, r in chunk.records.items()}
             yield (
-                {f"{key}/{name}": record for name, record in chunk.records.items()},
-                {f"{key}/{name}": face_rows(name, r) for name, r in chunk.records.items()},
+                _handed_over({f"{key}/{name}": r for name, r in chunk.records.items()}),
+                rows,
                 pd.DataFrame(bad, columns=BAD_VIDEO_COLUMNS),
                 metrics,
             )
+            del chunk, rows  # saved by now: Kedro asks for the next chunk after saving it
+            release_freed_memory()
+
+
+def _handed_over(records: dict[str, dict]) -> dict[str, Any]:
+    """The records as lazy partitions that give each record up as it is saved.
+
+    Kedro splits a multi-output generator's yields with ``itertools.tee``, which keeps the
+    yielded values of up to 57 yields alive (a whole chunk of crops each); what it keeps
+    here is a small function per record, and the record itself lives only until the
+    PartitionedDataset has written it."""
+    return {name: partial(records.pop, name) for name in list(records)}
 
 
 def index_faces(
@@ -212,13 +227,27 @@ def train_models(
     runtime: Mapping[str, Any],
     extraction: Mapping[str, Any],
     seed: int,
+    deterministic: bool,
+    checkpoints: Path,
 ) -> tuple[dict, pd.DataFrame, dict, dict]:
     """Every model x fold on the crops of the videos with faces, read lazily by the
-    DataLoader workers: weights, per-epoch history (also as MLflow metric histories) and
-    out-of-fold frame probabilities."""
-    loaders = record_loaders(faces, settings_key(extraction))
+    DataLoader workers, in ``runtime.distributed`` processes, each (model, fold) resumable
+    from its checkpoint in ``checkpoints``: weights, per-epoch history (also as MLflow metric
+    histories) and out-of-fold frame probabilities."""
+    key = settings_key(extraction)
+    loaders = record_loaders(faces, key)
     trainable = folds.loc[folds["has_faces"], ["partition", "label", "fold"]]
-    states, history, oof = train_frame_models(loaders, index, trainable, training, runtime, seed)
+    states, history, oof = train_frame_models(
+        loaders,
+        index,
+        trainable,
+        training,
+        runtime,
+        seed,
+        deterministic=deterministic,
+        checkpoint_dir=checkpoints,
+        data_key=key,
+    )
     curves: dict[str, list[dict[str, float]]] = {}
     for row in history.to_dict("records"):
         for column in ("train_loss", "val_loss", "val_log_loss", "val_mask_iou"):

@@ -86,6 +86,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:runtime",
                     EXTRACTION,
                     "params:deepfake.seed",
+                    "params:deepfake.deterministic",
+                    "deepfake_checkpoints",
                 ],
                 [
                     "deepfake_frame_models",

@@ -6,44 +6,49 @@ predicts its own fold's videos, so every video gets out-of-fold (OOF) frame prob
 from the one fold model that never saw it. Unseen (test) videos get the mean of a model's
 fold-model **logits**, turned into a probability.
 
-Architectures (see :mod:`podium.pipelines.deepfake.networks`): ``classifier`` (a timm
-classifier) and ``unet_multitask`` (a UNet decoder on the same timm encoder predicts the
-manipulation mask, the record's ``masks``; reals have an all-zero target mask; a
-classification branch at the encoder's end predicts real/fake). Its loss is
-``w_cls * BCE(logit) + w_seg * seg_loss(mask)`` where ``seg_loss`` is ``bce``, ``dice`` or
-``bce_dice``; a FAKE whose record has no masks (``mask_error``) adds no segmentation loss.
+Architectures (:mod:`podium.pipelines.deepfake.networks`): ``classifier`` and
+``unet_multitask`` (a UNet decoder predicts the manipulation mask, the record's ``masks``,
+beside a classification branch at the encoder's end); its loss is ``w_cls * BCE(logit) +
+w_seg * seg_loss(mask)``, ``seg_loss`` one of ``bce``, ``dice``, ``bce_dice``; a FAKE whose
+record has no masks adds no segmentation loss.
 
-On a GPU the loop (``core.training.fit``) runs under autocast (bf16, or fp16 with a
-GradScaler), the model and batches go channels_last, DataLoaders pin memory and use
-``runtime.num_workers`` seeded workers. Images travel as uint8 and are normalised inside
-the network.
+Here is only the competition's part: the lazy crop dataset, the losses, the validation pass
+(frame log loss, mask IoU) and the K-fold recipe. The engine is ``podium.core``: ``optim``
+(timm's optimizer and schedule factories, the shared ``optimizer`` / ``scheduler`` blocks),
+``training.fit`` (AMP, channels_last, a checkpoint every epoch, resume), ``ddp.launch``
+(each (model, fold) in ``runtime.distributed`` processes; one process: in the caller) and
+``seeding.training_seed``. Settings: the ``deepfake.training`` block, every key in
+:data:`DEFAULTS`; errors name ``deepfake.training.<key>``.
 
-Settings: the ``deepfake.training`` parameter block, every key documented in
-:data:`DEFAULTS`; errors name ``deepfake.training.<key>``. Runtime: the shared ``runtime``
-block (``device``, ``precision``, ``num_workers``, ``channels_last``; optional
-``deterministic``).
+Seeding: each process seeds itself with ``training_seed(seed + seed_offset, model=<name>,
+fold=<k>, rank=<rank>)`` and ``deepfake.deterministic``, so a fold model is the same whether
+trained alone (``folds_to_train``) or with the others. The training loader always samples
+the distributed way (one seeded global order, each rank a share of the global
+``batch_size``): a network without batch statistics trains to the same weights on 1 or N
+processes; BatchNorm sees per-rank batches, so there the runs agree within noise.
 
-Reproducibility: each (model, fold) is seeded via ``core.seeding.seed_everything`` with a seed
-drawn from ``(seed + seed_offset, fold)`` before its network, augmentations and loaders are
-built, so a fold model is the same whether trained alone (``folds_to_train``) or with the
-others, and seed offsets 0, 1, 2 give distinct initialisations on every fold.
+Resume: with a checkpoint folder each (model, fold) keeps ``checkpoint.pt`` (every epoch) and
+then ``result.pt`` (weights, history, OOF logits) in ``<folder>/<model>/fold<k>-<digest>/``,
+the digest covering what shapes it (settings, seed, data, device, precision, processes).
+``resume_from: latest`` continues a checkpoint or takes a finished result; ``null`` deletes
+an earlier run's and starts afresh.
 
-Memory: crops are read lazily. The face index (one row per crop, from extraction) says
-which crops exist; :class:`_FrameDataset` holds only the index rows and the records' load
-functions, and each DataLoader worker opens a video's record when it first needs one of its
-crops, keeping the last ``record_cache`` records it opened (an LRU cache per worker). The
-driver never holds crops, so memory does not grow with the number of videos; prediction
-reads the test videos in order, each record once per worker.
-
-No kedro or mlflow imports.
+Memory: :class:`_FrameDataset` holds only face-index rows and the records' load functions;
+each DataLoader worker opens a record when it first needs one of its crops and keeps the
+last ``record_cache`` (LRU), so memory does not grow with the number of videos. Several
+processes get the load functions pickled (PartitionedDataset's are). No kedro or mlflow.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import albumentations as A
@@ -52,9 +57,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from podium.core import ddp
 from podium.core.augment import build_transforms
+from podium.core.checkpoints import atomic_path
 from podium.core.config import (
     ParameterError,
     check_choice,
@@ -63,26 +70,21 @@ from podium.core.config import (
     check_range,
     check_size,
 )
-from podium.core.device import (
-    Runtime,
-    autocast,
-    eval_mode,
-    resolve_runtime,
-    to_channels_last,
-)
+from podium.core.device import Runtime, autocast, eval_mode, resolve_runtime, to_channels_last
 from podium.core.ensemble import sigmoid
 from podium.core.models import check_backbone
-from podium.core.seeding import seed_everything
+from podium.core.optim import OPTIMIZER_KEYS, SCHEDULER_KEYS, build_optimizer, build_scheduler
+from podium.core.seeding import seed_everything, training_seed
 from podium.core.training import fit, move_to_device, seeded_loader, split_batch
 from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
 
 __all__ = [
     "DEFAULTS",
-    "OPTIMIZERS",
-    "SCHEDULERS",
+    "RESUME_FROM",
     "SEGMENTATION_LOSSES",
     "check_training_settings",
     "predict_frame_models",
+    "train_fold",
     "train_frame_models",
 ]
 
@@ -90,9 +92,8 @@ log = logging.getLogger(__name__)
 
 #: Parameter path of the settings block in conf/base/parameters_deepfake.yml.
 PARAMETER = "deepfake.training"
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("cosine", "step", "plateau", "none")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
+RESUME_FROM = (None, "latest")
 #: Keys of one entry of ``models``.
 MODEL_KEYS = (
     "name",
@@ -105,6 +106,10 @@ MODEL_KEYS = (
 #: Separates the model name from the fold in state-dict keys: ``"<model>/fold<k>"``.
 KEY_SEP = "/"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
+CHECKPOINT_FILE = "checkpoint.pt"
+RESULT_FILE = "result.pt"
+#: Settings that change neither a fold model nor its predictions (left out of the digest).
+_NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_from")
 
 #: Every ``deepfake.training`` setting with its default (CPU-sized: minutes on the sample).
 DEFAULTS: dict[str, Any] = {
@@ -118,26 +123,30 @@ DEFAULTS: dict[str, Any] = {
     #   decoder_channels: unet_multitask only, the widest decoder block (null: UNet taper).
     "models": [
         {
-            "name": "effnet_lite0",
-            "architecture": "classifier",
-            "backbone": "tf_efficientnet_lite0",
+            "name": "unet_r10t",
+            "architecture": "unet_multitask",
+            "backbone": "resnet10t",
+            "mask_stride": 4,
+            "decoder_channels": 32,
             "seed_offset": 0,
         }
     ],
-    "image_size": 128,  # crops are resized to image_size x image_size (int or [h, w])
-    "epochs": 3,
-    "batch_size": 32,
+    "image_size": 112,  # crops are resized to image_size x image_size (int or [h, w])
+    "epochs": 20,
+    "batch_size": 32,  # the global batch, split evenly over runtime.distributed processes
     "predict_batch_size": 64,  # validation / OOF / test batches (no gradients)
-    "lr": 1e-3,  # peak learning rate
-    "weight_decay": 1e-4,
-    "optimizer": "adamw",  # adam | adamw | sgd (sgd: nesterov with `momentum`)
-    "momentum": 0.9,  # sgd only
-    "scheduler": "cosine",  # cosine (to min_lr over epochs) | step | plateau (val_loss) | none
-    "scheduler_params": {
-        "min_lr": 1e-6,  # cosine floor, plateau floor
+    # core.optim's shape: any timm optimizer, also betas, eps, decay_norm_and_bias (false:
+    # no weight decay on norm weights and biases).
+    "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "momentum": 0.9},
+    # core.optim's shape: cosine | step | multistep | plateau (on val_loss) | poly |
+    # constant | none, also warmup_lr, milestones, mode, monitor, power.
+    "scheduler": {
+        "name": "cosine",
+        "per": "epoch",  # epoch | step
+        "warmup_epochs": 0,
+        "min_lr": 1e-6,  # cosine, poly and plateau floor
         "step_size": 1,  # step: epochs between decays
-        "gamma": 0.5,  # step: decay factor
-        "factor": 0.5,  # plateau: decay factor
+        "decay_rate": 0.5,  # step, multistep, plateau: the multiplier at each decay
         "patience": 1,  # plateau: epochs without val_loss improvement before decaying
     },
     "grad_clip": None,  # max gradient norm, null = no clipping
@@ -148,46 +157,31 @@ DEFAULTS: dict[str, Any] = {
     "drop_rate": 0.2,  # dropout before the classification layer
     "pretrained": False,  # timm ImageNet weights: needs the hub or a local cache
     # albumentations 2.x transforms applied (after the resize) to each training crop and its
-    # mask; names and arguments checked by core.augment. The DFDC write-ups' heavy set:
-    "augment": [
-        {"name": "ImageCompression", "quality_range": [40, 100], "p": 0.5},
-        {"name": "Downscale", "scale_range": [0.5, 0.9], "p": 0.2},
-        {
-            "name": "OneOf",
-            "p": 0.3,
-            "transforms": [
-                {"name": "GaussianBlur", "blur_limit": [3, 5]},
-                {"name": "GaussNoise", "std_range": [0.02, 0.08]},
-            ],
-        },
-        {"name": "RandomBrightnessContrast", "p": 0.5},
-        {"name": "HueSaturationValue", "p": 0.3},
-        {"name": "HorizontalFlip", "p": 0.5},
-        {
-            "name": "Affine",
-            "scale": [0.9, 1.1],
-            "translate_percent": [-0.05, 0.05],
-            "rotate": [-10, 10],
-            "border_mode": 0,
-            "p": 0.5,
-        },
-        {
-            "name": "CoarseDropout",
-            "num_holes_range": [1, 4],
-            "hole_height_range": [0.05, 0.2],
-            "hole_width_range": [0.05, 0.2],
-            "p": 0.3,
-        },
-    ],
+    # mask, checked by core.augment. Flips only on the sample (its fakes differ by blur and
+    # resolution loss, which the write-ups' heavy list, in conf/full, would erase).
+    "augment": [{"name": "HorizontalFlip", "p": 0.5}],
     # unet_multitask: total loss = classification * BCE(logit) + segmentation * seg_loss
     "loss_weights": {"classification": 1.0, "segmentation": 1.0},
     "segmentation_loss": "bce_dice",  # bce | dice | bce_dice (unet_multitask only)
     "folds_to_train": None,  # null = every fold in `videos.fold`; else a list of folds
+    # With a checkpoint folder: null = start every fold afresh (deleting an earlier run's
+    # checkpoint); latest = continue its checkpoint, or take its result if it finished.
+    "resume_from": None,
     "record_cache": 4,  # video records each DataLoader worker keeps open (LRU)
     "progress": True,  # per-epoch progress bars
 }
 
-_NESTED = ("scheduler_params", "loss_weights")
+#: Nested blocks merged key by key, with the keys each accepts.
+_NESTED = {
+    "optimizer": OPTIMIZER_KEYS,
+    "scheduler": SCHEDULER_KEYS,
+    "loss_weights": ("classification", "segmentation"),
+}
+_FLAT_KEYS_HINT = (
+    "lr, weight_decay and momentum live in the optimizer block, scheduler_params in the "
+    "scheduler block: optimizer: {name, lr, weight_decay, momentum}, scheduler: {name, per, "
+    "warmup_epochs, min_lr, ...}; see training.DEFAULTS"
+)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -256,19 +250,37 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
     return specs
 
 
+def _check_optimisation(merged: Mapping[str, Any]) -> None:
+    """The optimizer and scheduler blocks, checked by core.optim on a stand-in parameter."""
+    optimizer = build_optimizer(
+        [nn.Parameter(torch.zeros(1))], merged["optimizer"], parameter=_param("optimizer")
+    )
+    build_scheduler(
+        optimizer,
+        merged["scheduler"],
+        epochs=merged["epochs"],
+        steps_per_epoch=1,
+        parameter=_param("scheduler"),
+    )
+
+
 def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """``DEFAULTS`` updated with ``settings`` (nested blocks merged key by key), validated.
 
     Returns the merged settings with ``models`` normalised (names filled in) and
-    ``image_size`` as ``(height, width)``. Augmentations are validated when built.
+    ``image_size`` as ``(height, width)``. The optimizer and scheduler blocks are checked
+    by ``core.optim`` (errors name ``deepfake.training.optimizer.<key>``); augmentations
+    are validated when built.
     """
     settings = {} if settings is None else settings
-    check_keys(PARAMETER, settings, DEFAULTS, hint="see training.DEFAULTS")
+    check_keys(PARAMETER, settings, DEFAULTS, hint=_FLAT_KEYS_HINT)
     merged = copy.deepcopy(DEFAULTS)
     for key, value in settings.items():
         if key in _NESTED and value is not None:
-            check_keys(_param(key), value, DEFAULTS[key])
-            merged[key].update(value)
+            if not isinstance(value, Mapping):
+                raise ParameterError(_param(key), f"expected a block, got {value!r}")
+            check_keys(_param(key), value, _NESTED[key], hint=_FLAT_KEYS_HINT)
+            merged[key].update(copy.deepcopy(dict(value)))
         else:
             merged[key] = copy.deepcopy(value)
     merged["models"] = _check_models(merged["models"])
@@ -280,21 +292,15 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
         ("record_cache", 1),
     ):
         merged[key] = _check_int(key, merged[key], low)
-    merged["lr"] = _check_number("lr", merged["lr"], 0.0, strict=True)
-    merged["weight_decay"] = _check_number("weight_decay", merged["weight_decay"], 0.0)
-    merged["momentum"] = _check_number("momentum", merged["momentum"], 0.0)
+    _check_optimisation(merged)
     merged["drop_rate"] = float(
         check_range(_param("drop_rate"), merged["drop_rate"], low=0, high=1)
     )
-    check_choice(_param("optimizer"), merged["optimizer"], OPTIMIZERS)
-    check_choice(_param("scheduler"), merged["scheduler"], SCHEDULERS)
     check_choice(_param("segmentation_loss"), merged["segmentation_loss"], SEGMENTATION_LOSSES)
-    sp = merged["scheduler_params"]
-    _check_number("scheduler_params.min_lr", sp["min_lr"], 0.0)
-    _check_int("scheduler_params.step_size", sp["step_size"], 1)
-    _check_int("scheduler_params.patience", sp["patience"], 0)
-    for key in ("gamma", "factor"):
-        check_range(_param(f"scheduler_params.{key}"), sp[key], low=0, high=1)
+    if merged["resume_from"] not in RESUME_FROM:
+        raise ParameterError(
+            _param("resume_from"), f"expected null or latest, got {merged['resume_from']!r}"
+        )
     weights = merged["loss_weights"]
     for key in ("classification", "segmentation"):
         _check_number(f"loss_weights.{key}", weights[key], 0.0)
@@ -489,46 +495,6 @@ def _make_loss(
     return multitask
 
 
-# ---------------------------------------------------------------------------- optimisation
-
-
-def _optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-    lr, wd = settings["lr"], settings["weight_decay"]
-    if settings["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
-    if settings["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    momentum = settings["momentum"]
-    return torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=momentum > 0
-    )
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, settings: Mapping[str, Any]) -> tuple[Any, str]:
-    name, sp = settings["scheduler"], settings["scheduler_params"]
-    schedulers = torch.optim.lr_scheduler
-    if name == "cosine":
-        cosine = schedulers.CosineAnnealingLR(
-            optimizer, T_max=settings["epochs"], eta_min=float(sp["min_lr"])
-        )
-        return cosine, "epoch"
-    if name == "step":
-        step = schedulers.StepLR(
-            optimizer, step_size=int(sp["step_size"]), gamma=float(sp["gamma"])
-        )
-        return step, "epoch"
-    if name == "plateau":
-        plateau = schedulers.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=float(sp["factor"]),
-            patience=int(sp["patience"]),
-            min_lr=float(sp["min_lr"]),
-        )
-        return plateau, "plateau"
-    return None, "epoch"
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -545,30 +511,39 @@ def _batches(model: nn.Module, loader: DataLoader, runtime: Runtime):
         yield outputs, targets
 
 
+def _shard(dataset: Dataset) -> Dataset:
+    """This DDP rank's contiguous block of ``dataset`` (all of it in one process)."""
+    world = ddp.world_size()
+    if world == 1:
+        return dataset
+    bounds = np.linspace(0, len(dataset), world + 1).astype(int)
+    return Subset(dataset, range(bounds[ddp.rank()], bounds[ddp.rank() + 1]))
+
+
 def _validator(
     loader: DataLoader,
     loss_fn: Callable[..., torch.Tensor],
     runtime: Runtime,
-    last_logits: dict[str, np.ndarray],
+    last: dict[str, np.ndarray],
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``val_fn`` for ``fit``: val_loss, per-frame val_log_loss, val_mask_iou (masks).
 
-    Keeps the latest epoch's logits in ``last_logits["logit"]``: after the final epoch they
-    are the fold model's out-of-fold predictions (no second pass over the fold).
+    Each DDP rank scores its block of the fold (``_shard``); the sums and logits are
+    gathered, so every rank returns the fold's metrics. Keeps the latest epoch's logits of
+    the whole fold in ``last["logit"]``: after the final epoch they are the fold model's
+    out-of-fold predictions (no second pass over the fold).
     """
 
     def validate(model: nn.Module) -> dict[str, float]:
-        loss_sum = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
-        log_loss_sum = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
-        intersection = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
-        union = torch.zeros((), device=runtime.device)  # fp32: MPS has no fp64
+        # loss, log loss, mask intersection, mask union (fp32: MPS has no fp64)
+        sums = torch.zeros(4, device=runtime.device)
         has_masks, count, chunks = False, 0, []
         with eval_mode(model), torch.no_grad():
             for outputs, targets in _batches(model, loader, runtime):
                 size = int(targets["label"].shape[0])
                 logits = outputs["logit"].float()
-                loss_sum += loss_fn(outputs, targets).float() * size
-                log_loss_sum += F.binary_cross_entropy_with_logits(
+                sums[0] += loss_fn(outputs, targets).float() * size
+                sums[1] += F.binary_cross_entropy_with_logits(
                     logits, targets["label"].float(), reduction="sum"
                 )
                 count += size
@@ -578,15 +553,16 @@ def _validator(
                     keep = targets["mask_weight"].view(-1, 1, 1, 1) > 0
                     predicted = (outputs["mask"] > 0) & keep
                     actual = (targets["mask"] > 0) & keep
-                    intersection += (predicted & actual).sum()
-                    union += (predicted | actual).sum()
-        last_logits["logit"] = torch.cat(chunks).numpy().astype(np.float32)
-        metrics = {
-            "val_loss": float(loss_sum) / count,
-            "val_log_loss": float(log_loss_sum) / count,
-        }
-        if has_masks:  # nothing predicted where nothing is manipulated: a perfect 1
-            metrics["val_mask_iou"] = float(intersection / union) if float(union) > 0 else 1.0
+                    sums[2] += (predicted & actual).sum()
+                    sums[3] += (predicted | actual).sum()
+        local = torch.cat(chunks).numpy() if chunks else np.zeros(0, np.float32)
+        parts = ddp.all_gather_objects((sums.cpu().numpy(), count, has_masks, local))
+        total = np.sum([p[0] for p in parts], axis=0) if len(parts) > 1 else parts[0][0]
+        count = sum(p[1] for p in parts)
+        last["logit"] = np.concatenate([p[3] for p in parts]).astype(np.float32)
+        metrics = {"val_loss": float(total[0]) / count, "val_log_loss": float(total[1]) / count}
+        if any(p[2] for p in parts):  # nothing predicted where nothing is manipulated: 1
+            metrics["val_mask_iou"] = float(total[2] / total[3]) if total[3] > 0 else 1.0
         return metrics
 
     return validate
@@ -615,18 +591,147 @@ def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _fold_seed(model_seed: int, fold: int) -> int:
-    """A seed drawn from ``(model_seed, fold)``: seed offsets 0 and 1 never share a fold seed
-    (``seed + offset + fold`` would give model 1 fold 0 the init of model 0 fold 1)."""
-    return int(np.random.SeedSequence([int(model_seed), int(fold)]).generate_state(1)[0])
-
-
 def _split(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
     return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
     return sigmoid(logits).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- one fold
+
+
+def _network(spec: Mapping[str, Any], config: Mapping[str, Any], pretrained: bool) -> nn.Module:
+    return build_network(
+        spec["architecture"],
+        spec["backbone"],
+        pretrained=pretrained,
+        drop_rate=config["drop_rate"],
+        mask_stride=spec["mask_stride"],
+        decoder_channels=spec["decoder_channels"],
+        parameter=_param("models"),
+    )
+
+
+def train_fold(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one (model, fold) and predict its fold: the body every DDP process runs.
+
+    Top level (``ddp.launch`` spawns it). ``job``: ``records`` (load functions), ``rows``
+    (face-index rows of every crop), ``labels``, ``in_fold`` (the crops validated on),
+    ``config`` (checked settings), ``spec`` (the model), ``fold``, ``seed`` (run seed +
+    seed offset), ``deterministic``, ``runtime`` (the block), ``checkpoint`` (path or None).
+    Returns ``{"state_dict", "history", "logits"}`` (CPU tensors and plain values).
+    """
+    config, spec, fold = job["config"], job["spec"], int(job["fold"])
+    rt = ddp.rank_runtime(resolve_runtime(job["runtime"]))
+    # One global sampling order for all ranks; each rank its own dropout and augmentations.
+    loader_seed = training_seed(job["seed"], model=spec["name"], fold=fold)
+    seed_everything(
+        training_seed(job["seed"], model=spec["name"], fold=fold, rank=ddp.rank()),
+        job["deterministic"],
+    )
+    with_masks = spec["architecture"] == "unet_multitask"
+    loss_fn = _make_loss(spec["architecture"], config["loss_weights"], config["segmentation_loss"])
+    network = _network(spec, config, pretrained=config["pretrained"])
+    augment = build_transforms(config["augment"], parameter=_param("augment"))
+    rows, labels, held_out = job["rows"], job["labels"], job["in_fold"]
+    common = (_resize(config["image_size"]), with_masks, config["record_cache"])
+
+    def crops(chosen: np.ndarray, transforms: A.Compose | None) -> _FrameDataset:
+        resize, masks, cache = common
+        return _FrameDataset(
+            job["records"], rows[chosen], labels[chosen], resize, transforms, masks, cache
+        )
+
+    train_set, val_set = crops(~held_out, augment), crops(held_out, None)
+    optimizer = build_optimizer(network, config["optimizer"], parameter=_param("optimizer"))
+    train_loader = seeded_loader(
+        train_set,
+        config["batch_size"],
+        shuffle=True,
+        seed=loader_seed,
+        runtime=rt,
+        sample_weights=train_set.class_balanced_weights() if config["balance_classes"] else None,
+        distributed=True,  # one process draws what N processes draw together
+    )
+    schedule = build_scheduler(
+        optimizer,
+        config["scheduler"],
+        epochs=config["epochs"],
+        steps_per_epoch=max(1, len(train_loader)),
+        parameter=_param("scheduler"),
+    )
+    val_loader = seeded_loader(
+        _shard(val_set), config["predict_batch_size"], shuffle=False, seed=loader_seed, runtime=rt
+    )
+    last: dict[str, np.ndarray] = {}
+    validate = _validator(val_loader, loss_fn, rt, last)
+    key = f"{spec['name']}{KEY_SEP}fold{fold}"
+    history = fit(
+        network,
+        train_loader,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        epochs=config["epochs"],
+        device=rt.device,
+        amp=rt.amp,
+        scheduler=schedule,
+        val_fn=validate,
+        checkpoint_path=job.get("checkpoint"),
+        grad_clip=config["grad_clip"],
+        progress=config["progress"],
+        channels_last=rt.channels_last,
+        on_epoch_end=lambda epoch, m: log.info("%s epoch %d: %s", key, epoch, m),
+    )
+    if "logit" not in last:  # resumed from its final epoch's checkpoint: predict the fold
+        validate(network)
+    return {
+        "state_dict": _cpu_state_dict(network),
+        "history": history,
+        "logits": torch.from_numpy(last["logit"]),
+    }
+
+
+def _fold_digest(parts: Mapping[str, Any], frame: pd.DataFrame) -> str:
+    """Digest of what shapes one fold model: settings and the crops, labels and fold."""
+    data = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    text = json.dumps(parts, sort_keys=True, default=str) + data.hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _run_fold(
+    job: dict[str, Any],
+    folder: Path | None,
+    resume: bool,
+    settings: ddp.DistributedSettings,
+) -> dict[str, Any]:
+    """``train_fold`` through ``ddp.launch``, checkpointed in ``folder`` when there is one."""
+    if folder is None:
+        return ddp.launch(train_fold, job, settings=settings)
+    done = folder / RESULT_FILE
+    if resume and done.exists():
+        log.info("%s: taken from the finished run in %s", folder.parent.name, folder)
+        return torch.load(done, map_location="cpu", weights_only=True)
+    if not resume and folder.exists():
+        shutil.rmtree(folder)  # an earlier run's checkpoint: resume_from null starts afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / CHECKPOINT_FILE
+    if checkpoint.exists():
+        log.info("resuming %s", checkpoint)
+    result = ddp.launch(
+        train_fold,
+        {**job, "checkpoint": str(checkpoint)},
+        settings=settings,
+        result_dir=folder if settings.enabled else None,
+    )
+    if result is None:  # a machine without rank 0: its result lies with rank 0
+        raise RuntimeError(f"no result came back from rank 0 in {folder}")
+    with atomic_path(done) as tmp:
+        torch.save(result, tmp)
+    checkpoint.unlink(missing_ok=True)  # the result holds the weights
+    (folder / ddp.RESULT_FILE).unlink(missing_ok=True)
+    return result
 
 
 # ---------------------------------------------------------------------------- nodes
@@ -639,6 +744,10 @@ def train_frame_models(
     settings: Mapping,
     runtime: Mapping,
     seed: int,
+    *,
+    deterministic: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    data_key: str = "",
 ) -> tuple[dict[str, dict[str, torch.Tensor]], pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Train every model of ``settings["models"]`` on every fold of ``videos``.
 
@@ -649,8 +758,15 @@ def train_frame_models(
         index: the face index (``partition``, ``crop``: one row per crop).
         videos: one row per training video: ``partition``, ``label`` (REAL/FAKE), ``fold``.
         settings: the ``deepfake.training`` block (see :data:`DEFAULTS`).
-        runtime: the ``runtime`` block: device, precision, num_workers, channels_last.
-        seed: the run seed; model ``m`` fold ``k`` is seeded from ``(seed + m.seed_offset, k)``.
+        runtime: the ``runtime`` block: device, precision, num_workers, channels_last and
+            ``distributed`` (processes per (model, fold), see ``core.ddp``).
+        seed: the run seed; model ``m`` fold ``k`` rank ``r`` is seeded with
+            ``training_seed(seed + m.seed_offset, model=m.name, fold=k, rank=r)``.
+        deterministic: deterministic torch kernels (``seed_everything``).
+        checkpoint_dir: where each (model, fold) keeps its checkpoint and result (None:
+            no checkpoints); ``settings["resume_from"]`` says whether they are continued.
+        data_key: what identifies the records' content (the extraction settings digest),
+            part of each checkpoint's digest.
 
     Returns:
         ``(state_dicts, history, out_of_fold)``: CPU state dicts keyed ``"<model>/fold<k>"``;
@@ -661,6 +777,10 @@ def train_frame_models(
     """
     config = check_training_settings(settings)
     rt = resolve_runtime(runtime)
+    processes = ddp.resolve_distributed(runtime.get("distributed"), device=rt.device)
+    resume = config["resume_from"] == "latest"
+    if resume and checkpoint_dir is None:
+        raise ParameterError(_param("resume_from"), "latest needs a checkpoint folder to resume")
     videos = _check_videos(videos)
     folds = sorted(int(f) for f in videos["fold"].unique())
     if len(folds) < 2:
@@ -673,8 +793,14 @@ def train_frame_models(
         raise ParameterError(
             _param("folds_to_train"), f"fold(s) {unknown} not in videos.fold (folds: {folds})"
         )
-    # Validate the augmentations before any (long) loading or training.
+    # Validate the augmentations and the batch split before any (long) loading or training.
     build_transforms(config["augment"], parameter=_param("augment"), seed=0)
+    if config["batch_size"] % processes.world_size:
+        raise ParameterError(
+            _param("batch_size"),
+            f"the global batch {config['batch_size']} does not split evenly over "
+            f"{processes.world_size} processes (runtime.distributed)",
+        )
 
     unknown_records = sorted(set(videos["partition"]) - set(records))
     if unknown_records:
@@ -687,97 +813,61 @@ def train_frame_models(
     labels = rows["partition"].map(video_of["label"].map(LABELS)).to_numpy(np.float32)
     fold_of = rows["partition"].map(video_of["fold"].astype(int)).to_numpy()
     lengths_of = rows.groupby("partition", sort=False).size()
-    resize = _resize(config["image_size"])
     log.info(
-        "training %d model(s) x %d fold(s) on %d videos / %d crops (%s, %s)",
+        "training %d model(s) x %d fold(s) on %d videos / %d crops (%s, %s, %d process(es))",
         len(config["models"]),
         len(trained),
         len(videos),
         len(rows),
         rt.device,
         rt.amp.name,
+        processes.world_size,
     )
-
+    shaping = {k: v for k, v in config.items() if k not in _NOT_SHAPING}
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}
     epochs: list[dict[str, Any]] = []
     out_of_fold: dict[str, dict[str, np.ndarray]] = {}
     for spec in config["models"]:
-        name, architecture = spec["name"], spec["architecture"]
-        with_masks = architecture == "unet_multitask"
-        loss_fn = _make_loss(architecture, config["loss_weights"], config["segmentation_loss"])
+        name = spec["name"]
         oof = out_of_fold.setdefault(name, {})
         for fold in trained:
-            fold_seed = seed_everything(
-                _fold_seed(seed + spec["seed_offset"], fold), rt.deterministic
-            )
             in_fold = fold_of == fold
-            network = build_network(
-                architecture,
-                spec["backbone"],
-                pretrained=config["pretrained"],
-                drop_rate=config["drop_rate"],
-                mask_stride=spec["mask_stride"],
-                decoder_channels=spec["decoder_channels"],
-                parameter=_param("models"),
-            )
-            augment = build_transforms(config["augment"], parameter=_param("augment"))
-            cache = config["record_cache"]
-            train_set = _FrameDataset(
-                records, rows[~in_fold], labels[~in_fold], resize, augment, with_masks, cache
-            )
-            val_set = _FrameDataset(
-                records, rows[in_fold], labels[in_fold], resize, None, with_masks, cache
-            )
-            if len(train_set) == 0 or len(val_set) == 0:
+            if not in_fold.any() or in_fold.all():
                 raise ValueError(f"fold {fold}: no crops to train on or to validate")
-            optimizer = _optimizer(network, config)
-            scheduler, step_style = _scheduler(optimizer, config)
-            last: dict[str, np.ndarray] = {}
-            val_loader = seeded_loader(
-                val_set, config["predict_batch_size"], shuffle=False, seed=fold_seed, runtime=rt
-            )
-            key = f"{name}{KEY_SEP}fold{fold}"
-            history = fit(
-                network,
-                seeded_loader(
-                    train_set,
-                    config["batch_size"],
-                    shuffle=True,
-                    seed=fold_seed,
-                    runtime=rt,
-                    sample_weights=(
-                        train_set.class_balanced_weights() if config["balance_classes"] else None
-                    ),
-                ),
-                loss_fn=loss_fn,
-                optimizer=optimizer,
-                epochs=config["epochs"],
-                device=rt.device,
-                amp=rt.amp,
-                scheduler=scheduler,
-                scheduler_step=step_style,
-                monitor="val_loss",
-                val_fn=_validator(val_loader, loss_fn, rt, last),
-                grad_clip=config["grad_clip"],
-                progress=config["progress"],
-                channels_last=rt.channels_last,
-                on_epoch_end=lambda epoch, m, k=key: log.info(
-                    "%s epoch %d: train_loss %.4f val_loss %.4f val_log_loss %.4f",
-                    k,
-                    epoch,
-                    m["train_loss"],
-                    m["val_loss"],
-                    m["val_log_loss"],
-                ),
-            )
-            for metrics in history:
-                epochs.append({"model": name, "fold": fold, **metrics})
-            state_dicts[key] = _cpu_state_dict(network)
-            val_videos = list(val_set.names)
+            job = {
+                "records": records,
+                "rows": rows,
+                "labels": labels,
+                "in_fold": in_fold,
+                "config": config,
+                "spec": spec,
+                "fold": fold,
+                "seed": int(seed) + int(spec["seed_offset"]),
+                "deterministic": bool(deterministic),
+                "runtime": dict(runtime),
+            }
+            folder = None
+            if checkpoint_dir is not None:
+                parts = {
+                    "settings": shaping,
+                    **{k: job[k] for k in ("spec", "fold", "seed", "deterministic")},
+                    "device": rt.device.type,
+                    "precision": rt.amp.name,
+                    "channels_last": rt.channels_last,
+                    "num_workers": rt.num_workers,
+                    "processes": processes.world_size,
+                    "data": data_key,
+                }
+                digest = _fold_digest(parts, rows.assign(label=labels, in_fold=in_fold))
+                folder = Path(checkpoint_dir) / name / f"fold{fold}-{digest}"
+            result = _run_fold(job, folder, resume, processes)
+            epochs.extend({"model": name, "fold": fold, **m} for m in result["history"])
+            state_dicts[f"{name}{KEY_SEP}fold{fold}"] = result["state_dict"]
+            val_videos = list(pd.unique(rows.loc[in_fold, "partition"]))
             lengths = lengths_of.loc[val_videos].tolist()
-            for partition, logits in zip(val_videos, _split(last["logit"], lengths), strict=True):
-                oof[partition] = _probabilities(logits)
-            del network, optimizer, scheduler
+            logits = result["logits"].numpy()
+            for partition, values in zip(val_videos, _split(logits, lengths), strict=True):
+                oof[partition] = _probabilities(values)
             if rt.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -844,15 +934,7 @@ def predict_frame_models(
             )
         total = np.zeros(len(dataset), dtype=np.float64)
         for key in keys:
-            network = build_network(
-                spec["architecture"],
-                spec["backbone"],
-                pretrained=False,  # the trained weights replace any pretrained ones
-                drop_rate=config["drop_rate"],
-                mask_stride=spec["mask_stride"],
-                decoder_channels=spec["decoder_channels"],
-                parameter=_param("models"),
-            )
+            network = _network(spec, config, pretrained=False)  # trained weights replace them
             network.load_state_dict(state_dicts[key])
             total += _predict_logits(network, loader, rt)
             log.info("predicted %d crops with %s", len(dataset), key)
