@@ -1,5 +1,4 @@
-"""Cross-validated training on synthetic crops: every variant, the saved weights, the
-optimizer and scheduler switches."""
+"""Cross-validated training on synthetic crops: every variant, the saved weights."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from podium.core.device import amp_settings
 from podium.core.seeding import seed_everything
 from podium.pipelines.mask.train import (
     Runtime,
-    make_optimizer,
-    make_scheduler,
     predict_with_saved_models,
     split_weights,
     train_cross_validated,
@@ -25,6 +22,7 @@ SETTINGS = {
     "loss": {"name": "focal", "gamma": 2.0},
     "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0},
     "scheduler": {"name": "cosine", "min_lr": 0.0},
+    "deterministic": True,
     "train": {"epochs": 1, "batch_size": 8, "grad_clip": 1.0},
     "resampling": {"enabled": True, "factor": 2},
     "augment": [{"name": "HorizontalFlip", "p": 0.5}],
@@ -115,38 +113,3 @@ def test_an_unknown_augmentation_fails_before_training_naming_it():
     settings = {**SETTINGS, "augment": [{"name": "HorizontalFlip"}, {"name": "Flipp"}]}
     with pytest.raises(ParameterError, match=r"mask\.augment\[1\]\.name"):
         train_cross_validated(crops, table, model=model, **settings)
-
-
-@pytest.mark.parametrize(
-    ("spec", "kind"),
-    [
-        ({"name": "adam", "lr": 0.01}, torch.optim.Adam),
-        ({"name": "adamw", "lr": 0.01, "weight_decay": 0.1}, torch.optim.AdamW),
-        ({"name": "sgd", "lr": 0.01, "momentum": 0.9}, torch.optim.SGD),
-    ],
-)
-def test_optimizers(spec, kind):
-    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], spec)
-    assert type(optimizer) is kind and optimizer.param_groups[0]["lr"] == 0.01
-
-
-@pytest.mark.parametrize(
-    ("spec", "step_style"),
-    [
-        ({"name": "plateau", "factor": 0.5, "patience": 1}, "plateau"),
-        ({"name": "cosine", "min_lr": 0.0}, "epoch"),
-        ({"name": "step", "step_size": 2, "gamma": 0.1}, "epoch"),
-    ],
-)
-def test_schedulers(spec, step_style):
-    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd", "lr": 1.0})
-    _, style = make_scheduler(optimizer, spec, epochs=4)
-    assert style == step_style
-
-
-def test_unknown_optimizer_and_scheduler_name_the_parameter():
-    with pytest.raises(ParameterError, match=r"mask\.optimizer\.name.*adam, adamw, sgd"):
-        make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "lion", "lr": 0.1})
-    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd", "lr": 1.0})
-    with pytest.raises(ParameterError, match=r"mask\.scheduler\.name.*cosine, plateau, step"):
-        make_scheduler(optimizer, {"name": "onecycle"}, epochs=2)

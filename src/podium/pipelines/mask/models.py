@@ -42,24 +42,33 @@ def tasks_of(variant: str) -> dict[str, int]:
     return {"class": N_CLASSES} if variant == "single18" else dict(TASK_CLASSES)
 
 
+def network_heads(variant: str) -> dict[str, Mapping[str, int] | int]:
+    """The heads of each network of one fold: ``{"model": heads}``, or one per task for
+    ``separate``."""
+    if variant == "single18":
+        return {"model": N_CLASSES}
+    if variant == "multihead":
+        return {"model": dict(TASK_CLASSES)}
+    return dict(TASK_CLASSES)
+
+
+def build_network(model: Mapping[str, Any], backbone: str, index: int, net_name: str) -> nn.Module:
+    """One network of the variant (``net_name`` from :func:`network_heads`)."""
+    return build_model(
+        backbone,
+        pretrained=bool(model["pretrained"]),
+        heads=network_heads(model["variant"])[net_name],
+        drop_rate=float(model["drop_rate"]),
+        parameter=f"mask.model.backbones[{index}]",
+    )
+
+
 def build_variant(model: Mapping[str, Any], backbone: str, index: int) -> dict[str, nn.Module]:
     """The networks of one fold: ``{"model": net}``, or ``{task: net}`` for ``separate``."""
-
-    def make(heads: Mapping[str, int] | int) -> nn.Module:
-        return build_model(
-            backbone,
-            pretrained=bool(model["pretrained"]),
-            heads=heads,
-            drop_rate=float(model["drop_rate"]),
-            parameter=f"mask.model.backbones[{index}]",
-        )
-
-    variant = model["variant"]
-    if variant == "single18":
-        return {"model": make(N_CLASSES)}
-    if variant == "multihead":
-        return {"model": make(TASK_CLASSES)}
-    return {task: make(n) for task, n in TASK_CLASSES.items()}
+    return {
+        name: build_network(model, backbone, index, name)
+        for name in network_heads(model["variant"])
+    }
 
 
 class FocalLoss(nn.Module):
@@ -84,13 +93,20 @@ def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> torch.Tenso
     return torch.as_tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
 
 
-def make_criterion(loss: Mapping[str, Any], labels: np.ndarray, n_classes: int) -> nn.Module:
-    """``ce`` | ``focal`` (``gamma``) | ``weighted_ce`` (inverse class frequency of ``labels``)."""
+def check_loss(loss: Mapping[str, Any]) -> str:
+    """``mask.loss`` validated; returns its name."""
     check_keys("mask.loss", loss, ("name", "gamma"), required=("name",))
     name = check_choice("mask.loss.name", loss["name"], LOSSES)
     if name == "focal":
-        gamma = check_range("mask.loss.gamma", loss.get("gamma"), low=0)
-        return FocalLoss(float(gamma))
+        check_range("mask.loss.gamma", loss.get("gamma"), low=0)
+    return name
+
+
+def make_criterion(loss: Mapping[str, Any], labels: np.ndarray, n_classes: int) -> nn.Module:
+    """``ce`` | ``focal`` (``gamma``) | ``weighted_ce`` (inverse class frequency of ``labels``)."""
+    name = check_loss(loss)
+    if name == "focal":
+        return FocalLoss(float(loss["gamma"]))
     if name == "weighted_ce":
         return nn.CrossEntropyLoss(weight=inverse_frequency_weights(labels, n_classes))
     return nn.CrossEntropyLoss()

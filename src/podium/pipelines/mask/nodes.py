@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime, select_device
 from podium.core.distributed import dask_client
 from podium.core.seeding import seed_everything
@@ -123,6 +124,7 @@ def assign_person_folds(
 def train_models(
     crops: Path,
     table: pd.DataFrame,
+    checkpoints: Path,
     model: Mapping[str, Any],
     loss: Mapping[str, Any],
     optimizer: Mapping[str, Any],
@@ -136,8 +138,11 @@ def train_models(
     runtime: Mapping[str, Any],
 ) -> tuple[dict[str, torch.Tensor], pd.DataFrame, Metrics]:
     """Fold models' weights, their out-of-fold predictions and per-epoch training curves;
-    ``crops`` is the crop store, read one entry per item by the DataLoader workers."""
+    ``crops`` is the crop store, read one entry per item by the DataLoader workers;
+    ``checkpoints`` the folder of every network and fold's per-epoch checkpoint
+    (``mask.train.resume_from``); ``runtime.distributed`` the processes of each training."""
     seed_everything(seed, deterministic=deterministic)
+    resolved = resolve_runtime(runtime)
     result = train_cross_validated(
         CropFiles(crops, dict(zip(table["row"], table["crop"], strict=True))),
         table,
@@ -150,7 +155,10 @@ def train_models(
         augment=augment,
         preprocess=preprocess,
         seed=seed,
-        runtime=resolve_runtime(runtime),
+        runtime=resolved,
+        deterministic=deterministic,
+        distributed=resolve_distributed(runtime.get("distributed"), device=resolved.device),
+        checkpoints=checkpoints,
     )
     curves = {
         f"{name}/{key}": [{"step": int(row["epoch"]), "value": float(row[key])} for row in history]

@@ -55,6 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "crops": "mask_train_crops",
                     "table": "mask_training_table",
+                    "checkpoints": "mask_checkpoints",
                     "model": "params:mask.model",
                     "loss": "params:mask.loss",
                     "optimizer": "params:mask.optimizer",

@@ -3,13 +3,28 @@
 For every backbone and every person-disjoint fold, the variant's networks train on the other
 folds (minority rows resampled) and predict the held-out fold: those out-of-fold predictions
 score the whole setup honestly, and the fold models vote on the evaluation images.
+
+The training itself is podium's one engine: timm's optimizer and schedule from
+``mask.optimizer`` / ``mask.scheduler`` (``core.optim``; no weight decay on norms and biases
+by default), one seed per (network, fold, rank) from the run's ``seed``
+(``core.seeding.training_seed``), ``core.training.fit`` checkpointing every epoch of every
+network and fold, and :func:`train_fold` started by ``core.ddp.launch`` in
+``runtime.distributed``'s processes (in the caller with one). The training loader always
+draws one seeded global order (``seeded_loader(distributed=True)``), so 1 and N processes
+see the same global batches. What stays here is the competition's own: labels per head,
+losses, resampling of the old rows, and how the fold models are named and predict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import albumentations as A
@@ -18,33 +33,42 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader
 
+from podium.core import ddp
 from podium.core.augment import build_transforms
-from podium.core.checkpoints import unwrap_model
-from podium.core.config import check_choice, check_keys, check_range
+from podium.core.checkpoints import atomic_path
+from podium.core.config import ParameterError, check_choice, check_int, check_keys
 from podium.core.device import Runtime
+from podium.core.optim import build_optimizer, build_scheduler
+from podium.core.seeding import seed_everything, training_seed
 from podium.core.training import fit, predict, seeded_loader
 from podium.layouts.mask import AGE_NAMES
 from podium.pipelines.mask.data import CropDataset, CropFiles, oversample_minority
 from podium.pipelines.mask.models import (
     TASK_COLUMNS,
     SummedLoss,
+    build_network,
     build_variant,
+    check_loss,
     check_model_params,
     class_probabilities,
     make_criterion,
+    network_heads,
     tasks_of,
 )
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("plateau", "cosine", "step")
+TRAIN_KEYS = ("epochs", "batch_size", "grad_clip", "resume_from")
 #: The rare class the write-up oversampled: the last age bin ("old").
 OLD_AGE_CLASS = len(AGE_NAMES) - 1
 #: Separator of the model name and the parameter name in the saved weights' keys.
 KEY_SEP = "/"
+#: Raised with the checkpoint layout or what shapes a training: old checkpoints then no
+#: longer match. Hex digits of the settings digest naming a checkpoint folder.
+CHECKPOINT_FORMAT = 1
+DIGEST_CHARS = 16
+SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -56,47 +80,32 @@ class CrossValidated:
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything the processes of one (backbone, fold) training need; pickled to each."""
+
+    crops: CropFiles | np.ndarray
+    frame: pd.DataFrame  # the training rows, resampled: row, labels, augmented
+    model: Mapping[str, Any]
+    backbone: str
+    index: int  # the backbone's position in mask.model.backbones (error messages)
+    fold: int
+    loss: Mapping[str, Any]
+    optimizer: Mapping[str, Any]
+    scheduler: Mapping[str, Any]
+    epochs: int
+    batch_size: int
+    grad_clip: float | None
+    augment: list
+    preprocess: list
+    seed: int
+    deterministic: bool
+    runtime: Runtime
+    checkpoints: str | None  # this job's checkpoint folder (one file per network)
+
+
 def model_name(backbone: str, fold: int) -> str:
     return f"{backbone}{KEY_SEP}fold{fold}"
-
-
-def make_optimizer(parameters, spec: Mapping[str, Any]) -> torch.optim.Optimizer:
-    check_keys(
-        "mask.optimizer", spec, ("name", "lr", "weight_decay", "momentum"), required=("name", "lr")
-    )
-    name = check_choice("mask.optimizer.name", spec["name"], OPTIMIZERS)
-    lr = float(check_range("mask.optimizer.lr", spec["lr"], low=0))
-    weight_decay = float(spec.get("weight_decay", 0.0))
-    if name == "sgd":
-        momentum = float(spec.get("momentum", 0.0))
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    optimizer = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return optimizer(parameters, lr=lr, weight_decay=weight_decay)
-
-
-def make_scheduler(optimizer, spec: Mapping[str, Any], epochs: int) -> tuple[Any, str]:
-    """The scheduler and how ``core.training.fit`` steps it (per epoch or on a plateau)."""
-    keys = ("name", "min_lr", "factor", "patience", "step_size", "gamma")
-    check_keys("mask.scheduler", spec, keys, required=("name",))
-    name = check_choice("mask.scheduler.name", spec["name"], SCHEDULERS)
-    lr_scheduler = torch.optim.lr_scheduler
-    if name == "plateau":
-        scheduler = lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            factor=float(spec["factor"]),
-            patience=int(spec["patience"]),
-            min_lr=float(spec.get("min_lr", 0.0)),
-        )
-        return scheduler, "plateau"
-    if name == "cosine":
-        eta_min = float(spec.get("min_lr", 0.0))
-        return lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(epochs, 1), eta_min=eta_min
-        ), "epoch"
-    step = lr_scheduler.StepLR(
-        optimizer, step_size=int(spec["step_size"]), gamma=float(spec["gamma"])
-    )
-    return step, "epoch"
 
 
 def _targets(frame: pd.DataFrame, tasks: Mapping[str, int], net_name: str) -> dict[str, np.ndarray]:
@@ -131,6 +140,259 @@ def _as_task_logits(outputs, net_name: str, tasks: Mapping[str, int]) -> dict[st
     return {task: outputs}
 
 
+def train_fold(job: FoldJob) -> dict[str, Any]:
+    """Every network of one (backbone, fold), trained by ``core.training.fit``: the body that
+    ``core.ddp.launch`` runs in each process (in the caller with one process).
+
+    Each network is built right after seeding the process with ``training_seed(seed,
+    model="<backbone>/<network>", fold=fold, rank=rank)`` (DDP then copies rank 0's initial
+    weights to every rank); the loader's global order is seeded with rank 0's seed, the same
+    on every rank. Returns ``{"weights": {"<network>/<parameter>": tensor}, "history":
+    {network: per-epoch metrics}}``, plain tensors and numbers (``launch`` hands rank 0's
+    back with ``weights_only=True``).
+    """
+    runtime = ddp.rank_runtime(job.runtime)
+    tasks = tasks_of(job.model["variant"])
+    out: dict[str, Any] = {"weights": {}, "history": {}}
+    for net_name in network_heads(job.model["variant"]):
+        key = f"{job.backbone}{KEY_SEP}{net_name}"
+        shared_seed = training_seed(job.seed, model=key, fold=job.fold)
+        seed_everything(
+            training_seed(job.seed, model=key, fold=job.fold, rank=ddp.rank()),
+            deterministic=job.deterministic,
+        )
+        net = build_network(job.model, job.backbone, job.index, net_name)
+        dataset = CropDataset(
+            job.crops,
+            job.frame["row"].to_numpy(),
+            _targets(job.frame, tasks, net_name),
+            build_transforms(job.preprocess, parameter="mask.preprocess"),
+            build_transforms(job.augment, parameter="mask.augment"),
+            job.frame["augmented"].to_numpy(),
+        )
+        loader = seeded_loader(
+            dataset,
+            job.batch_size,
+            shuffle=True,
+            seed=shared_seed,
+            runtime=runtime,
+            distributed=True,  # one global order, whatever the number of processes
+        )
+        if loader.num_workers and ddp.is_distributed() and sys.platform.startswith("linux"):
+            # A rank started by launch's spawn would spawn its loader workers too, each
+            # epoch importing podium afresh; fork them, as torchrun's own ranks do.
+            loader.multiprocessing_context = "fork"
+        optimizer = build_optimizer(net, job.optimizer, parameter="mask.optimizer")
+        label = f"{model_name(job.backbone, job.fold)}{KEY_SEP}{net_name}"
+
+        def report(epoch: int, metrics: Mapping[str, float], label: str = label) -> None:
+            log.info(
+                "%s epoch %d/%d: train_loss %.4f", label, epoch, job.epochs, metrics["train_loss"]
+            )
+
+        out["history"][net_name] = fit(
+            net,
+            loader,
+            loss_fn=_criterion(job.loss, job.frame, tasks, net_name).to(runtime.device),
+            optimizer=optimizer,
+            scheduler=build_scheduler(
+                optimizer,
+                job.scheduler,
+                epochs=job.epochs,
+                steps_per_epoch=len(loader),
+                parameter="mask.scheduler",
+            ),
+            epochs=job.epochs,
+            device=runtime.device,
+            amp=runtime.amp,
+            grad_clip=job.grad_clip,
+            progress=False,
+            channels_last=runtime.channels_last,
+            checkpoint_path=None
+            if job.checkpoints is None
+            else Path(job.checkpoints) / f"{net_name}.pt",
+            on_epoch_end=report,
+        )
+        for name, tensor in net.state_dict().items():
+            out["weights"][f"{net_name}{KEY_SEP}{name}"] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def _data_digest(crops: CropFiles | np.ndarray, table: pd.DataFrame) -> str:
+    """What the training reads: the table's rows, labels and folds, and the crops' entries
+    (each entry's name carries its photo's content digest) or, in memory, their pixels."""
+    digest = hashlib.sha256()
+    columns = [c for c in ("row", "fold", *TASK_COLUMNS.values()) if c in table]
+    digest.update(pd.util.hash_pandas_object(table[columns], index=False).to_numpy().tobytes())
+    if isinstance(crops, CropFiles):
+        digest.update(json.dumps(sorted(crops.entries.items())).encode())
+    else:
+        digest.update(np.ascontiguousarray(crops).tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_folder(
+    root: Path | str, settings: Mapping[str, Any], resume_from: str | None
+) -> Path:
+    """``root/<digest of settings>``: the checkpoints of this training configuration, so no
+    other configuration ever resumes them. ``resume_from`` None empties it first (a fresh
+    run never continues a stale epoch); ``latest`` keeps what an earlier run saved there."""
+    text = json.dumps({"format": CHECKPOINT_FORMAT, **settings}, sort_keys=True, default=str)
+    folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+    if resume_from is None and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / SETTINGS_FILE) as tmp:
+        Path(tmp).write_text(text)
+    return folder
+
+
+def _check_training(
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    train: Mapping[str, Any],
+    loss: Mapping[str, Any],
+    world_size: int,
+) -> tuple[int, int, str | None]:
+    """Epochs, global batch and resume mode, with every spec checked before any process
+    starts (an error inside a DDP process would reach the run as a ChildFailedError)."""
+    check_keys("mask.train", train, TRAIN_KEYS, required=("epochs", "batch_size"))
+    epochs = check_int("mask.train.epochs", train["epochs"], low=1)
+    batch_size = check_int("mask.train.batch_size", train["batch_size"], low=1)
+    if batch_size % world_size:
+        raise ParameterError(
+            "mask.train.batch_size",
+            f"the global batch {batch_size} does not split over runtime.distributed's "
+            f"{world_size} processes; use a multiple of {world_size}",
+        )
+    resume_from = train.get("resume_from")
+    if resume_from is not None:
+        check_choice("mask.train.resume_from", resume_from, ("latest",), hint="or null: afresh")
+    check_loss(loss)
+    stand_in = build_optimizer(nn.Linear(1, 1), optimizer, parameter="mask.optimizer")
+    build_scheduler(
+        stand_in, scheduler, epochs=epochs, steps_per_epoch=1, parameter="mask.scheduler"
+    )
+    return epochs, batch_size, resume_from
+
+
+def train_cross_validated(
+    crops: CropFiles | np.ndarray,
+    table: pd.DataFrame,
+    *,
+    model: Mapping[str, Any],
+    loss: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    train: Mapping[str, Any],
+    resampling: Mapping[str, Any],
+    augment: list,
+    preprocess: list,
+    seed: int,
+    runtime: Runtime,
+    deterministic: bool = True,
+    distributed: ddp.DistributedSettings | None = None,
+    checkpoints: Path | str | None = None,
+) -> CrossValidated:
+    """Train every backbone on every fold; ``table`` has one row per usable crop (``row``
+    indexes ``crops``: a :class:`CropFiles` read item by item in the DataLoader workers, or
+    an array) with labels, ``person`` and ``fold``.
+
+    ``distributed``: the processes of each (backbone, fold) training (one, in this
+    process, by default). ``checkpoints``: the folder under which each network and fold
+    checkpoints every epoch (see :func:`checkpoint_folder`); None trains without.
+    """
+    distributed = distributed or ddp.DistributedSettings()
+    check_model_params(model)
+    epochs, batch_size, resume_from = _check_training(
+        optimizer, scheduler, train, loss, distributed.world_size
+    )
+    check_keys("mask.resampling", resampling, ("enabled", "factor"), required=("enabled", "factor"))
+    build_transforms(augment, parameter="mask.augment")  # a bad name stops the run at once
+    preprocess_transform = build_transforms(preprocess, parameter="mask.preprocess")
+    folder = None
+    if checkpoints is not None:
+        shaping = {
+            **dict(model=model, loss=loss, optimizer=optimizer, scheduler=scheduler),
+            **dict(resampling=resampling, augment=augment, preprocess=preprocess, seed=seed),
+            "train": {k: v for k, v in train.items() if k != "resume_from"},
+            "deterministic": bool(deterministic),
+            "world_size": distributed.world_size,
+            "runtime": {
+                "device": runtime.device.type,
+                "amp": runtime.amp.name,
+                "num_workers": runtime.num_workers,
+                "channels_last": runtime.channels_last,
+            },
+            "data": _data_digest(crops, table),
+        }
+        folder = checkpoint_folder(checkpoints, shaping, resume_from)
+    tasks = tasks_of(model["variant"])
+    result = CrossValidated()
+    for index, backbone in enumerate(model["backbones"]):
+        for fold in sorted(int(f) for f in table["fold"].unique()):
+            name = model_name(backbone, fold)
+            # factor 1 adds no copies: resampling off is the same code path
+            factor = resampling["factor"] if resampling["enabled"] else 1
+            frame = oversample_minority(
+                table[table["fold"] != fold], "age_class", OLD_AGE_CLASS, factor
+            )
+            job_folder = None if folder is None else folder / backbone / f"fold{fold}"
+            job = FoldJob(
+                crops, frame, model, backbone, index, fold, loss, optimizer, scheduler,
+                epochs, batch_size, train.get("grad_clip"), augment, preprocess, seed,
+                bool(deterministic), runtime, None if job_folder is None else str(job_folder),
+            )  # fmt: skip
+            trained = ddp.launch(
+                train_fold,
+                job,
+                settings=distributed,
+                # several machines read rank 0's result from the folder they share
+                result_dir=job_folder if distributed.nnodes > 1 else None,
+            )
+            if trained is None:
+                raise RuntimeError(
+                    f"{name}: rank 0's result is not readable on this machine; give every "
+                    "machine the same mask_checkpoints folder (a shared file system)"
+                )
+            for net_name, history in trained["history"].items():
+                result.history[f"{name}{KEY_SEP}{net_name}"] = history
+            for key, tensor in trained["weights"].items():
+                result.weights[f"{name}{KEY_SEP}{key}"] = tensor
+            validation = table[table["fold"] == fold]
+            nets = _load_networks(model, backbone, index, split_weights(result.weights)[name])
+            probabilities = predict_classes(
+                nets,
+                crops,
+                validation["row"].to_numpy(),
+                preprocess_transform,
+                tasks,
+                batch_size,
+                seed,
+                runtime,
+            )
+            fold_f1 = f1_score(
+                validation["competition_class"], probabilities.argmax(1), average="macro"
+            )
+            log.info("%s: out-of-fold macro F1 %.4f on %d images", name, fold_f1, len(validation))
+            result.out_of_fold.append(
+                probability_frame(validation[["row"]], probabilities, backbone, name)
+            )
+    return result
+
+
+def _load_networks(
+    model: Mapping[str, Any],
+    backbone: str,
+    index: int,
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+) -> dict[str, nn.Module]:
+    nets = build_variant(model, backbone, index)
+    for net_name, net in nets.items():
+        net.load_state_dict(dict(states[net_name]))
+    return nets
+
+
 def predict_classes(
     nets: Mapping[str, nn.Module],
     crops: CropFiles | np.ndarray,
@@ -156,124 +418,6 @@ def predict_classes(
         )
         logits.update(_as_task_logits(outputs, net_name, tasks))
     return class_probabilities(logits)
-
-
-def train_cross_validated(
-    crops: CropFiles | np.ndarray,
-    table: pd.DataFrame,
-    *,
-    model: Mapping[str, Any],
-    loss: Mapping[str, Any],
-    optimizer: Mapping[str, Any],
-    scheduler: Mapping[str, Any],
-    train: Mapping[str, Any],
-    resampling: Mapping[str, Any],
-    augment: list,
-    preprocess: list,
-    seed: int,
-    runtime: Runtime,
-) -> CrossValidated:
-    """Train every backbone on every fold; ``table`` has one row per usable crop (``row``
-    indexes ``crops``: a :class:`CropFiles` read item by item in the DataLoader workers, or
-    an array) with labels, ``person`` and ``fold``."""
-    check_model_params(model)
-    check_keys(
-        "mask.train",
-        train,
-        ("epochs", "batch_size", "grad_clip"),
-        required=("epochs", "batch_size"),
-    )
-    check_keys("mask.resampling", resampling, ("enabled", "factor"), required=("enabled", "factor"))
-    # Built before any training so a bad name stops the run at once.
-    augment_transform = build_transforms(augment, parameter="mask.augment")
-    preprocess_transform = build_transforms(preprocess, parameter="mask.preprocess")
-    tasks = tasks_of(model["variant"])
-    epochs, batch_size = int(train["epochs"]), int(train["batch_size"])
-    result = CrossValidated()
-    for index, backbone in enumerate(model["backbones"]):
-        for fold in sorted(table["fold"].unique()):
-            name = model_name(backbone, int(fold))
-            fold_seed = seed + int(fold)
-            validation = table[table["fold"] == fold]
-            # factor 1 adds no copies: resampling off is the same code path
-            factor = resampling["factor"] if resampling["enabled"] else 1
-            training = oversample_minority(
-                table[table["fold"] != fold], "age_class", OLD_AGE_CLASS, factor
-            )
-            nets = build_variant(model, backbone, index)
-            for net_name, net in nets.items():
-                dataset = CropDataset(
-                    crops,
-                    training["row"].to_numpy(),
-                    _targets(training, tasks, net_name),
-                    preprocess_transform,
-                    augment_transform,
-                    training["augmented"].to_numpy(),
-                )
-                label = f"{name}{KEY_SEP}{net_name}"
-                result.history[label] = _train_network(
-                    net,
-                    seeded_loader(
-                        dataset, batch_size, shuffle=True, seed=fold_seed, runtime=runtime
-                    ),
-                    _criterion(loss, training, tasks, net_name),
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    epochs=epochs,
-                    grad_clip=train.get("grad_clip"),
-                    runtime=runtime,
-                    label=label,
-                )
-                for key, tensor in unwrap_model(net).state_dict().items():
-                    result.weights[f"{label}{KEY_SEP}{key}"] = tensor.detach().cpu().contiguous()
-            rows = validation["row"].to_numpy()
-            probabilities = predict_classes(
-                nets, crops, rows, preprocess_transform, tasks, batch_size, fold_seed, runtime
-            )
-            fold_f1 = f1_score(
-                validation["competition_class"], probabilities.argmax(1), average="macro"
-            )
-            log.info("%s: out-of-fold macro F1 %.4f on %d images", name, fold_f1, len(validation))
-            result.out_of_fold.append(
-                probability_frame(validation[["row"]], probabilities, backbone, name)
-            )
-    return result
-
-
-def _train_network(
-    net: nn.Module,
-    loader: DataLoader,
-    criterion: nn.Module,
-    *,
-    optimizer: Mapping[str, Any],
-    scheduler: Mapping[str, Any],
-    epochs: int,
-    grad_clip: float | None,
-    runtime: Runtime,
-    label: str,
-) -> list[dict[str, float]]:
-    """One network's training run (core.training.fit); returns its per-epoch history."""
-    optim = make_optimizer(net.parameters(), optimizer)
-    sched, step_style = make_scheduler(optim, scheduler, epochs)
-
-    def report(epoch: int, metrics: Mapping[str, float]) -> None:
-        log.info("%s epoch %d/%d: train_loss %.4f", label, epoch, epochs, metrics["train_loss"])
-
-    return fit(
-        net,
-        loader,
-        loss_fn=criterion.to(runtime.device),
-        optimizer=optim,
-        epochs=epochs,
-        device=runtime.device,
-        amp=runtime.amp,
-        scheduler=sched,
-        scheduler_step=step_style,
-        grad_clip=grad_clip,
-        progress=False,
-        channels_last=runtime.channels_last,
-        on_epoch_end=report,
-    )
 
 
 def probability_frame(
@@ -321,9 +465,7 @@ def predict_with_saved_models(
         if not names:
             raise ValueError(f"no saved weights for backbone {backbone!r} (have {sorted(saved)})")
         for name in names:
-            nets = build_variant(model, backbone, index)
-            for net_name, net in nets.items():
-                net.load_state_dict(saved[name][net_name])
+            nets = _load_networks(model, backbone, index, saved[name])
             probabilities = predict_classes(
                 nets, crops, rows, preprocess_transform, tasks, batch_size, seed, runtime
             )
