@@ -488,9 +488,7 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
             )
             metadata[name] = {"label": "REAL", "split": "train", "original": None}
             truth[name] = truth_entry("REAL", orig, q=q)
-            for fname, donor, frames in make_fakes(
-                rng, orig, roster, int(q["fakes_per_real"]), q
-            ):
+            for fname, donor, frames in make_fakes(rng, orig, roster, int(q["fakes_per_real"]), q):
                 files[f"{folder}/{fname}"] = encode_mp4(frames, **q_enc)
                 metadata[fname] = {"label": "FAKE", "split": "train", "original": name}
                 truth[fname] = truth_entry("FAKE", orig, donor, name, q=q)
