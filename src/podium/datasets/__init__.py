@@ -6,7 +6,7 @@ from podium.datasets.folder_store import FolderStoreDataset
 from podium.datasets.images_zip import ImagesZipDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
-from podium.datasets.partitions import CachedPartitionsDataset
+from podium.datasets.partitions import CachedPartitionsDataset, LazyPartitionsDataset
 from podium.datasets.streams import (
     AtomicParquetDataset,
     AtomicSafetensorsDataset,
@@ -24,6 +24,7 @@ __all__ = [
     "FileTreeDataset",
     "FolderStoreDataset",
     "ImagesZipDataset",
+    "LazyPartitionsDataset",
     "MlflowTagsDataset",
     "SafetensorsModelsDataset",
 ]
