@@ -19,11 +19,12 @@ import os
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import fsspec
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
+
+from podium.datasets.local import LocalVersionedDataset
 
 #: The zip format's earliest date: entries carry it instead of the time of writing.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -109,25 +110,10 @@ def write_flat_zip(path: str | os.PathLike, files: Iterable[tuple[str, bytes]]) 
     return len(seen)
 
 
-class ImagesZipDataset(AbstractVersionedDataset[Any, Mapping[str, bytes]]):
+class ImagesZipDataset(LocalVersionedDataset):
     """A flat zip of images, written atomically (a mapping in name order, or a stream of
     ``(name, bytes)`` pairs in its own order) and read lazily; versioned like any Kedro
     dataset."""
-
-    def __init__(
-        self,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        filesystem = fsspec.filesystem("file")
-        super().__init__(
-            filepath=PurePosixPath(filepath),
-            version=version,
-            exists_function=filesystem.exists,
-            glob_function=filesystem.glob,
-        )
-        self.metadata = metadata
 
     def load(self) -> ZipMembers:
         return ZipMembers(Path(self._get_load_path()))
@@ -141,12 +127,3 @@ class ImagesZipDataset(AbstractVersionedDataset[Any, Mapping[str, bytes]]):
         else:
             entries = data
         write_flat_zip(Path(self._get_save_path()), entries)
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}

@@ -9,35 +9,19 @@ like any Kedro dataset.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-import fsspec
 import torch
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
 
 from podium.core.checkpoints import load_state_dict, save_state_dict
+from podium.datasets.local import LocalVersionedDataset
 
 SEPARATOR = "::"
 StateDicts = Mapping[str, Mapping[str, torch.Tensor]]
 
 
-class SafetensorsModelsDataset(AbstractVersionedDataset[StateDicts, dict]):
-    def __init__(
-        self,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        filesystem = fsspec.filesystem("file")
-        super().__init__(
-            filepath=PurePosixPath(filepath),
-            version=version,
-            exists_function=filesystem.exists,
-            glob_function=filesystem.glob,
-        )
-        self.metadata = metadata
-
+class SafetensorsModelsDataset(LocalVersionedDataset):
     def load(self) -> dict[str, dict[str, torch.Tensor]]:
         flat = load_state_dict(Path(self._get_load_path()))
         models: dict[str, dict[str, torch.Tensor]] = {}
@@ -53,12 +37,3 @@ class SafetensorsModelsDataset(AbstractVersionedDataset[StateDicts, dict]):
                 raise DatasetError(f"Model name {model!r} may not contain {SEPARATOR!r}.")
             flat.update({f"{model}{SEPARATOR}{name}": t for name, t in state.items()})
         save_state_dict(Path(self._get_save_path()), flat, metadata={"models": ",".join(data)})
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}

@@ -25,17 +25,17 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import cv2
-import fsspec
 import numpy as np
 import pandas as pd
 import torch
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError, Version
 
 from podium.core.checkpoints import atomic_path, load_state_dict, save_state_dict
+from podium.datasets.local import LocalVersionedDataset
 
 SUFFIX = ".png"
 
@@ -56,32 +56,6 @@ def read_class_map(path: str) -> np.ndarray:
     return image
 
 
-class _LocalVersioned(AbstractVersionedDataset):
-    def __init__(self, filepath: str, version: Version | None, metadata: dict | None) -> None:
-        filesystem = fsspec.filesystem("file")
-        super().__init__(
-            filepath=PurePosixPath(filepath),
-            version=version,
-            exists_function=filesystem.exists,
-            glob_function=filesystem.glob,
-        )
-        self.metadata = metadata
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
-
-    def _target(self) -> Path:
-        path = Path(self._get_save_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-
 def _replace_dir(staging: Path, target: Path) -> None:
     """Move the finished folder ``staging`` to ``target`` (replacing an unversioned one)."""
     old = None
@@ -93,16 +67,8 @@ def _replace_dir(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class ClassMapsDataset(_LocalVersioned):
+class ClassMapsDataset(LocalVersionedDataset):
     """A folder of ``<image id>.png`` class maps; see the module docstring."""
-
-    def __init__(
-        self,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath, version, metadata)
 
     def load(self) -> dict[str, Callable[[], np.ndarray]]:
         folder = Path(self._get_load_path())
@@ -137,7 +103,7 @@ class ClassMapsDataset(_LocalVersioned):
             raise
 
 
-class CsvChunksDataset(_LocalVersioned):
+class CsvChunksDataset(LocalVersionedDataset):
     """A CSV written chunk by chunk; see the module docstring.
 
     Args:
@@ -187,16 +153,8 @@ class CsvChunksDataset(_LocalVersioned):
             raise
 
 
-class AtomicParquetDataset(_LocalVersioned):
+class AtomicParquetDataset(LocalVersionedDataset):
     """A pandas table as parquet, written under a temporary name and renamed into place."""
-
-    def __init__(
-        self,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath, version, metadata)
 
     def load(self) -> pd.DataFrame:
         return pd.read_parquet(Path(self._get_load_path()))
@@ -206,16 +164,8 @@ class AtomicParquetDataset(_LocalVersioned):
             data.to_parquet(tmp, index=False)
 
 
-class AtomicSafetensorsDataset(_LocalVersioned):
+class AtomicSafetensorsDataset(LocalVersionedDataset):
     """A flat ``{name: tensor}`` dict as one safetensors file, written atomically."""
-
-    def __init__(
-        self,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath, version, metadata)
 
     def load(self) -> dict[str, torch.Tensor]:
         return load_state_dict(Path(self._get_load_path()))
