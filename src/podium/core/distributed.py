@@ -7,8 +7,6 @@ and write a bad-items report while every other result still comes back.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
@@ -208,23 +206,6 @@ class _Indexed:
 
     def __call__(self, pair: tuple[int, Any]) -> Any:
         return self.fn(pair[1])
-
-
-def release_freed_memory() -> None:
-    """Give the pages of freed objects back to the operating system, where glibc allows.
-
-    A driver that receives large results from Dask (deserialised on the client's event-loop
-    thread) and frees them on its own thread leaves the freed memory in glibc's per-thread
-    arenas, so its resident size creeps up with every result although nothing is held
-    (Dask sets ``MALLOC_TRIM_THRESHOLD_`` for its workers for the same reason). Call it
-    after each chunk of results has been saved; elsewhere than glibc it does nothing.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        return
-    trim(0)
 
 
 def split_results(

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from podium.core.distributed import release_freed_memory
 from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import embeddings, evaluation, scoring, splits, stacking
@@ -107,7 +106,6 @@ def extract_faces(
                 metrics,
             )
             del chunk, rows  # saved by now: Kedro asks for the next chunk after saving it
-            release_freed_memory()
 
 
 def _handed_over(records: dict[str, dict]) -> dict[str, Any]:
