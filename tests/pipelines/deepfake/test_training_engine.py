@@ -17,19 +17,17 @@ import torch
 
 from podium.pipelines.deepfake import training
 from podium.pipelines.deepfake.training import train_frame_models
-from tests.pipelines.deepfake.test_training import RUNTIME, _data, _settings, _store
+from tests.pipelines.deepfake.test_training import (  # noqa: F401 (one_thread: autouse)
+    RUNTIME,
+    _data,
+    _settings,
+    _store,
+    one_thread,
+)
 
 #: GroupNorm instead of BatchNorm: no batch statistics, so a global batch split over two
 #: processes gives the gradients of the one-process batch and the runs agree to rounding.
 NO_BATCH_STATS = "test_efficientnet_gn"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
