@@ -10,8 +10,11 @@ Modules (import the one you need; none is imported here, so ``import podium.core
 - ``models``: timm model factory with one or several classification heads.
 - ``augment``: albumentations 2.x pipelines from parameter lists.
 - ``optim``: timm optimizers and learning-rate schedules from one parameter shape.
-- ``training``: a resumable training loop (``fit``), ``seeded_loader`` and ``predict``; the
-  same loop in one process or in N DDP processes.
+- ``training``: the one training engine (``fit``: AMP, channels_last, gradient accumulation
+  and clipping, EMA, a custom step, resume from every epoch), ``seeded_loader`` and
+  ``predict``; the same loop in one process or in N DDP processes.
+- ``resume``: checkpoint folders keyed on what shapes a training, ``resume_from`` and
+  ``launch_resumable`` (a job's result kept, a killed job continued).
 - ``ddp``: DDP through torch.distributed's elastic launcher (``launch``), the
   ``runtime.distributed`` settings, rank helpers and the distributed weighted sampler.
 - ``splits``: group-aware (stratified) K-fold assignment.

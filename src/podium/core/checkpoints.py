@@ -176,13 +176,16 @@ def save_training_checkpoint(
     extra: Mapping[str, Any] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
     rank_states: Sequence[Mapping[str, Any]] | None = None,
+    states: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save everything needed to resume after ``epoch`` completed epochs (atomically).
 
     ``extra`` must hold only tensors and plain python values (e.g. the metrics history);
     ``generators`` are e.g. a DataLoader's shuffling generator, whose state is saved too.
     ``rank_states`` (DDP, saved by rank 0): every rank's ``rank_state()``, so each rank
-    resumes its own RNG and loader generators.
+    resumes its own RNG and loader generators. ``states``: more objects with a
+    ``state_dict()`` saved by name (an EMA of the weights, a second optimizer, the
+    discriminators of a GAN), restored by ``load_training_checkpoint(states=...)``.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -194,6 +197,7 @@ def save_training_checkpoint(
         "rng": capture_rng_state(),
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
         "extra": dict(extra or {}),
+        "states": {name: obj.state_dict() for name, obj in (states or {}).items()},
     }
     if rank_states is not None:
         payload["ranks"] = [dict(state) for state in rank_states]
@@ -213,12 +217,15 @@ def load_training_checkpoint(
     restore_rng: bool = True,
     map_location: str | torch.device | Callable[..., Any] = "cpu",
     rank: int | None = None,
+    states: Mapping[str, Any] | None = None,
 ) -> TrainingState:
     """Restore the given objects in place from a checkpoint; return the epoch and ``extra``.
 
     Loaded with ``weights_only=True``: a tampered file cannot execute code. ``rank`` (DDP):
     restore that rank's RNG and generator states when the checkpoint holds per-rank states
     (a checkpoint from a different number of processes restores rank 0's, with a warning).
+    ``states``: the objects saved by name with ``save_training_checkpoint(states=...)``;
+    one the checkpoint lacks is an error (it was written by a different training).
     """
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -227,6 +234,14 @@ def load_training_checkpoint(
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None and payload[name] is not None:
             obj.load_state_dict(payload[name])
+    saved = payload.get("states", {})
+    for name, obj in (states or {}).items():
+        if name not in saved:
+            raise ValueError(
+                f"{path} holds no {name!r} state (it has {sorted(saved)}): it was written by a "
+                "different training; delete it or start afresh (resume_from: null)"
+            )
+        obj.load_state_dict(saved[name])
     own = {"rng": payload["rng"], "generators": payload["generators"]}
     ranks = payload.get("ranks")
     if rank is not None and ranks:

@@ -259,6 +259,27 @@ class DistributedWeightedSampler(Sampler[int]):
         return iter(draw[self.rank :: self.num_replicas].tolist())
 
 
+class ZipSampler(Sampler[tuple[int, ...]]):
+    """Tuples of indices, one from each sampler (paired draws for a paired dataset, e.g.
+    a source and a target image per sample), epoch-seeded through every sampler."""
+
+    def __init__(self, *samplers: Sampler[int]) -> None:
+        if not samplers:
+            raise ValueError("ZipSampler needs at least one sampler")
+        self.samplers = samplers
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return min(len(s) for s in self.samplers)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        return zip(*self.samplers, strict=False)
+
+
 def local_batch_size(batch_size: int, replicas: int | None = None) -> int:
     """One rank's share of the global ``batch_size`` (which must divide evenly)."""
     replicas = world_size() if replicas is None else replicas

@@ -10,6 +10,7 @@ Every pipeline describes its optimizer and schedule with the same two blocks::
       betas: [0.9, 0.999]      # optional, Adam-like optimizers only
       eps: 1.0e-8              # optional
       decay_norm_and_bias: false   # true: weight decay on norm weights and biases (1-d) too
+      lr_multipliers: {decoder: 10.0}   # optional: submodule -> multiple of lr (a fresh head)
 
     scheduler:
       name: cosine             # cosine | step | multistep | plateau | poly | constant | none
@@ -50,7 +51,16 @@ from torch import nn
 
 from podium.core.config import ParameterError, check_choice, check_keys, check_range
 
-OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "decay_norm_and_bias")
+OPTIMIZER_KEYS = (
+    "name",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "betas",
+    "eps",
+    "decay_norm_and_bias",
+    "lr_multipliers",
+)
 SCHEDULER_NAMES = ("cosine", "step", "multistep", "plateau", "poly", "constant", "none")
 SCHEDULER_KEYS = (
     "name",
@@ -147,7 +157,80 @@ def build_optimizer(
         )
     if spec.get("eps") is not None:
         kwargs["eps"] = _number(f"{parameter}.eps", spec["eps"], low=0.0)
+    multipliers = _check_multipliers(f"{parameter}.lr_multipliers", spec.get("lr_multipliers"))
+    if multipliers and not isinstance(model, nn.Module):
+        raise ParameterError(
+            f"{parameter}.lr_multipliers", "needs the model, not a list of parameters"
+        )
+    if multipliers:
+        groups = _scaled_groups(
+            model, multipliers, kwargs["lr"], kwargs["weight_decay"], not decay_all, parameter
+        )
+        return create_optimizer_v2(groups, opt=name.lower(), **kwargs)
     return create_optimizer_v2(model, opt=name.lower(), filter_bias_and_bn=not decay_all, **kwargs)
+
+
+def _check_multipliers(parameter: str, value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ParameterError(parameter, f"expected {{submodule: multiplier}}, got {value!r}")
+    return {str(k): _number(f"{parameter}.{k}", v, low=0.0) for k, v in value.items()}
+
+
+def _scaled_groups(
+    model: nn.Module,
+    multipliers: Mapping[str, float],
+    lr: float,
+    weight_decay: float,
+    no_decay_1d: bool,
+    parameter: str,
+) -> list[dict[str, Any]]:
+    """Parameter groups with ``lr * multiplier`` per submodule (its own base rate, which
+    timm's schedules then scale as they scale every group) and no weight decay on 1-d
+    parameters and ``no_weight_decay()`` names when ``no_decay_1d``."""
+    names = dict(model.named_modules())
+    unknown = sorted(set(multipliers) - set(names))
+    if unknown:
+        top = sorted(n for n in names if n and "." not in n)
+        raise ParameterError(
+            f"{parameter}.lr_multipliers",
+            f"no submodule named {unknown} in {type(model).__name__} (top-level: {top})",
+        )
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    grouped: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, tensor in model.named_parameters():
+        if not tensor.requires_grad:
+            continue
+        owner = max((m for m in multipliers if name.startswith(f"{m}.")), key=len, default=None)
+        scale = 1.0 if owner is None else multipliers[owner]
+        decay = not (no_decay_1d and (tensor.ndim <= 1 or name.endswith(".bias") or name in skip))
+        grouped.setdefault((scale, decay), []).append(tensor)
+    return [
+        {"params": params, "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0}
+        for (scale, decay), params in grouped.items()
+    ]
+
+
+def check_optimization(
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    *,
+    epochs: int,
+    parameter: str,
+) -> None:
+    """The ``<parameter>.optimizer`` and ``<parameter>.scheduler`` blocks checked on a
+    stand-in parameter, before any data is read or a DDP process starts (an error inside
+    a process reaches the run only as a ChildFailedError)."""
+    stand_in = build_optimizer(
+        [nn.Parameter(torch.zeros(1))],
+        {k: v for k, v in optimizer.items() if k != "lr_multipliers"},
+        parameter=f"{parameter}.optimizer",
+    )
+    _check_multipliers(f"{parameter}.optimizer.lr_multipliers", optimizer.get("lr_multipliers"))
+    build_scheduler(
+        stand_in, scheduler, epochs=epochs, steps_per_epoch=1, parameter=f"{parameter}.scheduler"
+    )
 
 
 class LrSchedule:

@@ -17,8 +17,10 @@ applies and the loop is the single-process one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ SYNC_EVERY = 20
 
 Batch = Any
 LossFn = Callable[[Any, Any], torch.Tensor]
+StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 
 
 def seeded_loader(
@@ -83,7 +86,24 @@ def seeded_loader(
     if distributed is None:
         distributed = shuffle and ddp.is_distributed()
     if distributed:
-        return _distributed_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
+        loader = _distributed_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
+    else:
+        loader = _local_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
+    if loader.num_workers and ddp.is_distributed() and sys.platform.startswith("linux"):
+        # A rank started by launch's spawn would spawn its loader workers too, each epoch
+        # importing podium afresh; fork them, as torchrun's own ranks do.
+        loader.multiprocessing_context = "fork"
+    return loader
+
+
+def _local_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    runtime: Runtime,
+    sample_weights: Sequence[float] | np.ndarray | None,
+) -> DataLoader:
     kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
     # A last training batch of one sample breaks BatchNorm: drop the ragged end when shuffling.
     drop_last = shuffle and len(dataset) > batch_size
@@ -254,6 +274,26 @@ def _finite_mean(loss_sum: torch.Tensor, count: int, epoch: int, step: int | str
     return mean
 
 
+def _group_size(step: int, accumulate: int, batches: int | None) -> int:
+    """Micro-batches in the accumulation group of batch ``step`` (the last may be short)."""
+    if batches is None:
+        return 1
+    start = step - step % accumulate
+    return min(accumulate, batches - start)
+
+
+def _step_output(out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
+    if isinstance(out, tuple):
+        loss, parts = out
+        return loss, dict(parts)
+    return out, {}
+
+
+def updates_per_epoch(loader: Any, accumulate: int = 1) -> int:
+    """Optimizer steps per epoch of ``loader`` with gradient accumulation (at least 1)."""
+    return max(1, math.ceil(len(loader) / accumulate))
+
+
 def _plateau_value(metrics: Mapping[str, float], monitor: str | None) -> float:
     key = monitor or ("val_loss" if "val_loss" in metrics else "train_loss")
     if key not in metrics:
@@ -265,7 +305,8 @@ def fit(
     model: nn.Module,
     train_loader: Iterable[Batch],
     *,
-    loss_fn: LossFn,
+    loss_fn: LossFn | None = None,
+    step_fn: StepFn | None = None,
     optimizer: torch.optim.Optimizer,
     epochs: int,
     device: torch.device | str,
@@ -277,6 +318,10 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     grad_clip: float | None = None,
+    accumulate: int = 1,
+    ema: Any | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+    states: Mapping[str, Any] | None = None,
     progress: bool = True,
     channels_last: bool = False,
     input_key: str = "image",
@@ -285,6 +330,21 @@ def fit(
     """Train for ``epochs`` epochs; return one dict per epoch (epoch, train_loss, lr, val metrics).
 
     - ``loss_fn(outputs, targets)``: outputs may be a dict (multi-head) and targets a dict.
+    - ``step_fn(net, batch)`` instead of ``loss_fn``, for a recipe whose step is more than
+      one forward pass (a teacher's pseudo-labels, mixed batches, several views): the loss
+      of one batch (moved to ``device``; channels_last is the step's own business), or
+      ``(loss, parts)`` whose named parts are logged as ``train_<name>``. ``net`` is the
+      network being trained (DDP-wrapped in a process group). Losses are then averaged
+      over batches rather than samples.
+    - ``accumulate``: micro-batches per optimizer step (gradient accumulation; gradients are
+      synchronised across DDP ranks on the last one only). An epoch's last, shorter group
+      is stepped too, its loss averaged over the micro-batches it has. Schedules count
+      optimizer steps: build them with ``steps_per_epoch=updates_per_epoch(loader, k)``.
+    - ``ema``: an EMA of the weights (``timm.utils.ModelEmaV3``), updated after every
+      optimizer step with the step count and checkpointed with the rest.
+    - ``generators`` and ``states``: more random generators (e.g. a recipe's own mixing
+      draws) and objects with a state dict (a second optimizer) saved in every checkpoint
+      and restored on resume, so a resumed run repeats an uninterrupted one.
     - ``scheduler``: a torch scheduler, stepped as ``scheduler_step`` says: ``epoch`` (the
       default, after each epoch), ``batch`` (after each optimizer step, e.g. OneCycle) or
       ``plateau`` (ReduceLROnPlateau on ``monitor``, default ``val_loss`` if validated, else
@@ -311,13 +371,23 @@ def fit(
     scheduler, scheduler_step = _schedule(scheduler, scheduler_step)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ParameterError("epochs", f"expected an integer >= 0, got {epochs!r}")
+    if (loss_fn is None) == (step_fn is None):
+        raise TypeError(
+            "fit needs exactly one of loss_fn (outputs, targets) or step_fn (net, batch)"
+        )
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ParameterError("accumulate", f"expected an integer >= 1, got {accumulate!r}")
+    batches = len(train_loader) if accumulate > 1 else None  # type: ignore[arg-type]
     distributed = ddp.is_distributed()
     main = ddp.is_main()
     model.to(device)
     if channels_last:
         to_channels_last(model, device)
+    if ema is not None:
+        ema.module.to(device)
     scaler = make_grad_scaler(amp)
-    generators = _loader_generators(train_loader)
+    generators = {**_loader_generators(train_loader), **dict(generators or {})}
+    states = {**dict(states or {}), **({"ema": ema} if ema is not None else {})}
     # An epoch-seeded sampler draws from (seed + epoch): its seed is resumed like a generator.
     sampler = _epoch_sampler(train_loader)
     sampler_seed = getattr(sampler, "seed", None)
@@ -335,6 +405,7 @@ def fit(
             generators=generators,
             map_location="cpu",  # RNG states must stay CPU tensors
             rank=ddp.rank() if distributed else None,
+            states=states,
         )
         start_epoch = state.epoch
         history = [dict(row) for row in state.extra.get("history", [])]
@@ -371,29 +442,44 @@ def fit(
             disable=not (progress and main),
             leave=False,
         )
+        part_sums: dict[str, torch.Tensor] = {}
+        optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar):
-            inputs, targets = split_batch(batch, input_key, target_key)
-            inputs = move_to_device(inputs, device, non_blocking=True)
-            targets = move_to_device(targets, device, non_blocking=True)
-            if channels_last:
-                inputs = to_channels_last(inputs, device)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(amp):
-                outputs = net(inputs)
-                loss = loss_fn(outputs, targets)
-            scaler.scale(loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            num_updates += 1
-            if scheduler is not None and scheduler_step == "batch":
-                scheduler.step()
-            elif scheduler_step == "timm":
-                scheduler.after_update(num_updates)
-            size = _batch_size(inputs)
+            group = _group_size(step, accumulate, batches)
+            last_micro = batches is None or (step + 1) % accumulate == 0 or step + 1 == batches
+            sync = contextlib.nullcontext() if last_micro or not distributed else net.no_sync()
+            with sync:
+                if step_fn is None:
+                    inputs, targets = split_batch(batch, input_key, target_key)
+                    inputs = move_to_device(inputs, device, non_blocking=True)
+                    targets = move_to_device(targets, device, non_blocking=True)
+                    if channels_last:
+                        inputs = to_channels_last(inputs, device)
+                    with autocast(amp):
+                        loss = loss_fn(net(inputs), targets)
+                    size, parts = _batch_size(inputs), {}
+                else:
+                    with autocast(amp):
+                        loss, parts = _step_output(step_fn(net, move_to_device(batch, device)))
+                    size = 1
+                scaler.scale(loss / group).backward()
+            if last_micro:
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                num_updates += 1
+                if ema is not None:
+                    ema.update(model, step=num_updates)
+                if scheduler is not None and scheduler_step == "batch":
+                    scheduler.step()
+                elif scheduler_step == "timm":
+                    scheduler.after_update(num_updates)
             loss_sum += loss.detach().float() * size
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + torch.as_tensor(value).detach().float()
             total_count += size
             if step % SYNC_EVERY == 0:
                 mean_loss = _finite_mean(loss_sum, total_count, epoch, step)
@@ -406,6 +492,10 @@ def fit(
             "train_loss": ddp.global_mean(loss_sum, total_count) if distributed else local_loss,
             "lr": lr,
         }
+        for name, value in part_sums.items():
+            metrics[f"train_{name}"] = (
+                ddp.global_mean(value, total_count) if distributed else float(value) / total_count
+            )
         if val_fn is not None:
             with eval_mode(model), torch.no_grad():
                 scores = {k: float(v) for k, v in val_fn(model).items()}
@@ -425,7 +515,7 @@ def fit(
         if distributed:
             stop = bool(ddp.broadcast_object(stop))
         if checkpoint_path is not None:
-            states = ddp.all_gather_objects(rank_state(generators)) if distributed else None
+            ranks = ddp.all_gather_objects(rank_state(generators)) if distributed else None
             if main:
                 save_training_checkpoint(
                     checkpoint_path,
@@ -435,13 +525,14 @@ def fit(
                     scheduler=scheduler,
                     scaler=scaler,
                     generators=generators,
+                    states=states,
                     extra={
                         "history": history,
                         "stopped_early": stop,
                         "num_updates": num_updates,
                         "sampler_seed": sampler_seed,
                     },
-                    rank_states=states,
+                    rank_states=ranks,
                 )
             ddp.barrier()  # the checkpoint exists for every rank once any rank goes on
         if stop:
