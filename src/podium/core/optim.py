@@ -15,8 +15,9 @@ Every pipeline describes its optimizer and schedule with the same two blocks::
     scheduler:
       name: cosine             # cosine | step | multistep | plateau | poly | constant | none
       per: epoch               # epoch | step: update the rate after each epoch or each batch
-      warmup_epochs: 1         # linear warm-up from warmup_lr, in epochs even per step; the
-                               # schedule after it counts from the run's start (timm's way)
+      warmup_epochs: 1         # linear warm-up from warmup_lr, in epochs even per step (then
+                               # fractions too); the schedule after it counts from the run's
+                               # start (timm's way)
       warmup_lr: 1.0e-6
       min_lr: 1.0e-6           # floor of cosine, poly and plateau
       step_size: 2             # step: epochs between decays
@@ -322,7 +323,10 @@ def build_scheduler(
         raise ParameterError(
             f"{parameter}.monitor", f"expected a metric name, got {s['monitor']!r}"
         )
-    warmup_epochs = _integer(f"{parameter}.warmup_epochs", s["warmup_epochs"], low=0)
+    if per == "step":  # a fraction of an epoch is a whole number of steps
+        warmup_epochs = _number(f"{parameter}.warmup_epochs", s["warmup_epochs"], low=0.0)
+    else:
+        warmup_epochs = _integer(f"{parameter}.warmup_epochs", s["warmup_epochs"], low=0)
     if warmup_epochs >= epochs and name != "none":
         raise ParameterError(
             f"{parameter}.warmup_epochs",

@@ -56,7 +56,7 @@ SYNC_EVERY = 20
 
 Batch = Any
 LossFn = Callable[[Any, Any], torch.Tensor]
-StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
+StepFn = Callable[[nn.Module, Any, int], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 
 
 def seeded_loader(
@@ -68,6 +68,7 @@ def seeded_loader(
     runtime: Runtime,
     sample_weights: Sequence[float] | np.ndarray | None = None,
     distributed: bool | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> DataLoader:
     """A DataLoader seeded like every other (workers included), pinned on CUDA.
 
@@ -82,13 +83,35 @@ def seeded_loader(
     is the global batch. ``distributed=True`` without a process group is the same sampling
     in one process (what N processes together draw); a non-shuffled distributed loader pads
     with repeated samples to a multiple of the world size. Loader workers are seeded per rank.
+
+    ``sampler``: a ready sampler that already gives this rank its share (e.g. a
+    ``ddp.ZipSampler`` of ``DistributedWeightedSampler``\ s for paired draws), used as it is
+    with the rank's share of the global ``batch_size``.
     """
+    if sampler is not None:
+        return _sampled_loader(dataset, batch_size, seed, runtime, sampler)
     if distributed is None:
         distributed = shuffle and ddp.is_distributed()
     if distributed:
         loader = _distributed_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
     else:
         loader = _local_loader(dataset, batch_size, shuffle, seed, runtime, sample_weights)
+    return _fork_workers(loader)
+
+
+def _sampled_loader(
+    dataset: Dataset, batch_size: int, seed: int, runtime: Runtime, sampler: Any
+) -> DataLoader:
+    replicas = ddp.world_size()
+    worker_seed = seed if replicas == 1 else derive_seed(seed, ddp.rank())
+    kwargs = dataloader_kwargs(worker_seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    loader = DataLoader(
+        dataset, batch_size=ddp.local_batch_size(batch_size, replicas), sampler=sampler, **kwargs
+    )
+    return _fork_workers(loader)
+
+
+def _fork_workers(loader: DataLoader) -> DataLoader:
     if loader.num_workers and ddp.is_distributed() and sys.platform.startswith("linux"):
         # A rank started by launch's spawn would spawn its loader workers too, each epoch
         # importing podium afresh; fork them, as torchrun's own ranks do.
@@ -330,11 +353,13 @@ def fit(
     """Train for ``epochs`` epochs; return one dict per epoch (epoch, train_loss, lr, val metrics).
 
     - ``loss_fn(outputs, targets)``: outputs may be a dict (multi-head) and targets a dict.
-    - ``step_fn(net, batch)`` instead of ``loss_fn``, for a recipe whose step is more than
+    - ``step_fn(net, batch, num_updates)`` instead of ``loss_fn``, for a recipe whose step is more than
       one forward pass (a teacher's pseudo-labels, mixed batches, several views): the loss
       of one batch (moved to ``device``; channels_last is the step's own business), or
       ``(loss, parts)`` whose named parts are logged as ``train_<name>``. ``net`` is the
-      network being trained (DDP-wrapped in a process group). Losses are then averaged
+      network being trained (DDP-wrapped in a process group), ``num_updates`` the optimizer
+      steps done so far (resumed with the run: a recipe's iteration-based switches follow
+      it). Losses are then averaged
       over batches rather than samples.
     - ``accumulate``: micro-batches per optimizer step (gradient accumulation; gradients are
       synchronised across DDP ranks on the last one only). An epoch's last, shorter group
@@ -460,7 +485,8 @@ def fit(
                     size, parts = _batch_size(inputs), {}
                 else:
                     with autocast(amp):
-                        loss, parts = _step_output(step_fn(net, move_to_device(batch, device)))
+                        out = step_fn(net, move_to_device(batch, device), num_updates)
+                    loss, parts = _step_output(out)
                     size = 1
                 scaler.scale(loss / group).backward()
             if last_micro:
