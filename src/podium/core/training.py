@@ -85,7 +85,7 @@ def seeded_loader(
     with repeated samples to a multiple of the world size. Loader workers are seeded per rank.
 
     ``sampler``: a ready sampler that already gives this rank its share (e.g. a
-    ``ddp.ZipSampler`` of ``DistributedWeightedSampler``\ s for paired draws), used as it is
+    ``ddp.ZipSampler`` of ``DistributedWeightedSampler`` samplers for paired draws), used as it is
     with the rank's share of the global ``batch_size``.
     """
     if sampler is not None:
