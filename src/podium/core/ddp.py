@@ -56,7 +56,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
 from podium.core.config import ParameterError, check_choice, check_keys
 
@@ -259,6 +259,17 @@ class DistributedWeightedSampler(Sampler[int]):
         return iter(draw[self.rank :: self.num_replicas].tolist())
 
 
+def rank_block(dataset: Dataset) -> Dataset:
+    """This rank's contiguous block of ``dataset`` (all of it in one process): each rank
+    scores its block of a validation set, and gathering the blocks in rank order gives the
+    whole set in its own order."""
+    world = world_size()
+    if world == 1:
+        return dataset
+    bounds = np.linspace(0, len(dataset), world + 1).astype(int)
+    return Subset(dataset, range(bounds[rank()], bounds[rank() + 1]))
+
+
 class ZipSampler(Sampler[tuple[int, ...]]):
     """Tuples of indices, one from each sampler (paired draws for a paired dataset, e.g.
     a source and a target image per sample), epoch-seeded through every sampler."""
@@ -280,12 +291,15 @@ class ZipSampler(Sampler[tuple[int, ...]]):
         return zip(*self.samplers, strict=False)
 
 
-def local_batch_size(batch_size: int, replicas: int | None = None) -> int:
-    """One rank's share of the global ``batch_size`` (which must divide evenly)."""
+def local_batch_size(
+    batch_size: int, replicas: int | None = None, *, parameter: str = "batch_size"
+) -> int:
+    """One rank's share of the global ``batch_size`` (which must divide evenly); check it
+    with ``parameter`` (the full parameter path) before launching the processes."""
     replicas = world_size() if replicas is None else replicas
     if batch_size % replicas:
         raise ParameterError(
-            "batch_size",
+            parameter,
             f"the global batch {batch_size} does not split evenly over {replicas} processes; "
             f"use a multiple of {replicas}",
         )

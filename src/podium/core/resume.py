@@ -74,14 +74,21 @@ def data_digest(*frames: Any, extra: Any = None) -> str:
     return digest.hexdigest()
 
 
+def short_digest(value: Any) -> str:
+    """A short digest of a JSON-able value (e.g. one model's spec, to name its folder)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+
+
 def checkpoint_folder(root: str | Path, shaping: Mapping[str, Any], resume: bool) -> Path:
     """``root/<digest of shaping>``, with ``settings.json`` saying what it holds.
 
     ``resume`` False empties an earlier run's folder first (a fresh run never continues
     a stale epoch); True keeps what it holds.
     """
-    text = json.dumps({"format": CHECKPOINT_FORMAT, **shaping}, sort_keys=True, default=str)
-    folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+    settings = {"format": CHECKPOINT_FORMAT, **shaping}
+    text = json.dumps(settings, sort_keys=True, default=str, indent=1)
+    folder = Path(root) / short_digest(settings)
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

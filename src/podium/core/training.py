@@ -574,13 +574,16 @@ def predict(
     amp: AmpSettings | None = None,
     *,
     input_key: str = "image",
+    output_key: str | None = None,
     channels_last: bool = False,
     progress: bool = False,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Raw float32 outputs (logits) for every batch, concatenated in loader order.
 
-    A multi-head model gives a dict of arrays. Softmax or sigmoid is left to the caller, so
-    calibration and voting can work on logits or probabilities as they need.
+    A multi-head model gives a dict of arrays, or only its ``output_key`` entry (the others,
+    e.g. a dense mask head, are dropped batch by batch instead of held for every sample).
+    Softmax or sigmoid is left to the caller, so calibration and voting can work on logits
+    or probabilities as they need.
     """
     device = torch.device(device)
     amp = amp or amp_settings(device, "fp32")
@@ -596,6 +599,8 @@ def predict(
                 inputs = to_channels_last(inputs, device)
             with autocast(amp):
                 outputs = model(inputs)
+            if output_key is not None:
+                outputs = outputs[output_key]
             if isinstance(outputs, Mapping):
                 chunks.append({k: v.float().cpu().numpy() for k, v in outputs.items()})
             else:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from podium.core import resume
 from podium.pipelines.deepfake import training
 from podium.pipelines.deepfake.training import train_frame_models
 from tests.pipelines.deepfake.test_training import (  # noqa: F401 (one_thread: autouse)
@@ -112,7 +113,8 @@ class Killed(RuntimeError):
 
 
 def _folders(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "tiny").iterdir() if p.is_dir())
+    """Every fold's folder: <root>/<settings digest>/<model>-<spec digest>/fold<k>."""
+    return sorted(p for p in root.glob("*/tiny-*/fold*") if p.is_dir())
 
 
 def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
@@ -143,17 +145,18 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
     with pytest.raises(Killed):
         _train(stored, settings, runtime, checkpoint_dir=checkpoints)
     (folder,) = _folders(checkpoints)
-    assert folder.name.startswith("fold0-") and (folder / training.CHECKPOINT_FILE).exists()
+    checkpoint = folder / resume.CHECKPOINTS / training.CHECKPOINT_FILE
+    assert folder.name == "fold0" and checkpoint.exists()
 
     monkeypatch.setattr(training, "fit", spy)
     latest = {**settings, "resume_from": "latest"}
     resumed = _train(stored, latest, runtime, checkpoint_dir=checkpoints)
-    assert calls == [(folder / training.CHECKPOINT_FILE, True)]  # the pipeline passed it
+    assert calls == [(checkpoint, True)]  # the pipeline passed it
     assert _same_weights(resumed[0]["tiny/fold0"], reference[0]["tiny/fold0"])
     pd.testing.assert_frame_equal(resumed[1], reference[1])
     for partition, probabilities in reference[2]["tiny"].items():
         np.testing.assert_array_equal(resumed[2]["tiny"][partition], probabilities)
-    assert (folder / training.RESULT_FILE).exists()
+    assert (folder / resume.RESULT_FILE).exists() and not checkpoint.exists()
 
     monkeypatch.setattr(training, "fit", must_not_train)
     reused = _train(stored, latest, runtime, checkpoint_dir=checkpoints)
@@ -163,12 +166,12 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
     calls.clear()
     monkeypatch.setattr(training, "fit", spy)
     _train(stored, settings, runtime, checkpoint_dir=checkpoints)  # resume_from: null
-    assert calls == [(folder / training.CHECKPOINT_FILE, False)]  # started afresh
+    assert calls == [(checkpoint, False)]  # started afresh
 
     calls.clear()
     other = {**latest, "optimizer": {"name": "adam", "lr": 1e-3}}
     _train(stored, other, runtime, checkpoint_dir=checkpoints)
-    assert len(calls) == 1 and calls[0][0].parent != folder and not calls[0][1]
+    assert len(calls) == 1 and calls[0][0].parents[1] != folder and not calls[0][1]
     assert len(_folders(checkpoints)) == 2  # another configuration, another checkpoint
 
 

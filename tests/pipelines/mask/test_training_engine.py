@@ -81,7 +81,6 @@ def _job(
         "seed": seed,
         "deterministic": deterministic,
         "runtime": CPU,
-        "checkpoints": None,
     }
     return FoldJob(**{**settings, **changes})
 
@@ -183,7 +182,7 @@ def test_checkpoints_resume_a_killed_run_and_a_fresh_run_removes_them(tmp_path, 
     with pytest.raises(Interrupted):
         _cross_validate(folder, None)
     ((path, existed),) = calls
-    assert not existed and path.is_file() and path.parent.parent.parent.parent == folder
+    assert not existed and path.is_file() and path.parents[4] == folder
     assert torch.load(path, weights_only=True)["epoch"] == 1
 
     monkeypatch.setattr(train, "fit", fit)
@@ -195,7 +194,7 @@ def test_checkpoints_resume_a_killed_run_and_a_fresh_run_removes_them(tmp_path, 
     calls.clear()
     _cross_validate(folder, "latest", lr=0.02)  # another configuration: its own folder
     assert [existed for _, existed in calls] == [False, False]
-    assert all(p.parent.parent.parent != path.parent.parent.parent for p, _ in calls)
+    assert all(p.parents[3] != path.parents[3] for p, _ in calls)
 
     calls.clear()
     assert _equal(_cross_validate(folder, None).weights, reference)

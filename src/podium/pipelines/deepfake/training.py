@@ -27,11 +27,13 @@ the distributed way (one seeded global order, each rank a share of the global
 ``batch_size``): a network without batch statistics trains to the same weights on 1 or N
 processes; BatchNorm sees per-rank batches, so there the runs agree within noise.
 
-Resume: with a checkpoint folder each (model, fold) keeps ``checkpoint.pt`` (every epoch) and
-then ``result.pt`` (weights, history, OOF logits) in ``<folder>/<model>/fold<k>-<digest>/``,
-the digest covering what shapes it (settings, seed, data, device, precision, processes).
-``resume_from: latest`` continues a checkpoint or takes a finished result; ``null`` deletes
-an earlier run's and starts afresh.
+Resume (``core.resume``): with a checkpoint folder each (model, fold) checkpoints every epoch
+in ``<folder>/<settings digest>/<model>-<spec digest>/fold<k>/`` and keeps its result
+(weights, history, OOF logits) there once finished; the settings digest covers what shapes
+the training (settings, seed, data, device, precision, processes), the spec digest the
+model's own entry, so adding a model keeps the others' folds. ``resume_from: latest``
+continues a checkpoint or takes a finished result; ``null`` empties an earlier run's folder
+and starts afresh.
 
 Memory: :class:`_FrameDataset` holds only face-index rows and the records' load functions;
 each DataLoader worker opens a record when it first needs one of its crops and keeps the
@@ -42,10 +44,7 @@ processes get the load functions pickled (PartitionedDataset's are). No kedro or
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,11 +56,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from podium.core import ddp
 from podium.core.augment import build_transforms
-from podium.core.checkpoints import atomic_path
 from podium.core.config import (
     ParameterError,
     check_choice,
@@ -73,9 +71,24 @@ from podium.core.config import (
 from podium.core.device import Runtime, autocast, eval_mode, resolve_runtime, to_channels_last
 from podium.core.ensemble import sigmoid
 from podium.core.models import check_backbone
-from podium.core.optim import OPTIMIZER_KEYS, SCHEDULER_KEYS, build_optimizer, build_scheduler
+from podium.core.optim import (
+    OPTIMIZER_KEYS,
+    SCHEDULER_KEYS,
+    build_optimizer,
+    build_scheduler,
+    check_optimization,
+)
+from podium.core.resume import (
+    RESUME_FROM,
+    check_resume_from,
+    checkpoint_folder,
+    data_digest,
+    launch_resumable,
+    runtime_shaping,
+    short_digest,
+)
 from podium.core.seeding import seed_everything, training_seed
-from podium.core.training import fit, move_to_device, seeded_loader, split_batch
+from podium.core.training import fit, move_to_device, predict, seeded_loader, split_batch
 from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
 
 __all__ = [
@@ -93,7 +106,6 @@ log = logging.getLogger(__name__)
 #: Parameter path of the settings block in conf/base/parameters_deepfake.yml.
 PARAMETER = "deepfake.training"
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
-RESUME_FROM = (None, "latest")
 #: Keys of one entry of ``models``.
 MODEL_KEYS = (
     "name",
@@ -107,7 +119,6 @@ MODEL_KEYS = (
 KEY_SEP = "/"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
 CHECKPOINT_FILE = "checkpoint.pt"
-RESULT_FILE = "result.pt"
 #: Settings that change neither a fold model nor its predictions (left out of the digest).
 _NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_from")
 
@@ -250,20 +261,6 @@ def _check_models(models: Any) -> list[dict[str, Any]]:
     return specs
 
 
-def _check_optimisation(merged: Mapping[str, Any]) -> None:
-    """The optimizer and scheduler blocks, checked by core.optim on a stand-in parameter."""
-    optimizer = build_optimizer(
-        [nn.Parameter(torch.zeros(1))], merged["optimizer"], parameter=_param("optimizer")
-    )
-    build_scheduler(
-        optimizer,
-        merged["scheduler"],
-        epochs=merged["epochs"],
-        steps_per_epoch=1,
-        parameter=_param("scheduler"),
-    )
-
-
 def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """``DEFAULTS`` updated with ``settings`` (nested blocks merged key by key), validated.
 
@@ -292,15 +289,14 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
         ("record_cache", 1),
     ):
         merged[key] = _check_int(key, merged[key], low)
-    _check_optimisation(merged)
+    check_optimization(
+        merged["optimizer"], merged["scheduler"], epochs=merged["epochs"], parameter=PARAMETER
+    )
     merged["drop_rate"] = float(
         check_range(_param("drop_rate"), merged["drop_rate"], low=0, high=1)
     )
     check_choice(_param("segmentation_loss"), merged["segmentation_loss"], SEGMENTATION_LOSSES)
-    if merged["resume_from"] not in RESUME_FROM:
-        raise ParameterError(
-            _param("resume_from"), f"expected null or latest, got {merged['resume_from']!r}"
-        )
+    check_resume_from(_param("resume_from"), merged["resume_from"])
     weights = merged["loss_weights"]
     for key in ("classification", "segmentation"):
         _check_number(f"loss_weights.{key}", weights[key], 0.0)
@@ -511,15 +507,6 @@ def _batches(model: nn.Module, loader: DataLoader, runtime: Runtime):
         yield outputs, targets
 
 
-def _shard(dataset: Dataset) -> Dataset:
-    """This DDP rank's contiguous block of ``dataset`` (all of it in one process)."""
-    world = ddp.world_size()
-    if world == 1:
-        return dataset
-    bounds = np.linspace(0, len(dataset), world + 1).astype(int)
-    return Subset(dataset, range(bounds[ddp.rank()], bounds[ddp.rank() + 1]))
-
-
 def _validator(
     loader: DataLoader,
     loss_fn: Callable[..., torch.Tensor],
@@ -528,7 +515,7 @@ def _validator(
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``val_fn`` for ``fit``: val_loss, per-frame val_log_loss, val_mask_iou (masks).
 
-    Each DDP rank scores its block of the fold (``_shard``); the sums and logits are
+    Each DDP rank scores its block of the fold (``ddp.rank_block``); the sums and logits are
     gathered, so every rank returns the fold's metrics. Keeps the latest epoch's logits of
     the whole fold in ``last["logit"]``: after the final epoch they are the fold model's
     out-of-fold predictions (no second pass over the fold).
@@ -568,20 +555,6 @@ def _validator(
     return validate
 
 
-def _predict_logits(model: nn.Module, loader: DataLoader, runtime: Runtime) -> np.ndarray:
-    """Classification logits (float32) of every crop in loader order; masks are dropped."""
-    model.to(runtime.device)
-    if runtime.channels_last:
-        to_channels_last(model, runtime.device)
-    chunks = []
-    with eval_mode(model), torch.no_grad():
-        for outputs, _ in _batches(model, loader, runtime):
-            chunks.append(outputs["logit"].float().cpu())
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return torch.cat(chunks).numpy().astype(np.float32)
-
-
 def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {
         k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
@@ -614,7 +587,7 @@ def _network(spec: Mapping[str, Any], config: Mapping[str, Any], pretrained: boo
     )
 
 
-def train_fold(job: Mapping[str, Any]) -> dict[str, Any]:
+def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[str, Any]:
     """Train one (model, fold) and predict its fold: the body every DDP process runs.
 
     Top level (``ddp.launch`` spawns it). ``job``: ``records`` (load functions), ``rows``
@@ -663,7 +636,11 @@ def train_fold(job: Mapping[str, Any]) -> dict[str, Any]:
         parameter=_param("scheduler"),
     )
     val_loader = seeded_loader(
-        _shard(val_set), config["predict_batch_size"], shuffle=False, seed=loader_seed, runtime=rt
+        ddp.rank_block(val_set),
+        config["predict_batch_size"],
+        shuffle=False,
+        seed=loader_seed,
+        runtime=rt,
     )
     last: dict[str, np.ndarray] = {}
     validate = _validator(val_loader, loss_fn, rt, last)
@@ -678,7 +655,7 @@ def train_fold(job: Mapping[str, Any]) -> dict[str, Any]:
         amp=rt.amp,
         scheduler=schedule,
         val_fn=validate,
-        checkpoint_path=job.get("checkpoint"),
+        checkpoint_path=None if checkpoints is None else Path(checkpoints) / CHECKPOINT_FILE,
         grad_clip=config["grad_clip"],
         progress=config["progress"],
         channels_last=rt.channels_last,
@@ -691,47 +668,6 @@ def train_fold(job: Mapping[str, Any]) -> dict[str, Any]:
         "history": history,
         "logits": torch.from_numpy(last["logit"]),
     }
-
-
-def _fold_digest(parts: Mapping[str, Any], frame: pd.DataFrame) -> str:
-    """Digest of what shapes one fold model: settings and the crops, labels and fold."""
-    data = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    text = json.dumps(parts, sort_keys=True, default=str) + data.hexdigest()
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _run_fold(
-    job: dict[str, Any],
-    folder: Path | None,
-    resume: bool,
-    settings: ddp.DistributedSettings,
-) -> dict[str, Any]:
-    """``train_fold`` through ``ddp.launch``, checkpointed in ``folder`` when there is one."""
-    if folder is None:
-        return ddp.launch(train_fold, job, settings=settings)
-    done = folder / RESULT_FILE
-    if resume and done.exists():
-        log.info("%s: taken from the finished run in %s", folder.parent.name, folder)
-        return torch.load(done, map_location="cpu", weights_only=True)
-    if not resume and folder.exists():
-        shutil.rmtree(folder)  # an earlier run's checkpoint: resume_from null starts afresh
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / CHECKPOINT_FILE
-    if checkpoint.exists():
-        log.info("resuming %s", checkpoint)
-    result = ddp.launch(
-        train_fold,
-        {**job, "checkpoint": str(checkpoint)},
-        settings=settings,
-        result_dir=folder if settings.enabled else None,
-    )
-    if result is None:  # a machine without rank 0: its result lies with rank 0
-        raise RuntimeError(f"no result came back from rank 0 in {folder}")
-    with atomic_path(done) as tmp:
-        torch.save(result, tmp)
-    checkpoint.unlink(missing_ok=True)  # the result holds the weights
-    (folder / ddp.RESULT_FILE).unlink(missing_ok=True)
-    return result
 
 
 # ---------------------------------------------------------------------------- nodes
@@ -778,9 +714,7 @@ def train_frame_models(
     config = check_training_settings(settings)
     rt = resolve_runtime(runtime)
     processes = ddp.resolve_distributed(runtime.get("distributed"), device=rt.device)
-    resume = config["resume_from"] == "latest"
-    if resume and checkpoint_dir is None:
-        raise ParameterError(_param("resume_from"), "latest needs a checkpoint folder to resume")
+    resume = check_resume_from(_param("resume_from"), config["resume_from"], checkpoint_dir)
     videos = _check_videos(videos)
     folds = sorted(int(f) for f in videos["fold"].unique())
     if len(folds) < 2:
@@ -795,12 +729,7 @@ def train_frame_models(
         )
     # Validate the augmentations and the batch split before any (long) loading or training.
     build_transforms(config["augment"], parameter=_param("augment"), seed=0)
-    if config["batch_size"] % processes.world_size:
-        raise ParameterError(
-            _param("batch_size"),
-            f"the global batch {config['batch_size']} does not split evenly over "
-            f"{processes.world_size} processes (runtime.distributed)",
-        )
+    ddp.local_batch_size(config["batch_size"], processes.world_size, parameter=_param("batch_size"))
 
     unknown_records = sorted(set(videos["partition"]) - set(records))
     if unknown_records:
@@ -823,7 +752,16 @@ def train_frame_models(
         rt.amp.name,
         processes.world_size,
     )
-    shaping = {k: v for k, v in config.items() if k not in _NOT_SHAPING}
+    root = None
+    if checkpoint_dir is not None:
+        shaping = {
+            "settings": {k: v for k, v in config.items() if k not in _NOT_SHAPING},
+            "seed": int(seed),
+            "deterministic": bool(deterministic),
+            "runtime": runtime_shaping(rt, processes.world_size),
+            "data": data_digest(rows.assign(label=labels, fold=fold_of), extra=data_key),
+        }
+        root = checkpoint_folder(checkpoint_dir, shaping, resume)
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}
     epochs: list[dict[str, Any]] = []
     out_of_fold: dict[str, dict[str, np.ndarray]] = {}
@@ -846,21 +784,9 @@ def train_frame_models(
                 "deterministic": bool(deterministic),
                 "runtime": dict(runtime),
             }
-            folder = None
-            if checkpoint_dir is not None:
-                parts = {
-                    "settings": shaping,
-                    **{k: job[k] for k in ("spec", "fold", "seed", "deterministic")},
-                    "device": rt.device.type,
-                    "precision": rt.amp.name,
-                    "channels_last": rt.channels_last,
-                    "num_workers": rt.num_workers,
-                    "processes": processes.world_size,
-                    "data": data_key,
-                }
-                digest = _fold_digest(parts, rows.assign(label=labels, in_fold=in_fold))
-                folder = Path(checkpoint_dir) / name / f"fold{fold}-{digest}"
-            result = _run_fold(job, folder, resume, processes)
+            # a model's folder follows its own spec: adding a model keeps the others' folds
+            folder = None if root is None else root / f"{name}-{short_digest(spec)}" / f"fold{fold}"
+            result = launch_resumable(train_fold, job, folder, settings=processes)
             epochs.extend({"model": name, "fold": fold, **m} for m in result["history"])
             state_dicts[f"{name}{KEY_SEP}fold{fold}"] = result["state_dict"]
             val_videos = list(pd.unique(rows.loc[in_fold, "partition"]))
@@ -936,7 +862,14 @@ def predict_frame_models(
         for key in keys:
             network = _network(spec, config, pretrained=False)  # trained weights replace them
             network.load_state_dict(state_dicts[key])
-            total += _predict_logits(network, loader, rt)
+            total += predict(
+                network,
+                loader,
+                rt.device,
+                rt.amp,
+                output_key="logit",
+                channels_last=rt.channels_last,
+            )
             log.info("predicted %d crops with %s", len(dataset), key)
         mean = total / len(keys)
         result[spec["name"]] = {

@@ -18,10 +18,7 @@ losses, resampling of the old rows, and how the fold models are named and predic
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +33,16 @@ from torch import nn
 
 from podium.core import ddp
 from podium.core.augment import build_transforms
-from podium.core.checkpoints import atomic_path
-from podium.core.config import ParameterError, check_choice, check_int, check_keys
+from podium.core.config import check_int, check_keys
 from podium.core.device import Runtime
-from podium.core.optim import build_optimizer, build_scheduler
+from podium.core.optim import build_optimizer, build_scheduler, check_optimization
+from podium.core.resume import (
+    check_resume_from,
+    checkpoint_folder,
+    data_digest,
+    launch_resumable,
+    runtime_shaping,
+)
 from podium.core.seeding import seed_everything, training_seed
 from podium.core.training import fit, predict, seeded_loader
 from podium.layouts.mask import AGE_NAMES
@@ -64,11 +67,6 @@ TRAIN_KEYS = ("epochs", "batch_size", "grad_clip", "resume_from")
 OLD_AGE_CLASS = len(AGE_NAMES) - 1
 #: Separator of the model name and the parameter name in the saved weights' keys.
 KEY_SEP = "/"
-#: Raised with the checkpoint layout or what shapes a training: old checkpoints then no
-#: longer match. Hex digits of the settings digest naming a checkpoint folder.
-CHECKPOINT_FORMAT = 1
-DIGEST_CHARS = 16
-SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -101,7 +99,6 @@ class FoldJob:
     seed: int
     deterministic: bool
     runtime: Runtime
-    checkpoints: str | None  # this job's checkpoint folder (one file per network)
 
 
 def model_name(backbone: str, fold: int) -> str:
@@ -140,9 +137,10 @@ def _as_task_logits(outputs, net_name: str, tasks: Mapping[str, int]) -> dict[st
     return {task: outputs}
 
 
-def train_fold(job: FoldJob) -> dict[str, Any]:
+def train_fold(job: FoldJob, checkpoints: str | None = None) -> dict[str, Any]:
     """Every network of one (backbone, fold), trained by ``core.training.fit``: the body that
-    ``core.ddp.launch`` runs in each process (in the caller with one process).
+    ``core.resume.launch_resumable`` runs in each process (in the caller with one process),
+    each network checkpointing every epoch in ``checkpoints`` (None: no checkpoints).
 
     Each network is built right after seeding the process with ``training_seed(seed,
     model="<backbone>/<network>", fold=fold, rank=rank)`` (DDP then copies rank 0's initial
@@ -178,10 +176,6 @@ def train_fold(job: FoldJob) -> dict[str, Any]:
             runtime=runtime,
             distributed=True,  # one global order, whatever the number of processes
         )
-        if loader.num_workers and ddp.is_distributed() and sys.platform.startswith("linux"):
-            # A rank started by launch's spawn would spawn its loader workers too, each
-            # epoch importing podium afresh; fork them, as torchrun's own ranks do.
-            loader.multiprocessing_context = "fork"
         optimizer = build_optimizer(net, job.optimizer, parameter="mask.optimizer")
         label = f"{model_name(job.backbone, job.fold)}{KEY_SEP}{net_name}"
 
@@ -208,9 +202,7 @@ def train_fold(job: FoldJob) -> dict[str, Any]:
             grad_clip=job.grad_clip,
             progress=False,
             channels_last=runtime.channels_last,
-            checkpoint_path=None
-            if job.checkpoints is None
-            else Path(job.checkpoints) / f"{net_name}.pt",
+            checkpoint_path=None if checkpoints is None else Path(checkpoints) / f"{net_name}.pt",
             on_epoch_end=report,
         )
         for name, tensor in net.state_dict().items():
@@ -221,30 +213,12 @@ def train_fold(job: FoldJob) -> dict[str, Any]:
 def _data_digest(crops: CropFiles | np.ndarray, table: pd.DataFrame) -> str:
     """What the training reads: the table's rows, labels and folds, and the crops' entries
     (each entry's name carries its photo's content digest) or, in memory, their pixels."""
-    digest = hashlib.sha256()
     columns = [c for c in ("row", "fold", *TASK_COLUMNS.values()) if c in table]
-    digest.update(pd.util.hash_pandas_object(table[columns], index=False).to_numpy().tobytes())
     if isinstance(crops, CropFiles):
-        digest.update(json.dumps(sorted(crops.entries.items())).encode())
+        content = sorted(crops.entries.items())
     else:
-        digest.update(np.ascontiguousarray(crops).tobytes())
-    return digest.hexdigest()
-
-
-def checkpoint_folder(
-    root: Path | str, settings: Mapping[str, Any], resume_from: str | None
-) -> Path:
-    """``root/<digest of settings>``: the checkpoints of this training configuration, so no
-    other configuration ever resumes them. ``resume_from`` None empties it first (a fresh
-    run never continues a stale epoch); ``latest`` keeps what an earlier run saved there."""
-    text = json.dumps({"format": CHECKPOINT_FORMAT, **settings}, sort_keys=True, default=str)
-    folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
-    if resume_from is None and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / SETTINGS_FILE) as tmp:
-        Path(tmp).write_text(text)
-    return folder
+        content = hashlib.sha256(np.ascontiguousarray(crops).tobytes()).hexdigest()
+    return data_digest(table[columns], extra=content)
 
 
 def _check_training(
@@ -253,27 +227,17 @@ def _check_training(
     train: Mapping[str, Any],
     loss: Mapping[str, Any],
     world_size: int,
-) -> tuple[int, int, str | None]:
-    """Epochs, global batch and resume mode, with every spec checked before any process
-    starts (an error inside a DDP process would reach the run as a ChildFailedError)."""
+) -> tuple[int, int, bool]:
+    """Epochs, global batch and whether to resume, with every spec checked before any
+    process starts (an error inside a DDP process reaches the run as a ChildFailedError)."""
     check_keys("mask.train", train, TRAIN_KEYS, required=("epochs", "batch_size"))
     epochs = check_int("mask.train.epochs", train["epochs"], low=1)
     batch_size = check_int("mask.train.batch_size", train["batch_size"], low=1)
-    if batch_size % world_size:
-        raise ParameterError(
-            "mask.train.batch_size",
-            f"the global batch {batch_size} does not split over runtime.distributed's "
-            f"{world_size} processes; use a multiple of {world_size}",
-        )
-    resume_from = train.get("resume_from")
-    if resume_from is not None:
-        check_choice("mask.train.resume_from", resume_from, ("latest",), hint="or null: afresh")
+    ddp.local_batch_size(batch_size, world_size, parameter="mask.train.batch_size")
+    resume = check_resume_from("mask.train.resume_from", train.get("resume_from"))
     check_loss(loss)
-    stand_in = build_optimizer(nn.Linear(1, 1), optimizer, parameter="mask.optimizer")
-    build_scheduler(
-        stand_in, scheduler, epochs=epochs, steps_per_epoch=1, parameter="mask.scheduler"
-    )
-    return epochs, batch_size, resume_from
+    check_optimization(optimizer, scheduler, epochs=epochs, parameter="mask")
+    return epochs, batch_size, resume
 
 
 def train_cross_validated(
@@ -300,11 +264,12 @@ def train_cross_validated(
 
     ``distributed``: the processes of each (backbone, fold) training (one, in this
     process, by default). ``checkpoints``: the folder under which each network and fold
-    checkpoints every epoch (see :func:`checkpoint_folder`); None trains without.
+    checkpoints every epoch (``core.resume.checkpoint_folder``: one folder per training
+    configuration, a finished fold's result kept in it); None trains without.
     """
     distributed = distributed or ddp.DistributedSettings()
     check_model_params(model)
-    epochs, batch_size, resume_from = _check_training(
+    epochs, batch_size, resume = _check_training(
         optimizer, scheduler, train, loss, distributed.world_size
     )
     check_keys("mask.resampling", resampling, ("enabled", "factor"), required=("enabled", "factor"))
@@ -317,16 +282,10 @@ def train_cross_validated(
             **dict(resampling=resampling, augment=augment, preprocess=preprocess, seed=seed),
             "train": {k: v for k, v in train.items() if k != "resume_from"},
             "deterministic": bool(deterministic),
-            "world_size": distributed.world_size,
-            "runtime": {
-                "device": runtime.device.type,
-                "amp": runtime.amp.name,
-                "num_workers": runtime.num_workers,
-                "channels_last": runtime.channels_last,
-            },
+            "runtime": runtime_shaping(runtime, distributed.world_size),
             "data": _data_digest(crops, table),
         }
-        folder = checkpoint_folder(checkpoints, shaping, resume_from)
+        folder = checkpoint_folder(checkpoints, shaping, resume)
     tasks = tasks_of(model["variant"])
     result = CrossValidated()
     for index, backbone in enumerate(model["backbones"]):
@@ -337,24 +296,13 @@ def train_cross_validated(
             frame = oversample_minority(
                 table[table["fold"] != fold], "age_class", OLD_AGE_CLASS, factor
             )
-            job_folder = None if folder is None else folder / backbone / f"fold{fold}"
             job = FoldJob(
                 crops, frame, model, backbone, index, fold, loss, optimizer, scheduler,
                 epochs, batch_size, train.get("grad_clip"), augment, preprocess, seed,
-                bool(deterministic), runtime, None if job_folder is None else str(job_folder),
+                bool(deterministic), runtime,
             )  # fmt: skip
-            trained = ddp.launch(
-                train_fold,
-                job,
-                settings=distributed,
-                # several machines read rank 0's result from the folder they share
-                result_dir=job_folder if distributed.nnodes > 1 else None,
-            )
-            if trained is None:
-                raise RuntimeError(
-                    f"{name}: rank 0's result is not readable on this machine; give every "
-                    "machine the same mask_checkpoints folder (a shared file system)"
-                )
+            job_folder = None if folder is None else folder / backbone / f"fold{fold}"
+            trained = launch_resumable(train_fold, job, job_folder, settings=distributed)
             for net_name, history in trained["history"].items():
                 result.history[f"{name}{KEY_SEP}{net_name}"] = history
             for key, tensor in trained["weights"].items():
