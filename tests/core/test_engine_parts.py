@@ -221,3 +221,28 @@ def test_zip_sampler_pairs_epoch_seeded_draws_and_rank_block_splits_in_order():
     pairs.set_epoch(2)
     assert list(pairs) != first
     assert len(ddp.rank_block(list(range(5)))) == 5  # one process: everything
+
+
+def _square_where(job, checkpoints):
+    import os
+
+    return {"value": job * job, "pid": os.getpid(), "checkpoints": checkpoints}
+
+
+def test_jobs_strategy_runs_independent_trainings_side_by_side_in_job_order(tmp_path):
+    settings = ddp.resolve_distributed({"nproc_per_node": 2, "strategy": "jobs"})
+    assert settings.world_size == 1 and settings.parallel_jobs == 2 and not settings.enabled
+    folders = [tmp_path / f"job{i}" for i in range(4)]
+    results = resume.run_jobs(
+        _square_where, [(i, f) for i, f in zip(range(4), folders, strict=True)], settings=settings
+    )
+    assert [r["value"] for r in results] == [0, 1, 4, 9]
+    assert len({r["pid"] for r in results}) == 2  # two worker processes, neither this one
+    assert all(r["pid"] != __import__("os").getpid() for r in results)
+    assert all((f / resume.RESULT_FILE).exists() for f in folders)  # each result kept
+    sequential = resume.run_jobs(_square_where, [(3, None)], settings=settings)
+    assert sequential[0]["pid"] == __import__("os").getpid()  # one job: no cluster
+    with pytest.raises(ParameterError, match="strategy"):
+        ddp.resolve_distributed(
+            {"nnodes": 2, "rdzv_endpoint": "h:1", "rdzv_id": "x", "strategy": "jobs"}
+        )

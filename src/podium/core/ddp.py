@@ -36,6 +36,8 @@ The runtime block::
         rdzv_endpoint: null    # host:port of the rendezvous (c10d) for several machines
         rdzv_id: null          # the job's id, shared by its machines (default: a fresh uuid)
         backend: auto          # auto (nccl on CUDA, gloo otherwise) | gloo | nccl
+        strategy: ddp          # ddp: each training in all processes | jobs: independent
+                               # trainings (models x folds) side by side, one process each
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ from podium.core.config import ParameterError, check_choice, check_keys
 
 R = TypeVar("R")
 
-DISTRIBUTED_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint", "rdzv_id", "backend")
+DISTRIBUTED_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint", "rdzv_id", "backend", "strategy")
 BACKENDS = ("auto", "gloo", "nccl")
+#: ddp: each training in world-size DDP processes; jobs: independent trainings side by side,
+#: one process (one GPU) each (``core.resume.run_jobs``).
+STRATEGIES = ("ddp", "jobs")
 RESULT_FILE = "rank0_result.pt"
 
 
@@ -76,15 +81,22 @@ class DistributedSettings:
     rdzv_endpoint: str | None = None
     rdzv_id: str | None = None
     backend: str = "gloo"
+    strategy: str = "ddp"
 
     @property
     def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes
+        """Processes of one training: 1 when independent trainings run side by side."""
+        return 1 if self.strategy == "jobs" else self.nproc_per_node * self.nnodes
 
     @property
     def enabled(self) -> bool:
-        """Whether training runs in several processes (else it runs in the caller's)."""
+        """Whether one training runs in several processes (else in the caller's)."""
         return self.world_size > 1
+
+    @property
+    def parallel_jobs(self) -> int:
+        """Independent trainings run at once (``strategy: jobs``), else 1."""
+        return self.nproc_per_node if self.strategy == "jobs" else 1
 
 
 def _positive_int(parameter: str, value: Any) -> int:
@@ -124,6 +136,13 @@ def resolve_distributed(
             f"{parameter}.rdzv_id", f"nnodes={nnodes} needs one job id shared by every machine"
         )
     backend = check_choice(f"{parameter}.backend", block.get("backend", "auto"), BACKENDS)
+    strategy = check_choice(f"{parameter}.strategy", block.get("strategy", "ddp"), STRATEGIES)
+    if strategy == "jobs" and nnodes > 1:
+        raise ParameterError(
+            f"{parameter}.strategy",
+            "jobs spreads trainings over this machine's processes only: use nnodes 1, or "
+            "ddp to train each job across machines",
+        )
     is_cuda = torch.device(device).type == "cuda"
     if backend == "auto":
         backend = "nccl" if is_cuda else "gloo"
@@ -136,7 +155,7 @@ def resolve_distributed(
             f"{parameter}.nproc_per_node",
             f"{nproc} processes asked for but {torch.cuda.device_count()} GPU(s) are visible",
         )
-    return DistributedSettings(nproc, nnodes, endpoint, rdzv_id, backend)
+    return DistributedSettings(nproc, nnodes, endpoint, rdzv_id, backend, strategy)
 
 
 # ----------------------------------------------------------------------- in a process

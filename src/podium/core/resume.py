@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,69 @@ def launch_resumable(
         )
     with atomic_path(done) as tmp:
         torch.save(result, tmp)
+    if torch.cuda.is_initialized():  # the next job starts with the memory this one freed
+        torch.cuda.empty_cache()
     shutil.rmtree(checkpoints, ignore_errors=True)
     (folder / ddp.RESULT_FILE).unlink(missing_ok=True)
     return result
+
+
+def run_jobs(
+    fn: Callable[[Any, str | None], Any],
+    jobs: Sequence[tuple[Any, str | Path | None]],
+    *,
+    settings: ddp.DistributedSettings | None = None,
+) -> list[Any]:
+    """Every ``(job, folder)`` through :func:`launch_resumable`; the results in job order.
+
+    ``strategy: ddp`` (the default) trains the jobs one after the other, each in the
+    settings' DDP processes. ``strategy: jobs`` runs ``nproc_per_node`` of them at once on
+    a Dask LocalCluster of as many single-threaded worker processes, each worker pinned to
+    one GPU (``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out): the shape of a
+    recipe of many small trainings, e.g. DFDC's models x folds, where one GPU per training
+    beats splitting every batch over all of them. A failed job fails the run once the
+    jobs already under way have saved their checkpoints, so a rerun with ``resume_from:
+    latest`` continues.
+    """
+    settings = settings or ddp.DistributedSettings()
+    if settings.parallel_jobs == 1 or len(jobs) <= 1:
+        return [launch_resumable(fn, job, folder, settings=settings) for job, folder in jobs]
+    import dask
+
+    from podium.core.distributed import dask_client
+
+    workers = min(settings.parallel_jobs, len(jobs))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = (
+        [g for g in visible.split(",") if g.strip()]
+        if visible is not None
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # Dask's worker processes are daemons by default, and daemons may not start the
+    # DataLoader's worker processes.
+    with (
+        dask.config.set({"distributed.worker.daemon": False}),
+        dask_client(n_workers=workers, threads_per_worker=1) as client,
+    ):
+        futures = [
+            client.submit(_job_on_worker, fn, job, folder, gpus, threads, pure=False)
+            for job, folder in jobs
+        ]
+        return client.gather(futures)
+
+
+def _job_on_worker(
+    fn: Callable[[Any, str | None], Any],
+    job: Any,
+    folder: str | Path | None,
+    gpus: Sequence[str],
+    threads: int,
+) -> Any:
+    """One job in a Dask worker: the worker's GPU (by its name, 0..n-1), its threads."""
+    from distributed import get_worker
+
+    if gpus:  # before this process first touches CUDA: cuda:0 is then its own GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[int(get_worker().name) % len(gpus)]
+    torch.set_num_threads(threads)
+    return launch_resumable(fn, job, folder)

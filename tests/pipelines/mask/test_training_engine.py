@@ -143,7 +143,9 @@ class Interrupted(Exception):
     pass
 
 
-def _cross_validate(checkpoints: Path, resume_from: str | None, lr: float = 0.01):
+def _cross_validate(
+    checkpoints: Path | None, resume_from: str | None, lr: float = 0.01, distributed=None
+):
     crops, table = _data()
     return train_cross_validated(
         crops,
@@ -159,6 +161,7 @@ def _cross_validate(checkpoints: Path, resume_from: str | None, lr: float = 0.01
         seed=5,
         runtime=ONE_WORKER,
         checkpoints=checkpoints,
+        distributed=distributed,
     )
 
 
@@ -265,3 +268,17 @@ def test_bad_specs_stop_before_training_naming_the_parameter(where, change, mess
             distributed=TWO_RANKS,
             **specs,
         )
+
+
+def test_folds_trained_side_by_side_equal_folds_trained_one_after_the_other(tmp_path):
+    # strategy jobs: each fold in its own Dask worker process (one per GPU on a GPU box),
+    # with a DataLoader worker of its own; the same computation as one fold after another
+    side_by_side = ddp.resolve_distributed({"nproc_per_node": 2, "strategy": "jobs"})
+    parallel = _cross_validate(tmp_path / "jobs", None, distributed=side_by_side)
+    sequential = _cross_validate(None, None)
+    assert parallel.weights.keys() == sequential.weights.keys()
+    for key, tensor in sequential.weights.items():
+        torch.testing.assert_close(parallel.weights[key], tensor, rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        pd.concat(parallel.out_of_fold), pd.concat(sequential.out_of_fold), atol=1e-5
+    )

@@ -16,7 +16,8 @@ Here is only the competition's part: the lazy crop dataset, the losses, the vali
 (frame log loss, mask IoU) and the K-fold recipe. The engine is ``podium.core``: ``optim``
 (timm's optimizer and schedule factories, the shared ``optimizer`` / ``scheduler`` blocks),
 ``training.fit`` (AMP, channels_last, a checkpoint every epoch, resume), ``ddp.launch``
-(each (model, fold) in ``runtime.distributed`` processes; one process: in the caller) and
+(each (model, fold) in ``runtime.distributed`` processes, or with ``strategy: jobs`` the
+(model, fold) trainings side by side, one process each; one process: in the caller) and
 ``seeding.training_seed``. Settings: the ``deepfake.training`` block, every key in
 :data:`DEFAULTS`; errors name ``deepfake.training.<key>``.
 
@@ -83,7 +84,7 @@ from podium.core.resume import (
     check_resume_from,
     checkpoint_folder,
     data_digest,
-    launch_resumable,
+    run_jobs,
     runtime_shaping,
     short_digest,
 )
@@ -765,9 +766,8 @@ def train_frame_models(
     state_dicts: dict[str, dict[str, torch.Tensor]] = {}
     epochs: list[dict[str, Any]] = []
     out_of_fold: dict[str, dict[str, np.ndarray]] = {}
+    jobs, trained_folds = [], []
     for spec in config["models"]:
-        name = spec["name"]
-        oof = out_of_fold.setdefault(name, {})
         for fold in trained:
             in_fold = fold_of == fold
             if not in_fold.any() or in_fold.all():
@@ -785,17 +785,20 @@ def train_frame_models(
                 "runtime": dict(runtime),
             }
             # a model's folder follows its own spec: adding a model keeps the others' folds
+            name = spec["name"]
             folder = None if root is None else root / f"{name}-{short_digest(spec)}" / f"fold{fold}"
-            result = launch_resumable(train_fold, job, folder, settings=processes)
-            epochs.extend({"model": name, "fold": fold, **m} for m in result["history"])
-            state_dicts[f"{name}{KEY_SEP}fold{fold}"] = result["state_dict"]
-            val_videos = list(pd.unique(rows.loc[in_fold, "partition"]))
-            lengths = lengths_of.loc[val_videos].tolist()
-            logits = result["logits"].numpy()
-            for partition, values in zip(val_videos, _split(logits, lengths), strict=True):
-                oof[partition] = _probabilities(values)
-            if rt.device.type == "cuda":
-                torch.cuda.empty_cache()
+            jobs.append((job, folder))
+            trained_folds.append((name, fold, in_fold))
+    results = run_jobs(train_fold, jobs, settings=processes)
+    for (name, fold, in_fold), result in zip(trained_folds, results, strict=True):
+        epochs.extend({"model": name, "fold": fold, **m} for m in result["history"])
+        state_dicts[f"{name}{KEY_SEP}fold{fold}"] = result["state_dict"]
+        val_videos = list(pd.unique(rows.loc[in_fold, "partition"]))
+        lengths = lengths_of.loc[val_videos].tolist()
+        logits = result["logits"].numpy()
+        oof = out_of_fold.setdefault(name, {})
+        for partition, values in zip(val_videos, _split(logits, lengths), strict=True):
+            oof[partition] = _probabilities(values)
 
     history_frame = pd.DataFrame(epochs)
     columns = ["model", "fold", "epoch", "train_loss", "val_loss", "val_log_loss"]

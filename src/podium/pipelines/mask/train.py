@@ -40,7 +40,7 @@ from podium.core.resume import (
     check_resume_from,
     checkpoint_folder,
     data_digest,
-    launch_resumable,
+    run_jobs,
     runtime_shaping,
 )
 from podium.core.seeding import seed_everything, training_seed
@@ -287,12 +287,11 @@ def train_cross_validated(
         }
         folder = checkpoint_folder(checkpoints, shaping, resume)
     tasks = tasks_of(model["variant"])
-    result = CrossValidated()
+    # factor 1 adds no copies: resampling off is the same code path
+    factor = resampling["factor"] if resampling["enabled"] else 1
+    jobs = []
     for index, backbone in enumerate(model["backbones"]):
         for fold in sorted(int(f) for f in table["fold"].unique()):
-            name = model_name(backbone, fold)
-            # factor 1 adds no copies: resampling off is the same code path
-            factor = resampling["factor"] if resampling["enabled"] else 1
             frame = oversample_minority(
                 table[table["fold"] != fold], "age_class", OLD_AGE_CLASS, factor
             )
@@ -301,31 +300,35 @@ def train_cross_validated(
                 epochs, batch_size, train.get("grad_clip"), augment, preprocess, seed,
                 bool(deterministic), runtime,
             )  # fmt: skip
-            job_folder = None if folder is None else folder / backbone / f"fold{fold}"
-            trained = launch_resumable(train_fold, job, job_folder, settings=distributed)
-            for net_name, history in trained["history"].items():
-                result.history[f"{name}{KEY_SEP}{net_name}"] = history
-            for key, tensor in trained["weights"].items():
-                result.weights[f"{name}{KEY_SEP}{key}"] = tensor
-            validation = table[table["fold"] == fold]
-            nets = _load_networks(model, backbone, index, split_weights(result.weights)[name])
-            probabilities = predict_classes(
-                nets,
-                crops,
-                validation["row"].to_numpy(),
-                preprocess_transform,
-                tasks,
-                batch_size,
-                seed,
-                runtime,
-            )
-            fold_f1 = f1_score(
-                validation["competition_class"], probabilities.argmax(1), average="macro"
-            )
-            log.info("%s: out-of-fold macro F1 %.4f on %d images", name, fold_f1, len(validation))
-            result.out_of_fold.append(
-                probability_frame(validation[["row"]], probabilities, backbone, name)
-            )
+            jobs.append((job, None if folder is None else folder / backbone / f"fold{fold}"))
+    result = CrossValidated()
+    for (job, _), trained in zip(
+        jobs, run_jobs(train_fold, jobs, settings=distributed), strict=True
+    ):
+        name = model_name(job.backbone, job.fold)
+        for net_name, history in trained["history"].items():
+            result.history[f"{name}{KEY_SEP}{net_name}"] = history
+        for key, tensor in trained["weights"].items():
+            result.weights[f"{name}{KEY_SEP}{key}"] = tensor
+        validation = table[table["fold"] == job.fold]
+        nets = _load_networks(model, job.backbone, job.index, split_weights(result.weights)[name])
+        probabilities = predict_classes(
+            nets,
+            crops,
+            validation["row"].to_numpy(),
+            preprocess_transform,
+            tasks,
+            batch_size,
+            seed,
+            runtime,
+        )
+        fold_f1 = f1_score(
+            validation["competition_class"], probabilities.argmax(1), average="macro"
+        )
+        log.info("%s: out-of-fold macro F1 %.4f on %d images", name, fold_f1, len(validation))
+        result.out_of_fold.append(
+            probability_frame(validation[["row"]], probabilities, job.backbone, name)
+        )
     return result
 
 
