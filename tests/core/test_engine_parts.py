@@ -246,3 +246,46 @@ def test_jobs_strategy_runs_independent_trainings_side_by_side_in_job_order(tmp_
         ddp.resolve_distributed(
             {"nnodes": 2, "rdzv_endpoint": "h:1", "rdzv_id": "x", "strategy": "jobs"}
         )
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Random crops' worth of augmentation drawn by albumentations' own generators."""
+
+    def __init__(self) -> None:
+        import albumentations as A
+
+        g = torch.Generator().manual_seed(0)
+        self.images = (torch.rand(16, 8, 8, 3, generator=g) * 255).to(torch.uint8).numpy()
+        self.augment = A.Compose(
+            [A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=1.0)], seed=0
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = self.augment(image=self.images[i])["image"]
+        x = torch.from_numpy(image.astype("float32") / 255).flatten()[:5]
+        return x, int(i % 2)
+
+
+def _augmented_run(checkpoint, epochs: int) -> nn.Module:
+    net = _net()
+    loader = seeded_loader(Augmented(), 4, shuffle=True, seed=2, runtime=CPU)  # no workers
+    fit(net, loader, loss_fn=nn.functional.cross_entropy, epochs=epochs, device="cpu",
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5), progress=False,
+        checkpoint_path=checkpoint)  # fmt: skip
+    return net
+
+
+def test_without_loader_workers_a_resumed_run_draws_the_same_augmentations(tmp_path, monkeypatch):
+    once = _augmented_run(tmp_path / "once.pt", 3)
+    _augmented_run(tmp_path / "split.pt", 1)
+    assert _close(once, _augmented_run(tmp_path / "split.pt", 3), atol=0)
+
+    from podium.core import training
+
+    monkeypatch.setattr(training, "reseed_main_process_transforms", lambda loader, epoch: None)
+    unseeded_once = _augmented_run(tmp_path / "unseeded_once.pt", 3)
+    _augmented_run(tmp_path / "unseeded.pt", 1)  # the transforms' streams restart on resume
+    assert not _close(unseeded_once, _augmented_run(tmp_path / "unseeded.pt", 3), atol=0)

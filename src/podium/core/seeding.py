@@ -95,6 +95,22 @@ def seed_worker(worker_id: int) -> None:
         _reseed_transforms(info.dataset, worker_seed)
 
 
+def reseed_main_process_transforms(loader: Any, epoch: int) -> None:
+    """A loader without workers runs its transforms here: seed them per epoch.
+
+    Workers reseed a dataset's transforms every epoch (:func:`seed_worker`); without
+    workers the transforms' own generators would run on across epochs, a state no
+    checkpoint holds. Reseeding them from the loader generator's seed and the epoch makes
+    a resumed run draw the same augmentations as an uninterrupted one.
+    """
+    generator = getattr(loader, "generator", None)
+    if getattr(loader, "num_workers", 1) != 0 or generator is None:
+        return
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None:
+        _reseed_transforms(dataset, derive_seed(generator.initial_seed() % 2**32, epoch))
+
+
 def make_generator(seed: int) -> torch.Generator:
     """A CPU generator for a DataLoader: shuffling and worker seeds then follow ``seed``."""
     return torch.Generator().manual_seed(_check_seed(seed))

@@ -48,7 +48,7 @@ from podium.core.device import (
     to_channels_last,
 )
 from podium.core.optim import LrSchedule
-from podium.core.seeding import dataloader_kwargs, derive_seed
+from podium.core.seeding import dataloader_kwargs, derive_seed, reseed_main_process_transforms
 
 SCHEDULER_STEPS = ("epoch", "batch", "plateau")
 #: Batches between the loss reads that sync with the GPU (progress bar, NaN check).
@@ -458,6 +458,7 @@ def fit(
         net.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
+        reseed_main_process_transforms(train_loader, epoch)
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum = torch.zeros((), device=device)  # stays on device: no sync per batch
         total_count = 0
