@@ -169,8 +169,8 @@ CASES: dict[str, Case] = {
             "uda": {
                 "training": {
                     "iterations": 8,
-                    "log_every": 4,
-                    "scheduler": {"warmup_iterations": 2},
+                    "iterations_per_epoch": 4,
+                    "scheduler": {"warmup_epochs": 0.5},
                     "pseudo_label": {"start_iteration": 4},
                 }
             }

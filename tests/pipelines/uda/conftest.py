@@ -29,10 +29,10 @@ TINY_PARAMS = {
         "models": {"m1": {"channels": 8, "dilations": [1, 2]}},
         "training": {
             "iterations": 4,
+            "iterations_per_epoch": 2,
             "batch_size": 2,
             "crop_size": [48, 48],
-            "log_every": 2,
-            "scheduler": {"warmup_iterations": 1},
+            "scheduler": {"warmup_epochs": 0.5},
             "pseudo_label": {"start_iteration": 1, "threshold": 0.0},
         },
         "inference": {"window": [48, 48], "stride": [32, 32], "scales": [1.0, 0.75]},

@@ -46,9 +46,10 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
         per_class = [v for k, v in metrics.items() if k.startswith(f"eval.{split}_iou.")]
         assert len(per_class) == NUM_CLASSES  # every class is in the tiny sample's labels
         assert metrics[f"eval.{split}_miou"] == pytest.approx(np.mean(per_class))
-    history = client.get_metric_history(run.info.run_id, "train.m1/loss_target")
-    assert [m.step for m in history] == [2, 4]  # logged every 2 iterations, from iteration 1
-    assert metrics["train.m1/pseudo_weight"] == pytest.approx(1.0)  # threshold 0: all confident
+    history = client.get_metric_history(run.info.run_id, "train.m1/train_target")
+    assert [m.step for m in history] == [2, 4]  # one point per 2-iteration epoch
+    # threshold 0: all confident (epoch 2, wholly after pseudo_label.start_iteration)
+    assert metrics["train.m1/train_pseudo_weight"] == pytest.approx(1.0)
     assert run.data.params["uda.training.regime"] == "self_training"
     assert run.data.tags["seed"] == "42"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "uda")}

@@ -1,9 +1,10 @@
-"""The self-training components: EMA, pseudo-label weighting, ClassMix, MIC, distortion."""
+"""The self-training components: EMA teacher, pseudo-label weights, ClassMix, MIC, distortion."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from podium.pipelines.uda import selftraining as st
@@ -16,22 +17,37 @@ def _net(seed: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
 
 
-def test_ema_update_moves_the_teacher_by_alpha_and_ramps_up_early():
-    teacher, student = _net(0), _net(1)
-    student[1].running_mean.fill_(2.0)
-    student[1].num_batches_tracked.fill_(7)
-    before = [p.clone() for p in teacher.parameters()]
-    used = st.ema_update(teacher, student, alpha=0.99, iteration=1000)
-    assert used == pytest.approx(0.99)
-    for t, b, s in zip(teacher.parameters(), before, student.parameters(), strict=True):
-        torch.testing.assert_close(t, 0.99 * b + 0.01 * s)
-    torch.testing.assert_close(teacher[1].running_mean, torch.full((4,), 0.02))
-    assert int(teacher[1].num_batches_tracked) == 7  # integer buffers are copied
-    # iteration 0: a = min(1 - 1/1, alpha) = 0, the teacher becomes the student
-    assert st.ema_update(teacher, student, alpha=0.99, iteration=0) == 0.0
+@torch.no_grad()
+def _dacs_ema(teacher: nn.Module, student: nn.Module, alpha: float, iteration: int) -> None:
+    """DACS' teacher update, the rule uda trained with before timm's ModelEmaV3."""
+    a = min(1.0 - 1.0 / (iteration + 1), alpha)
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        torch.testing.assert_close(t, s)
-    assert st.ema_update(teacher, student, alpha=0.99, iteration=3) == pytest.approx(0.75)
+        t.mul_(a).add_(s, alpha=1.0 - a)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        if t.dtype.is_floating_point:
+            t.mul_(a).add_(s, alpha=1.0 - a)
+        else:
+            t.copy_(s)
+
+
+def test_the_ema_teacher_follows_dacs_ramp_then_settles_at_alpha():
+    """timm's ModelEmaV3 as train.py builds it, updated with fit's step count (iteration + 1),
+    gives DACS' teacher: a = min(1 - 1/(iteration + 1), alpha)."""
+    student = _net(1)
+    ema = ModelEmaV3(_net(0), decay=0.7, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0)
+    reference = _net(0)
+    generator = torch.Generator().manual_seed(4)
+    for iteration in range(6):  # a ramps 0, 1/2, 2/3, then stays at alpha = 0.7
+        for p in student.parameters():
+            p.data.add_(torch.randn(p.shape, generator=generator))
+        student[1].running_mean.add_(1.0)
+        student[1].num_batches_tracked.add_(1)
+        ema.update(student, step=iteration + 1)
+        _dacs_ema(reference, student, 0.7, iteration)
+        assert ema.get_decay(iteration + 1) == pytest.approx(min(1 - 1 / (iteration + 1), 0.7))
+        for key, value in reference.state_dict().items():
+            torch.testing.assert_close(ema.module.state_dict()[key], value)
+    assert int(ema.module[1].num_batches_tracked) == 6  # integer buffers are copied
 
 
 def test_pseudo_labels_weight_each_image_by_its_share_of_confident_pixels():

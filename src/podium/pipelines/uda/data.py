@@ -230,7 +230,7 @@ def to_fisheye(
     return warped, warped_label
 
 
-def _crop_first(crop_size: Sequence[int], augment: list, parameter: str, seed: int | None):
+def _crop_first(crop_size: Sequence[int], augment: list, parameter: str):
     height, width = int(crop_size[0]), int(crop_size[1])
     spec = [
         {
@@ -243,8 +243,9 @@ def _crop_first(crop_size: Sequence[int], augment: list, parameter: str, seed: i
         },
         {"name": "RandomCrop", "height": height, "width": width},
     ]
-    crop = build_transforms(spec, parameter=parameter, seed=seed)
-    rest = build_transforms(augment, parameter=parameter, seed=seed)
+    # Any fixed seed: every item reseeds both from numpy's global RNG (_reseed).
+    crop = build_transforms(spec, parameter=parameter, seed=0)
+    rest = build_transforms(augment, parameter=parameter, seed=0)
     return crop, rest
 
 
@@ -254,6 +255,18 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def _column(frame: pd.DataFrame, column: str) -> list[str]:
     return [str(p) for p in frame[column]]
+
+
+def _reseed(*composes: Any) -> None:
+    """Seed each item's augmentation draws from numpy's global RNG, as the fisheye draw is.
+
+    That RNG is what ``seed_worker`` seeds in every DataLoader worker and what a training
+    checkpoint restores in the main process, so the draws follow the run's seed with or
+    without workers and a resumed run repeats them; an albumentations pipeline's own
+    generator is reseeded only in fresh workers and is in no checkpoint.
+    """
+    for compose, seed in zip(composes, np.random.randint(0, 2**31 - 1, len(composes)), strict=True):
+        compose.set_random_seed(int(seed))
 
 
 class SourceDataset(Dataset):
@@ -272,11 +285,10 @@ class SourceDataset(Dataset):
         augment: list,
         fisheye: Mapping[str, Any],
         parameter: str,
-        seed: int | None = None,
     ) -> None:
         self.img_paths, self.gt_paths = _column(frame, "img_path"), _column(frame, "gt_path")
         self.size = (int(size[0]), int(size[1]))
-        self.crop, self.transform = _crop_first(crop_size, augment, parameter, seed)
+        self.crop, self.transform = _crop_first(crop_size, augment, parameter)
         self.fisheye = dict(fisheye)
 
     def __len__(self) -> int:
@@ -288,7 +300,7 @@ class SourceDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.pair(index)
-        # numpy's global RNG: seed_worker reseeds it per DataLoader worker
+        _reseed(self.crop, self.transform)
         if self.fisheye.get("enabled") and np.random.random() < float(self.fisheye["p"]):
             image, label = to_fisheye(image, label, float(self.fisheye["max_angle_deg"]))
         out = self.crop(image=image, mask=label)
@@ -308,11 +320,10 @@ class TargetDataset(Dataset):
         crop_size: Sequence[int],
         augment: list,
         parameter: str,
-        seed: int | None = None,
     ) -> None:
         self.img_paths = _column(frame, "img_path")
         self.size = (int(size[0]), int(size[1]))
-        self.crop, self.transform = _crop_first(crop_size, augment, parameter, seed)
+        self.crop, self.transform = _crop_first(crop_size, augment, parameter)
 
     def __len__(self) -> int:
         return len(self.img_paths)
@@ -322,8 +333,50 @@ class TargetDataset(Dataset):
         return read_resized_image(self.img_paths[index], self.size)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        _reseed(self.crop, self.transform)
         out = self.crop(image=self.image(index))
         return _to_tensor(self.transform(image=out["image"])["image"])
+
+
+class PairedDataset(Dataset):
+    """A source and a target item per sample, for the index pairs ``(i, j)`` a
+    ``core.ddp.ZipSampler`` draws: ``(source image, source label, target image)``."""
+
+    def __init__(self, source: SourceDataset, target: TargetDataset) -> None:
+        self.source, self.target = source, target
+
+    @classmethod
+    def for_training(
+        cls,
+        source: pd.DataFrame,
+        target: pd.DataFrame,
+        sizes: Sequence[Sequence[int]],
+        training: Mapping[str, Any],
+        parameter: str = "uda.training",
+    ) -> PairedDataset:
+        """The source and target tables read as the ``uda.training`` block says (crop,
+        augment lists, simulated fisheye), at the working sizes ``(source, target)``."""
+        t = training
+        return cls(
+            SourceDataset(
+                source,
+                sizes[0],
+                t["crop_size"],
+                t["source_augment"],
+                t["source_fisheye"],
+                f"{parameter}.source_augment",
+            ),
+            TargetDataset(
+                target, sizes[1], t["crop_size"], t["target_augment"], f"{parameter}.target_augment"
+            ),
+        )
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        i, j = pair
+        return (*self.source[i], self.target[j])
 
 
 class PredictDataset(Dataset):

@@ -12,7 +12,6 @@ kedro-mlflow's metrics dataset.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ import torch
 from matplotlib.figure import Figure
 
 from podium.core.config import ParameterError, check_int, check_keys, check_size
+from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime
 from podium.core.distributed import dask_client
-from podium.core.seeding import seed_everything
 from podium.layouts.uda import NUM_CLASSES, SPLITS, index_uda, read_image, read_label
 from podium.pipelines.tracking import Metrics, as_metrics
 from podium.pipelines.uda import data as data_module
@@ -39,7 +38,7 @@ from podium.pipelines.uda.submission import (
     submission_rows,
     to_submission_size,
 )
-from podium.pipelines.uda.train import check_training, train_network
+from podium.pipelines.uda.train import train_members
 
 log = logging.getLogger(__name__)
 
@@ -126,42 +125,50 @@ def train_models(
     seed: int,
     deterministic: bool,
     runtime: Mapping[str, Any],
+    checkpoints: Path,
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
-    """Every member of ``uda.models`` trained in the configured regime: weights keyed
-    ``<member>/{student,ema}/<tensor>`` and per-iteration curves keyed by member."""
+    """Every member of ``uda.models`` trained in the configured regime, in
+    ``runtime.distributed``'s processes, each resumable from its checkpoints in
+    ``checkpoints`` (``uda.training.resume_from``): weights keyed
+    ``<member>/{student,ema}/<tensor>`` and per-epoch curves keyed by member, stepped by
+    iteration."""
     specs = _check_models(models)
-    check_training(training)
     resolved = resolve_runtime(runtime)
-    sizes = (_size(data, "source_size"), _size(data, "target_size"))
     source, target = _split(images, "train_source"), _split(images, "train_target")
-    counts = class_pixels.set_index("id").loc[source["id"]].reset_index()
+    results = train_members(
+        source,
+        target,
+        class_pixels.set_index("id").loc[source["id"]].reset_index(),
+        specs,
+        training,
+        seed=seed,
+        deterministic=deterministic,
+        runtime=resolved,
+        sizes=(_size(data, "source_size"), _size(data, "target_size")),
+        distributed=resolve_distributed(runtime.get("distributed"), device=resolved.device),
+        checkpoints=checkpoints,
+    )
     weights: dict[str, torch.Tensor] = {}
     curves: Metrics = {}
-    for k, (name, spec) in enumerate(specs.items()):
-        seed_everything(seed + k, deterministic=deterministic)
-        started = time.perf_counter()
-        result = train_network(
-            spec,
-            f"uda.models.{name}",
-            source,
-            target,
-            counts,
-            training,
-            seed + k,
-            resolved,
-            sizes,
-        )
-        seconds = time.perf_counter() - started
-        for state, key in ((result.student, "student"), (result.teacher, "ema")):
-            weights.update({f"{name}/{key}/{t}": v for t, v in state.items()})
-        for metric in sorted({m for row in result.history for m in row} - {"iteration"}):
-            curves[f"{name}/{metric}"] = [
-                {"step": int(row["iteration"]), "value": float(row[metric])}
-                for row in result.history
-                if metric in row
-            ]
-        curves[f"{name}/train_seconds"] = [{"step": 0, "value": seconds}]
+    for name, result in results.items():
+        for key in ("student", "ema"):
+            weights.update({f"{name}/{key}/{t}": v for t, v in result[key].items()})
+        curves.update(_curves(name, result["history"], int(training["iterations_per_epoch"])))
+        curves[f"{name}/train_seconds"] = [{"step": 0, "value": float(result["seconds"])}]
     return weights, curves
+
+
+def _curves(name: str, history: list[dict[str, float]], per_epoch: int) -> Metrics:
+    """``<member>/<metric>``: one point per epoch, at the iteration it ends."""
+    metrics = sorted({m for row in history for m in row} - {"epoch"})
+    return {
+        f"{name}/{metric}": [
+            {"step": int(row["epoch"]) * per_epoch, "value": float(row[metric])}
+            for row in history
+            if metric in row
+        ]
+        for metric in metrics
+    }
 
 
 def predict_split(

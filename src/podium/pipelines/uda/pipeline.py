@@ -56,6 +56,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "seed": "params:uda.seed",
                     "deterministic": "params:uda.deterministic",
                     "runtime": "params:runtime",
+                    "checkpoints": "uda_checkpoints",
                 },
                 ["uda_model_weights", "uda_training_curves"],
                 name="uda_train_models",

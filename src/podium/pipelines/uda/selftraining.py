@@ -1,6 +1,5 @@
 """The self-training components, as pure tensor functions (DACS / DAFormer / MIC family).
 
-- :func:`ema_update`: the teacher is an exponential moving average of the student.
 - :func:`pseudo_labels`: the teacher's argmax on the un-augmented target image, every pixel
   weighted by the share of the image's pixels whose confidence passes a threshold.
 - :func:`class_mix_masks` and :func:`mix`: DACS pastes half of a source image's classes
@@ -10,6 +9,11 @@
 - :func:`distort`: the write-up's dual branch; an affine + elastic warp applied identically
   to images, labels and weights, so the student also sees a geometrically distorted view.
 - :func:`photometric`: DACS' colour jitter and Gaussian blur for the student's inputs.
+- :func:`strong_view` and :func:`with_distorted_view`: those two as ``uda.training``'s
+  ``strong_augment`` and ``dual_branch`` blocks configure them.
+
+The teacher itself is an exponential moving average of the student (timm's ``ModelEmaV3``,
+see ``train.py``).
 
 Images are float tensors in [0, 1] (N, 3, H, W); labels are long (N, H, W) with
 ``ignore_index`` for unlabeled pixels; weights are float (N, H, W). Every random draw comes
@@ -19,30 +23,10 @@ from the ``generator`` passed in, so one seed fixes all of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, alpha: float, iteration: int) -> float:
-    """``teacher = a * teacher + (1 - a) * student`` with ``a = min(1 - 1/(iteration+1), alpha)``.
-
-    The ramp lets the teacher follow the student closely at first (a random teacher is
-    useless) and settle to ``alpha`` later. Floating buffers (BatchNorm statistics) are
-    averaged too; integer buffers are copied. Returns the ``a`` used.
-    """
-    a = min(1.0 - 1.0 / (iteration + 1), alpha)
-    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        t.mul_(a).add_(s.detach(), alpha=1.0 - a)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        if t.dtype.is_floating_point:
-            t.mul_(a).add_(s.detach(), alpha=1.0 - a)
-        else:
-            t.copy_(s)
-    return a
 
 
 @torch.no_grad()
@@ -232,3 +216,29 @@ def weighted_cross_entropy(
     if weights is not None:
         loss = loss * weights
     return loss.mean()
+
+
+def strong_view(images: torch.Tensor, generator: torch.Generator, block: Mapping) -> torch.Tensor:
+    """:func:`photometric` with the ``strong_augment`` block's settings."""
+    keys = ("jitter", "jitter_p", "blur_p", "blur_sigma")
+    return photometric(images, generator, **{k: block[k] for k in keys})
+
+
+def with_distorted_view(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+    generator: torch.Generator,
+    block: Mapping,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The plain and the :func:`distort`-ed view in one batch when the ``dual_branch``
+    block is enabled (weights 1 where none are given), else the plain view alone."""
+    if not block["enabled"]:
+        return images, labels, weights
+    plain = torch.ones_like(labels, dtype=images.dtype) if weights is None else weights
+    keys = ("rotate_deg", "scale", "translate", "elastic_alpha", "elastic_sigma")
+    x, y, w = distort(
+        images, labels, plain, generator, ignore_index=ignore_index, **{k: block[k] for k in keys}
+    )
+    return torch.cat([images, x]), torch.cat([labels, y]), torch.cat([plain, w])

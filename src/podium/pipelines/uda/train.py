@@ -1,363 +1,344 @@
 """Iteration-based training: ``source_only`` or ``self_training`` with an EMA teacher.
 
 One iteration of ``self_training`` (after ``pseudo_label.start_iteration`` source-only
-warm-up iterations, which give the teacher something to teach):
+iterations, which give the teacher something to teach): a rare-class sampled source batch
+(optionally fisheye-warped) and a target batch; the EMA teacher labels the un-augmented
+target batch, each image weighted by its share of confident pixels; ClassMix pastes half of
+each source image's classes onto a target image; the student learns from the source batch,
+the jittered mixed batch and, with MIC, the masked target batch, each seen plain and
+distorted with the dual branch; the teacher moves towards the student. ``source_only`` runs
+only the source part, with the same data choices and EMA.
 
-1. a source batch (rare-class sampled, optionally fisheye-warped) and a target batch
-   (geometric augmentation only);
-2. the EMA teacher labels the un-augmented target batch, each image weighted by its share
-   of confident pixels;
-3. ClassMix pastes half of each source image's classes onto a target image;
-4. the student learns from the source batch, the mixed batch (colour jitter and blur) and,
-   with MIC, the masked target batch; with the dual branch each of these is seen plain and
-   affine+elastic distorted;
-5. the teacher moves towards the student (EMA).
-
-``source_only`` runs only the source part of step 4 (with its data choices: rare-class
-sampling, simulated fisheye, the dual branch's distorted view) and keeps the same EMA,
-so the two regimes differ only in what the target images contribute.
+The loop is podium's one engine (``core.training.fit``): an epoch is
+``iterations_per_epoch`` iterations (a checkpoint and a curve point), the teacher is timm's
+``ModelEmaV3``, optimizer and poly schedule come from ``core.optim``, and the members train
+through ``core.resume.run_jobs`` in ``runtime.distributed``'s processes, resumable from
+their last epoch. What stays here is the competition's own: the paired draws and the step.
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
-from tqdm.auto import tqdm
 
-from podium.core.config import (
-    ParameterError,
-    check_choice,
-    check_int,
-    check_keys,
-    check_range,
-    check_size,
-)
-from podium.core.device import Runtime, autocast, make_grad_scaler, to_channels_last
-from podium.core.seeding import dataloader_kwargs, make_generator
+from podium.core import config, ddp, optim, resume, seeding
+from podium.core.device import Runtime, to_channels_last
+from podium.core.training import fit, seeded_loader
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES
 from podium.pipelines.uda import selftraining as st
-from podium.pipelines.uda.data import SourceDataset, TargetDataset, rare_class_image_weights
+from podium.pipelines.uda.data import PairedDataset, rare_class_image_weights
 from podium.pipelines.uda.network import build_network
+
+log = logging.getLogger(__name__)
 
 REGIMES = ("source_only", "self_training")
 P = "uda.training"
-
-#: Keys of each switchable block and the numbers they need.
+CHECKPOINT_FILE = "checkpoint.pt"
+#: Keys of each switchable block (optimizer and scheduler: ``core.optim``'s shared shape).
 BLOCKS: dict[str, tuple[str, ...]] = {
-    "optimizer": ("lr", "head_lr_mult", "weight_decay", "betas"),
-    "scheduler": ("warmup_iterations", "power", "min_lr_ratio"),
     "source_fisheye": ("enabled", "p", "max_angle_deg"),
     "rare_class_sampling": ("enabled", "temperature", "min_pixels"),
-    "pseudo_label": (
-        "threshold",
-        "start_iteration",
-        "ignore_top",
-        "ignore_bottom",
-        "teacher_augment",
-    ),
+    "pseudo_label": ("threshold", "start_iteration", "ignore_top", "ignore_bottom",
+                     "teacher_augment"),
     "strong_augment": ("enabled", "jitter", "jitter_p", "blur_p", "blur_sigma"),
     "class_mix": ("enabled",),
     "mic": ("enabled", "patch_size", "mask_ratio", "loss_weight"),
-    "dual_branch": (
-        "enabled",
-        "rotate_deg",
-        "scale",
-        "translate",
-        "elastic_alpha",
-        "elastic_sigma",
-    ),
+    "dual_branch": ("enabled", "rotate_deg", "scale", "translate", "elastic_alpha",
+                    "elastic_sigma"),
+}  # fmt: skip
+REQUIRED = (
+    "regime", "iterations", "iterations_per_epoch", "batch_size", "crop_size", "grad_clip",
+    "ema_alpha", "optimizer", "scheduler", "source_augment", "target_augment", *BLOCKS,
+)  # fmt: skip
+#: Bounded numbers: ``key path: (low, high)``, high None for none.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "ema_alpha": (0.0, 1.0),
+    "source_fisheye.p": (0.0, 1.0),
+    "source_fisheye.max_angle_deg": (1.0, 89.0),
+    "rare_class_sampling.temperature": (1e-6, None),
+    "pseudo_label.threshold": (0.0, 1.0),
+    "pseudo_label.ignore_top": (0.0, 1.0),
+    "pseudo_label.ignore_bottom": (0.0, 1.0),
+    "mic.mask_ratio": (0.0, 1.0),
+    "mic.loss_weight": (0.0, None),
+    "dual_branch.elastic_sigma": (1.0, None),
 }
-TOP_KEYS = (
-    "regime",
-    "iterations",
-    "batch_size",
-    "crop_size",
-    "grad_clip",
-    "ema_alpha",
-    "log_every",
-    "source_augment",
-    "target_augment",
-    *BLOCKS,
-)
+#: Integers: ``key path: low``.
+INTEGERS = {"iterations": 1, "iterations_per_epoch": 1, "batch_size": 1}
+INTEGERS |= {"pseudo_label.start_iteration": 0, "mic.patch_size": 1}
 
 
-def check_training(training: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``uda.training`` block validated; errors name the parameter and the fix."""
-    check_keys(P, training, TOP_KEYS, required=TOP_KEYS)
+def _at(block: Mapping[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        block = block[key]
+    return block
+
+
+def check_training(training: Mapping[str, Any], world_size: int = 1) -> dict[str, Any]:
+    """The ``uda.training`` block validated for ``world_size`` processes; errors name the
+    parameter and the fix."""
+    config.check_keys(P, training, (*REQUIRED, "resume_from"), required=REQUIRED)
     for block, keys in BLOCKS.items():
-        check_keys(f"{P}.{block}", training[block], keys, required=keys)
+        config.check_keys(f"{P}.{block}", training[block], keys, required=keys)
     t = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in training.items()}
-    check_choice(f"{P}.regime", t["regime"], REGIMES)
-    t["iterations"] = check_int(f"{P}.iterations", t["iterations"], low=1)
-    t["batch_size"] = check_int(f"{P}.batch_size", t["batch_size"], low=1)
-    t["crop_size"] = check_size(f"{P}.crop_size", t["crop_size"], minimum=8)
-    t["log_every"] = check_int(f"{P}.log_every", t["log_every"], low=1)
-    check_range(f"{P}.ema_alpha", t["ema_alpha"], low=0.0, high=1.0)
+    config.check_choice(f"{P}.regime", t["regime"], REGIMES)
+    for path, low in INTEGERS.items():
+        config.check_int(f"{P}.{path}", _at(t, path), low=low)
+    for path, (low, high) in RANGES.items():
+        config.check_range(f"{P}.{path}", _at(t, path), low=low, high=high)
+    iterations, per_epoch = t["iterations"], t["iterations_per_epoch"]
+    if iterations % per_epoch:
+        rounded = -(-iterations // per_epoch) * per_epoch
+        raise config.ParameterError(
+            f"{P}.iterations",
+            f"{iterations} is not a multiple of {P}.iterations_per_epoch ({per_epoch}): "
+            f"training checkpoints whole epochs; use e.g. {rounded}",
+        )
+    ddp.local_batch_size(t["batch_size"], world_size, parameter=f"{P}.batch_size")
+    t["crop_size"] = config.check_size(f"{P}.crop_size", t["crop_size"], minimum=8)
+    t["resume_from"] = t.get("resume_from")
+    resume.check_resume_from(f"{P}.resume_from", t["resume_from"])
     if t["grad_clip"] is not None:
-        check_range(f"{P}.grad_clip", t["grad_clip"], low=0.0)
-    check_range(f"{P}.optimizer.lr", t["optimizer"]["lr"], low=0.0)
-    check_range(f"{P}.scheduler.power", t["scheduler"]["power"], low=0.0)
-    check_int(f"{P}.scheduler.warmup_iterations", t["scheduler"]["warmup_iterations"], low=0)
-    check_range(f"{P}.source_fisheye.p", t["source_fisheye"]["p"], low=0.0, high=1.0)
-    check_range(
-        f"{P}.source_fisheye.max_angle_deg",
-        t["source_fisheye"]["max_angle_deg"],
-        low=1.0,
-        high=89.0,
-    )
-    check_range(
-        f"{P}.rare_class_sampling.temperature", t["rare_class_sampling"]["temperature"], low=1e-6
-    )
-    pl = t["pseudo_label"]
-    check_range(f"{P}.pseudo_label.threshold", pl["threshold"], low=0.0, high=1.0)
-    check_int(f"{P}.pseudo_label.start_iteration", pl["start_iteration"], low=0)
-    for key in ("ignore_top", "ignore_bottom"):
-        check_range(f"{P}.pseudo_label.{key}", pl[key], low=0.0, high=1.0)
-    mic = t["mic"]
-    check_int(f"{P}.mic.patch_size", mic["patch_size"], low=1)
-    check_range(f"{P}.mic.mask_ratio", mic["mask_ratio"], low=0.0, high=1.0)
-    check_range(f"{P}.mic.loss_weight", mic["loss_weight"], low=0.0)
+        config.check_range(f"{P}.grad_clip", t["grad_clip"], low=0.0)
+    epochs = iterations // per_epoch
+    optim.check_optimization(t["optimizer"], t["scheduler"], epochs=epochs, parameter=P)
     scale = t["dual_branch"]["scale"]
     if not (isinstance(scale, list | tuple) and len(scale) == 2 and 0 < scale[0] <= scale[1]):
-        raise ParameterError(f"{P}.dual_branch.scale", f"expected [low, high] > 0, got {scale!r}")
-    check_range(f"{P}.dual_branch.elastic_sigma", t["dual_branch"]["elastic_sigma"], low=1.0)
+        raise config.ParameterError(
+            f"{P}.dual_branch.scale", f"expected [low, high] > 0, got {scale!r}"
+        )
     return t
 
 
-@dataclass
-class TrainedNetwork:
-    student: dict[str, torch.Tensor]
-    teacher: dict[str, torch.Tensor]
-    history: list[dict[str, float]]
+def check_lr_multipliers(spec: Mapping[str, Any], optimizer: Mapping, parameter: str) -> None:
+    """``uda.training.optimizer.lr_multipliers`` checked against the network of ``spec``
+    (``parameter``), built without weights on the meta device before any process starts."""
+    with torch.device("meta"):
+        net = build_network({**spec, "pretrained": False}, NUM_CLASSES, parameter)
+    optim.build_optimizer(net, optimizer, parameter=f"{P}.optimizer")
 
 
-def _infinite_loaders(source, target, counts, t, seed, runtime):
-    total = t["iterations"] * t["batch_size"]
-    rcs = t["rare_class_sampling"]
+@dataclass(frozen=True)
+class MemberJob:
+    """Everything the processes of one member's training need; pickled to each."""
+
+    name: str
+    spec: Mapping[str, Any]
+    source: pd.DataFrame  # img_path, gt_path
+    target: pd.DataFrame  # img_path
+    source_weights: np.ndarray  # sampling probability of each source image
+    training: Mapping[str, Any]  # checked by check_training
+    sizes: tuple[tuple[int, int], tuple[int, int]]  # source and target working size (h, w)
+    seed: int
+    deterministic: bool
+    runtime: Runtime
+    progress: bool = True
+
+
+def source_weights(counts: pd.DataFrame, rcs: Mapping[str, Any]) -> np.ndarray:
+    """Each source image's sampling weight: rare-class sampling, or uniform without it."""
     if rcs["enabled"]:
-        weights = rare_class_image_weights(counts, rcs["temperature"], rcs["min_pixels"])
-    else:
-        weights = np.full(len(source), 1.0 / len(source))
-    source_sampler = WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double),
-        total,
-        replacement=True,
-        generator=make_generator(seed),
+        return rare_class_image_weights(counts, rcs["temperature"], rcs["min_pixels"])
+    return np.full(len(counts), 1.0 / len(counts))
+
+
+def paired_loader(job: MemberJob, seed: int, runtime: Runtime) -> torch.utils.data.DataLoader:
+    """One epoch of ``(source image, label, target image)`` batches: ``iterations_per_epoch``
+    global batches, each rank's share of two seeded weighted draws (epoch-seeded by fit)."""
+    t = job.training
+    dataset = PairedDataset.for_training(job.source, job.target, job.sizes, t, P)
+    n = t["iterations_per_epoch"] * t["batch_size"]
+    source = ddp.DistributedWeightedSampler(
+        job.source_weights, n, seed=seeding.derive_seed(seed, "source")
     )
-    target_sampler = RandomSampler(
-        target, replacement=True, num_samples=total, generator=make_generator(seed + 1)
+    target = ddp.DistributedWeightedSampler(
+        np.ones(len(job.target)), n, seed=seeding.derive_seed(seed, "target")
     )
-    kwargs = dataloader_kwargs(seed, runtime.num_workers, pin_memory=runtime.pin_memory)
-    return (
-        DataLoader(source, batch_size=t["batch_size"], sampler=source_sampler, **kwargs),
-        DataLoader(target, batch_size=t["batch_size"], sampler=target_sampler, **kwargs),
-    )
-
-
-def _learning_rate_factor(iteration: int, t: Mapping[str, Any]) -> float:
-    """Linear warm-up, then polynomial decay to ``min_lr_ratio`` (DAFormer's schedule)."""
-    s = t["scheduler"]
-    if iteration < s["warmup_iterations"]:
-        return (iteration + 1) / s["warmup_iterations"]
-    progress = min(1.0, iteration / max(1, t["iterations"]))
-    floor = float(s["min_lr_ratio"])
-    return floor + (1 - floor) * (1 - progress) ** float(s["power"])
-
-
-def _optimizer(net: nn.Module, o: Mapping[str, Any]) -> torch.optim.Optimizer:
-    # A randomly initialised or pretrained encoder learns slower than the fresh decoder.
-    groups = [
-        {"params": list(net.encoder.parameters()), "lr": float(o["lr"])},
-        {"params": list(net.decoder.parameters()), "lr": float(o["lr"]) * o["head_lr_mult"]},
-    ]
-    return torch.optim.AdamW(groups, weight_decay=float(o["weight_decay"]), betas=tuple(o["betas"]))
-
-
-def _distorted_too(x, y, w, generator, db, t):
-    """Plain and distorted views in one batch (the dual branch), or the plain view alone."""
-    if not t["dual_branch"]["enabled"]:
-        return x, y, w
-    xd, yd, wd = st.distort(
-        x,
-        y,
-        torch.ones_like(y, dtype=x.dtype) if w is None else w,
-        generator,
-        rotate_deg=db["rotate_deg"],
-        scale=db["scale"],
-        translate=db["translate"],
-        elastic_alpha=db["elastic_alpha"],
-        elastic_sigma=db["elastic_sigma"],
-        ignore_index=IGNORE_INDEX,
-    )
-    w_plain = torch.ones_like(y, dtype=x.dtype) if w is None else w
-    return torch.cat([x, xd]), torch.cat([y, yd]), torch.cat([w_plain, wd])
-
-
-def _strong(x, generator, sa):
-    return st.photometric(
-        x,
-        generator,
-        jitter=sa["jitter"],
-        jitter_p=sa["jitter_p"],
-        blur_p=sa["blur_p"],
-        blur_sigma=sa["blur_sigma"],
+    return seeded_loader(
+        dataset,
+        t["batch_size"],
+        shuffle=True,
+        seed=seeding.derive_seed(seed, "loader"),
+        runtime=runtime,
+        sampler=ddp.ZipSampler(source, target),
     )
 
 
-def train_network(
-    spec: Mapping[str, Any],
-    parameter: str,
+def uda_step(
+    net: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    num_updates: int,
+    *,
+    teacher: nn.Module,
+    t: Mapping[str, Any],
+    generator: torch.Generator,
+    channels_last: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One iteration's loss (``fit``'s ``step_fn``) and its parts: ``source``, and with
+    self-training ``target``, ``pseudo_weight`` and (MIC) ``mic``, 0 before
+    ``pseudo_label.start_iteration`` (every rank logs the same parts every iteration)."""
+    xs, ys, xt = batch
+    pl, sa, db, mic = t["pseudo_label"], t["strong_augment"], t["dual_branch"], t["mic"]
+
+    def loss_of(x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
+        x = to_channels_last(x, x.device) if channels_last else x
+        return st.weighted_cross_entropy(net(x), labels, weights, IGNORE_INDEX)
+
+    loss = loss_of(*st.with_distorted_view(xs, ys, None, generator, db, IGNORE_INDEX))
+    parts = {"source": loss.detach()}
+    if t["regime"] == "source_only":
+        return loss, parts
+    zero = torch.zeros((), device=xs.device)
+    parts |= {"target": zero, "pseudo_weight": zero, **({"mic": zero} if mic["enabled"] else {})}
+    if num_updates < pl["start_iteration"]:
+        return loss, parts
+
+    with torch.no_grad():
+        seen = st.strong_view(xt, generator, sa) if pl["teacher_augment"] else xt
+        seen = to_channels_last(seen, seen.device) if channels_last else seen
+        labels, weights = st.pseudo_labels(
+            teacher(seen), pl["threshold"], pl["ignore_top"], pl["ignore_bottom"]
+        )
+    parts["pseudo_weight"] = weights.mean()
+    xm, ym, wm = xt, labels, weights
+    if t["class_mix"]["enabled"]:
+        masks = st.class_mix_masks(ys, IGNORE_INDEX, generator)
+        xm, ym = st.mix(masks, xs, xt), st.mix(masks, ys, labels)
+        wm = st.mix(masks, torch.ones_like(weights), weights)
+    xm = st.strong_view(xm, generator, sa) if sa["enabled"] else xm
+    target_loss = loss_of(*st.with_distorted_view(xm, ym, wm, generator, db, IGNORE_INDEX))
+    parts["target"], loss = target_loss.detach(), loss + target_loss
+    if mic["enabled"]:
+        xk = st.strong_view(xt, generator, sa) if sa["enabled"] else xt
+        xk = xk * st.mic_mask(xk.shape, mic["patch_size"], mic["mask_ratio"], generator, xk.device)
+        mic_loss = loss_of(xk, labels, weights)
+        parts["mic"], loss = mic_loss.detach(), loss + mic["loss_weight"] * mic_loss
+    return loss, parts
+
+
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _report(name: str, epochs: int, per_epoch: int, epoch: int, metrics: Mapping) -> None:
+    done, loss = epoch * per_epoch, metrics["train_loss"]
+    log.info("uda %s: epoch %d/%d (iteration %d), loss %.4f", name, epoch, epochs, done, loss)
+
+
+def train_member(job: MemberJob, checkpoints: str | None) -> dict[str, Any]:
+    """One member trained by ``core.training.fit``, in each of its processes.
+
+    Each process is seeded with ``training_seed(seed, model=<member>, rank=<rank>)`` (its
+    mixing, masking and jitter draws too), the paired draws with seeds derived from rank
+    0's, the same on every rank. Returns the student's and the EMA teacher's weights, the
+    per-epoch history and the seconds spent, as tensors and plain values.
+    """
+    t, runtime = job.training, ddp.rank_runtime(job.runtime)
+    own = seeding.training_seed(job.seed, model=job.name, rank=ddp.rank())
+    seeding.seed_everything(own, deterministic=job.deterministic)
+    student = build_network(job.spec, NUM_CLASSES, f"uda.models.{job.name}")
+    # warmup_power 1: decay min(1 - 1/(iteration + 1), ema_alpha), DACS' ramp
+    ema = ModelEmaV3(student, t["ema_alpha"], use_warmup=True, warmup_gamma=1.0, warmup_power=1.0)
+    if runtime.channels_last:  # fit converts the student; the teacher sees the same inputs
+        to_channels_last(ema.module, runtime.device)
+    epochs, per_epoch = t["iterations"] // t["iterations_per_epoch"], t["iterations_per_epoch"]
+    optimizer = optim.build_optimizer(student, t["optimizer"], parameter=f"{P}.optimizer")
+    scheduler = optim.build_scheduler(
+        optimizer,
+        t["scheduler"],
+        epochs=epochs,
+        steps_per_epoch=per_epoch,
+        parameter=f"{P}.scheduler",
+    )
+    mixing = seeding.make_generator(seeding.derive_seed(own, "mixing"))
+    step = partial(
+        uda_step, teacher=ema.module, t=t, generator=mixing, channels_last=runtime.channels_last
+    )
+    started = time.perf_counter()
+    history = fit(
+        student,
+        paired_loader(job, seeding.training_seed(job.seed, model=job.name), runtime),
+        step_fn=step,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=epochs,
+        device=runtime.device,
+        amp=runtime.amp,
+        grad_clip=t["grad_clip"],
+        ema=ema,
+        generators={"mixing": mixing},
+        checkpoint_path=None if checkpoints is None else Path(checkpoints) / CHECKPOINT_FILE,
+        progress=job.progress,
+        channels_last=runtime.channels_last,
+        on_epoch_end=partial(_report, job.name, epochs, per_epoch),
+    )
+    return {
+        "student": _cpu(student.state_dict()),
+        "ema": _cpu(ema.module.state_dict()),
+        "history": history,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_members(
     source: pd.DataFrame,
     target: pd.DataFrame,
     counts: pd.DataFrame,
+    specs: Mapping[str, Mapping[str, Any]],
     training: Mapping[str, Any],
+    *,
     seed: int,
+    deterministic: bool,
     runtime: Runtime,
-    sizes: tuple[Sequence[int], Sequence[int]],
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    distributed: ddp.DistributedSettings | None = None,
+    checkpoints: str | Path | None = None,
     progress: bool = True,
-) -> TrainedNetwork:
-    """Train one network; return student and EMA-teacher weights and the logged curves.
+) -> dict[str, dict[str, Any]]:
+    """Every member of ``specs`` trained (:func:`train_member`), keyed by name.
 
-    ``source`` (``img_path, gt_path``) and ``target`` (``img_path``) are index tables: the
-    datasets decode each image in the DataLoader workers, resized to ``sizes`` (the source
-    and the target working size, each (h, w)). ``counts`` holds the source images' class
-    pixels in ``source``'s order.
+    ``source`` (``img_path, gt_path``) and ``target`` (``img_path``) are index tables read
+    item by item at ``sizes``; ``counts`` the source images' class pixels in ``source``'s
+    order. ``distributed``: the processes of each member's training (or the members side by
+    side, ``strategy: jobs``). ``checkpoints``: the root of each member's checkpoint folder
+    (``<digest of what shapes it>/<member>``), continued with ``resume_from: latest``.
     """
+    distributed = distributed or ddp.DistributedSettings()
     if list(counts["id"]) != list(source["id"]):
         raise ValueError("the class pixel counts must list the source images in table order")
-    t = check_training(training)
-    device, amp = runtime.device, runtime.amp
-    student = build_network(spec, NUM_CLASSES, parameter).to(device)
-    if runtime.channels_last:
-        to_channels_last(student, device)
-    teacher = copy.deepcopy(student).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    optimizer = _optimizer(student, t["optimizer"])
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    scaler = make_grad_scaler(amp)
-    generator = make_generator(seed + 2)  # mixing, masking, jitter, distortion draws
-
-    source_set = SourceDataset(
-        source,
-        sizes[0],
-        t["crop_size"],
-        t["source_augment"],
-        t["source_fisheye"],
-        f"{P}.source_augment",
-    )
-    target_set = TargetDataset(
-        target, sizes[1], t["crop_size"], t["target_augment"], f"{P}.target_augment"
-    )
-    source_loader, target_loader = _infinite_loaders(
-        source_set, target_set, counts, t, seed, runtime
-    )
-    pl, sa, db, mic = t["pseudo_label"], t["strong_augment"], t["dual_branch"], t["mic"]
-    self_training = t["regime"] == "self_training"
-
-    def prepared(v: torch.Tensor) -> torch.Tensor:
-        return to_channels_last(v, device) if runtime.channels_last else v
-
-    history: list[dict[str, float]] = []
-    window: dict[str, list[float]] = {}
-    started = time.perf_counter()
-    bar = tqdm(
-        zip(source_loader, target_loader, strict=True),
-        total=t["iterations"],
-        desc=f"uda {t['regime']}",
-        disable=not progress,
-        leave=False,
-    )
-    for iteration, ((xs, ys), xt) in enumerate(bar):
-        factor = _learning_rate_factor(iteration, t)
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * factor
-        xs, ys, xt = xs.to(device), ys.to(device), xt.to(device)
-        student.train()
-        optimizer.zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
-
-        x, y, w = _distorted_too(xs, ys, None, generator, db, t)
-        with autocast(amp):
-            loss = st.weighted_cross_entropy(student(prepared(x)), y, w, IGNORE_INDEX)
-        logged["loss_source"] = float(loss.detach())
-
-        if self_training and iteration >= pl["start_iteration"]:
-            with torch.no_grad(), autocast(amp):
-                teacher_in = _strong(xt, generator, sa) if pl["teacher_augment"] else xt
-                labels, weights = st.pseudo_labels(
-                    teacher(prepared(teacher_in)),
-                    pl["threshold"],
-                    pl["ignore_top"],
-                    pl["ignore_bottom"],
-                )
-            logged["pseudo_weight"] = float(weights.mean())
-            if t["class_mix"]["enabled"]:
-                masks = st.class_mix_masks(ys, IGNORE_INDEX, generator)
-                xm = st.mix(masks, xs, xt)
-                ym = st.mix(masks, ys, labels)
-                wm = st.mix(masks, torch.ones_like(weights), weights)
-            else:
-                xm, ym, wm = xt, labels, weights
-            if sa["enabled"]:
-                xm = _strong(xm, generator, sa)
-            x, y, w = _distorted_too(xm, ym, wm, generator, db, t)
-            with autocast(amp):
-                target_loss = st.weighted_cross_entropy(student(prepared(x)), y, w, IGNORE_INDEX)
-            logged["loss_target"] = float(target_loss.detach())
-            loss = loss + target_loss
-            if mic["enabled"]:
-                xk = _strong(xt, generator, sa) if sa["enabled"] else xt
-                xk = xk * st.mic_mask(
-                    xk.shape, mic["patch_size"], mic["mask_ratio"], generator, device
-                )
-                with autocast(amp):
-                    mic_loss = st.weighted_cross_entropy(
-                        student(prepared(xk)), labels, weights, IGNORE_INDEX
-                    )
-                logged["loss_mic"] = float(mic_loss.detach())
-                loss = loss + mic["loss_weight"] * mic_loss
-
-        scaler.scale(loss).backward()
-        if t["grad_clip"] is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(student.parameters(), t["grad_clip"])
-        scaler.step(optimizer)
-        scaler.update()
-        st.ema_update(teacher, student, t["ema_alpha"], iteration)
-
-        total = float(loss.detach())
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"uda training loss became {total} at iteration {iteration}: lower "
-                f"{P}.optimizer.lr or set {P}.grad_clip"
-            )
-        logged["loss"] = total
-        for key, value in logged.items():
-            window.setdefault(key, []).append(value)
-        if (iteration + 1) % t["log_every"] == 0 or iteration + 1 == t["iterations"]:
-            row = {k: float(np.mean(v)) for k, v in window.items()}
-            row.update(
-                iteration=iteration + 1,
-                lr=optimizer.param_groups[0]["lr"],
-                iterations_per_second=(iteration + 1) / (time.perf_counter() - started),
-            )
-            history.append(row)
-            window = {}
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-    bar.close()
-    return TrainedNetwork(
-        student={k: v.detach().cpu() for k, v in student.state_dict().items()},
-        teacher={k: v.detach().cpu() for k, v in teacher.state_dict().items()},
-        history=history,
-    )
+    t = check_training(training, distributed.world_size)
+    resumed = resume.check_resume_from(f"{P}.resume_from", t["resume_from"], checkpoints)
+    for name, spec in specs.items():
+        check_lr_multipliers(spec, t["optimizer"], f"uda.models.{name}")
+    weights = source_weights(counts, t["rare_class_sampling"])
+    shaping = {
+        "training": {k: v for k, v in t.items() if k != "resume_from"},
+        "sizes": sizes,
+        "seed": seed,
+        "deterministic": deterministic,
+        "runtime": resume.runtime_shaping(runtime, distributed.world_size),
+        "data": resume.data_digest(source, target, counts),
+    }
+    jobs: list[tuple[MemberJob, Path | None]] = []
+    for name, spec in specs.items():
+        job = MemberJob(
+            name, spec, source, target, weights, t, sizes, seed, deterministic, runtime, progress
+        )
+        folder = None
+        if checkpoints is not None:  # the member's seeds derive from its name
+            member = {**shaping, "member": name, "model": spec}
+            folder = resume.checkpoint_folder(checkpoints, member, resumed) / name
+        jobs.append((job, folder))
+    results = resume.run_jobs(train_member, jobs, settings=distributed)
+    return dict(zip(specs, results, strict=True))
