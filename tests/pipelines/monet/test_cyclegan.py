@@ -1,23 +1,26 @@
-"""CycleGAN training: the schedule at its boundaries, the image pool, resuming exactly."""
+"""CycleGAN training: the schedule at its boundaries, the image pool, resuming exactly, the
+run seed deciding the weights."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 import torch
 
 from podium.core.device import resolve_runtime
-from podium.core.seeding import seed_everything
 from podium.pipelines.monet.cyclegan import (
     SUB_MODELS,
     ImagePool,
+    linear_decay,
     lr_factor,
     to_model_range,
-    to_tensor_images,
     to_uint8,
     train_cyclegan,
-    translate,
 )
+from podium.pipelines.monet.data import to_tensor_images
+from podium.pipelines.monet.translate import translate
 
 MODEL = {
     "generator": "resnet",
@@ -38,10 +41,39 @@ TRAIN = {
     "batch_size": 2,
     "epoch_size": "max",
     "pool_size": 3,
+    "grad_clip": None,
     "epochs_this_run": None,
     "resume_from": None,
 }
 RUNTIME = resolve_runtime({"device": "cpu", "precision": "fp32", "num_workers": 0})
+
+
+def same_weights(a: Mapping, b: Mapping) -> bool:
+    """Bit for bit, all four networks."""
+    return a.keys() == b.keys() and all(
+        a[name].keys() == b[name].keys()
+        and all(torch.equal(a[name][k], b[name][k]) for k in a[name])
+        for name in a
+    )
+
+
+def same_state(a, b) -> bool:
+    """Two loaded training checkpoints (nested dicts and lists of tensors) equal exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, Mapping):
+        return (
+            isinstance(b, Mapping)
+            and a.keys() == b.keys()
+            and all(same_state(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def load_state(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_lr_is_constant_then_decays_linearly_towards_zero():
@@ -77,12 +109,34 @@ def test_a_pool_of_size_zero_returns_its_input():
     assert ImagePool(0, torch.Generator()).query(images) is images
 
 
+def test_the_linear_decay_schedule_steps_the_rate_of_lr_factor():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    schedule = linear_decay(optimizer, 2, 3)
+    lrs = []
+    for _ in range(5):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([0.5 * lr_factor(e, 2, 3) for e in range(1, 6)])
+
+
+def test_the_pool_state_round_trips_and_an_empty_pool_too():
+    pool = ImagePool(3, torch.Generator().manual_seed(0))
+    empty = ImagePool(3, torch.Generator())
+    empty.load_state_dict(pool.state_dict())
+    assert empty.images == []
+    pool.query(torch.randn(2, 3, 4, 4))
+    restored = ImagePool(3, torch.Generator())
+    restored.load_state_dict(pool.state_dict())
+    assert len(restored.images) == 2
+    assert all(torch.equal(x, y) for x, y in zip(pool.images, restored.images, strict=True))
+
+
 def _images(n, seed):
     return list(np.random.default_rng(seed).integers(0, 255, (n, 24, 24, 3), dtype=np.uint8))
 
 
-def _train(train, resume=None):
-    seed_everything(7, deterministic=True)
+def _train(train, checkpoint, resume=None, seed=7):
     return train_cyclegan(
         _images(5, 0),
         _images(3, 1),
@@ -91,37 +145,75 @@ def _train(train, resume=None):
         loss=LOSS,
         optimizer=OPTIMIZER,
         train=train,
-        seed=7,
+        seed=seed,
+        deterministic=True,
         runtime=RUNTIME,
+        checkpoint=checkpoint,
         resume=resume,
         progress=False,
     )
 
 
-def test_resuming_from_the_saved_sub_models_continues_the_schedule_exactly():
-    straight = _train(TRAIN)
-    first = _train(TRAIN | {"epochs_this_run": 1})
+def test_resuming_from_a_saved_state_continues_the_schedule_exactly(tmp_path):
+    straight = _train(TRAIN, tmp_path / "straight.pt")
+    first = _train(TRAIN | {"epochs_this_run": 1}, tmp_path / "first.pt")
     assert first.epoch == 1 and [row["epoch"] for row in first.history] == [1]
-    resumed = _train(TRAIN, resume=(first.weights, first.state))
-    assert [row["epoch"] for row in resumed.history] == [2, 3]
+    # a later run, its own checkpoint file, started from the state the first one saved
+    resumed = _train(TRAIN, tmp_path / "second.pt", resume=first.checkpoint)
+    assert [row["epoch"] for row in resumed.history] == [2, 3]  # a new stretch of epochs
     lrs = [row["lr"] for row in straight.history]
     assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
-    assert [row["lr"] for row in resumed.history] == pytest.approx(lrs[1:])
+    assert resumed.history == straight.history[1:]
     assert resumed.epoch == straight.epoch == 3
+    assert same_weights(resumed.weights, straight.weights)
+    resumed_state, straight_state = load_state(resumed.checkpoint), load_state(straight.checkpoint)
+    assert resumed_state.pop("extra") != straight_state.pop("extra")  # the histories only
+    assert same_state(resumed_state, straight_state)
+
+
+def test_a_run_stopped_after_an_epoch_continues_its_own_checkpoint_bit_for_bit(tmp_path):
+    straight = _train(TRAIN, tmp_path / "straight.pt")
+    checkpoint = tmp_path / "killed.pt"
+    _train(TRAIN | {"epochs_this_run": 1}, checkpoint)
+    torch.manual_seed(999)  # another process state before resuming
+    resumed = _train(TRAIN, checkpoint)
+    assert resumed.history == straight.history  # the stopped run's epoch is kept
+    assert same_weights(resumed.weights, straight.weights)
+    saved, expected = load_state(checkpoint), load_state(straight.checkpoint)
+    assert saved["epoch"] == 3 and same_state(saved, expected)  # Adams, pools, RNGs too
+
+
+def test_the_run_seed_decides_the_weights(tmp_path):
+    one_epoch = TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}
+    a = _train(one_epoch, tmp_path / "a.pt")
+    b = _train(one_epoch, tmp_path / "b.pt")
+    other = _train(one_epoch, tmp_path / "c.pt", seed=8)
+    assert same_weights(a.weights, b.weights) and a.history == b.history
     for name in SUB_MODELS:
-        for key, tensor in straight.weights[name].items():
-            torch.testing.assert_close(resumed.weights[name][key], tensor, msg=f"{name}.{key}")
-    assert resumed.history[-1] == pytest.approx(straight.history[-1])
+        assert not all(
+            torch.equal(t, other.weights[name][k]) for k, t in a.weights[name].items()
+        ), name
 
 
-def test_a_finished_run_resumed_trains_nothing():
-    done = _train(TRAIN | {"n_epochs": 1, "n_epochs_decay": 0})
-    again = _train(TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}, resume=(done.weights, done.state))
+def test_gradient_clipping_changes_the_updates(tmp_path):
+    one_epoch = TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}
+    plain = _train(one_epoch, tmp_path / "plain.pt")
+    clipped = _train(one_epoch | {"grad_clip": 1e-3}, tmp_path / "clipped.pt")
+    assert not same_weights(plain.weights, clipped.weights)
+    assert np.isfinite([v for row in clipped.history for v in row.values()]).all()
+
+
+def test_a_finished_run_resumed_trains_nothing(tmp_path):
+    done = _train(TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}, tmp_path / "done.pt")
+    again = _train(
+        TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}, tmp_path / "again.pt", resume=done.checkpoint
+    )
     assert again.history == [] and again.epoch == 1
+    assert same_weights(again.weights, done.weights)
 
 
-def test_translate_writes_images_of_the_output_size():
-    trained = _train(TRAIN | {"n_epochs": 1, "n_epochs_decay": 0})
+def test_translate_writes_images_of_the_output_size(tmp_path):
+    trained = _train(TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}, tmp_path / "last.pt")
     out = translate(
         trained.weights["generator_photo_to_monet"],
         _images(3, 2),

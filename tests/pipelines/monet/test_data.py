@@ -13,19 +13,29 @@ import torch
 from torch.utils.data import Dataset
 
 from podium.core.device import resolve_runtime
-from podium.core.seeding import seed_everything
 from podium.datasets import ImagesZipDataset
 from podium.layouts.monet import index_monet, read_images
 from podium.pipelines.monet import nodes
-from podium.pipelines.monet.cyclegan import (
+from podium.pipelines.monet.cyclegan import train_cyclegan
+from podium.pipelines.monet.data import (
+    JpegImages,
     LazyEntries,
+    PairedBatches,
+    encode_jpeg,
     to_tensor_images,
-    train_cyclegan,
-    translate,
-    translated_jpegs,
 )
-from podium.pipelines.monet.data import JpegImages, PairedBatches, encode_jpeg
-from tests.pipelines.monet.test_cyclegan import DATA, LOSS, MODEL, OPTIMIZER, RUNTIME, TRAIN
+from podium.pipelines.monet.translate import translate, translated_jpegs
+from tests.pipelines.monet.test_cyclegan import (
+    DATA,
+    LOSS,
+    MODEL,
+    OPTIMIZER,
+    RUNTIME,
+    TRAIN,
+    load_state,
+    same_state,
+    same_weights,
+)
 
 TRANSLATE = dict(model=MODEL, input_size=16, output_size=40, runtime=RUNTIME)
 
@@ -73,8 +83,7 @@ def test_the_lazy_dataset_gives_the_tensors_of_the_up_front_decode(raw, size):
             assert lazy[i].dtype == torch.uint8 and torch.equal(lazy[i], tensor)
 
 
-def _train(photos, monets, runtime=RUNTIME, train=TRAIN, resume=None):
-    seed_everything(7, deterministic=True)
+def _train(photos, monets, checkpoint, runtime=RUNTIME, train=TRAIN, resume=None):
     return train_cyclegan(
         photos,
         monets,
@@ -84,7 +93,9 @@ def _train(photos, monets, runtime=RUNTIME, train=TRAIN, resume=None):
         optimizer=OPTIMIZER,
         train=train,
         seed=7,
+        deterministic=True,
         runtime=runtime,
+        checkpoint=checkpoint,
         resume=resume,
         progress=False,
     )
@@ -92,36 +103,31 @@ def _train(photos, monets, runtime=RUNTIME, train=TRAIN, resume=None):
 
 def _same_run(a, b) -> None:
     assert a.history == b.history
-    for name, weights in a.weights.items():
-        for key, tensor in weights.items():
-            assert torch.equal(b.weights[name][key], tensor), f"{name}.{key}"
-    for key, tensor in a.state.items():
-        assert torch.equal(b.state[key], tensor), key
+    assert same_weights(a.weights, b.weights)
+    assert same_state(load_state(a.checkpoint), load_state(b.checkpoint))
 
 
-def test_training_from_jpg_paths_equals_training_on_decoded_images(raw):
+def test_training_from_jpg_paths_equals_training_on_decoded_images(raw, tmp_path):
     photo_paths, monet_paths = _paths(raw, "photo"), _paths(raw, "monet")
-    up_front = _train(read_images(photo_paths)[0], read_images(monet_paths)[0])
+    up_front = _train(read_images(photo_paths)[0], read_images(monet_paths)[0], tmp_path / "a.pt")
     size = DATA["load_size"]
-    lazy = _train(JpegImages(photo_paths, size), JpegImages(monet_paths, size))
+    lazy = _train(JpegImages(photo_paths, size), JpegImages(monet_paths, size), tmp_path / "b.pt")
     _same_run(up_front, lazy)
     # decoded in two worker processes: still the same batches, the same run
     workers = resolve_runtime({"device": "cpu", "precision": "fp32", "num_workers": 2})
     _same_run(up_front, _train(JpegImages(photo_paths, size), JpegImages(monet_paths, size),
-                               runtime=workers))  # fmt: skip
+                               tmp_path / "c.pt", runtime=workers))  # fmt: skip
 
 
-def test_resuming_from_jpg_paths_equals_an_uninterrupted_run(raw):
+def test_resuming_from_jpg_paths_equals_an_uninterrupted_run(raw, tmp_path):
     size = DATA["load_size"]
     photos = JpegImages(_paths(raw, "photo"), size)
     monets = JpegImages(_paths(raw, "monet"), size)
-    straight = _train(photos, monets)
-    first = _train(photos, monets, train=TRAIN | {"epochs_this_run": 1})
-    resumed = _train(photos, monets, resume=(first.weights, first.state))
+    straight = _train(photos, monets, tmp_path / "straight.pt")
+    first = _train(photos, monets, tmp_path / "first.pt", train=TRAIN | {"epochs_this_run": 1})
+    resumed = _train(photos, monets, tmp_path / "second.pt", resume=first.checkpoint)
     assert [row["epoch"] for row in resumed.history] == [2, 3]
-    for name, weights in straight.weights.items():
-        for key, tensor in weights.items():
-            assert torch.equal(resumed.weights[name][key], tensor), f"{name}.{key}"
+    assert same_weights(resumed.weights, straight.weights)
     assert resumed.history == straight.history[1:]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,15 +29,18 @@ from podium.layouts.monet import read_image
 __all__ = [
     "ArrayImages",
     "JpegImages",
+    "LazyEntries",
     "PairedBatches",
     "Tolerant",
     "UnreadableImageError",
     "ZipJpegs",
     "ImageChecks",
+    "as_images",
     "decode_jpeg",
     "encode_jpeg",
     "make_loader",
     "to_chw_uint8",
+    "to_tensor_images",
 ]
 
 
@@ -109,6 +112,18 @@ class ArrayImages(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.load(index)[0]
+
+
+def as_images(images: Dataset | Sequence[np.ndarray], size: int) -> Dataset:
+    """A Dataset of uint8 (3, size, size) tensors: a Dataset (e.g. :class:`JpegImages` built
+    with ``size``) as it is, decoded arrays wrapped in :class:`ArrayImages`."""
+    return images if isinstance(images, Dataset) else ArrayImages(images, size)
+
+
+def to_tensor_images(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 (H, W, 3) images of any sizes -> one uint8 (N, 3, size, size) tensor, each
+    image area-resized where its size differs (the same tensors the Datasets give)."""
+    return torch.stack([to_chw_uint8(image, size) for image in images]).contiguous()
 
 
 class Tolerant(Dataset):
@@ -197,3 +212,14 @@ def make_loader(
     if collate_fn is not None:
         kwargs["collate_fn"] = collate_fn
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
+
+
+class LazyEntries:
+    """A re-iterable stream: each ``iter()`` calls ``produce()`` afresh. A node returns one
+    so that its dataset writes the entries as they are produced."""
+
+    def __init__(self, produce: Callable[[], Iterator[Any]]) -> None:
+        self._produce = produce
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._produce()

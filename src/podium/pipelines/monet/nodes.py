@@ -9,6 +9,7 @@ decoded per item inside DataLoader workers, never a whole domain at once.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,32 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from podium.core.checkpoints import atomic_path
 from podium.core.config import ParameterError, check_int, check_keys
-from podium.core.device import resolve_runtime
+from podium.core.device import Runtime, resolve_runtime
 from podium.core.plots import curves_figure, image_grid_figure
-from podium.core.seeding import seed_everything
+from podium.core.resume import checkpoint_folder, data_digest, runtime_shaping
 from podium.layouts.monet import index_monet, read_images
-from podium.pipelines.monet import cyclegan, evaluation
-from podium.pipelines.monet.data import ImageChecks, JpegImages, ZipJpegs, make_loader
+from podium.pipelines.monet import cyclegan, evaluation, translate
+from podium.pipelines.monet.data import (
+    ImageChecks,
+    JpegImages,
+    LazyEntries,
+    ZipJpegs,
+    make_loader,
+    to_tensor_images,
+)
 from podium.pipelines.tracking import Metrics, as_metrics
 
 logger = logging.getLogger(__name__)
 
-#: The resumable training state saved beside the four sub-models.
+#: The resumable training state saved beside the four sub-models: the bytes of the
+#: training checkpoint file (``core.checkpoints``) as one uint8 tensor under STATE_KEY.
 TRAINING_STATE = "training_state"
+STATE_KEY = "checkpoint"
+#: The epoch checkpoint inside the settings' folder of ``monet_checkpoints``.
+CHECKPOINT_FILE = "checkpoint.pt"
+_RESUME_FROM = "monet.train.resume_from"
 GENERATE_KEYS = ("input_size", "output_size", "jpeg_quality", "batch_size")
 _GENERATE = "monet.generate"
 
@@ -72,13 +86,13 @@ def check_images(
     return tables[0], tables[1], report, as_metrics(counts)
 
 
-def _saved_runs(checkpoints: Mapping[str, Callable[[], Any]]) -> dict[str, dict[str, Callable]]:
+def _saved_runs(saved: Mapping[str, Callable[[], Any]]) -> dict[str, dict[str, Callable]]:
     """Versioned sub-model files by save version: ``{version: {sub-model: loader}}``.
 
     Partition ids look like ``generator_photo_to_monet.safetensors/<version>/generator_...``.
     """
     runs: dict[str, dict[str, Callable]] = {}
-    for partition, loader in checkpoints.items():
+    for partition, loader in saved.items():
         parts = partition.split("/")
         if len(parts) == 3:
             runs.setdefault(parts[1], {})[parts[2]] = loader
@@ -86,34 +100,85 @@ def _saved_runs(checkpoints: Mapping[str, Callable[[], Any]]) -> dict[str, dict[
     return {version: files for version, files in runs.items() if wanted <= set(files)}
 
 
-def _resume_point(
-    checkpoints: Mapping[str, Callable[[], Any]], resume_from: str | None
-) -> tuple[str, tuple[dict, dict]] | None:
+def _write_state(state: Mapping[str, torch.Tensor], path: Path) -> Path:
+    """A saved ``monet_training_state`` back as the training checkpoint file it holds."""
+    if STATE_KEY not in state:
+        raise ParameterError(
+            _RESUME_FROM,
+            "the saved training state predates podium's training checkpoints and cannot be "
+            "continued; set it to null to start afresh",
+        )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(state[STATE_KEY].numpy().tobytes())
+    return path
+
+
+def _epochs_done(checkpoint: Path) -> int:
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(payload["epoch"])
+
+
+def _resume_file(
+    saved: Mapping[str, Callable[[], Any]],
+    resume_from: str | None,
+    checkpoint: Path,
+    scratch: Path,
+) -> Path | None:
+    """The saved run's state to start from (a file in ``scratch``), or None: continue
+    ``checkpoint`` if it exists, else start afresh.
+
+    ``latest`` takes whichever is further along: the newest saved run, or ``checkpoint``
+    (this configuration's epoch checkpoint) when it holds more epochs, i.e. a run killed
+    mid-way. A checkpoint no further along is deleted, so training starts from the save.
+    """
     if resume_from is None:
         return None
-    runs = _saved_runs(checkpoints)
-    parameter = "monet.train.resume_from"
-    if not runs:
+    runs = _saved_runs(saved)
+    if resume_from == "latest" and not runs:
+        if checkpoint.exists():
+            return None
         raise ParameterError(
-            parameter,
-            f"{resume_from!r} asked for, but no complete set of saved sub-models was found "
-            "(data/06_models/monet/ per catalog_monet.yml); set it to null to start afresh",
+            _RESUME_FROM,
+            "'latest' asked for, but neither a complete set of saved sub-models nor a "
+            "checkpoint of these settings was found (data/06_models/monet/ per "
+            "catalog_monet.yml); set it to null to start afresh",
         )
     version = max(runs) if resume_from == "latest" else resume_from
     if version not in runs:
         raise ParameterError(
-            parameter,
+            _RESUME_FROM,
             f"no saved run {version!r}; saved runs: {', '.join(sorted(runs))} (or 'latest')",
         )
-    files = runs[version]
-    weights = {name: files[name]() for name in cyclegan.SUB_MODELS}
-    return version, (weights, files[TRAINING_STATE]())
+    state = _write_state(runs[version][TRAINING_STATE](), scratch / "saved_state.pt")
+    killed_after = _epochs_done(checkpoint) if checkpoint.exists() else 0
+    if killed_after > _epochs_done(state):
+        logger.info("monet: continuing the run killed after epoch %d", killed_after)
+        return None
+    checkpoint.unlink(missing_ok=True)
+    logger.info("monet: resuming from the state saved by run %s", version)
+    return state
+
+
+def _shaping(
+    photos: pd.DataFrame, monets: pd.DataFrame, settings: Runtime, **blocks: Any
+) -> dict[str, Any]:
+    """Everything that decides the trained weights, for the checkpoint folder's digest: the
+    parameter blocks less the keys that only say how far a run goes, the image tables, the
+    runtime."""
+    train = {k: v for k, v in blocks.pop("train").items() if k not in cyclegan.RUN_KEYS}
+    return {
+        **blocks,
+        "train": train,
+        "runtime": runtime_shaping(settings, 1),
+        "images": data_digest(photos, monets),
+    }
 
 
 def train_cyclegan(
     photos: pd.DataFrame,
     monets: pd.DataFrame,
-    checkpoints: Mapping[str, Callable[[], Any]],
+    saved: Mapping[str, Callable[[], Any]],
+    checkpoints: Path,
     data: Mapping[str, Any],
     model: Mapping[str, Any],
     loss: Mapping[str, Any],
@@ -125,31 +190,41 @@ def train_cyclegan(
 ) -> tuple:
     """The four sub-models' weights (each its own dataset), the resumable state, the losses
     per epoch as MLflow metric histories and as a table. Photos and Monets are read from
-    their paths per batch."""
+    their paths per batch.
+
+    A checkpoint is written after every epoch to ``checkpoints/<digest of the settings>/``;
+    ``monet.train.resume_from`` says where training starts: null afresh (that folder
+    emptied), a save version from that run's saved state, ``latest`` from whichever is
+    further along, the newest saved run or a killed run's epoch checkpoint (see
+    ``_resume_file``). The curves and the table hold the epochs trained since the saved
+    state it started from.
+    """
     cyclegan.check_training(data, train, loss, optimizer, model)
-    seed_everything(seed, deterministic=deterministic)
-    resume = _resume_point(checkpoints, train["resume_from"])
-    if resume is not None:
-        logger.info("monet: resuming from the sub-models saved by run %s", resume[0])
-    result = cyclegan.train_cyclegan(
-        JpegImages(photos["path"], data["load_size"]),
-        JpegImages(monets["path"], data["load_size"]),
-        data=data,
-        model=model,
-        loss=loss,
-        optimizer=optimizer,
-        train=train,
-        seed=seed,
-        runtime=resolve_runtime(runtime),
-        resume=None if resume is None else resume[1],
-    )
+    settings = resolve_runtime(runtime)
+    resume_from = train["resume_from"]
+    blocks = dict(data=data, model=model, loss=loss, optimizer=optimizer, train=train)
+    shaping = _shaping(photos, monets, settings, seed=seed, deterministic=deterministic, **blocks)
+    folder = checkpoint_folder(checkpoints, shaping, resume=resume_from == "latest")
+    checkpoint = folder / CHECKPOINT_FILE
+    with tempfile.TemporaryDirectory(prefix="monet-resume-") as scratch:
+        result = cyclegan.train_cyclegan(
+            JpegImages(photos["path"], data["load_size"]),
+            JpegImages(monets["path"], data["load_size"]),
+            **blocks,
+            seed=seed,
+            deterministic=deterministic,
+            runtime=settings,
+            checkpoint=checkpoint,
+            resume=_resume_file(saved, resume_from, checkpoint, Path(scratch)),
+        )
+    state = {STATE_KEY: torch.frombuffer(bytearray(checkpoint.read_bytes()), dtype=torch.uint8)}
     curves = {
         key: [{"step": int(row["epoch"]), "value": float(row[key])} for row in result.history]
         for key in ("lr", *cyclegan.LOSS_NAMES)
     }
     history = pd.DataFrame(result.history, columns=["epoch", "lr", *cyclegan.LOSS_NAMES])
     weights = [result.weights[name] for name in cyclegan.SUB_MODELS]
-    return (*weights, result.state, curves, history)
+    return (*weights, state, curves, history)
 
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:
@@ -182,7 +257,7 @@ def write_images_zip(
     data: Mapping[str, Any],
     generate: Mapping[str, Any],
     runtime: Mapping[str, Any],
-) -> cyclegan.LazyEntries:
+) -> LazyEntries:
     """Every photo translated to a ``generate.output_size`` jpg: the files of images.zip, as
     a stream the dataset writes one photo at a time as the batches come out of the
     generator (nothing is translated until the dataset asks)."""
@@ -193,8 +268,8 @@ def write_images_zip(
     def skipped(name: str, reason: str) -> None:
         logger.warning("monet: photo %s left out of images.zip: %s", name, reason)
 
-    return cyclegan.LazyEntries(
-        lambda: cyclegan.translated_jpegs(
+    return LazyEntries(
+        lambda: translate.translated_jpegs(
             generator_weights,
             JpegImages(rows["path"], input_size),
             rows["name"].tolist(),
@@ -230,9 +305,9 @@ def plot_translation_grid(
         batch_size=generate["batch_size"],
         runtime=resolve_runtime(runtime),
     )
-    painted = cyclegan.translate(photo_to_monet, shown, **settings)
-    back = cyclegan.translate(monet_to_photo, list(painted), **settings)
-    small = cyclegan.to_tensor_images(shown, input_size).permute(0, 2, 3, 1).numpy()
+    painted = translate.translate(photo_to_monet, shown, **settings)
+    back = translate.translate(monet_to_photo, list(painted), **settings)
+    small = to_tensor_images(shown, input_size).permute(0, 2, 3, 1).numpy()
     cells = [im for row in zip(small, painted, back, strict=True) for im in row]
     titles = ["photo", "photo -> Monet", "-> photo again"] * len(shown)
     return image_grid_figure(cells, titles, ncols=3, title="CycleGAN on photos")

@@ -38,7 +38,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "photos": "monet_photos",
                     "monets": "monet_paintings",
-                    "checkpoints": "monet_saved_sub_models",
+                    "saved": "monet_saved_sub_models",
+                    "checkpoints": "monet_checkpoints",
                     "data": "params:monet.data",
                     "model": "params:monet.model",
                     "loss": "params:monet.loss",
