@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
 import pandas as pd
 import pytest
 
@@ -37,6 +40,9 @@ def test_a_deterministic_cpu_run_reproduces_bit_identically(ablated_project):
     done = kedro_cli(ablated_project, "reproduce", f"--run-id={original.info.run_id}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "bit-identical" in done.stdout and "REPRODUCED" in done.stdout
+    # bit-identity because the run was tagged as trained on cpu, and is reproduced there
+    assert original.data.tags["device"] == "cpu"
+    assert "recorded on cpu and reproduced on cpu" in done.stdout
     (copy,) = reproductions(ablated_project, original.info.run_id)
     assert copy.data.tags["reproduce.metrics"] == "identical"
     assert copy.data.tags["reproduce.data"] == "match"
@@ -45,6 +51,21 @@ def test_a_deterministic_cpu_run_reproduces_bit_identically(ablated_project):
         assert copy.data.metrics[name] == original.data.metrics[name], name
     report = ablated_project / "data/08_reporting/reproduce" / original.info.run_id
     assert (report / copy.info.run_id / "report.md").read_text().count("| identical |") > 10
+    # both runs logged their weights and submission; the same seed gives the same bytes
+    store = f"sqlite:///{ablated_project / 'mlflow.db'}"
+    for artifact in (
+        "models/deepfake/frame_models.safetensors",
+        "submissions/deepfake/submission.csv",
+    ):
+        logged = [
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=artifact, tracking_uri=store
+                )
+            ).read_bytes()
+            for run in (original, copy)
+        ]
+        assert logged[0] == logged[1], artifact
 
 
 def test_a_changed_raw_file_is_reported_as_a_fingerprint_mismatch(ablated_project):

@@ -3,22 +3,45 @@
 kedro-mlflow opens the MLflow run (named after the pipeline) and logs parameters;
 these hooks seed everything from the pipeline's ``seed`` parameter (and fix torch's
 thread count from ``runtime.torch_threads``: results differ across thread counts) before
-the first node and tag the run with the git commit, the seed and a fingerprint of the raw data.
+the first node and tag the run with the git commit, the seed, a fingerprint of the raw data
+and the device it trained on (``device``, ``device.name``, ``device.precision``,
+``torch.version``, ``cuda.version``, ``distributed.world_size``, ...: see ``device_tags``).
+
+Trained weights and submissions go under the run as artifacts. A catalog entry whose
+``metadata`` has ``mlflow: {artifact_path: models/<pipeline>}`` gets the file this run
+saved logged there as soon as it is saved (``after_dataset_saved``), so
+``mlflow.artifacts.download_artifacts(run_id=..., artifact_path="models/<pipeline>/<file>")``
+gives back exactly that file (``podium.models_registry.download_model``). kedro-mlflow's
+``MlflowArtifactDataset`` cannot do it for these entries: they are all ``versioned: true``,
+and the wrapper builds its inner dataset itself, with a save version of its own (the time
+it was built) instead of the session's; Kedro 1.x's catalog refuses a dataset whose save
+version differs from the catalog's (``VersionAlreadyExistsError`` when kedro-mlflow's
+``after_catalog_created`` materializes it, i.e. every ``kedro run`` fails), and
+``--load-versions`` would never reach the inner dataset. Logging from the hook leaves each
+dataset's type, its versions and its loads untouched, and logs only while an MLflow run is
+active (never opening a stray run of its own, e.g. from a notebook's ``catalog.save``).
+
+A versioned dataset this run saved is read back by later nodes at the version the run
+wrote, not at whatever is newest on disk by then (another run may have saved since).
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
 from kedro.framework.hooks import hook_impl
-from kedro.io import DataCatalog
+from kedro.io import AbstractVersionedDataset, DataCatalog, Version
 from kedro.pipeline import Pipeline
 
+from podium.core.ddp import resolve_distributed
+from podium.core.device import resolve_runtime
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
 
@@ -28,10 +51,15 @@ RAW_LAYER = "raw"
 RAW_FOLDER = "01_raw"
 
 
+#: ``metadata: {mlflow: {artifact_path: ...}}`` in a catalog entry: log what it saves there.
+METADATA_KEY = "mlflow"
+
+
 class ReproducibilityHooks:
     def __init__(self) -> None:
         self._project_path = Path.cwd()
         self._raw_outputs: dict[str, Path] = {}
+        self._catalog: DataCatalog | None = None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -54,6 +82,7 @@ class ReproducibilityHooks:
         if threads:
             torch.set_num_threads(int(threads))
 
+        self._catalog = catalog
         read = _raw_locations(catalog, sorted(pipeline.inputs()))
         self._raw_outputs = _raw_locations(catalog, sorted(pipeline.all_outputs()))
         fingerprints = {name: path_fingerprint(path) for name, path in read.items()}
@@ -63,6 +92,7 @@ class ReproducibilityHooks:
             "data_fingerprint": combine(fingerprints),
             "data_fingerprint.scope": "read" if read else "none",
             **_git_tags(self._project_path),
+            **device_tags(_runtime(catalog)),
         }
         for name, fingerprint in fingerprints.items():
             tags[f"data_fingerprint.{name}"] = (
@@ -71,11 +101,37 @@ class ReproducibilityHooks:
         if mlflow.active_run() is not None:
             mlflow.set_tags(tags)
 
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        if self._catalog is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        path = saved_path(dataset)
+        pin_saved_version(dataset)
+        artifact_path = mlflow_artifact_path(dataset)
+        if artifact_path is None or path is None:
+            return
+        if mlflow.active_run() is None:
+            # kedro-mlflow is off for this pipeline (tracking.disable_tracking): nothing to
+            # log under, and logging would open a run of its own.
+            log.info("%s saved to %s; no active MLflow run, not logged", dataset_name, path)
+            return
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), f"{artifact_path}/{path.name}")
+        else:
+            mlflow.log_artifact(str(path), artifact_path)
+        log.info("Logged %s (%s) under the MLflow run at %s/", dataset_name, path, artifact_path)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog):
+        self._catalog = None
+
     # tryfirst: tag before kedro-mlflow's own after_pipeline_run ends the MLflow run.
     @hook_impl(tryfirst=True)
     def after_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
     ) -> None:
+        self._catalog = None
         if not self._raw_outputs or mlflow.active_run() is None:
             return
         # A generator pipeline reads no raw data; its fingerprint is what it wrote, so
@@ -112,6 +168,111 @@ def _run_seed(
 
 def _runtime(catalog: DataCatalog) -> dict[str, Any]:
     return catalog.load("params:runtime") if "params:runtime" in catalog else {}
+
+
+def device_tags(runtime: Mapping[str, Any] | None) -> dict[str, str]:
+    """What a run trains on, as MLflow tags: ``device`` (cpu | cuda | mps, the resolved
+    ``runtime.device``), ``device.name`` (the GPU's name, or the CPU's model and
+    architecture), ``device.count`` (GPUs visible), ``device.precision`` (fp32 | bf16 |
+    fp16), ``torch.version``, ``cuda.version`` (the CUDA torch was built with, "none" for
+    a CPU build), ``cudnn.version`` (on CUDA only), ``distributed.world_size`` and
+    ``distributed.backend`` (``runtime.distributed``; "none" in one process).
+
+    A block that does not resolve (say ``device: cuda`` on a box without one) is tagged
+    ``unresolved`` with the error: the node that reads it stops the run naming the
+    parameter, and a hook raising here would leave the MLflow run RUNNING."""
+    runtime = dict(runtime or {})
+    tags = {
+        "torch.version": torch.__version__,
+        "cuda.version": torch.version.cuda or "none",
+        "device.count": str(torch.cuda.device_count() if torch.cuda.is_available() else 0),
+    }
+    try:
+        resolved = resolve_runtime(runtime)
+    except Exception as error:  # noqa: BLE001 - reported, the node raises it properly
+        return {**tags, "device": "unresolved", "device.error": str(error)[:1000]}
+    device = resolved.device
+    tags.update(
+        {
+            "device": device.type,
+            "device.name": _device_name(device),
+            "device.precision": resolved.amp.name,
+        }
+    )
+    if device.type == "cuda":
+        tags["cudnn.version"] = str(torch.backends.cudnn.version() or "none")
+    try:
+        distributed = resolve_distributed(runtime.get("distributed"), device=device)
+    except Exception as error:  # noqa: BLE001
+        tags["distributed.world_size"] = "unresolved"
+        tags["distributed.error"] = str(error)[:1000]
+    else:
+        tags["distributed.world_size"] = str(distributed.world_size)
+        tags["distributed.backend"] = distributed.backend if distributed.enabled else "none"
+    return tags
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_name(index)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    return f"{_cpu_model() or platform.processor() or 'CPU'} ({platform.machine()})"
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            done = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() or None
+    return None
+
+
+def mlflow_artifact_path(dataset: Any) -> str | None:
+    """The ``metadata.mlflow.artifact_path`` of a catalog entry (None: not logged)."""
+    metadata = getattr(dataset, "metadata", None) or {}
+    block = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+    path = block.get("artifact_path") if isinstance(block, Mapping) else None
+    return str(path).strip("/") if path else None
+
+
+def saved_path(dataset: Any) -> Path | None:
+    """The local file (or folder) a dataset's last ``save`` wrote: for a versioned dataset
+    ``<filepath>/<save version>/<name>``, the version of this session, not the newest."""
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None:
+        filepath = getattr(dataset, "_path", None)
+    if filepath is None:
+        return None
+    if isinstance(dataset, AbstractVersionedDataset) and dataset._version:
+        version = dataset.resolve_save_version()
+        if version:
+            return Path(str(dataset._get_versioned_path(version)))
+    return Path(str(filepath))
+
+
+def pin_saved_version(dataset: Any) -> None:
+    """After a save, later loads of a versioned dataset read the version just written (a
+    load version given to the run, ``--load-versions``, is kept)."""
+    if not isinstance(dataset, AbstractVersionedDataset) or not dataset._version:
+        return
+    version = dataset._version
+    if version.load is None and version.save:
+        dataset._version = Version(version.save, version.save)
 
 
 def _raw_locations(catalog: DataCatalog, dataset_names: list[str]) -> dict[str, Path]:

@@ -5,8 +5,10 @@ The new run gets the recorded pipeline, environment, run options and runtime ove
 parameters whose current configuration differs from the logged value are restored from
 the log (and listed). Nothing is checked out: a different git commit or a dirty tree is
 reported, as is data whose fingerprint differs from the recorded one. Metrics must be
-bit-identical when the run was deterministic on CPU; otherwise they must agree within
-``rtol``/``atol``. Timing and cache-bookkeeping metrics are not compared.
+bit-identical when the run was deterministic, was recorded on CPU (its ``device`` tag) and
+is reproduced on CPU; otherwise they must agree within ``rtol``/``atol``, and the report
+says why (see ``bit_identity_expected``). Timing and cache-bookkeeping metrics are not
+compared.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ class Reproduction:
     param_diffs: dict[str, tuple[str, str]] = field(default_factory=dict)
     metrics: pd.DataFrame | None = None
     report_dir: Path | None = None  # <REPORTS>/<run id>/<new run id>/
+    exact_reason: str = ""  # why bit-identity is (not) demanded
+    devices: tuple[str, str] = ("", "")  # recorded (from its tags), this reproduction's
+
+    @property
+    def comparison(self) -> str:
+        mode = "bit-identical" if self.exact else f"within rtol={self.rtol:g}, atol={self.atol:g}"
+        return f"{mode} ({self.exact_reason})" if self.exact_reason else mode
 
     @property
     def metrics_ok(self) -> bool:
@@ -128,6 +137,11 @@ def reproduce_run(
     project = load_project(project_path, env, nest(overrides)) if (env or overrides) else base
     restored = param_drift(original.data.params, project.parameters)
     overrides.update({key: parse_logged(logged) for key, (logged, _) in restored.items()})
+    runtime = _merged(project.parameters.get("runtime") or {}, nest(overrides).get("runtime") or {})
+    device = reproduction_device(runtime)
+    expected, reason = bit_identity_expected(tags, device)
+    if exact is not None and exact != expected:
+        reason = f"{'--exact' if exact else '--tolerant'} given; by the tags: {reason}"
     result = Reproduction(
         run_id=run_id,
         pipeline=pipeline,
@@ -136,9 +150,11 @@ def reproduce_run(
         restored=restored,
         git=_git_report(tags, git_state(project.path)),
         data_before=fingerprint_drift(project.catalog, tags),
-        exact=_exact(tags) if exact is None else exact,
+        exact=expected if exact is None else exact,
         rtol=rtol,
         atol=atol,
+        exact_reason=reason,
+        devices=(_recorded_device(tags), device),
     )
     _echo_preflight(echo, result)
     if dry_run:
@@ -233,11 +249,82 @@ def _git_report(tags: Mapping[str, str], now: Mapping[str, str]) -> dict[str, st
     }
 
 
-def _exact(tags: Mapping[str, str]) -> bool:
-    """Bit-identical is promised for deterministic runs on CPU only."""
+def reproduction_device(runtime: Mapping[str, Any] | None) -> str:
+    """The device type (cpu | cuda | mps) the reproduction trains on: its ``runtime``
+    block resolved as the nodes resolve it (a block that does not resolve here: the
+    default choice, GPU when one is visible)."""
     import torch
 
-    return tags.get("deterministic") == "true" and not torch.cuda.is_available()
+    from podium.core.device import resolve_runtime
+
+    try:
+        return resolve_runtime(dict(runtime or {})).device.type
+    except Exception:  # noqa: BLE001 - the run itself will name the bad parameter
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _recorded_device(tags: Mapping[str, str]) -> str:
+    device = tags.get("device")
+    if device is None:
+        return "not recorded"
+    name = tags.get("device.name")
+    return f"{device} ({name})" if name else device
+
+
+def bit_identity_expected(
+    tags: Mapping[str, str], reproduction_device: str, cuda_available: bool | None = None
+) -> tuple[bool, str]:
+    """Whether a reproduction must give bit-identical metrics, and why (or why not).
+
+    Bit-identity is promised only for a run that was deterministic (``deterministic`` tag),
+    recorded on CPU (``device`` tag, set by podium.hooks) and reproduced on CPU. A run
+    recorded on a GPU is compared within tolerance even when deterministic: cuDNN/cuBLAS
+    pick kernels by GPU model, driver and library version, and reductions may use atomics,
+    so the same seed is close, not identical. A run recorded before runs carried the
+    ``device`` tag keeps the old rule: bit-identical when deterministic and no GPU is
+    visible to the reproduction (``cuda_available``; default: torch's answer)."""
+    if tags.get("deterministic") != "true":
+        return False, "the recorded run was not deterministic"
+    recorded = tags.get("device")
+    if recorded is None:
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        if cuda_available:
+            return False, (
+                "the recorded run has no device tag and a GPU is visible here, so "
+                "the two runs may not share a device"
+            )
+        return (
+            True,
+            "deterministic run with no device tag (recorded before it existed), no GPU here",
+        )
+    if recorded not in ("cpu", "cuda", "mps"):
+        return False, f"the recorded run's device is unknown (device tag {recorded!r})"
+    if recorded != "cpu":
+        name = tags.get("device.name")
+        where = f"{recorded} ({name})" if name else recorded
+        return False, (
+            f"recorded on {where}: GPU kernels are not bit-identical across runs, GPU "
+            "models or library versions, even when deterministic"
+        )
+    if reproduction_device != "cpu":
+        return False, (
+            f"recorded on cpu but reproduced on {reproduction_device}: CPU and GPU "
+            "arithmetic round differently"
+        )
+    return True, "deterministic run, recorded on cpu and reproduced on cpu"
 
 
 def _echo_preflight(echo: Echo, result: Reproduction) -> None:
@@ -265,12 +352,10 @@ def _echo_preflight(echo: Echo, result: Reproduction) -> None:
         echo(
             f"  DATA MISMATCH: {dataset} fingerprint {recorded[:12]} recorded, {str(now)[:12]} on disk now"
         )
-    mode = (
-        "bit-identical (deterministic run on CPU)"
-        if result.exact
-        else f"within rtol={result.rtol:g}, atol={result.atol:g}"
-    )
-    echo(f"  metrics must be {mode}")
+    recorded_device, device = result.devices
+    if recorded_device or device:
+        echo(f"  device: recorded on {recorded_device}, reproducing on {device}")
+    echo(f"  metrics must be {result.comparison}")
 
 
 def _rerun(
@@ -394,12 +479,8 @@ def to_markdown(result: Reproduction) -> str:
         ],
         f"- restored parameters: {result.restored or 'none'}",
         f"- logged parameters that differ between the runs: {result.param_diffs or 'none'}",
-        "- comparison: "
-        + (
-            "bit-identical (deterministic, CPU)"
-            if result.exact
-            else f"rtol={result.rtol:g}, atol={result.atol:g}"
-        ),
+        f"- device: recorded on {result.devices[0] or 'unknown'}, reproduced on {result.devices[1] or 'unknown'}",
+        f"- comparison: {result.comparison}",
         f"- metrics: {counts}; verdict: {'MATCH' if result.metrics_ok else 'MISMATCH'}",
         "",
         "| metric | recorded | reproduced | abs diff | verdict |",
@@ -425,6 +506,7 @@ def _record(client: MlflowClient, result: Reproduction) -> None:
         else ("within_tolerance" if result.metrics_ok else "mismatch")
     )
     client.set_tag(result.new_run_id, "reproduce.metrics", verdict)
+    client.set_tag(result.new_run_id, "reproduce.comparison", result.comparison[:5000])
     client.set_tag(result.new_run_id, "reproduce.data", "match" if result.data_ok else "mismatch")
     for name in ("report.md", "metrics.csv", "run.log"):
         if (folder / name).exists():
