@@ -113,7 +113,7 @@ def ablate(metadata, grid_path, seeds, params, env, output, dry_run, fail_fast, 
 @click.option(
     "--exact/--tolerant",
     default=None,
-    help="Force bit-identical or tolerant comparison (default: bit-identical for deterministic runs on CPU).",
+    help="Force bit-identical or tolerant comparison (default: bit-identical for deterministic runs recorded and reproduced on CPU).",
 )
 @click.option(
     "--ignore-metric",
