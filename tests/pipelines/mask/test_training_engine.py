@@ -76,6 +76,7 @@ def _job(
         "epochs": 2,
         "batch_size": 8,
         "grad_clip": 1.0,
+        "accumulate": 1,
         "augment": [],  # per-rank augmentation draws would differ from one process's
         "preprocess": [{"name": "Normalize"}, {"name": "ToTensorV2"}],
         "seed": seed,
@@ -282,3 +283,15 @@ def test_folds_trained_side_by_side_equal_folds_trained_one_after_the_other(tmp_
     pd.testing.assert_frame_equal(
         pd.concat(parallel.out_of_fold), pd.concat(sequential.out_of_fold), atol=1e-5
     )
+
+
+def test_accumulated_half_batches_train_what_the_full_batch_trains():
+    job = _job()
+    usable = len(job.frame) - len(job.frame) % 8  # whole batches of 8 in both runs
+    frame = job.frame.iloc[:usable]
+    full = train_fold(_job(frame=frame, batch_size=8))
+    halves = train_fold(_job(frame=frame, batch_size=4, accumulate=2))
+    quarters = train_fold(_job(frame=frame, batch_size=4))
+    for key, tensor in full["weights"].items():
+        torch.testing.assert_close(halves["weights"][key], tensor, rtol=1e-5, atol=1e-6)
+    assert not _equal(full["weights"], quarters["weights"])

@@ -89,7 +89,14 @@ from podium.core.resume import (
     short_digest,
 )
 from podium.core.seeding import seed_everything, training_seed
-from podium.core.training import fit, move_to_device, predict, seeded_loader, split_batch
+from podium.core.training import (
+    fit,
+    move_to_device,
+    predict,
+    seeded_loader,
+    split_batch,
+    updates_per_epoch,
+)
 from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
 
 __all__ = [
@@ -162,6 +169,9 @@ DEFAULTS: dict[str, Any] = {
         "patience": 1,  # plateau: epochs without val_loss improvement before decaying
     },
     "grad_clip": None,  # max gradient norm, null = no clipping
+    # micro-batches per optimizer step: the effective batch is accumulate x batch_size (a
+    # big backbone at full resolution whose batch does not fit the GPU)
+    "accumulate": 1,
     # Draw REAL and FAKE crops equally often (sampling with replacement): DFDC is ~80% FAKE,
     # and a network that sees few reals learns the prior before the artifacts. The
     # calibration step puts the real prior back.
@@ -288,6 +298,7 @@ def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any
         ("batch_size", 1),
         ("predict_batch_size", 1),
         ("record_cache", 1),
+        ("accumulate", 1),
     ):
         merged[key] = _check_int(key, merged[key], low)
     check_optimization(
@@ -633,7 +644,7 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
         optimizer,
         config["scheduler"],
         epochs=config["epochs"],
-        steps_per_epoch=max(1, len(train_loader)),
+        steps_per_epoch=updates_per_epoch(train_loader, config["accumulate"]),
         parameter=_param("scheduler"),
     )
     val_loader = seeded_loader(
@@ -658,6 +669,7 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
         val_fn=validate,
         checkpoint_path=None if checkpoints is None else Path(checkpoints) / CHECKPOINT_FILE,
         grad_clip=config["grad_clip"],
+        accumulate=config["accumulate"],
         progress=config["progress"],
         channels_last=rt.channels_last,
         on_epoch_end=lambda epoch, m: log.info("%s epoch %d: %s", key, epoch, m),

@@ -44,7 +44,7 @@ from podium.core.resume import (
     runtime_shaping,
 )
 from podium.core.seeding import seed_everything, training_seed
-from podium.core.training import fit, predict, seeded_loader
+from podium.core.training import fit, predict, seeded_loader, updates_per_epoch
 from podium.layouts.mask import AGE_NAMES
 from podium.pipelines.mask.data import CropDataset, CropFiles, oversample_minority
 from podium.pipelines.mask.models import (
@@ -62,7 +62,7 @@ from podium.pipelines.mask.models import (
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = ("epochs", "batch_size", "grad_clip", "resume_from")
+TRAIN_KEYS = ("epochs", "batch_size", "accumulate", "grad_clip", "resume_from")
 #: The rare class the write-up oversampled: the last age bin ("old").
 OLD_AGE_CLASS = len(AGE_NAMES) - 1
 #: Separator of the model name and the parameter name in the saved weights' keys.
@@ -94,6 +94,7 @@ class FoldJob:
     epochs: int
     batch_size: int
     grad_clip: float | None
+    accumulate: int  # micro-batches per optimizer step
     augment: list
     preprocess: list
     seed: int
@@ -193,13 +194,14 @@ def train_fold(job: FoldJob, checkpoints: str | None = None) -> dict[str, Any]:
                 optimizer,
                 job.scheduler,
                 epochs=job.epochs,
-                steps_per_epoch=len(loader),
+                steps_per_epoch=updates_per_epoch(loader, job.accumulate),
                 parameter="mask.scheduler",
             ),
             epochs=job.epochs,
             device=runtime.device,
             amp=runtime.amp,
             grad_clip=job.grad_clip,
+            accumulate=job.accumulate,
             progress=False,
             channels_last=runtime.channels_last,
             checkpoint_path=None if checkpoints is None else Path(checkpoints) / f"{net_name}.pt",
@@ -269,6 +271,7 @@ def train_cross_validated(
     """
     distributed = distributed or ddp.DistributedSettings()
     check_model_params(model)
+    accumulate = check_int("mask.train.accumulate", train.get("accumulate", 1), low=1)
     epochs, batch_size, resume = _check_training(
         optimizer, scheduler, train, loss, distributed.world_size
     )
@@ -297,7 +300,7 @@ def train_cross_validated(
             )
             job = FoldJob(
                 crops, frame, model, backbone, index, fold, loss, optimizer, scheduler,
-                epochs, batch_size, train.get("grad_clip"), augment, preprocess, seed,
+                epochs, batch_size, train.get("grad_clip"), accumulate, augment, preprocess, seed,
                 bool(deterministic), runtime,
             )  # fmt: skip
             jobs.append((job, None if folder is None else folder / backbone / f"fold{fold}"))
