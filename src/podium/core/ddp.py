@@ -43,6 +43,7 @@ The runtime block::
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -356,10 +357,12 @@ def _worker(
     result_path: str,
     backend: str,
     threads: int,
+    log_level: int = logging.INFO,
 ) -> None:
     """One DDP process: join the group, run ``fn``, rank 0 writes the result atomically."""
     from podium.core.checkpoints import atomic_path
 
+    _log_from_rank(int(os.environ.get("RANK", "0")), log_level)
     torch.set_num_threads(threads)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
@@ -372,6 +375,17 @@ def _worker(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _log_from_rank(rank: int, level: int) -> None:
+    """A spawned process has no logging set up: rank 0 logs at the caller's level (epoch
+    lines, resumes), the other ranks warnings only, each line naming its rank."""
+    logging.basicConfig(
+        level=level if rank == 0 else max(level, logging.WARNING),
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
 
 
 def launch(
@@ -419,7 +433,13 @@ def launch(
         )
         with _signal_handlers_kept():
             elastic_launch(config, _worker)(
-                fn, tuple(args), dict(kwargs), str(result_path), settings.backend, threads
+                fn,
+                tuple(args),
+                dict(kwargs),
+                str(result_path),
+                settings.backend,
+                threads,
+                logging.getLogger().getEffectiveLevel(),
             )
         if not result_path.exists():
             return None
