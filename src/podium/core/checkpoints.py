@@ -53,6 +53,20 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def cpu_state_dict(
+    state: nn.Module | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """A model's (or a state dict's) tensors as detached, contiguous CPU copies: what a
+    training hands back or saves, sharing no memory with the live (GPU, channels_last,
+    DDP-wrapped) model."""
+    if isinstance(state, nn.Module):
+        state = unwrap_model(state).state_dict()
+    return {
+        k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+        for k, v in state.items()
+    }
+
+
 def _contiguous_unshared(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous tensors with no two sharing memory (safetensors refuses shared ones)."""
     out: dict[str, torch.Tensor] = {}

@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from podium.core import ddp
 from podium.core.augment import build_transforms
+from podium.core.checkpoints import cpu_state_dict
 from podium.core.config import (
     ParameterError,
     check_choice,
@@ -567,15 +568,6 @@ def _validator(
     return validate
 
 
-def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
-        if v.dim() == 4
-        else v.detach().cpu().clone()
-        for k, v in model.state_dict().items()
-    }
-
-
 def _split(values: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
     return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
@@ -677,7 +669,7 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     if "logit" not in last:  # resumed from its final epoch's checkpoint: predict the fold
         validate(network)
     return {
-        "state_dict": _cpu_state_dict(network),
+        "state_dict": cpu_state_dict(network),
         "history": history,
         "logits": torch.from_numpy(last["logit"]),
     }

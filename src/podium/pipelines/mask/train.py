@@ -33,6 +33,7 @@ from torch import nn
 
 from podium.core import ddp
 from podium.core.augment import build_transforms
+from podium.core.checkpoints import cpu_state_dict
 from podium.core.config import check_int, check_keys
 from podium.core.device import Runtime
 from podium.core.optim import build_optimizer, build_scheduler, check_optimization
@@ -207,8 +208,8 @@ def train_fold(job: FoldJob, checkpoints: str | None = None) -> dict[str, Any]:
             checkpoint_path=None if checkpoints is None else Path(checkpoints) / f"{net_name}.pt",
             on_epoch_end=report,
         )
-        for name, tensor in net.state_dict().items():
-            out["weights"][f"{net_name}{KEY_SEP}{name}"] = tensor.detach().cpu().contiguous()
+        for name, tensor in cpu_state_dict(net).items():
+            out["weights"][f"{net_name}{KEY_SEP}{name}"] = tensor
     return out
 
 

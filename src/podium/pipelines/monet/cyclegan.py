@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from podium.core.checkpoints import (
     TrainingState,
+    cpu_state_dict,
     load_training_checkpoint,
     save_training_checkpoint,
 )
@@ -365,10 +366,7 @@ class CycleGAN:
             ) from error
 
     def weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {
-            name: {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-            for name, net in self.nets.items()
-        }
+        return {name: cpu_state_dict(net) for name, net in self.nets.items()}
 
 
 def _train_epoch(

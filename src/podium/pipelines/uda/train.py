@@ -33,6 +33,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from podium.core import config, ddp, optim, resume, seeding
+from podium.core.checkpoints import cpu_state_dict
 from podium.core.device import Runtime, to_channels_last
 from podium.core.training import fit, seeded_loader
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES
@@ -227,10 +228,6 @@ def uda_step(
     return loss, parts
 
 
-def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
 def _report(name: str, epochs: int, per_epoch: int, epoch: int, metrics: Mapping) -> None:
     done, loss = epoch * per_epoch, metrics["train_loss"]
     log.info("uda %s: epoch %d/%d (iteration %d), loss %.4f", name, epoch, epochs, done, loss)
@@ -284,8 +281,8 @@ def train_member(job: MemberJob, checkpoints: str | None) -> dict[str, Any]:
         on_epoch_end=partial(_report, job.name, epochs, per_epoch),
     )
     return {
-        "student": _cpu(student.state_dict()),
-        "ema": _cpu(ema.module.state_dict()),
+        "student": cpu_state_dict(student),
+        "ema": cpu_state_dict(ema.module),
         "history": history,
         "seconds": time.perf_counter() - started,
     }
