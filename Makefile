@@ -15,7 +15,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: help install sample-data run test lint format viz ui clean-runs ablate reproduce bench-scale
+.PHONY: help install sample-data run test lint format viz ui clean-runs ablate reproduce bench-scale bench
 
 help:
 	@echo "make run          install, write the sample data if absent, kedro run --pipelines=$(PIPELINE)"
@@ -26,6 +26,7 @@ help:
 	@echo "make ablate       kedro ablate --grid=conf/base/ablations/$(GRID).yml (SEEDS=0,1 to choose seeds)"
 	@echo "make reproduce    kedro reproduce --run-id=<id>, as make reproduce RUN_ID=<id>"
 	@echo "make bench-scale  peak memory and time per stage at growing sample sizes (PIPELINES=deepfake,uda ...)"
+	@echo "make bench        training speed against the bare model step (DEVICE=cuda PIPELINES=mask,uda WORKERS=0,2)"
 	@echo "make lint         ruff"
 
 $(BIN)/python:
@@ -68,6 +69,13 @@ test: install
 # kedro run; figures go to data/08_reporting/bench/scale.md and .json.
 bench-scale: install
 	$(BIN)/python benchmarks/scale.py $(if $(PIPELINES),--pipelines=$(PIPELINES)) $(if $(MULTIPLIERS),--multipliers=$(MULTIPLIERS))
+
+# Minutes on 2 cores: each pipeline's training step end to end (its dataset, DataLoader,
+# augmentation, precision, loss) against the same model's bare step, num_workers swept;
+# figures go to data/08_reporting/bench/<date>-<host>.md and .json and to MLflow (run
+# "bench"). DEVICE=cuda on a GPU box; BENCH_ARGS for more flags (--env=full, --repeats=5).
+bench: install
+	$(BIN)/python benchmarks/bench.py $(if $(DEVICE),--device=$(DEVICE)) $(if $(PIPELINES),--pipelines=$(PIPELINES)) $(if $(WORKERS),--workers=$(WORKERS)) $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -1,0 +1,113 @@
+"""make bench's machinery on one tiny case: the records it writes, not how fast anything is.
+
+One training run of the mask case (tiny crops, batches of 4, one timed batch, no worker
+processes) through ``benchmarks/bench.py``'s own ``main``: the JSON rows, the Markdown
+table and the MLflow ``bench`` run (in a store of its own) hold positive, finite figures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "mask": {
+        "crop": {"output": {"height": 32, "width": 24}},
+        "train": {"batch_size": 4},
+        "model": {"backbones": ["test_efficientnet"]},
+    }
+}
+FIGURES = (
+    "images_per_second",
+    "resident_images_per_second",
+    "bare_images_per_second",
+    "ratio_to_bare",
+    "ratio_to_resident",
+    "resident_to_bare",
+)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("podium_bench", REPO / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def kept_tracking_uri():
+    uri = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(uri)
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_one_tiny_case_is_recorded_in_json_markdown_and_mlflow(tmp_path, kept_tracking_uri):
+    bench = _bench()
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "bench"
+    argv = [
+        "--device=cpu",
+        "--pipelines=mask",
+        "--workers=0",
+        "--repeats=1",
+        "--warmup=1",
+        "--batches=1",
+        f"--params={json.dumps(TINY)}",
+        f"--out={out}",
+        f"--mlflow-uri={store}",
+    ]
+    assert bench.main(argv) == 0
+    # the pipelines' seeding changed torch's flags; the bench puts them back
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == flag
+
+    (json_file,) = out.glob("????-??-??-*.json")
+    md_file = json_file.with_suffix(".md")
+    (row,) = json.loads(json_file.read_text())
+    assert row["suite"] == "training" and row["case"] == "mask" and row["num_workers"] == 0
+    assert row["batch_size"] == 4 and row["input"] == "4x3x32x24"
+    for key in (*FIGURES, "first_batch_seconds"):
+        assert _positive(row[key]), (key, row[key])
+    assert 0 <= row["loader_wait_share"] <= 1
+    (sample,) = row["samples"]
+    for part in ("real", "resident", "bare"):
+        assert sample[part]["batches"] == 1 and sample[part]["images"] == 4
+        assert _positive(sample[part]["seconds"])
+
+    table = md_file.read_text()
+    assert "| mask | multihead test_efficientnet @32x24 | 4 | fp32 | 0 |" in table
+    assert row["command"] in table
+
+    # a second run appends to the same day's file
+    assert bench.main([*argv, "--no-mlflow"]) == 0
+    rows = json.loads(json_file.read_text())
+    assert len(rows) == 2 and rows[0]["run"] <= rows[1]["run"]
+
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("podium")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "bench"
+    logged = run.data.metrics
+    for key in FIGURES:
+        assert _positive(logged[f"train.mask.workers_0.{key}"]), key
+        assert logged[f"train.mask.{key}"] == logged[f"train.mask.workers_0.{key}"]
+    assert logged["train.mask.best_num_workers"] == 0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bench")}
+    assert artifacts == {"bench/bench.md", "bench/bench.json"}
+    local = Path(client.download_artifacts(run.info.run_id, "bench/bench.md", str(tmp_path)))
+    assert "| mask |" in local.read_text()
