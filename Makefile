@@ -26,7 +26,7 @@ help:
 	@echo "make ablate       kedro ablate --grid=conf/base/ablations/$(GRID).yml (SEEDS=0,1 to choose seeds)"
 	@echo "make reproduce    kedro reproduce --run-id=<id>, as make reproduce RUN_ID=<id>"
 	@echo "make bench-scale  peak memory and time per stage at growing sample sizes (PIPELINES=deepfake,uda ...)"
-	@echo "make bench        training speed against the bare model step (DEVICE=cuda PIPELINES=mask,uda WORKERS=0,2)"
+	@echo "make bench        training against the bare model step, face extraction against stock MTCNN (DEVICE=cuda PIPELINES=mask,uda WORKERS=0,2)"
 	@echo "make lint         ruff"
 
 $(BIN)/python:

@@ -9,11 +9,14 @@ repeats, and keeps the medians.
     python benchmarks/bench.py                                # every suite, every case
     python benchmarks/bench.py --device=cuda --workers=0,4,8  # the same on a GPU box
     python benchmarks/bench.py --pipelines=mask,uda --repeats=5
+    python benchmarks/bench.py --suites=extraction --videos=4 --scales=1,0.5,0.25
 
 Suites, each a module beside this one with ``add_arguments``, ``run``, ``markdown`` and
 ``metrics``: ``training`` (part 1: each pipeline's training step end to end against its
-model's bare step, DataLoader workers swept). Issue 18's other parts (extraction,
-scoring, CycleGAN against the reference implementation) are to come as more suites.
+model's bare step, DataLoader workers swept) and ``extraction`` (part 2: decode, stock
+facenet-pytorch MTCNN, podium's detection and its end-to-end extraction, at full size and
+downscaled, each detecting case with its recall at IoU 0.5). Issue 18's other parts
+(scoring, CycleGAN against the reference implementation) are to come as more suites.
 
 Results: every row is appended to ``data/08_reporting/bench/<YYYY-MM-DD>-<host>.json``,
 ``<YYYY-MM-DD>-<host>.md`` is rewritten from it (newest run first), and the run is logged
@@ -44,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "data" / "08_reporting" / "bench"
 HERE = Path(__file__).resolve().parent
 #: Suites in the order they run: the module ``benchmarks/<name>.py`` of each.
-SUITES = ("training",)
+SUITES = ("training", "extraction")
 DEVICES = ("auto", "cpu", "cuda")
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -243,7 +246,7 @@ def log_to_mlflow(
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suites", default=",".join(SUITES), help="e.g. training")
+    parser.add_argument("--suites", default=",".join(SUITES), help="e.g. training,extraction")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--env", default=None, help="configuration environment (e.g. full)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per case")

@@ -1,8 +1,10 @@
-"""make bench's machinery on one tiny case: the records it writes, not how fast anything is.
+"""make bench's machinery on tiny cases: the records it writes, not how fast anything is.
 
 One training run of the mask case (tiny crops, batches of 4, one timed batch, no worker
-processes) through ``benchmarks/bench.py``'s own ``main``: the JSON rows, the Markdown
-table and the MLflow ``bench`` run (in a store of its own) hold positive, finite figures.
+processes), and the extraction suite on one small generated DFDC video (two frames, one
+repeat), each through ``benchmarks/bench.py``'s own ``main``: the JSON rows, the Markdown
+table and the MLflow ``bench`` run (in a store of its own) hold positive, finite figures,
+and every detecting case a recall in [0, 1].
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def test_one_tiny_case_is_recorded_in_json_markdown_and_mlflow(tmp_path, kept_tr
     out = tmp_path / "bench"
     argv = [
         "--device=cpu",
+        "--suites=training",
         "--pipelines=mask",
         "--workers=0",
         "--repeats=1",
@@ -111,3 +114,83 @@ def test_one_tiny_case_is_recorded_in_json_markdown_and_mlflow(tmp_path, kept_tr
     assert artifacts == {"bench/bench.md", "bench/bench.json"}
     local = Path(client.download_artifacts(run.info.run_id, "bench/bench.md", str(tmp_path)))
     assert "| mask |" in local.read_text()
+
+
+EXTRACTION_FIGURES = ("frames_per_second", "seconds_per_video")
+#: One REAL 160x120 video of 15 frames, with its truth boxes: the DFDC sample's layout.
+TINY_DFDC = {
+    "n_parts": 1,
+    "reals_per_part": 1,
+    "fakes_per_real": 0,
+    "actors_per_part": 1,
+    "n_test_videos": 0,
+    "width": 160,
+    "height": 120,
+    "seconds": 1.0,
+}
+
+
+def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking_uri):
+    """One video, two frames, one repeat, full and half size: every case's row holds
+    positive finite figures and each detecting case a recall in [0, 1]."""
+    from podium.sample_data.dfdc import generate_dfdc_sample
+
+    for relative, data in generate_dfdc_sample(TINY_DFDC, seed=0).items():
+        path = tmp_path / "raw" / "dfdc" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    bench = _bench()
+    threads = torch.get_num_threads()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "bench"
+    argv = [
+        "--device=cpu",
+        "--suites=extraction",
+        f"--raw={tmp_path / 'raw'}",
+        "--videos=1",
+        "--frames=2",
+        "--scales=0.5",
+        "--repeats=1",
+        f"--out={out}",
+        f"--mlflow-uri={store}",
+    ]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads
+
+    (json_file,) = out.glob("????-??-??-*.json")
+    rows = json.loads(json_file.read_text())
+    assert {r["suite"] for r in rows} == {"extraction"}
+    cases = [(r["case"], r["scale"]) for r in rows]
+    assert cases == [
+        ("decode", None),
+        ("stock", 1.0),
+        ("podium", 1.0),
+        ("stock", 0.5),
+        ("podium", 0.5),
+        ("end_to_end", 1.0),  # conf/base's downscale
+    ]
+    for row in rows:
+        assert row["videos"] == 1 and row["frames_per_video"] == 2 and row["repeats"] == 1
+        for key in EXTRACTION_FIGURES:
+            assert _positive(row[key]), (row["case"], key, row[key])
+        (sample,) = row["samples"]
+        assert sample["frames"] == 2 and _positive(sample["seconds"])
+        if row["case"] != "decode":
+            assert 0 <= row["recall_iou50"] <= 1, row
+            assert math.isfinite(row["boxes_per_frame"]) and row["boxes_per_frame"] >= 0
+        if row["case"] in ("podium", "end_to_end"):
+            assert _positive(row["ratio"]) and row["ratio_to"] in ("stock", "decode")
+    e2e = rows[-1]
+    shares = [e2e[f"{part}_share"] for part in ("decode", "detect", "save", "rest")]
+    assert all(math.isfinite(s) for s in shares) and math.isclose(sum(shares), 1.0)
+    assert _positive(e2e["save_share"])
+
+    table = json_file.with_suffix(".md").read_text()
+    assert "### Face extraction" in table and "| podium detect_faces | 0.5 | 80x60 |" in table
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
+    logged = run.data.metrics
+    assert _positive(logged["extract.decode.frames_per_second"])
+    assert _positive(logged["extract.podium.scale_0_5.ratio"])
+    assert 0 <= logged["extract.end_to_end.recall_iou50"] <= 1
