@@ -19,14 +19,85 @@ def cli() -> None:
 @click.option("--keep", default=3, show_default=True, help="Versions kept per output.")
 @click.option("--data", "data_root", default="data", show_default=True, type=click.Path())
 @click.option("--dry-run", is_flag=True, help="List what would be deleted, delete nothing.")
-def prune(keep: int, data_root: str, dry_run: bool) -> None:
-    """Delete all but the KEEP newest versions of every versioned output under data/."""
+@click.option(
+    "--runs/--no-runs",
+    default=True,
+    show_default=True,
+    help="Also mark MLflow runs left RUNNING by dead processes of this host (SIGKILL) as "
+    "KILLED, and delete a run lock whose process is gone.",
+)
+@click.option("--env", "-e", default=None, help="Kedro environment whose mlflow.yml is read.")
+@click.pass_obj
+def prune(metadata, keep: int, data_root: str, dry_run: bool, runs: bool, env: str | None) -> None:
+    """Delete all but the KEEP newest versions of every versioned output under data/;
+    end runs that a killed process left RUNNING (KILLED) and its stale run lock."""
     outputs = find_versioned_outputs(Path(data_root))
     doomed = prune_versions(Path(data_root), keep=keep, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     for folder in doomed:
         click.echo(f"{verb} {folder}")
     click.echo(f"{len(outputs)} versioned outputs, {verb} {len(doomed)} old versions")
+    if runs and metadata is not None:  # inside a project (`kedro prune`)
+        _prune_runs(_project_path(metadata), getattr(metadata, "package_name", None), env, dry_run)
+
+
+def _prune_runs(project: Path, package: str | None, env: str | None, dry_run: bool) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from podium.run_guard import LOCK_PATH, describe_lock, mark_dead_runs, release_stale_lock
+
+    stale = release_stale_lock(project, dry_run=dry_run)
+    if stale is not None:
+        what = stale.get("unreadable") or describe_lock(stale)
+        click.echo(
+            f"{'would delete' if dry_run else 'deleted'} the run lock {project / LOCK_PATH} "
+            f"of a run that is no longer running ({what})"
+        )
+    try:
+        uri, name = _tracking_store(project, package, env)
+    except Exception as error:  # noqa: BLE001 - the versions are pruned; say why runs are not
+        click.echo(f"MLflow runs not checked: mlflow.yml could not be read ({error})")
+        return
+    if uri is None:
+        click.echo("MLflow runs not checked: no tracking store yet")
+        return
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        click.echo(f"MLflow runs not checked: no experiment '{name}' in {uri}")
+        return
+    found = mark_dead_runs(client, [experiment.experiment_id], by="kedro prune", dry_run=dry_run)
+    verb = "would mark" if dry_run else "marked"
+    for run in found:
+        click.echo(
+            f"{verb} KILLED: MLflow run {run.info.run_id} ({run.info.run_name}), left RUNNING "
+            f"by process {run.data.tags.get('podium.pid')}, which is gone"
+        )
+    click.echo(f"{len(found)} MLflow runs left RUNNING by dead processes, {verb} KILLED")
+
+
+def _tracking_store(project: Path, package: str | None, env: str | None):
+    """(tracking URI, experiment name) from the project's mlflow.yml, as kedro-mlflow reads
+    it; the URI is None where its sqlite file does not exist yet (nothing to check, and
+    nothing to create)."""
+    from kedro.config import OmegaConfigLoader
+
+    from podium.ablation.project import _absolute_uri
+
+    loader = OmegaConfigLoader(
+        conf_source=str(project / "conf"),
+        base_env="base",
+        default_run_env="local",
+        env=env,
+        config_patterns={"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+    )
+    conf = loader["mlflow"]
+    uri = _absolute_uri((conf.get("server") or {}).get("mlflow_tracking_uri") or "", project)
+    name = ((conf.get("tracking") or {}).get("experiment") or {}).get("name") or package
+    prefix = "sqlite:///"
+    if not uri or (uri.startswith(prefix) and not Path(uri[len(prefix) :]).exists()):
+        return None, name
+    return uri, name or "podium"
 
 
 def _project_path(metadata) -> Path:

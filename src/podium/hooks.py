@@ -23,6 +23,8 @@ active (never opening a stray run of its own, e.g. from a notebook's ``catalog.s
 
 A versioned dataset this run saved is read back by later nodes at the version the run
 wrote, not at whatever is newest on disk by then (another run may have saved since).
+
+Each run's status and the one-run-per-folder lock: ``podium.run_guard``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the lock file alone
+    fcntl = None
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,18 @@
 """Kedro settings for podium.
 
 Project hooks add what kedro-mlflow does not record by itself (git commit, seed,
-fingerprint of the raw data a run read); kedro-mlflow's own hooks register through
-its entry point and open one MLflow run per ``kedro run``.
+fingerprint of the raw data a run read, the trained weights; ReproducibilityHooks) and
+keep each run's MLflow status truthful, one run per project folder (the lock
+data/.podium-run.lock; RunGuardHooks); kedro-mlflow's own hooks register through its
+entry point and open one MLflow run per ``kedro run``.
 """
 
 from kedro.config import OmegaConfigLoader
 
 from podium.hooks import ReproducibilityHooks
+from podium.run_guard import RunGuardHooks
 
-HOOKS = (ReproducibilityHooks(),)
+HOOKS = (ReproducibilityHooks(), RunGuardHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

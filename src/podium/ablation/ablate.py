@@ -118,6 +118,10 @@ def run_ablation(
             )
         return result
 
+    # A live `kedro run` in this folder would refuse every point: stop before the first.
+    from podium.run_guard import check_run_lock
+
+    check_run_lock(project.path)
     signature = p.parent_signature(grid, extra, env_tag, git["git_commit"])
     result.parent_id = t.open_parent(
         client, experiment, grid, signature=signature, extra=extra, env=env_tag, git=git

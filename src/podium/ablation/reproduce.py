@@ -159,6 +159,9 @@ def reproduce_run(
     _echo_preflight(echo, result)
     if dry_run:
         return result
+    from podium.run_guard import check_run_lock
+
+    check_run_lock(project.path)  # a live `kedro run` in this folder would refuse the re-run
     _rerun(client, project, original, result, verbose, echo)
     reproduced = client.get_run(result.new_run_id)
     result.fingerprint = (

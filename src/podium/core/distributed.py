@@ -148,7 +148,10 @@ def iter_items(
         finally:  # the caller stopped early (an error, Ctrl-C): nothing is left running
             if in_flight:
                 running.clear()
-                client.cancel([future for future, _ in in_flight.values()], force=True)
+                # A generator closed at interpreter exit finds its client already closed,
+                # where cancel would wait for ever: its cluster is gone with its futures.
+                if getattr(client, "status", "running") == "running":
+                    client.cancel([future for future, _ in in_flight.values()], force=True)
     finally:
         bar.close()
 
