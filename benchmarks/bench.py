@@ -15,8 +15,11 @@ Suites, each a module beside this one with ``add_arguments``, ``run``, ``markdow
 ``metrics``: ``training`` (part 1: each pipeline's training step end to end against its
 model's bare step, DataLoader workers swept) and ``extraction`` (part 2: decode, stock
 facenet-pytorch MTCNN, podium's detection and its end-to-end extraction, at full size and
-downscaled, each detecting case with its recall at IoU 0.5). Issue 18's other parts
-(scoring, CycleGAN against the reference implementation) are to come as more suites.
+downscaled, each detecting case with its recall at IoU 0.5) and ``cyclegan`` (part 4:
+podium's whole CycleGAN training step against one written from the authors' published
+architecture and settings, at podium's conf settings and at the paper's, with the
+parameter counts and a one-step comparison from the same weights). Issue 18's scoring
+part is to come as another suite.
 
 Results: every row is appended to ``data/08_reporting/bench/<YYYY-MM-DD>-<host>.json``,
 ``<YYYY-MM-DD>-<host>.md`` is rewritten from it (newest run first), and the run is logged
@@ -47,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "data" / "08_reporting" / "bench"
 HERE = Path(__file__).resolve().parent
 #: Suites in the order they run: the module ``benchmarks/<name>.py`` of each.
-SUITES = ("training", "extraction")
+SUITES = ("training", "extraction", "cyclegan")
 DEVICES = ("auto", "cpu", "cuda")
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")

@@ -2,9 +2,11 @@
 
 One training run of the mask case (tiny crops, batches of 4, one timed batch, no worker
 processes), and the extraction suite on one small generated DFDC video (two frames, one
-repeat), each through ``benchmarks/bench.py``'s own ``main``: the JSON rows, the Markdown
-table and the MLflow ``bench`` run (in a store of its own) hold positive, finite figures,
-and every detecting case a recall in [0, 1].
+repeat), and the CycleGAN suite at 32 px with one residual block (one step, one repeat),
+each through ``benchmarks/bench.py``'s own ``main``: the JSON rows, the Markdown table and
+the MLflow ``bench`` run (in a store of its own) hold positive, finite figures, every
+detecting case a recall in [0, 1], and podium's CycleGAN and the reference the same
+parameter counts and the same first step.
 """
 
 from __future__ import annotations
@@ -194,3 +196,73 @@ def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking
     assert _positive(logged["extract.decode.frames_per_second"])
     assert _positive(logged["extract.podium.scale_0_5.ratio"])
     assert 0 <= logged["extract.end_to_end.recall_iou50"] <= 1
+
+
+CYCLEGAN_FIGURES = (
+    "podium_images_per_second",
+    "reference_images_per_second",
+    "podium_seconds_per_step",
+    "reference_seconds_per_step",
+    "ratio",
+)
+
+
+def test_the_cyclegan_suite_records_both_steps_and_the_same_computation(
+    tmp_path, kept_tracking_uri
+):
+    """Both settings at 32 px with one residual block, one timed step, one repeat: each
+    row holds positive finite speeds for both sides, equal parameter counts, and one step
+    from the same weights giving the same losses and weights (fp32 on CPU)."""
+    bench = _bench()
+    threads = torch.get_num_threads()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "bench"
+    argv = [
+        "--device=cpu",
+        "--suites=cyclegan",
+        "--gan-size=32",
+        "--gan-blocks=1",
+        "--gan-steps=1",
+        "--gan-warmup=0",
+        "--repeats=1",
+        f"--out={out}",
+        f"--mlflow-uri={store}",
+    ]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads
+
+    (json_file,) = out.glob("????-??-??-*.json")
+    rows = json.loads(json_file.read_text())
+    assert [(r["suite"], r["case"]) for r in rows] == [
+        ("cyclegan", "base"),
+        ("cyclegan", "reference"),
+    ]
+    for row in rows:
+        assert row["size"] == 32 and row["n_blocks"] == 1 and row["repeats"] == 1
+        assert row["precision"] == "fp32" and row["timed_steps"] == 1
+        for key in CYCLEGAN_FIGURES:
+            assert _positive(row[key]), (row["case"], key, row[key])
+        (sample,) = row["samples"]
+        assert _positive(sample["podium_seconds"]) and _positive(sample["reference_seconds"])
+        for part in ("generator", "discriminator"):
+            assert _positive(row[f"{part}_params_podium"])
+            assert row[f"{part}_params_podium"] == row[f"{part}_params_reference"]
+        assert row["params_match"] and row["same_weights"]
+        for key in ("loss_g_podium", "loss_g_reference", "loss_d_podium", "loss_d_reference"):
+            assert _positive(row[key]), (key, row[key])
+        assert 0 <= row["loss_rel_diff"] < 1e-4 and 0 <= row["weights_rel_diff"] < 1e-4
+    base, reference = rows
+    assert base["batch_size"] == 4 and base["ngf"] == 16  # conf/base
+    assert reference["batch_size"] == 1 and reference["ngf"] == reference["ndf"] == 64
+    # the paper's 70x70 PatchGAN at ndf 64: 2.765 M parameters, whatever the image size
+    assert reference["discriminator_params_reference"] == 2_764_737
+
+    table = json_file.with_suffix(".md").read_text()
+    assert "### CycleGAN" in table and "| reference | resnet 1 blocks ngf64" in table
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
+    logged = run.data.metrics
+    for case in ("base", "reference"):
+        assert _positive(logged[f"cyclegan.{case}.ratio"])
+        assert logged[f"cyclegan.{case}.params_match"] == 1.0
