@@ -48,6 +48,24 @@ def test_folds_are_person_disjoint_and_skip_unreadable_photos(pristine_mask_root
     assert np.array_equal(table["fold"], again["fold"])
 
 
+def test_photos_without_a_usable_crop_are_told_on_the_console(caplog):
+    crop_index = pd.DataFrame(
+        {
+            "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+            "status": [CROPPED, UNREADABLE, FAILED, "face_not_found"],
+            "reason": ["", "cannot decode", "disk full", "no face"],
+        }
+    )
+    with caplog.at_level("INFO", logger="podium.pipelines.mask.nodes"):
+        assert nodes.report_unusable(crop_index) == 2
+    warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "2 of 4 photos" in warning and "b.jpg (unreadable: cannot decode)" in warning
+    assert "c.jpg (failed: disk full)" in warning and "a.jpg" not in warning
+    assert any("1 of 4 photos had no face" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert nodes.report_unusable(crop_index.iloc[:1]) == 0 and not caplog.records
+
+
 def test_a_crop_index_of_other_photos_stops_with_the_node_to_run(pristine_mask_root):
     index = nodes.index_training_images(pristine_mask_root, 58)
     stale = pd.DataFrame({"path": index["path"][:-1], "status": CROPPED, "crop": "x"})

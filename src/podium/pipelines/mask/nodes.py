@@ -6,6 +6,7 @@ expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metric
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from podium.layouts.mask import (
 )
 from podium.pipelines.mask import evaluate
 from podium.pipelines.mask.data import (
+    FACE_NOT_FOUND,
     REPORT_COLUMNS,
     USABLE,
     CropFiles,
@@ -37,6 +39,8 @@ from podium.pipelines.mask.data import (
 )
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
 from podium.pipelines.tracking import Metrics, as_metrics
+
+log = logging.getLogger(__name__)
 
 
 def index_training_images(raw_root: Path, age_threshold: int) -> pd.DataFrame:
@@ -81,7 +85,30 @@ def crop_photos(
             crop_index = crop_to_store(*arguments, client=client, device=device)
     else:
         crop_index = crop_to_store(*arguments, client=None, device=device)
+    report_unusable(crop_index)
     return crop_index, crop_index[list(REPORT_COLUMNS)]
+
+
+def report_unusable(crop_index: pd.DataFrame, shown: int = 5) -> int:
+    """Say on the console what the crop report holds: photos without a usable crop (left
+    out of training, or answered from a blank crop at evaluation) and centre-crop
+    fallbacks. Returns the number of unusable photos."""
+    unusable = crop_index[~crop_index["status"].isin(USABLE)]
+    fallbacks = int((crop_index["status"] == FACE_NOT_FOUND).sum())
+    if fallbacks:
+        log.info("mask: %d of %d photos had no face found: centre crop used", fallbacks,
+                 len(crop_index))  # fmt: skip
+    if len(unusable):
+        examples = "; ".join(
+            f"{row.path} ({row.status}: {row.reason})" for row in unusable.head(shown).itertuples()
+        )
+        log.warning(
+            "mask: %d of %d photos have no usable crop, listed in the crop report, e.g. %s",
+            len(unusable),
+            len(crop_index),
+            examples,
+        )
+    return len(unusable)
 
 
 #: Catalog split name and crop node of each split, for error messages.
