@@ -457,3 +457,33 @@ def test_a_forked_child_that_inherited_the_handler_dies_as_before(tmp_path, stor
     finally:
         hook.after_pipeline_run(run_result={}, **args)
     assert not (tmp_path / LOCK_PATH).exists()
+
+
+def test_an_output_that_cannot_be_written_stops_the_run_before_its_first_node(
+    tmp_path, monkeypatch
+):
+    from kedro.io import DataCatalog
+    from kedro_datasets.pandas import CSVDataset
+
+    from podium import hooks
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    catalog = DataCatalog(
+        {
+            "fine": CSVDataset(filepath=str(tmp_path / "open" / "a.csv")),
+            "blocked": CSVDataset(filepath=str(locked / "deep" / "er" / "b.csv")),
+        }
+    )
+    hooks.check_writable(catalog, ["fine", "blocked", "params:x"])  # all writable here
+    # root may write anywhere: deny the one folder through os.access, as a read-only
+    # mount would for another user
+    real_access = os.access
+    monkeypatch.setattr(
+        hooks.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode)
+    )
+    hooks.check_writable(catalog, ["fine"])
+    with pytest.raises(
+        hooks.OutputNotWritableError, match=r"blocked -> .*b\.csv.*locked is not writable.*Fix"
+    ):
+        hooks.check_writable(catalog, ["fine", "blocked"])

@@ -30,6 +30,7 @@ Each run's status and the one-run-per-folder lock: ``podium.run_guard``.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -89,6 +90,7 @@ class ReproducibilityHooks:
         if threads:
             torch.set_num_threads(int(threads))
 
+        check_writable(catalog, sorted(pipeline.all_outputs()))
         self._catalog = catalog
         read = _raw_locations(catalog, sorted(pipeline.inputs()))
         self._raw_outputs = _raw_locations(catalog, sorted(pipeline.all_outputs()))
@@ -280,6 +282,46 @@ def pin_saved_version(dataset: Any) -> None:
     version = dataset._version
     if version.load is None and version.save:
         dataset._version = Version(version.save, version.save)
+
+
+class OutputNotWritableError(PermissionError):
+    """An output of the run lies where this process cannot write."""
+
+
+def _local_location(dataset: Any) -> Path | None:
+    description = dataset._describe() if hasattr(dataset, "_describe") else {}
+    location = description.get("filepath") or description.get("path")
+    if not location:
+        return None
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        return None  # object stores: their own credentials decide
+    return Path(text.removeprefix("file://"))
+
+
+def check_writable(catalog: DataCatalog, dataset_names: list[str]) -> None:
+    """Stop before the first node if an output cannot be written (a read-only folder),
+    rather than after hours of extraction and training: each output's folder, or the
+    nearest folder above it that exists, must be writable."""
+    blocked = []
+    for name in dataset_names:
+        if name.startswith("params:") or name == "parameters" or name not in catalog:
+            continue
+        location = _local_location(catalog.get(name))
+        if location is None:
+            continue
+        folder = location.absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            blocked.append(f"{name} -> {location} ({folder} is not writable)")
+    if blocked:
+        raise OutputNotWritableError(
+            f"{len(blocked)} output(s) of this run cannot be written: "
+            + "; ".join(blocked[:5])
+            + ". Fix: make those folders writable (chmod/chown), or point the entries at "
+            "a writable place in conf/local/catalog.yml"
+        )
 
 
 def _raw_locations(catalog: DataCatalog, dataset_names: list[str]) -> dict[str, Path]:
