@@ -44,7 +44,7 @@ from kedro.io import AbstractVersionedDataset, DataCatalog, Version
 from kedro.pipeline import Pipeline
 
 from podium.core.ddp import resolve_distributed
-from podium.core.device import resolve_runtime
+from podium.core.device import check_runtime_keys, resolve_runtime
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
 
@@ -86,6 +86,7 @@ class ReproducibilityHooks:
                 "Seeded python, numpy and torch with %s (deterministic=%s)", seed, deterministic
             )
 
+        check_runtime_keys(_runtime(catalog))  # a typo stops the run before its first node
         threads = _runtime(catalog).get("torch_threads")
         if threads:
             torch.set_num_threads(int(threads))

@@ -111,3 +111,32 @@ def test_the_runtime_block_resolves_to_cpu_settings_here():
     assert not runtime.channels_last  # channels_last pays on CUDA only
     with pytest.raises(ParameterError, match="runtime.precision"):
         resolve_runtime({"device": "cpu", "precision": "fp8"})
+
+
+@pytest.mark.parametrize(
+    ("block", "named", "suggested"),
+    [
+        ({"device": "cpu", "num_worker": 2}, "runtime", "num_workers"),
+        ({"device": "cpu", "dask": {"n_worker": 2}}, "runtime.dask", "n_workers"),
+    ],
+)
+def test_a_misspelt_runtime_key_is_an_error_not_a_default(block, named, suggested):
+    from podium.core.device import resolve_runtime
+
+    with pytest.raises(ParameterError, match=rf"`{named}`.*did you mean '{suggested}'") as caught:
+        resolve_runtime(block)
+    assert "conf/base/parameters.yml" in str(caught.value)  # where runtime lives
+
+
+def test_the_projects_runtime_blocks_are_all_known_keys():
+    from pathlib import Path
+
+    import yaml
+
+    from podium.core.device import check_runtime_keys
+
+    root = Path(__file__).resolve().parents[2]
+    for env in ("base", "full"):
+        check_runtime_keys(
+            yaml.safe_load((root / "conf" / env / "parameters.yml").read_text())["runtime"]
+        )

@@ -17,6 +17,8 @@ T = TypeVar("T")
 MAX_LISTED_CHOICES = 30
 #: How many close matches to suggest for a long list of allowed values.
 MAX_SUGGESTIONS = 5
+#: Parameter blocks of conf/base/parameters.yml, shared by every pipeline.
+SHARED_BLOCKS = ("runtime",)
 
 
 class ParameterError(ValueError):
@@ -32,8 +34,11 @@ class ParameterError(ValueError):
 
 
 def parameter_file(parameter: str) -> str:
-    """The conventional parameters file for a dotted path: its first segment names the pipeline."""
+    """The conventional parameters file for a dotted path: its first segment names the
+    pipeline; the ``runtime`` block, shared by all, lives in parameters.yml."""
     head = parameter.split(".", 1)[0].split("[", 1)[0]
+    if head in SHARED_BLOCKS:
+        return "conf/base/parameters.yml"
     if "." in parameter and head.isidentifier():
         return f"conf/base/parameters_{head}.yml"
     return "conf/base/parameters_<pipeline>.yml"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from podium.core.config import ParameterError, check_choice
+from podium.core.config import ParameterError, check_choice, check_keys
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
@@ -151,9 +151,35 @@ class Runtime:
     deterministic: bool = False
 
 
+#: Keys of the ``runtime`` block (conf/base/parameters.yml).
+RUNTIME_KEYS = (
+    "device",
+    "precision",
+    "num_workers",
+    "torch_threads",
+    "channels_last",
+    "deterministic",
+    "distributed",
+    "dask",
+)
+
+
+DASK_KEYS = ("scheduler_address", "n_workers", "threads_per_worker")
+
+
+def check_runtime_keys(runtime: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``runtime`` block and its ``dask`` block hold only known keys: ``num_worker``
+    is a typo, not a request for the default."""
+    check_keys("runtime", runtime, RUNTIME_KEYS)
+    if runtime.get("dask") is not None:
+        check_keys("runtime.dask", runtime["dask"], DASK_KEYS)
+    return runtime
+
+
 def resolve_runtime(runtime: Mapping[str, Any]) -> Runtime:
     """The ``runtime`` parameter block (device, precision, num_workers, channels_last,
     deterministic) as a :class:`Runtime`; channels_last only applies on CUDA."""
+    check_runtime_keys(runtime)
     device = select_device(runtime.get("device", "auto"), parameter="runtime.device")
     loader = loader_settings(device, runtime.get("num_workers", 0))
     return Runtime(
