@@ -146,3 +146,13 @@ def test_a_state_saved_before_training_checkpoints_asks_for_a_fresh_start(tmp_pa
     old = (*first[:4], {"epoch": torch.tensor(1), "data_rng": torch.zeros(5, dtype=torch.uint8)})
     with pytest.raises(ParameterError, match=r"resume_from.*predates.*null"):
         _node(tmp_path / "raw", tmp_path / "checkpoints", _as_saved(old, "v0"), resume_from="v0")
+
+
+def test_latest_on_a_finished_run_is_a_no_op_with_no_curves_to_log(tmp_path):
+    raw, checkpoints = tmp_path / "raw", tmp_path / "checkpoints"
+    finished = _node(raw, checkpoints, {})
+    again = _node(raw, checkpoints, _as_saved(finished, "v1"), resume_from="latest")
+    assert _same_weights(_weights(finished), _weights(again))
+    curves, history = again[-2], again[-1]
+    assert curves == {} and history.empty  # nothing trained: no empty metric history
+    assert finished[-2] and all(finished[-2].values())

@@ -218,9 +218,12 @@ def train_cyclegan(
             resume=_resume_file(saved, resume_from, checkpoint, Path(scratch)),
         )
     state = {STATE_KEY: torch.frombuffer(bytearray(checkpoint.read_bytes()), dtype=torch.uint8)}
+    # A run with nothing left to train (resume_from latest on a finished run) logs no
+    # curves: an MLflow metric history cannot be empty.
     curves = {
         key: [{"step": int(row["epoch"]), "value": float(row[key])} for row in result.history]
         for key in ("lr", *cyclegan.LOSS_NAMES)
+        if result.history
     }
     history = pd.DataFrame(result.history, columns=["epoch", "lr", *cyclegan.LOSS_NAMES])
     weights = [result.weights[name] for name in cyclegan.SUB_MODELS]
