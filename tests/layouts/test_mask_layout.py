@@ -295,3 +295,19 @@ def test_read_image_decodes_bytes_already_read_like_the_file(pristine):
         with pytest.raises(ImageReadError, match=Path(path).name) as err:
             read_image(path, data[: len(data) // 3])  # the bytes decide, not the file
         assert "replace or remove the file" in str(err.value)
+
+
+def test_a_person_folder_missing_from_train_csv_is_reported_not_silently_dropped(root, caplog):
+    images = root / "train" / "images"
+    listed = sorted(p for p in images.iterdir() if p.is_dir())[0]
+    shutil.copytree(listed, images / "009999_female_Asian_30")
+    (images / ".DS_Store_dir").mkdir()  # hidden: not a person
+    with caplog.at_level("WARNING", logger="podium.layouts.mask"):
+        df = index_mask_train(root)
+    assert "009999_female_Asian_30" not in set(df["person"])
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("1 person folder(s)") and "009999_female_Asian_30" in message
+    caplog.clear()
+    shutil.rmtree(images / "009999_female_Asian_30")
+    index_mask_train(root)
+    assert not caplog.records

@@ -27,6 +27,7 @@ No kedro or mlflow imports.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from podium.layouts.tables import read_csv_with_columns
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AGE_NAMES",
@@ -287,7 +290,26 @@ def index_mask_train(root, old_age_threshold: int = 60) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=columns)
     for c in ("mask", "gender", "age", "age_class", "class"):
         out[c] = out[c].astype(np.int64)
+    _report_unlisted(images, set(df["path"].astype(str).str.strip()), csv_path)
     return out
+
+
+def _report_unlisted(images: Path, listed: set[str], csv_path: Path) -> list[str]:
+    """Person folders that train.csv does not list are left out: say so, not silently."""
+    unlisted = sorted(
+        p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")
+        and p.name not in listed
+    )  # fmt: skip
+    if unlisted:
+        log.warning(
+            "%d person folder(s) in %s are not listed in %s and are left out, e.g. %s: add "
+            "their rows to train.csv to train on them",
+            len(unlisted),
+            images,
+            csv_path,
+            ", ".join(unlisted[:5]),
+        )
+    return unlisted
 
 
 # ---------------------------------------------------------------------------- eval
