@@ -242,6 +242,23 @@ def index_dfdc(root: Path | str) -> DfdcIndex:
     )
 
 
+def _exact_label(raw: str) -> int | None:
+    """1 or 0 from a label that is exactly 1 or 0 ("1", "0", "1.0", "0.0"), else None:
+    never rounded, so 0.7 (a submission's probability) is an error, not a REAL."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
+
+
+def _is_fraction(raw: str) -> bool:
+    try:
+        return 0.0 < float(raw) < 1.0
+    except ValueError:
+        return False
+
+
 def index_test_videos(
     root: Path | str, folder: str = "test_videos", labels_file: str = "test_labels.csv"
 ) -> pd.DataFrame:
@@ -278,14 +295,17 @@ def index_test_videos(
             )
         for line, row in enumerate(reader, start=2):
             name, raw = (row.get("filename") or "").strip(), (row.get("label") or "").strip()
-            try:
-                value = int(float(raw))
-            except ValueError:
-                value = -1
-            if not name or value not in (0, 1):
+            value = _exact_label(raw)
+            if not name or value is None:
                 errors.append(
-                    f"{labels_file} line {line}: {row}; fix: 'filename,label' with label 1 "
-                    "(FAKE) or 0 (REAL)"
+                    f"{labels_path} line {line}: {row}: "
+                    + (f"label {raw!r} is not exactly 0 or 1" if name else "no filename")
+                    + (
+                        " (a probability: is this a submission, not the labels?)"
+                        if name and value is None and _is_fraction(raw)
+                        else ""
+                    )
+                    + "; fix: 'filename,label' with label 1 (FAKE) or 0 (REAL), nothing else"
                 )
                 continue
             if name in labels:

@@ -1,8 +1,13 @@
-"""A `kedro run` killed in the middle of face extraction loses only the work in flight."""
+"""Faults and bad input in the deepfake pipeline (issue 19): a `kedro run` killed in the
+middle of face extraction loses only the work in flight; a video rewritten under its name
+is extracted again; a partial record or rows file from an older crash is extracted again,
+not fatal; test labels are exactly 0 or 1; diagnostics skip videos without truth."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +15,14 @@ import time
 from pathlib import Path
 
 import joblib
+import pandas as pd
 import pytest
 
+from podium.datasets import CachedPartitionsDataset, LazyPartitionsDataset
+from podium.layouts.dfdc import DfdcLayoutError, index_test_videos
+from podium.pipelines.deepfake import nodes
+from podium.pipelines.deepfake.extraction import content_key, settings_key
+from podium.sample_data.dfdc import generate_dfdc_sample
 from tests.conftest import (
     TINY_DEEPFAKE,
     TINY_SAMPLE,
@@ -80,3 +91,197 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     assert metrics["extraction.skipped_existing"] == len(kept)
     assert metrics["extraction.extracted"] == videos - len(kept)
     assert len(_saved(rows)) == videos
+
+
+# ---------------------------------------------------------------- the face cache, in-process
+
+TINY = {
+    "n_parts": 1,
+    "reals_per_part": 2,
+    "fakes_per_real": 1,
+    "actors_per_part": 2,
+    "n_test_videos": 0,
+    "seconds": 1.0,
+    "width": 160,
+    "height": 120,
+}
+EXTRACTION = {"n_frames": 4, "crop_size": 64, "margin": 0.5}
+KEY = settings_key(EXTRACTION)
+DASK = {"scheduler_address": None, "n_workers": 0, "threads_per_worker": 1}
+NO_TEST_VIDEOS = pd.DataFrame(
+    {c: pd.Series(dtype=object) for c in ["video", "folder", "path", "label", "original"]}
+).assign(partition=pd.Series(dtype=object))
+_RECORD = {"type": "podium.datasets.AtomicPickleDataset", "backend": "joblib"}
+NODES_LOG = "podium.pipelines.deepfake.nodes"
+
+
+def _stores(cache: Path) -> dict:
+    faces = {"path": str(cache / "faces"), "filename_suffix": ".joblib"}
+    rows = {"path": str(cache / "face_rows"), "filename_suffix": ".joblib"}
+    record = {**_RECORD, "save_args": {"compress": 3}}
+    return {
+        "faces": LazyPartitionsDataset(dataset=record, **faces),
+        "faces_cache": CachedPartitionsDataset(dataset=record, **faces),
+        "rows": LazyPartitionsDataset(dataset=_RECORD, **rows),
+        "rows_cache": CachedPartitionsDataset(dataset=_RECORD, **rows),
+    }
+
+
+def _extract(cache: Path, videos: pd.DataFrame, *, with_records: bool = False):
+    """extract_faces then index_faces as Kedro runs them (each yield saved before the
+    next): the partitions saved, the last metrics ({name: value}), the face index."""
+    stores = _stores(cache)
+    records = stores["faces_cache"].load() if with_records else None
+    saved, metrics = [], {}
+    for faces, rows, _bad, values in nodes.extract_faces(
+        videos, NO_TEST_VIDEOS, stores["rows_cache"].load(), EXTRACTION, DASK, records
+    ):
+        saved += list(faces)
+        stores["faces"].save(faces)
+        stores["rows"].save(rows)
+        metrics = {k: v["value"] for k, v in values.items()} or metrics
+    index = nodes.index_faces(stores["rows"].load(), videos, NO_TEST_VIDEOS, EXTRACTION)
+    return sorted(saved), metrics, index
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The tiny sample (2 REAL, 2 FAKE) and its face cache after a first extraction."""
+    base = tmp_path_factory.mktemp("faults")
+    root = base / "dfdc"
+    for relpath, data in generate_dfdc_sample(TINY, seed=5).items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_bytes(data)
+    videos, _ = nodes.index_training_videos(root)
+    saved, metrics, index = _extract(base / "cache", videos)
+    assert len(saved) == 4 and metrics["extracted"] == 4
+    return base, videos, index
+
+
+@pytest.fixture
+def copied(first_run, tmp_path):
+    """A private copy of the sample and of its cache (copy2 keeps the mtimes)."""
+    base, videos, index = first_run
+    shutil.copytree(base, tmp_path, dirs_exist_ok=True)
+    moved = videos.assign(path=videos["path"].str.replace(str(base), str(tmp_path), regex=False))
+    return tmp_path, moved, index
+
+
+def test_an_untouched_cache_is_reused_whole(copied):
+    base, videos, index = copied
+    saved, metrics, again = _extract(base / "cache", videos, with_records=True)
+    assert saved == [] and metrics["skipped_existing"] == 4 and metrics["extracted"] == 0
+    assert metrics["reextracted_changed"] == 0 and metrics["reextracted_broken"] == 0
+    pd.testing.assert_frame_equal(again, index)
+
+
+def test_a_video_rewritten_under_its_name_is_extracted_again(copied, caplog):
+    base, videos, index = copied
+    reals = videos[videos["label"] == "REAL"]
+    changed, other = reals.iloc[0], reals.iloc[1]
+    Path(changed["path"]).write_bytes(Path(other["path"]).read_bytes())  # other content
+    new = content_key(changed["path"])
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        saved, metrics, again = _extract(base / "cache", videos)
+    assert saved == [f"{KEY}/{changed['partition']}"]  # that one, the others from the cache
+    assert metrics["reextracted_changed"] == 1 and metrics["extracted"] == 1
+    assert metrics["skipped_existing"] == 3
+    assert "1 video(s) changed" in caplog.text and changed["partition"] in caplog.text
+    rows = again[again["partition"] == changed["partition"]]
+    assert len(rows) and (rows["content"] == new["content"]).all()
+    assert (rows["content_size"] == new["content_size"]).all()
+    old = index[index["partition"] == changed["partition"]]
+    assert (old["content"] != new["content"]).all()
+    others = again[again["partition"] != changed["partition"]].reset_index(drop=True)
+    kept = index[index["partition"] != changed["partition"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, kept)
+    record = joblib.load(base / "cache" / "faces" / KEY / f"{changed['partition']}.joblib")
+    assert record["content"] == new["content"]  # the index points at the current record
+
+
+def test_a_changed_video_that_no_longer_extracts_is_not_served_its_old_faces(copied, caplog):
+    base, videos, index = copied
+    changed = videos[videos["label"] == "REAL"].iloc[0]
+    data = Path(changed["path"]).read_bytes()
+    Path(changed["path"]).write_bytes(data[: len(data) // 3])  # truncated after extraction
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        saved, metrics, again = _extract(base / "cache", videos)
+    assert saved == [] and metrics["bad"] == 1 and metrics["reextracted_changed"] == 1
+    assert changed["partition"] in set(index["partition"])
+    assert changed["partition"] not in set(again["partition"])  # its stale record unread
+    assert "left out of the face index" in caplog.text
+
+
+def test_empty_rows_from_an_older_crash_are_extracted_again_with_a_warning(copied, caplog):
+    base, videos, _ = copied
+    victim = videos["partition"].iloc[1]
+    rows_file = base / "cache" / "face_rows" / KEY / f"{victim}.joblib"
+    rows_file.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        saved, metrics, again = _extract(base / "cache", videos)
+    assert saved == [f"{KEY}/{victim}"] and metrics["reextracted_broken"] == 1
+    assert str(rows_file) in caplog.text and "EOFError" in caplog.text
+    assert rows_file.stat().st_size > 0 and victim in set(again["partition"])
+
+
+def test_an_empty_record_is_extracted_again_and_never_an_eof_error_in_assign_folds(copied, caplog):
+    base, videos, index = copied
+    victim = videos["partition"].iloc[2]
+    record_file = base / "cache" / "faces" / KEY / f"{victim}.joblib"
+    record_file.write_bytes(b"")
+    folds_args = (
+        {"strategy": "person_cluster", "n_folds": 2},
+        {"method": "pca", "size": 16, "inner_fraction": 0.7, "n_components": 2},
+        {"method": "kmeans", "n_clusters": 2},
+        EXTRACTION,
+    )
+    faces = _stores(base / "cache")["faces"].load()
+    with pytest.raises(ValueError, match=r"(?s)missing or empty.*" + str(record_file)):
+        nodes.assign_folds(videos, index, faces, *folds_args, seed=0)  # the backstop
+
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        saved, metrics, again = _extract(base / "cache", videos, with_records=True)
+    assert saved == [f"{KEY}/{victim}"] and metrics["reextracted_broken"] == 1
+    assert str(record_file) in caplog.text and "0 bytes" in caplog.text
+    assert joblib.load(record_file)["crops"].ndim == 4
+    faces = _stores(base / "cache")["faces"].load()
+    folds = nodes.assign_folds(videos, again, faces, *folds_args, seed=0)
+    assert folds["has_faces"].all()
+
+
+# ---------------------------------------------------------------- labels and diagnostics
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("0.7", r"label '0.7' is not exactly 0 or 1 \(a probability"),
+        ("FAKE", r"label 'FAKE' is not exactly 0 or 1"),
+        ("2", r"label '2' is not exactly 0 or 1"),
+    ],
+)
+def test_test_labels_must_be_exactly_0_or_1(tmp_path, first_run, label, message):
+    base, videos, _ = first_run
+    (tmp_path / "test_videos").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(videos["path"].iloc[0], tmp_path / "test_videos" / name)
+    labels = tmp_path / "test_labels.csv"
+    labels.write_text(f"filename,label\na.mp4,1.0\nb.mp4,{label}\n", encoding="utf-8")
+    with pytest.raises(DfdcLayoutError, match=message) as error:
+        index_test_videos(tmp_path)
+    text = str(error.value)
+    assert str(labels) in text and "line 3" in text and "fix:" in text and "a.mp4" not in text
+
+    labels.write_text("filename,label\na.mp4,1.0\nb.mp4,0\n", encoding="utf-8")
+    assert index_test_videos(tmp_path)["target"].tolist() == [1, 0]
+
+
+def test_split_diagnostics_skip_videos_without_truth(first_run, caplog):
+    base, videos, _ = first_run
+    folds = videos.assign(fold=[0, 1] * (len(videos) // 2))
+    ghost = folds.iloc[[0]].assign(video="ghost.mp4", partition="dfdc_train_part_0/ghost")
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        metrics = nodes.split_diagnostics(pd.concat([folds, ghost]), base / "dfdc")
+    assert metrics["videos_without_truth"]["value"] == 1
+    assert "leakage_mean" in metrics and "ghost.mp4" in caplog.text
+    assert nodes.split_diagnostics(folds, base / "dfdc")["videos_without_truth"]["value"] == 0

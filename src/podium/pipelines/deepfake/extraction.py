@@ -33,6 +33,14 @@ stats as ``fakes_without_mask``).
 sample: they read its ``_truth.json`` sidecars, which hold the answer. **No training or
 inference node may call** :func:`load_truth_boxes`; only a diagnostics/reporting node may.
 
+**The cache is keyed on content as well as settings.** Each record and its index rows
+carry the :func:`content_key` of the video file they came from (size, mtime_ns and a
+digest of its first and last MiB); :func:`check_cache` counts a cached video as done only
+when its rows load and still match the file (:func:`content_changed`), so a video whose
+bytes changed under the same name, or whose rows or record were cut short by an older
+crash, is extracted again; :func:`current_rows` (the face index) leaves out rows that no
+longer match their file, so nothing downstream reads a stale record.
+
 No kedro or mlflow imports.
 """
 
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -60,17 +69,24 @@ from podium.faces.video import (
     read_sampled_frames,
     video_record,
 )
+from podium.fingerprint import EDGE_BYTES, file_digest
 from podium.layouts.dfdc import read_frames
 
 __all__ = [
     "BAD_VIDEO_COLUMNS",
+    "CONTENT_COLUMNS",
     "INDEX_COLUMNS",
+    "CacheCheck",
     "ExtractionChunk",
     "ExtractionPlan",
     "ExtractionStats",
     "detection_recall",
     "extract_group",
     "extract_videos",
+    "check_cache",
+    "content_changed",
+    "content_key",
+    "current_rows",
     "extraction_client",
     "face_index",
     "face_rows",
@@ -79,6 +95,7 @@ __all__ = [
     "partition_name",
     "plan_extraction",
     "record_loaders",
+    "record_problem",
     "settings_key",
     "stream_extraction",
 ]
@@ -106,10 +123,67 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# ---------------------------------------------------------------------------- content keys
+
+#: What a record and its index rows say about the video file they came from.
+CONTENT_COLUMNS = ["content", "content_size", "content_mtime_ns"]
+
+
+def _edge_digest(path: Path | str) -> str:
+    # sha256 over the size and the first and last MiB (the whole file when <= 2 MiB), as
+    # podium.fingerprint does for the run's tags. Not the whole file: DFDC is 470 GB in
+    # 119k videos (~4 MB each), so a full hash would re-read the data set on every re-run,
+    # while an mp4's edges hold its `ftyp`/`moov` boxes (the sample tables, which change
+    # with any re-encode or truncation) and the first and last frames' bytes.
+    return file_digest(Path(path), full_hash_limit=2 * EDGE_BYTES, edge_bytes=EDGE_BYTES)[:24]
+
+
+def content_key(path: Path | str) -> dict[str, Any]:
+    """``{"content", "content_size", "content_mtime_ns"}`` of a video file: the digest of
+    its edges (see :func:`_edge_digest`), and its size and mtime, which let
+    :func:`content_changed` skip the hash while the file is untouched."""
+    stat = os.stat(path)
+    return {
+        "content": _edge_digest(path),
+        "content_size": int(stat.st_size),
+        "content_mtime_ns": int(stat.st_mtime_ns),
+    }
+
+
+def content_changed(path: Path | str, rows: pd.DataFrame) -> str | None:
+    """None while ``path`` still holds the content its index ``rows`` were extracted from,
+    else why not.
+
+    Same size and mtime_ns as at extraction: unchanged, without reading a byte (as make,
+    rsync and git do; the steady state of a 119k-video re-run costs one ``stat`` each).
+    Otherwise the edge digest decides, so a copied or touched data set is not re-extracted
+    but a rewritten or truncated video is."""
+    if not len(rows) or any(c not in rows.columns for c in CONTENT_COLUMNS):
+        return "its rows carry no content key (extracted before content keys)"
+    stored = rows.iloc[0]
+    if pd.isna(stored["content"]):
+        return "its rows carry no content key (extracted before content keys)"
+    try:
+        stat = os.stat(path)
+        if int(stat.st_size) == int(stored["content_size"]) and int(stat.st_mtime_ns) == int(
+            stored["content_mtime_ns"]
+        ):
+            return None
+        if _edge_digest(path) == stored["content"]:
+            return None
+    except OSError as error:
+        return f"{path} cannot be read ({_reason(error)})"
+    return (
+        f"{path} changed since its faces were extracted ({int(stored['content_size'])} -> "
+        f"{int(stat.st_size)} bytes, other content)"
+    )
+
+
 # ---------------------------------------------------------------------------- one group
 
 
-def _labelled(record: dict, member: Mapping) -> dict:
+def _labelled(record: dict, member: Mapping, content: Mapping[str, Any]) -> dict:
+    record.update(content)
     record["video"] = member["video"]
     record["folder"] = member["folder"]
     record["label"] = member.get("label")
@@ -134,6 +208,7 @@ def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
 
     if original is not None and job.get("extract_original"):
         try:
+            content = content_key(original["path"])  # before decoding: a later change shows
             frames, indices, info = read_sampled_frames(
                 original["path"], s["n_frames"], s["seek_gap"]
             )
@@ -147,11 +222,12 @@ def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
                 errors[original["partition"]] = _reason(error)
             else:
                 record = video_record(original["path"], info, faces, s)
-                records[original["partition"]] = _labelled(record, original)
+                records[original["partition"]] = _labelled(record, original, content)
 
     for fake in job.get("fakes", ()):
         try:
-            record = _labelled(extract_video(fake["path"], s, checked=True), fake)
+            content = content_key(fake["path"])
+            record = _labelled(extract_video(fake["path"], s, checked=True), fake, content)
         except Exception as error:
             errors[fake["partition"]] = _reason(error)
             continue
@@ -288,6 +364,8 @@ class ExtractionStats:
 
     videos: int
     skipped_existing: int
+    reextracted_changed: int = 0  # cached, but the video's content changed since
+    reextracted_broken: int = 0  # cached, but its rows or record do not load (a crash)
     extracted: int = 0
     bad: int = 0
     fakes_without_mask: int = 0
@@ -311,6 +389,8 @@ class ExtractionStats:
             "videos": self.videos,
             "extracted": self.extracted,
             "skipped_existing": self.skipped_existing,
+            "reextracted_changed": self.reextracted_changed,
+            "reextracted_broken": self.reextracted_broken,
             "bad": self.bad,
             "fakes_without_mask": self.fakes_without_mask,
             "frames": self.frames,
@@ -492,6 +572,97 @@ def record_loaders(partitions: Mapping[str, Any], key: str) -> dict[str, Any]:
     }
 
 
+def _file_of(loader: Any, partition: str) -> str:
+    return str(getattr(loader, "filepath", partition))
+
+
+def record_problem(loader: Any) -> str | None:
+    """Why a cached record's file is unusable, from a ``stat`` (no record is opened: the
+    face cache of full DFDC is hundreds of GB). Saves are atomic (temporary name, then
+    rename) and rows are written after their record, so a record cut short can only be
+    an older, non-atomic save or a file system that lost the data of a rename (power
+    loss): both leave a 0-byte or missing file, which this catches."""
+    path = getattr(loader, "filepath", None)
+    if path is None:
+        return None
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        return f"{path} cannot be read ({_reason(error)})"
+    return f"{path} is empty (0 bytes: cut short by an older crash)" if size == 0 else None
+
+
+def current_rows(
+    table: pd.DataFrame, row_loaders: Mapping[str, Any]
+) -> Iterator[tuple[str, pd.DataFrame | None, str | None, bool]]:
+    """For each video of ``table`` (columns ``folder, video, path``) with rows in
+    ``row_loaders`` (by partition name, as :func:`record_loaders` gives them):
+    ``(partition, rows, problem, broken)``. ``rows`` is None where they do not load;
+    ``problem`` is None when the rows load and match the file's content now, else the
+    reason (``broken``: the rows file itself does not load)."""
+    for folder, video, path in zip(table["folder"], table["video"], table["path"], strict=True):
+        partition = partition_name(folder, video)
+        if partition not in row_loaders:
+            continue
+        loader = row_loaders[partition]
+        try:
+            rows = loader()
+        except Exception as error:  # 0-byte or truncated rows from an older crash
+            while error.__cause__ is not None:  # Kedro's DatasetError wraps the EOFError
+                error = error.__cause__
+            file = _file_of(loader, partition)
+            reason = _reason(error) if str(error) else type(error).__name__
+            yield partition, None, f"{file} does not load ({reason})", True
+            continue
+        yield partition, rows, content_changed(path, rows), False
+
+
+@dataclass
+class CacheCheck:
+    """What the face cache holds for a table of videos: ``done`` (partition names whose
+    rows load, match the video's content and whose record is whole), and those to extract
+    again with their reason: ``changed`` (the video's content) and ``broken`` (rows or
+    record that do not load)."""
+
+    done: set[str]
+    changed: dict[str, str]
+    broken: dict[str, str]
+
+
+def check_cache(
+    table: pd.DataFrame,
+    cached_rows: Mapping[str, Any],
+    key: str,
+    cached_records: Mapping[str, Any] | None = None,
+) -> CacheCheck:
+    """Check the cached rows (and, when given, records) of ``table``'s videos under the
+    settings ``key``. Each video's rows are loaded (small: no pixels); records are only
+    ``stat``-ed (see :func:`record_problem`)."""
+    rows_of = record_loaders(cached_rows, key)
+    records_of = None if cached_records is None else record_loaders(cached_records, key)
+    check = CacheCheck(set(), {}, {})
+    for partition, rows, problem, broken in current_rows(table, rows_of):
+        if broken:
+            check.broken[partition] = problem
+            continue
+        if records_of is not None:
+            record = records_of.get(partition)
+            unusable = (
+                f"the record of {partition} is missing"
+                if record is None
+                else record_problem(record)
+            )
+            if unusable is not None:
+                check.broken[partition] = unusable
+                continue
+        if problem is not None:
+            check.changed[partition] = problem
+        else:
+            check.done.add(partition)
+        del rows
+    return check
+
+
 # ---------------------------------------------------------------------------- the index
 
 #: Columns of the per-crop face index, one row per crop of every extracted video.
@@ -515,6 +686,7 @@ INDEX_COLUMNS = [
     "fps",
     "height",
     "width",
+    *CONTENT_COLUMNS,  # the video file the crops came from (see content_key)
 ]
 
 
@@ -546,6 +718,9 @@ def face_rows(partition: str, record: Mapping[str, Any]) -> pd.DataFrame:
             "fps": np.full(n, float(record["fps"]), np.float32),
             "height": np.full(n, int(record["height"]), np.int64),
             "width": np.full(n, int(record["width"]), np.int64),
+            "content": [record.get("content")] * n,
+            "content_size": [record.get("content_size")] * n,
+            "content_mtime_ns": [record.get("content_mtime_ns")] * n,
         },
         columns=INDEX_COLUMNS,
     )

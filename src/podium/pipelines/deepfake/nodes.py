@@ -3,7 +3,8 @@ modules beside this file (extraction, splits, training, scoring, stacking, evalu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import embeddings, evaluation, scoring, splits, stacking
 from podium.pipelines.deepfake.extraction import (
     BAD_VIDEO_COLUMNS,
+    TRUTH_FILE,
     ExtractionStats,
-    cached_names,
+    check_cache,
+    current_rows,
     detection_recall,
     extraction_client,
     face_index,
@@ -28,6 +31,7 @@ from podium.pipelines.deepfake.extraction import (
     partition_name,
     plan_extraction,
     record_loaders,
+    record_problem,
     settings_key,
     stream_extraction,
 )
@@ -35,6 +39,16 @@ from podium.pipelines.deepfake.training import predict_frame_models, train_frame
 from podium.pipelines.tracking import as_metrics
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
+#: How many names a console warning lists before "... and N more".
+_LISTED = 10
+
+log = logging.getLogger(__name__)
+
+
+def _listed(reasons: Mapping[str, str]) -> str:
+    shown = [f"{name}: {why}" for name, why in list(reasons.items())[:_LISTED]]
+    more = f"\n  ... and {len(reasons) - _LISTED} more" if len(reasons) > _LISTED else ""
+    return "\n  " + "\n  ".join(shown) + more
 
 
 def _with_partitions(table: pd.DataFrame) -> pd.DataFrame:
@@ -68,6 +82,7 @@ def extract_faces(
     cached_rows: Mapping[str, Any],
     extraction: Mapping[str, Any],
     dask: Mapping[str, Any],
+    cached_records: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[dict[str, dict], dict[str, pd.DataFrame], pd.DataFrame, dict]]:
     """Face records of the videos not yet extracted with these settings, saved chunk by
     chunk as Dask finishes them (a generator node: Kedro saves each yield at once, so the
@@ -76,12 +91,33 @@ def extract_faces(
     Each yield: the new records, their face-index rows (written after the record, so a
     video whose rows exist is whole), the bad videos so far with their reason, and the
     running statistics (logged as MLflow metric histories at tenths of the work).
+
+    A cached video counts as done only while its rows load and match the video file's
+    content (size, mtime, edge digest); a changed video, or one whose rows (or, given
+    ``cached_records``, the records as a CachedPartitionsDataset gives them) are partial
+    or empty from an older crash, is extracted again under the same name, with a warning
+    and the counts ``reextracted_changed`` / ``reextracted_broken``.
     """
     key = settings_key(extraction)
-    plan = plan_extraction(
-        _extraction_table(videos, test_videos), extraction, cached_names(cached_rows, key)
-    )
+    table = _extraction_table(videos, test_videos)
+    cache = check_cache(table, cached_rows, key, cached_records)
+    if cache.changed:
+        log.warning(
+            "extract_faces: %d video(s) changed since their faces were extracted; "
+            "extracting them again:%s",
+            len(cache.changed),
+            _listed(cache.changed),
+        )
+    if cache.broken:
+        log.warning(
+            "extract_faces: %d cached face record(s) or row file(s) are partial or do not "
+            "load (an older run was killed while saving?); extracting them again:%s",
+            len(cache.broken),
+            _listed(cache.broken),
+        )
+    plan = plan_extraction(table, extraction, cache.done)
     stats = ExtractionStats(len(plan.members), plan.skipped)
+    stats.reextracted_changed, stats.reextracted_broken = len(cache.changed), len(cache.broken)
     bad: list[dict] = []
     every = max(1, len(plan.jobs) // 10)
     logged_at = 0
@@ -125,10 +161,33 @@ def index_faces(
     extraction: Mapping[str, Any],
 ) -> pd.DataFrame:
     """The per-crop face index of this run's videos (training and test), from the small
-    per-video rows that extraction wrote beside each record; no record is opened."""
+    per-video rows that extraction wrote beside each record; no record is opened.
+
+    Rows that no longer match their video's content (a video changed and its
+    re-extraction failed, or extraction was not run since) are left out with a warning,
+    so no node reads a stale record: those videos count as without faces."""
     rows = record_loaders(face_rows_store, settings_key(extraction))
-    wanted = pd.concat([videos["partition"], test_videos["partition"]])
-    return face_index(rows[p]() for p in wanted if p in rows)
+    columns = ["folder", "video", "path"]
+    table = pd.concat([videos[columns], test_videos[columns]], ignore_index=True)
+    stale: dict[str, str] = {}
+
+    def matching() -> Iterator[pd.DataFrame]:
+        for partition, found, problem, _ in current_rows(table, rows):
+            if problem is None:
+                yield found
+            else:
+                stale[partition] = problem
+
+    index = face_index(matching())
+    if stale:
+        log.warning(
+            "index_faces: %d video(s) left out of the face index, their cached faces do not "
+            "match the video now (scored with the prior; run extract_faces to extract them "
+            "again):%s",
+            len(stale),
+            _listed(stale),
+        )
+    return index
 
 
 def measure_detection_recall(index: pd.DataFrame, dfdc_root: Path, iou: float) -> dict:
@@ -169,6 +228,25 @@ def _person_clusters(
     return pd.concat([clusters, extra])
 
 
+def _check_records(loaders: Mapping[str, Any], partitions: Iterable[str]) -> None:
+    """Before any training: every indexed video's record is there and not empty (a
+    ``stat`` each). extract_faces re-extracts such records when it is given the records
+    (``cached_records``); this stops the run with the files and the fix otherwise, never
+    with a bare ``EOFError`` from a record that cannot be unpickled."""
+    problems = {
+        p: (f"no record for {p}" if p not in loaders else record_problem(loaders[p]))
+        for p in partitions
+    }
+    problems = {p: why for p, why in problems.items() if why is not None}
+    if problems:
+        raise ValueError(
+            f"{len(problems)} face record(s) of the face index are missing or empty (an older "
+            f"run killed while saving?):{_listed(problems)}\nfix: delete each such record "
+            "and its rows (the file of the same name under deepfake_face_rows' folder), then "
+            "run extract_faces again: it extracts exactly those videos"
+        )
+
+
 def assign_folds(
     videos: pd.DataFrame,
     index: pd.DataFrame,
@@ -185,8 +263,9 @@ def assign_folds(
     Only ``person_cluster`` opens records (the REAL videos' crops, one at a time); every
     other strategy reads the face index alone."""
     clusters = None
+    loaders = record_loaders(faces, settings_key(extraction))
+    _check_records(loaders, index["partition"].unique())
     if split["strategy"] == "person_cluster":
-        loaders = record_loaders(faces, settings_key(extraction))
         with_faces = {p: loaders[p] for p in index["partition"].unique() if p in loaders}
         clusters = _person_clusters(videos, with_faces, embedding, person_cluster, seed)
     folds = splits.assign_video_folds(
@@ -201,12 +280,29 @@ def assign_folds(
 
 def split_diagnostics(folds: pd.DataFrame, dfdc_root: Path) -> dict:
     """Leakage the split leaves (share of validation videos whose actor is in training)
-    and, for person clusters, their purity; from the sample's truth, diagnostics only."""
+    and, for person clusters, their purity; from the sample's truth, diagnostics only.
+    Videos without a truth entry are left out and counted (``videos_without_truth``), never
+    a crash of the run."""
     actors = load_truth_actors(dfdc_root)
     if not actors:
         return {}
+    known = folds["video"].astype(str).isin(list(actors))
+    skipped = int((~known).sum())
+    if skipped:
+        log.warning(
+            "split_diagnostics: %d of %d video(s) have no entry in a %s sidecar and are left "
+            "out of the leakage and purity diagnostics, e.g. %s",
+            skipped,
+            len(folds),
+            TRUTH_FILE,
+            folds.loc[~known, "video"].head(3).tolist(),
+        )
+    values: dict[str, float] = {"videos_without_truth": skipped}
+    folds = folds[known]
+    if folds.empty:
+        return as_metrics(values)
     leak = splits.leakage(folds, folds["fold"], actors)
-    values = {"leakage_mean": leak["mean"], "leakage_max": leak["max"]}
+    values.update(leakage_mean=leak["mean"], leakage_max=leak["max"])
     if "person_cluster" in folds:
         values["cluster_purity"] = splits.cluster_purity(
             folds["person_cluster"], folds["video"].map(actors)

@@ -26,6 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "deepfake_face_rows_cache",
                     EXTRACTION,
                     "params:runtime.dask",
+                    "deepfake_faces_cache",
                 ],
                 [
                     "deepfake_faces",
