@@ -210,6 +210,10 @@ def test_a_changed_video_that_no_longer_extracts_is_not_served_its_old_faces(cop
     assert changed["partition"] in set(index["partition"])
     assert changed["partition"] not in set(again["partition"])  # its stale record unread
     assert "left out of the face index" in caplog.text
+    assert (
+        "1 of the 1 video(s) extracted this run could not be read" in caplog.text
+    )  # on the console
+    assert changed["path"] in caplog.text
 
 
 def test_empty_rows_from_an_older_crash_are_extracted_again_with_a_warning(copied, caplog):

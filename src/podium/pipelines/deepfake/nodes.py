@@ -142,6 +142,14 @@ def extract_faces(
                 metrics,
             )
             del chunk, rows  # saved by now: Kedro asks for the next chunk after saving it
+    if bad:
+        log.warning(
+            "extract_faces: %d of the %d video(s) extracted this run could not be read and were "
+            "skipped (listed with their reason in deepfake_bad_videos):%s",
+            len(bad),
+            len(plan.jobs),
+            _listed({str(b["path"]): str(b["reason"]) for b in bad}),
+        )
 
 
 def _handed_over(records: dict[str, dict]) -> dict[str, Any]:
