@@ -13,6 +13,7 @@ from podium.pipelines.deepfake.scoring import (
     average_logits,
     binary_log_loss,
     calibrate,
+    confident_strategy,
     fit_calibration,
     fit_logit_scale,
     log_loss_before_after,
@@ -36,11 +37,107 @@ def test_video_score_rules():
     )
 
 
-@pytest.mark.parametrize("rule", ["mean", "median", "confident_mean"])
+@pytest.mark.parametrize("rule", ["mean", "median", "confident_strategy", "confident_mean"])
 def test_no_usable_face_scores_the_prior_never_nan(rule):
     assert video_score([], rule, prior=0.8) == 0.8
     assert video_score([float("nan"), float("nan")], rule, prior=0.8) == 0.8
     assert video_score([0.2, float("nan")], rule, prior=0.8) == pytest.approx(0.2)
+
+
+# --------------------------------------------------- the DFDC 1st place rule, from its definition
+
+
+def _winner_rule_reference(probs: list[float]) -> tuple[float, str]:
+    """The 1st place rule written from its definition with plain loops (no numpy): n frames,
+    k with p > 0.8; k > n/2.5 and k > 11 -> mean of those; else more than 0.9n with
+    p < 0.2 -> mean of those; else the mean of all. Returns (score, branch)."""
+    n = len(probs)
+    high = []
+    low = []
+    for q in probs:
+        if q > 0.8:
+            high.append(q)
+        if q < 0.2:
+            low.append(q)
+    if len(high) > n / 2.5 and len(high) > 11:
+        return math.fsum(high) / len(high), "fake"
+    if len(low) > 0.9 * n:
+        return math.fsum(low) / len(low), "real"
+    return math.fsum(probs) / n, "all"
+
+
+def _random_video(rng: np.random.Generator) -> list[float]:
+    n = int(rng.integers(1, 65))
+    # per video, a mixture of uniform, near-0 and near-1 frames with random weights, so
+    # mostly-fake, mostly-real and mixed videos all occur
+    weights = rng.dirichlet([0.4, 0.4, 0.4])
+    kinds = rng.choice(3, size=n, p=weights)
+    probs = []
+    for kind in kinds:
+        if kind == 0:
+            probs.append(float(rng.uniform(0.0, 1.0)))
+        elif kind == 1:
+            probs.append(float(rng.uniform(0.0, 0.25)))
+        else:
+            probs.append(float(rng.uniform(0.75, 1.0)))
+    return probs
+
+
+def test_confident_strategy_matches_the_definition_on_random_videos():
+    rng = np.random.default_rng(15)
+    branches = {"fake": 0, "real": 0, "all": 0}
+    for _ in range(2000):
+        probs = _random_video(rng)
+        expected, branch = _winner_rule_reference(probs)
+        branches[branch] += 1
+        got = video_score(probs, "confident_strategy", prior=0.5)
+        assert math.isfinite(got)
+        assert abs(got - expected) <= 1e-12, (probs, branch, got, expected)
+        assert abs(confident_strategy(np.array(probs)) - expected) <= 1e-12
+    assert all(count >= 1 for count in branches.values()), branches
+
+
+def test_confident_strategy_worked_example_differs_from_confident_mean():
+    probs = [0.95] * 20 + [0.1] * 12  # k = 20 > 32 / 2.5 = 12.8 and > 11
+    assert video_score(probs, "confident_strategy", prior=0.5) == pytest.approx(0.95, abs=1e-12)
+    # confident_mean pools every frame outside [0.2, 0.8]: (20 * 0.95 + 12 * 0.1) / 32
+    assert video_score(probs, "confident_mean", prior=0.5) == pytest.approx(0.63125, abs=1e-12)
+
+
+def test_confident_strategy_boundaries():
+    def score(probs):
+        return video_score(probs, "confident_strategy", prior=0.5)
+
+    # k exactly n / 2.5 (30 / 2.5 = 12) is not enough; one more is
+    assert score([0.9] * 12 + [0.5] * 18) == pytest.approx((12 * 0.9 + 18 * 0.5) / 30)
+    assert score([0.9] * 13 + [0.5] * 17) == pytest.approx(0.9)
+    assert score([0.9] * 14 + [0.5] * 21) == pytest.approx((14 * 0.9 + 21 * 0.5) / 35)
+    assert score([0.9] * 15 + [0.5] * 20) == pytest.approx(0.9)
+    # k = 11 fails the k > 11 test even above n / 2.5; k = 12 passes
+    assert score([0.9] * 11 + [0.5] * 9) == pytest.approx((11 * 0.9 + 9 * 0.5) / 20)
+    assert score([0.9] * 12 + [0.5] * 8) == pytest.approx(0.9)
+    assert score([0.9] * 11) == pytest.approx(0.9)  # all 11 fake, still the plain mean path
+    assert score([0.9] * 11 + [0.99]) == pytest.approx((11 * 0.9 + 0.99) / 12)  # k = 12 = n
+    # exactly 0.9n low frames is not enough; more is
+    assert score([0.1] * 18 + [0.5] * 2) == pytest.approx((18 * 0.1 + 2 * 0.5) / 20)
+    assert score([0.1] * 19 + [0.5]) == pytest.approx(0.1)
+    assert score([0.1] * 9 + [0.6]) == pytest.approx((9 * 0.1 + 0.6) / 10)
+    assert score([0.1] * 27 + [0.6] * 3) == pytest.approx((27 * 0.1 + 3 * 0.6) / 30)
+    # the thresholds are strict: 0.8 is not fake, 0.2 is not real
+    assert score([0.8] * 20) == pytest.approx(0.8)
+    assert score([0.2] * 9 + [0.1]) == pytest.approx(0.19)
+    # one frame: its own value on every path, never NaN
+    assert score([0.9]) == pytest.approx(0.9) and score([0.1]) == pytest.approx(0.1)
+    assert score([0.5]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no frame"):
+        confident_strategy([])
+
+
+def test_n_over_2_5_is_the_winners_floor_division_for_integer_k():
+    # the winner's code tests ``k > n // 2.5``; for an integer k that is ``k > n / 2.5``
+    for n in range(1, 129):
+        for k in range(n + 1):
+            assert (k > n / 2.5) == (k > n // 2.5), (n, k)
 
 
 def test_score_videos_gives_the_prior_to_videos_without_faces():
@@ -55,6 +152,8 @@ def test_bad_rule_and_prior_name_the_parameter():
         video_score([0.5], "medain", prior=0.5)
     with pytest.raises(ParameterError, match=r"deepfake\.video_score\.prior"):
         video_score([0.5], "mean", prior=1.5)
+    with pytest.raises(ParameterError, match=r"rule.*did you mean 'confident_strategy'"):
+        video_score([0.5], "confident_strategie", prior=0.5)
 
 
 def test_average_logits_is_the_sigmoid_of_the_weighted_mean_logit():

@@ -1,9 +1,11 @@
 """From frame probabilities to one calibrated probability per video.
 
 * :func:`video_score` turns a video's frame (face) probabilities into one score: ``mean``
-  (the write-ups' default), ``median``, or ``confident_mean`` (the mean of the frames outside
-  the confidence band ``[band_low, band_high]``, falling back to the plain mean when every
-  frame is inside it). A video with no usable face scores the training ``prior``: never NaN.
+  (the write-ups' default), ``median``, ``confident_strategy`` (the DFDC 1st place rule,
+  :func:`confident_strategy`), or ``confident_mean`` (a podium heuristic, not the 1st place
+  rule: it pools every frame outside the confidence band ``[band_low, band_high]``, fakes
+  and reals together, falling back to the plain mean when every frame is inside it). A video
+  with no usable face scores the training ``prior``: never NaN.
 * :func:`average_logits` ensembles models in logit space (a weighted mean of logits).
 * :func:`fit_logit_scale` finds the constant ``c`` in ``bounds`` that minimises log loss of
   ``sigmoid(c * logit(p))`` (the DFDC write-ups' "scale the logit by a constant < 1");
@@ -31,6 +33,7 @@ __all__ = [
     "average_logits",
     "binary_log_loss",
     "calibrate",
+    "confident_strategy",
     "fit_calibration",
     "fit_logit_scale",
     "log_loss_before_after",
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 #: Rules of :func:`video_score`.
-SCORE_RULES = ("mean", "confident_mean", "median")
+SCORE_RULES = ("mean", "confident_strategy", "confident_mean", "median")
 _SCORE = "deepfake.video_score"
 _CALIBRATION = "deepfake.calibration"
 
@@ -76,6 +79,33 @@ def _check_prior(prior: float) -> float:
     return float(prior)
 
 
+def confident_strategy(
+    frame_probs: Sequence[float] | np.ndarray, low: float = 0.2, high: float = 0.8
+) -> float:
+    """The DFDC 1st place video score (selimsef's ``confident_strategy``) of finite frame
+    probabilities; ``low=0.2, high=0.8`` are the winner's thresholds.
+
+    With ``n`` frames and ``k`` of them above ``high``: if ``k > n / 2.5`` and ``k > 11``,
+    the mean of those ``k`` frames; else, if more than ``0.9 * n`` frames are below ``low``,
+    the mean of those; else the mean of all ``n``. (The winner writes ``k > n // 2.5``: the
+    same test, since ``k`` is an integer.) Each branch averages a non-empty set, so any
+    ``n >= 1`` gives a number; no frame -> ``ValueError`` (:func:`video_score` gives the
+    prior instead).
+    """
+    p = np.asarray(frame_probs, dtype=np.float64).ravel()
+    n = len(p)
+    if n == 0:
+        raise ValueError("confident_strategy of a video with no frame")
+    fake = p > high
+    k = int(np.count_nonzero(fake))
+    if k > n / 2.5 and k > 11:
+        return float(p[fake].mean())
+    real = p < low
+    if np.count_nonzero(real) > 0.9 * n:
+        return float(p[real].mean())
+    return float(p.mean())
+
+
 def video_score(
     frame_probs: Sequence[float] | np.ndarray,
     rule: str,
@@ -85,12 +115,15 @@ def video_score(
 ) -> float:
     """One probability for a video from its frame probabilities (NaNs = unusable frames).
 
-    ``rule``: ``mean``, ``median`` or ``confident_mean`` (mean of frames with p < band_low
-    or p > band_high, else the plain mean). No usable frame -> ``prior``.
+    ``rule``: ``mean``, ``median``, ``confident_strategy`` (the DFDC 1st place rule with
+    ``band_low``/``band_high`` as its 0.2/0.8 thresholds, see :func:`confident_strategy`) or
+    ``confident_mean`` (podium's heuristic, not the 1st place rule: the mean of every frame
+    with p < band_low or p > band_high pooled together, else the plain mean). No usable
+    frame -> ``prior``.
     """
     rule = check_choice(f"{_SCORE}.rule", rule, SCORE_RULES)
     prior = _check_prior(prior)
-    if rule == "confident_mean":
+    if rule in ("confident_mean", "confident_strategy"):
         check_range(f"{_SCORE}.band_low", band_low, low=0.0, high=1.0)
         check_range(f"{_SCORE}.band_high", band_high, low=band_low, high=1.0)
     p = np.asarray(frame_probs, dtype=np.float64).ravel()
@@ -99,6 +132,8 @@ def video_score(
         return prior
     if rule == "median":
         return float(np.median(p))
+    if rule == "confident_strategy":
+        return confident_strategy(p, band_low, band_high)
     if rule == "confident_mean":
         sure = p[(p < band_low) | (p > band_high)]
         if len(sure):
