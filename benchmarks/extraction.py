@@ -335,27 +335,18 @@ class Case:
 # ---------------------------------------------------------------------------- measuring
 
 
-def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(boxes[:, 0], truth[0])
-    y1 = np.maximum(boxes[:, 1], truth[1])
-    x2 = np.minimum(boxes[:, 2], truth[2])
-    y2 = np.minimum(boxes[:, 3], truth[3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    truth_area = (truth[2] - truth[0]) * (truth[3] - truth[1])
-    return inter / np.maximum(area + truth_area - inter, 1e-9)
-
-
 def recall(videos: Sequence[Video], found: Sequence[Found], iou: float) -> tuple[float, float]:
     """(share of the sampled frames with a found box at IoU >= ``iou`` with the truth box,
     boxes per frame)."""
+    from podium.pipelines.deepfake.extraction import box_iou
+
     hits = frames = boxes = 0
     for video, per_frame in zip(videos, found, strict=True):
         for index, got in zip(video.indices, per_frame, strict=True):
             frames += 1
             boxes += len(got)
             if len(got) and index < len(video.truth):
-                hits += bool(_iou(got, video.truth[index]).max() >= iou)
+                hits += bool(box_iou(got, video.truth[index]).max() >= iou)
     return hits / frames, boxes / frames
 
 

@@ -86,8 +86,8 @@ class ReproducibilityHooks:
                 "Seeded python, numpy and torch with %s (deterministic=%s)", seed, deterministic
             )
 
-        check_runtime_keys(_runtime(catalog))  # a typo stops the run before its first node
-        threads = _runtime(catalog).get("torch_threads")
+        runtime = check_runtime_keys(_runtime(catalog))  # a typo stops the run here
+        threads = runtime.get("torch_threads")
         if threads:
             torch.set_num_threads(int(threads))
 
@@ -102,7 +102,7 @@ class ReproducibilityHooks:
             "data_fingerprint": combine(fingerprints),
             "data_fingerprint.scope": "read" if read else "none",
             **_git_tags(self._project_path),
-            **device_tags(_runtime(catalog)),
+            **device_tags(runtime),
         }
         for name, fingerprint in fingerprints.items():
             tags[f"data_fingerprint.{name}"] = (

@@ -99,12 +99,29 @@ def seeded_loader(
     return _fork_workers(loader)
 
 
+def _checked_weights(
+    sample_weights: Sequence[float] | np.ndarray, shuffle: bool, size: int
+) -> np.ndarray:
+    weights = np.asarray(sample_weights, dtype=np.float64)
+    if not shuffle or len(weights) != size or not bool((weights >= 0).all()):
+        raise ValueError(
+            f"sample_weights need shuffle=True and one weight >= 0 per sample "
+            f"({len(weights)} weights for {size} samples)"
+        )
+    return weights
+
+
+def _rank_loader_kwargs(seed: int, runtime: Runtime) -> dict[str, Any]:
+    """DataLoader arguments whose workers are seeded per DDP rank (``seed`` in one process)."""
+    worker_seed = seed if ddp.world_size() == 1 else derive_seed(seed, ddp.rank())
+    return dataloader_kwargs(worker_seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+
+
 def _sampled_loader(
     dataset: Dataset, batch_size: int, seed: int, runtime: Runtime, sampler: Any
 ) -> DataLoader:
     replicas = ddp.world_size()
-    worker_seed = seed if replicas == 1 else derive_seed(seed, ddp.rank())
-    kwargs = dataloader_kwargs(worker_seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    kwargs = _rank_loader_kwargs(seed, runtime)
     loader = DataLoader(
         dataset, batch_size=ddp.local_batch_size(batch_size, replicas), sampler=sampler, **kwargs
     )
@@ -134,12 +151,7 @@ def _local_loader(
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **kwargs
         )
-    weights = torch.as_tensor(np.asarray(sample_weights, dtype=np.float64))
-    if not shuffle or len(weights) != len(dataset) or not bool((weights >= 0).all()):
-        raise ValueError(
-            f"sample_weights need shuffle=True and one weight >= 0 per sample "
-            f"({len(weights)} weights for {len(dataset)} samples)"
-        )
+    weights = torch.as_tensor(_checked_weights(sample_weights, shuffle, len(dataset)))
     sampler = WeightedRandomSampler(
         weights, num_samples=len(dataset), replacement=True, generator=kwargs["generator"]
     )
@@ -158,20 +170,14 @@ def _distributed_loader(
 ) -> DataLoader:
     replicas, rank = ddp.world_size(), ddp.rank()
     local_batch = ddp.local_batch_size(batch_size, replicas)
-    worker_seed = seed if replicas == 1 else derive_seed(seed, rank)
-    kwargs = dataloader_kwargs(worker_seed, runtime.num_workers, pin_memory=runtime.pin_memory)
+    kwargs = _rank_loader_kwargs(seed, runtime)
     sampler: torch.utils.data.Sampler[int]
     if sample_weights is None:
         sampler = DistributedSampler(
             dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle
         )
     else:
-        weights = np.asarray(sample_weights, dtype=np.float64)
-        if not shuffle or len(weights) != len(dataset) or not bool((weights >= 0).all()):
-            raise ValueError(
-                f"sample_weights need shuffle=True and one weight >= 0 per sample "
-                f"({len(weights)} weights for {len(dataset)} samples)"
-            )
+        weights = _checked_weights(sample_weights, shuffle, len(dataset))
         sampler = ddp.DistributedWeightedSampler(
             weights, len(dataset), num_replicas=replicas, rank=rank, seed=seed
         )

@@ -763,7 +763,8 @@ def load_truth_actors(root: Path | str) -> dict[str, str]:
     return actors
 
 
-def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def box_iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of each (x1, y1, x2, y2) box of ``boxes`` with the one ``truth`` box."""
     x1 = np.maximum(boxes[:, 0], truth[0])
     y1 = np.maximum(boxes[:, 1], truth[1])
     x2 = np.minimum(boxes[:, 2], truth[2])
@@ -796,5 +797,5 @@ def detection_recall(
         truth = np.asarray(truth_boxes[partition], np.float32)
         if frame < len(truth):
             boxes = faces[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
-            hits += bool(_iou(boxes, truth[frame]).max() >= iou_threshold)
+            hits += bool(box_iou(boxes, truth[frame]).max() >= iou_threshold)
     return hits / total

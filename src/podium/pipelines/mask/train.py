@@ -230,9 +230,10 @@ def _check_training(
     train: Mapping[str, Any],
     loss: Mapping[str, Any],
     world_size: int,
-) -> tuple[int, int, bool]:
-    """Epochs, global batch and whether to resume, with every spec checked before any
-    process starts (an error inside a DDP process reaches the run as a ChildFailedError)."""
+) -> tuple[int, int, int, bool]:
+    """Epochs, global batch, micro-batches per step and whether to resume, with every spec
+    checked before any process starts (an error inside a DDP process reaches the run as a
+    ChildFailedError)."""
     check_keys("mask.train", train, TRAIN_KEYS, required=("epochs", "batch_size"))
     epochs = check_int("mask.train.epochs", train["epochs"], low=1)
     batch_size = check_int("mask.train.batch_size", train["batch_size"], low=1)
@@ -240,7 +241,8 @@ def _check_training(
     resume = check_resume_from("mask.train.resume_from", train.get("resume_from"))
     check_loss(loss)
     check_optimization(optimizer, scheduler, epochs=epochs, parameter="mask")
-    return epochs, batch_size, resume
+    accumulate = check_int("mask.train.accumulate", train.get("accumulate", 1), low=1)
+    return epochs, batch_size, accumulate, resume
 
 
 def train_cross_validated(
@@ -272,8 +274,7 @@ def train_cross_validated(
     """
     distributed = distributed or ddp.DistributedSettings()
     check_model_params(model)
-    accumulate = check_int("mask.train.accumulate", train.get("accumulate", 1), low=1)
-    epochs, batch_size, resume = _check_training(
+    epochs, batch_size, accumulate, resume = _check_training(
         optimizer, scheduler, train, loss, distributed.world_size
     )
     check_keys("mask.resampling", resampling, ("enabled", "factor"), required=("enabled", "factor"))
