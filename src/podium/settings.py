@@ -3,16 +3,18 @@
 Project hooks add what kedro-mlflow does not record by itself (git commit, seed,
 fingerprint of the raw data a run read, the trained weights; ReproducibilityHooks) and
 keep each run's MLflow status truthful, one run per project folder (the lock
-data/.podium-run.lock; RunGuardHooks); kedro-mlflow's own hooks register through its
+data/.podium-run.lock; RunGuardHooks); a training run logs its inference pipeline as an
+MLflow model (InferenceModelHooks); kedro-mlflow's own hooks register through its
 entry point and open one MLflow run per ``kedro run``.
 """
 
 from kedro.config import OmegaConfigLoader
 
 from podium.hooks import ReproducibilityHooks
+from podium.inference_models import InferenceModelHooks
 from podium.run_guard import RunGuardHooks
 
-HOOKS = (ReproducibilityHooks(), RunGuardHooks())
+HOOKS = (ReproducibilityHooks(), RunGuardHooks(), InferenceModelHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,9 +45,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _call_captured(fn: Callable[[Any], Any], item: Any) -> Any:
+def _call_captured(fn: Callable[..., Any], item: Any, *shared: Any) -> Any:
     try:
-        return fn(item)
+        return fn(item, *shared)
     except Exception as error:  # one bad item is data, not a crash
         return _Failure(_describe(error), traceback.format_exc())
 
@@ -100,8 +100,15 @@ def iter_items(
     progress: bool = True,
     description: str = "items",
     total: int | None = None,
+    *,
+    shared: Any = None,
+    resources: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[T, R | ItemError]]:
     """Run ``fn`` on every item; yield ``(item, result or ItemError)`` as each finishes.
+
+    ``shared`` (not None): ``fn(item, shared)``, the shared value sent to each worker once
+    (scattered with ``broadcast``), not with every item: model weights, say. ``resources``:
+    the Dask worker resources each item needs (e.g. ``{"GPU": 1}``).
 
     At most ``window`` items are submitted and not yet yielded, so results waiting for the
     caller never pile up, whatever the number of items: a caller that saves each result
@@ -115,21 +122,26 @@ def iter_items(
         total = len(items)
     bar = tqdm(total=total, desc=description, disable=not progress, leave=False)
     try:
+        extra = () if shared is None else (shared,)
         if client is None:
             for item in items:
-                value = _call_captured(fn, item)
+                value = _call_captured(fn, item, *extra)
                 bar.update(1)
                 yield item, _as_error(item, value)
             return
         from distributed import as_completed
 
+        if shared is not None:
+            # a list of one: a dict would be scattered value by value
+            extra = (client.scatter([shared], broadcast=True, hash=False)[0],)
+        options = {"resources": dict(resources)} if resources else {}
         pending = iter(items)
         in_flight: dict[str, tuple[Any, Any]] = {}  # key -> (future, item)
         running = as_completed()
 
         def submit_next() -> bool:
             for item in pending:
-                future = client.submit(_call_captured, fn, item, pure=False)
+                future = client.submit(_call_captured, fn, item, *extra, pure=False, **options)
                 in_flight[future.key] = (future, item)
                 running.add(future)
                 return True

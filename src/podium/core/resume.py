@@ -168,6 +168,7 @@ def run_jobs(
     if settings.parallel_jobs == 1 or len(jobs) <= 1:
         return [launch_resumable(fn, job, folder, settings=settings) for job, folder in jobs]
     import dask
+    import distributed  # noqa: F401 - its config defaults first: set() removes what it added
 
     from podium.core.distributed import dask_client
 

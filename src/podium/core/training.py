@@ -69,6 +69,7 @@ def seeded_loader(
     sample_weights: Sequence[float] | np.ndarray | None = None,
     distributed: bool | None = None,
     sampler: torch.utils.data.Sampler | None = None,
+    batch_sampler: Iterable[Sequence[int]] | None = None,
 ) -> DataLoader:
     """A DataLoader seeded like every other (workers included), pinned on CUDA.
 
@@ -87,7 +88,14 @@ def seeded_loader(
     ``sampler``: a ready sampler that already gives this rank its share (e.g. a
     ``ddp.ZipSampler`` of ``DistributedWeightedSampler`` samplers for paired draws), used as it is
     with the rank's share of the global ``batch_size``.
+
+    ``batch_sampler``: the batches as lists of indices, used as they are (``batch_size`` is
+    then ignored), e.g. one video's crops per batch so that no prediction depends on what
+    else it was batched with (CPU kernels round differently at other batch sizes).
     """
+    if batch_sampler is not None:
+        kwargs = _rank_loader_kwargs(seed, runtime)
+        return _fork_workers(DataLoader(dataset, batch_sampler=batch_sampler, **kwargs))
     if sampler is not None:
         return _sampled_loader(dataset, batch_size, seed, runtime, sampler)
     if distributed is None:

@@ -7,7 +7,9 @@ from podium.datasets.images_zip import ImagesZipDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
 from podium.datasets.partitions import CachedPartitionsDataset, LazyPartitionsDataset
+from podium.datasets.run_artifact import RunArtifactDataset
 from podium.datasets.streams import (
+    AtomicJSONDataset,
     AtomicParquetDataset,
     AtomicSafetensorsDataset,
     ClassMapsDataset,
@@ -15,6 +17,7 @@ from podium.datasets.streams import (
 )
 
 __all__ = [
+    "AtomicJSONDataset",
     "AtomicParquetDataset",
     "AtomicPickleDataset",
     "AtomicSafetensorsDataset",
@@ -26,5 +29,6 @@ __all__ = [
     "ImagesZipDataset",
     "LazyPartitionsDataset",
     "MlflowTagsDataset",
+    "RunArtifactDataset",
     "SafetensorsModelsDataset",
 ]

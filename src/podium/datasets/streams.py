@@ -10,8 +10,9 @@ it arrives, so memory holds one map, never the split. ``load`` gives ``{image id
 (header once, then the rows of each chunk as it arrives), e.g. a submission built image by
 image.
 
-``AtomicParquetDataset`` (a table) and ``AtomicSafetensorsDataset`` (a flat
-``{name: tensor}`` dict, loaded without unpickling anything) write the same way.
+``AtomicParquetDataset`` (a table), ``AtomicJSONDataset`` (a document) and
+``AtomicSafetensorsDataset`` (a flat ``{name: tensor}`` dict, loaded without unpickling
+anything) write the same way.
 
 Both write under a temporary name beside the target and rename it into place only once the
 last item is written: a run killed halfway leaves a ``*.partial-*`` entry that no load and
@@ -20,6 +21,7 @@ no version lookup sees, and the previous version stays the latest complete one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -172,3 +174,19 @@ class AtomicSafetensorsDataset(LocalVersionedDataset):
 
     def save(self, data: Mapping[str, torch.Tensor]) -> None:
         save_state_dict(self._target(), data)
+
+
+class AtomicJSONDataset(LocalVersionedDataset):
+    """A JSON document (a dict of plain values), written atomically: a run killed while
+    saving leaves the previous version readable, never a cut-off file."""
+
+    def load(self) -> Any:
+        path = Path(self._get_load_path())
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{path} is not valid JSON ({error}); delete it") from error
+
+    def save(self, data: Any) -> None:
+        with atomic_path(self._target()) as tmp:
+            Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))

@@ -36,9 +36,10 @@ def test_stacking_replaces_the_mean_only_when_asked():
             oof, test, oof_stacked, test_stacked, {"enabled": True, **stacking}, CALIBRATION
         )
 
-    mean_oof, _, _ = run(replace_mean=False)
+    mean_oof, _, _, fitted = run(replace_mean=False)
+    assert set(fitted) == {"factor", "shift", "low", "high"}
     np.testing.assert_allclose(mean_oof["prob"], [0.4, 0.6, 0.6, 0.6])
-    stacked_oof, stacked_test, _ = run(replace_mean=True)
+    stacked_oof, stacked_test, _, _ = run(replace_mean=True)
     np.testing.assert_allclose(stacked_oof["prob"], [0.1, 0.7, 0.8, 0.9])  # aligned by video
     np.testing.assert_allclose(stacked_test["prob"], [0.2, 0.95])
     with pytest.raises(ValueError, match="stacked predictions lack 1 videos"):
@@ -162,9 +163,10 @@ def test_stacking_features_come_from_the_face_index_alone():
         }
 
     lgbm = {"num_boost_round": 5, "num_leaves": 4, "min_data_in_leaf": 1, "min_data_in_bin": 1}
-    oof, test, metrics = stack_videos(
+    oof, test, metrics, stacker = stack_videos(
         probs(folds), probs(test_videos), folds, test_videos, index,
         {"enabled": True, "lgbm": lgbm}, 1e-15, 0,
     )  # fmt: skip
     assert len(oof) == 12 and len(test) == 2 and oof["stacked"].between(0, 1).all()
+    assert stacker.startswith("tree")  # LightGBM's model text, for the scorer
     assert metrics and all(np.isfinite(v["value"]) for v in metrics.values())

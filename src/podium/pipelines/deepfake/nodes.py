@@ -4,6 +4,7 @@ modules beside this file (extraction, splits, training, scoring, stacking, evalu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,14 @@ from matplotlib.figure import Figure
 
 from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
-from podium.pipelines.deepfake import embeddings, evaluation, scoring, splits, stacking
+from podium.pipelines.deepfake import (
+    embeddings,
+    evaluation,
+    inference,
+    scoring,
+    splits,
+    stacking,
+)
 from podium.pipelines.deepfake.extraction import (
     BAD_VIDEO_COLUMNS,
     TRUTH_FILE,
@@ -432,12 +440,13 @@ def stack_videos(
     stacking_params: Mapping[str, Any],
     eps: float,
     seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
     """LightGBM on per-video features, out of fold with the CNNs' folds, reported beside
-    the plain mean of frame scores (the write-up found stacking did not pay)."""
+    the plain mean of frame scores (the write-up found stacking did not pay); also the
+    stacker fitted on every training video, as LightGBM's model text (None when off)."""
     if not stacking_params["enabled"]:
         empty = pd.DataFrame(columns=["partition", "stacked"])
-        return empty, empty, {}
+        return empty, empty, {}, None
     y = folds["target"].astype(int).to_numpy()
     train = _features(oof_frame_probs, folds, index)
     oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params["lgbm"], seed)
@@ -450,6 +459,7 @@ def stack_videos(
         pd.DataFrame({"partition": train.index, "stacked": oof}),
         pd.DataFrame({"partition": test.index, "stacked": test_probs}),
         as_metrics(compared),
+        model.model_to_string(),
     )
 
 
@@ -470,11 +480,12 @@ def ensemble_and_calibrate(
     test_stacked: pd.DataFrame,
     stacking_params: Mapping[str, Any],
     calibration: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """Average the models' logits (or take the stacker's score, with
     ``stacking.replace_mean``), then scale the logit by ``c`` < 1 and shift it by ``b``
     (each fixed, or fitted on the out-of-fold scores) and clip: confident mistakes cost the
-    most log loss, and the shift restores the prior that class-balanced training hid."""
+    most log loss, and the shift restores the prior that class-balanced training hid.
+    Also the calibration as fitted (``factor, shift, low, high``), for the scorer."""
     if stacking_params["enabled"] and stacking_params.get("replace_mean", False):
         oof_scores = _scores_from_stacker(oof_scores, oof_stacked)
         test_scores = _scores_from_stacker(test_scores, test_stacked)
@@ -503,7 +514,33 @@ def ensemble_and_calibrate(
     test = test_scores.assign(
         ensemble=test_raw, prob=scoring.calibrate(test_raw, factor, *clip, shift=shift)
     )
-    return oof, test, as_metrics(before_after)
+    fitted = {"factor": factor, "shift": shift, "low": clip[0], "high": clip[1]}
+    return oof, test, as_metrics(before_after), fitted
+
+
+def package_scorer(
+    frame_models: Mapping[str, Any],
+    folds: pd.DataFrame,
+    stacker: str | None,
+    calibration: Mapping[str, float],
+    training: Mapping[str, Any],
+    extraction: Mapping[str, Any],
+    video_score: Mapping[str, Any],
+    stacking_params: Mapping[str, Any],
+) -> dict:
+    """What scores a new video beside the fold models' weights (``deepfake_scorer``): the
+    settings, the training prior, the fitted calibration and, with ``replace_mean``, the
+    stacker; the ``deepfake_inference`` pipeline and the MLflow model read it."""
+    return inference.build_scorer(
+        training=training,
+        extraction=extraction,
+        video_score=video_score,
+        prior=scoring.training_prior(folds["target"].astype(int)),
+        calibration=calibration,
+        stacker=stacker,
+        replace_mean=bool(stacking_params["enabled"] and stacking_params.get("replace_mean")),
+        weights=inference.weights_digest(frame_models),
+    )
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -557,3 +594,180 @@ def plot_face_grid(
         scores.append(row.prob)
         titles.append(f"{row.label} {row.video}")
     return evaluation.face_grid_figure(crops, masks, scores, titles)
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def list_videos_to_score(settings: Mapping[str, Any]) -> pd.DataFrame:
+    """Every ``*.mp4`` of ``deepfake_inference.videos_folder`` (``video``, ``path``)."""
+    return inference.video_table(inference.check_inference_settings(settings)["videos_folder"])
+
+
+def _checked_ensemble(frame_models: Mapping[str, Any], scorer: Mapping[str, Any]) -> dict:
+    scorer = inference.check_scorer(scorer)
+    if inference.weights_digest(frame_models) != scorer["weights"]:
+        raise ValueError(
+            "deepfake_inference_frame_models and deepfake_inference_scorer come from different "
+            "training runs (the scorer names other weights); fix: load both from one run "
+            "(the latest local versions, or --params=deepfake_inference.model_run_id=<run id>)"
+        )
+    return scorer
+
+
+def score_new_videos(
+    videos: pd.DataFrame,
+    frame_models: Mapping[str, Any],
+    scorer: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    dask: Mapping[str, Any],
+) -> Iterator[tuple[dict[str, dict], dict]]:
+    """Score the videos without a current result for this ensemble, saving each task's
+    results as it finishes (a generator node), so a re-run after a crash or a lost worker
+    scores only what is missing, and a second run nothing.
+
+    Each yield: the new results (``<scorer digest>/<video stem>`` -> result; ``failed``
+    ones are not kept, so the next run tries them again) and the run's timing so far."""
+    s = inference.check_inference_settings(settings)
+    scorer = _checked_ensemble(frame_models, scorer)
+    digest = inference.scorer_digest(scorer)
+    table = inference.video_table(videos)
+    todo, stale = inference.pending_videos(table, stored, digest)
+    if stale:
+        log.warning(
+            "score_new_videos: %d stored result(s) are not current and are scored again:%s",
+            len(stale),
+            _listed(stale),
+        )
+    device, workers, _ = inference.scoring_workers(s["device"], dask)
+    log.info(
+        "score_new_videos: %d of %d video(s) to score with ensemble %s (%d already scored) "
+        "on %d %s worker(s)",
+        len(todo),
+        len(table),
+        digest,
+        len(table) - len(todo),
+        workers,
+        device,
+    )
+    started, scored, failed = time.perf_counter(), 0, {}
+
+    def timing() -> dict:
+        return {
+            "scorer": digest,
+            "wall_seconds": time.perf_counter() - started,
+            "scored_this_run": scored,
+            "failed_this_run": len(failed),
+            "workers": workers,
+            "device": device,
+        }
+
+    for results in inference.stream_scores(todo, frame_models, scorer, s, dask):
+        kept = {}
+        for result in results:
+            if result["status"] == "failed":
+                failed[result["video"]] = result["reason"]
+            else:
+                kept[inference.result_partition(digest, result["video"])] = result
+        scored += len(kept)
+        yield kept, timing()
+    if todo.empty:
+        yield {}, timing()
+    if failed:
+        log.warning(
+            "score_new_videos: %d video(s) could not be scored this run (given the fallback in "
+            "the submission; a re-run tries them again):%s",
+            len(failed),
+            _listed(failed),
+        )
+
+
+def write_inference_submission(
+    videos: pd.DataFrame,
+    stored: Mapping[str, Any],
+    timing: Mapping[str, Any],
+    scorer: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
+    """The submission (one row per listed video, in DFDC's ``filename, label``), the
+    per-video report (status, reason, timings), the seconds per video by stage with the
+    projected hours (as MLflow metrics) and the cost table of the configured instances."""
+    s = inference.check_inference_settings(settings)
+    digest = inference.scorer_digest(inference.check_scorer(scorer))
+    table = inference.video_table(videos)
+    results = {}
+    for video in table["video"]:
+        partition = inference.result_partition(digest, video)
+        if partition in stored:
+            results[video] = stored[partition]()
+    submission, report = inference.submission_table(table, results, scorer, s["fallback"])
+    fallback = report[report["status"] != "scored"]
+    if len(fallback):
+        log.warning(
+            "write_inference_submission: %d of %d video(s) got the fallback probability "
+            "(reasons in deepfake_inference_report):%s",
+            len(fallback),
+            len(report),
+            _listed(dict(zip(fallback["video"], fallback["reason"].astype(str), strict=True))),
+        )
+    summary = inference.timing_summary(
+        report,
+        timing["wall_seconds"],
+        timing["scored_this_run"],
+        timing["workers"],
+        s["projected_videos"],
+    )
+    here = f"this machine ({timing['workers']} {timing['device']} worker(s))"
+    costs = inference.cost_table(
+        s["instances"], summary["videos_per_hour"], s["projected_videos"], here
+    )
+    log.info(
+        "write_inference_submission: %d video(s), %.3f s a video (decode %.3f, detect %.3f, "
+        "model %.3f), %.1f h for %d videos",
+        len(report),
+        summary["wall_seconds_per_video"],
+        summary["decode_seconds_per_video"],
+        summary["detect_seconds_per_video"],
+        summary["model_seconds_per_video"],
+        summary["projected_hours"],
+        s["projected_videos"],
+    )
+    return submission, report, as_metrics(summary), costs
+
+
+def check_scoring_budget(
+    report: pd.DataFrame, timing: Mapping[str, Any], settings: Mapping[str, Any]
+) -> None:
+    """Warn, or fail the run (``budget_action: fail``), when this run's seconds per video
+    exceed ``budget_seconds_per_video``; the submission is saved either way."""
+    s = inference.check_inference_settings(settings)
+    summary = inference.timing_summary(
+        report, timing["wall_seconds"], timing["scored_this_run"], timing["workers"], 1
+    )
+    verdict = inference.budget_verdict(
+        summary["wall_seconds_per_video"], s["budget_seconds_per_video"]
+    )
+    if verdict and s["budget_action"] == "fail":
+        raise RuntimeError(f"{verdict}; the submission was saved")
+    if verdict:
+        log.warning("check_scoring_budget: %s", verdict)
+
+
+def score_video_files(
+    videos: Any,
+    frame_models: Mapping[str, Any],
+    scorer: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    dask: Mapping[str, Any],
+) -> pd.DataFrame:
+    """The MLflow model's one node: ``filename, label, status, reason`` of each video of
+    ``videos`` (paths, or a table with a ``path`` column), nothing stored."""
+    s = inference.check_inference_settings(settings)
+    scorer = _checked_ensemble(frame_models, scorer)
+    table = inference.video_table(videos)
+    results: dict[str, dict] = {}
+    for chunk in inference.stream_scores(table, frame_models, scorer, s, dask, progress=False):
+        results.update((r["video"], r) for r in chunk)
+    submission, report = inference.submission_table(table, results, scorer, s["fallback"])
+    return submission.assign(status=report["status"], reason=report["reason"])

@@ -47,7 +47,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,12 @@ __all__ = [
     "DEFAULTS",
     "RESUME_FROM",
     "SEGMENTATION_LOSSES",
+    "check_state_dicts",
     "check_training_settings",
+    "fold_network",
     "predict_frame_models",
+    "predict_videos",
+    "video_batches",
     "train_fold",
     "train_frame_models",
 ]
@@ -820,6 +824,101 @@ def _fold_keys(state_dicts: Mapping[str, Any], name: str) -> list[str]:
     return sorted(keys, key=lambda k: int(k[len(prefix) :]))
 
 
+def check_state_dicts(
+    state_dicts: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """The fold keys of every model of ``config`` (checked settings): each model has at least
+    one ``"<name>/fold<k>"`` entry and every entry belongs to a model of the settings."""
+    names = [spec["name"] for spec in config["models"]]
+    strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
+    if strays:
+        raise ParameterError(
+            _param("models"),
+            f"state dicts {strays[:5]} belong to no model of the settings (models: {names}): "
+            "predict with the settings the models were trained with",
+        )
+    keys = {name: _fold_keys(state_dicts, name) for name in names}
+    for name, found in keys.items():
+        if not found:
+            raise ParameterError(
+                _param("models"),
+                f"no trained state dict for model {name!r} (expected keys like "
+                f"'{name}{KEY_SEP}fold0'; got {sorted(state_dicts)[:5]})",
+            )
+    return keys
+
+
+def fold_network(
+    spec: Mapping[str, Any], config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """One trained fold model, its weights loaded, in eval mode."""
+    network = _network(spec, config, pretrained=False)  # the trained weights replace them
+    network.load_state_dict(state_dict)
+    return network.eval()
+
+
+def video_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of at most ``batch_size`` consecutive samples that never span two videos
+    (``lengths``: each video's crops, in order), so a video's predictions are the same
+    whatever else is scored with it: in one training run or one video at a time."""
+    batches, start = [], 0
+    for length in lengths:
+        for offset in range(0, length, batch_size):
+            batches.append(list(range(start + offset, start + min(offset + batch_size, length))))
+        start += length
+    return batches
+
+
+def predict_videos(
+    records: Mapping[str, Any],
+    index: pd.DataFrame,
+    networks: Mapping[str, Callable[[], Iterable[nn.Module]]],
+    config: Mapping[str, Any],
+    rt: Runtime,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-crop FAKE probabilities: model -> partition -> float32 array, each model's the
+    ``sigmoid`` of the mean of its fold models' logits. ``networks``: per model name, a
+    function giving its fold networks (built one at a time, or already loaded); ``config``:
+    checked settings."""
+    partitions = sorted(index["partition"].unique())
+    rows = _crop_rows(index, partitions)
+    lengths = rows.groupby("partition", sort=False).size().loc[partitions].tolist()
+    dataset = _FrameDataset(
+        records,
+        rows,
+        np.zeros(len(rows)),
+        _resize(config["image_size"]),
+        cache_size=config["record_cache"],
+    )
+    batches = video_batches(lengths, config["predict_batch_size"])
+    loader = seeded_loader(
+        dataset,
+        config["predict_batch_size"],
+        shuffle=False,
+        seed=0,
+        runtime=rt,
+        batch_sampler=batches,
+    )
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for name, folds in networks.items():
+        total, count = np.zeros(len(dataset), dtype=np.float64), 0
+        for network in folds():
+            total += predict(
+                network,
+                loader,
+                rt.device,
+                rt.amp,
+                output_key="logit",
+                channels_last=rt.channels_last,
+            )
+            count += 1
+        mean = total / count
+        result[name] = {
+            p: _probabilities(v) for p, v in zip(partitions, _split(mean, lengths), strict=True)
+        }
+    return result
+
+
 def predict_frame_models(
     records: Mapping[str, Any],
     index: pd.DataFrame,
@@ -831,55 +930,23 @@ def predict_frame_models(
 
     ``records``: load functions by partition; ``index``: the face-index rows of the videos
     to score (every partition in it is scored, its records read in order by the loader
-    workers). Each model's probability is ``sigmoid(mean of its fold models' logits)``.
-    Every model of ``settings["models"]`` must have at least one ``"<name>/fold<k>"`` entry
-    in ``state_dicts``, and every entry must belong to a model of the settings.
+    workers). Each model's probability is ``sigmoid(mean of its fold models' logits)``;
+    batches never span two videos (:func:`video_batches`). Every model of
+    ``settings["models"]`` must have at least one ``"<name>/fold<k>"`` entry in
+    ``state_dicts``, and every entry must belong to a model of the settings. Fold models
+    are built one at a time.
     """
     config = check_training_settings(settings)
     rt = resolve_runtime(runtime)
-    names = [spec["name"] for spec in config["models"]]
-    strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
-    if strays:
-        raise ParameterError(
-            _param("models"),
-            f"state dicts {strays[:5]} belong to no model of the settings (models: {names}): "
-            "predict with the settings the models were trained with",
-        )
-    partitions = sorted(index["partition"].unique())
-    rows = _crop_rows(index, partitions)
-    lengths = rows.groupby("partition", sort=False).size().loc[partitions].tolist()
-    dataset = _FrameDataset(
-        records,
-        rows,
-        np.zeros(len(rows)),
-        _resize(config["image_size"]),
-        cache_size=config["record_cache"],
-    )
-    loader = seeded_loader(dataset, config["predict_batch_size"], shuffle=False, seed=0, runtime=rt)
-    result: dict[str, dict[str, np.ndarray]] = {}
-    for spec in config["models"]:
-        keys = _fold_keys(state_dicts, spec["name"])
-        if not keys:
-            raise ParameterError(
-                _param("models"),
-                f"no trained state dict for model {spec['name']!r} (expected keys like "
-                f"'{spec['name']}{KEY_SEP}fold0'; got {sorted(state_dicts)[:5]})",
-            )
-        total = np.zeros(len(dataset), dtype=np.float64)
-        for key in keys:
-            network = _network(spec, config, pretrained=False)  # trained weights replace them
-            network.load_state_dict(state_dicts[key])
-            total += predict(
-                network,
-                loader,
-                rt.device,
-                rt.amp,
-                output_key="logit",
-                channels_last=rt.channels_last,
-            )
-            log.info("predicted %d crops with %s", len(dataset), key)
-        mean = total / len(keys)
-        result[spec["name"]] = {
-            p: _probabilities(v) for p, v in zip(partitions, _split(mean, lengths), strict=True)
-        }
-    return result
+    keys = check_state_dicts(state_dicts, config)
+
+    def folds(spec: Mapping[str, Any]) -> Callable[[], Iterator[nn.Module]]:
+        def build() -> Iterator[nn.Module]:
+            for key in keys[spec["name"]]:
+                yield fold_network(spec, config, state_dicts[key])
+                log.info("predicted with %s", key)
+
+        return build
+
+    networks = {spec["name"]: folds(spec) for spec in config["models"]}
+    return predict_videos(records, index, networks, config, rt)

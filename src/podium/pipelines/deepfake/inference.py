@@ -1,0 +1,736 @@
+"""Scoring new videos with a trained deepfake ensemble: frames -> faces -> frame
+probabilities -> video scores -> calibration, one video at a time, fanned out over Dask.
+
+The **scorer** (:func:`build_scorer`) is everything a trained run knows beyond the fold
+models' weights: the extraction and model settings, the video rule and the training prior,
+the fitted calibration and, with ``stacking.replace_mean``, the LightGBM stacker. With the
+weights it scores a video exactly as the training run scored its test videos: the same
+extraction code, the same per-video batches (:func:`~podium.pipelines.deepfake.training.
+video_batches`) and the same rule, ensemble and calibration functions, so one video's
+probability does not depend on where, when or with what else it is scored.
+
+:func:`stream_scores` scores a table of videos on a Dask client (or here): each task takes
+``videos_per_task`` videos, decodes and detects the next ones in a thread while the models
+score the current one (a bounded prefetching queue), and loads the fold models once per
+worker (they reach every worker once, scattered, and stay built there). Results are small
+dicts (:data:`RESULT_KEYS`), yielded as tasks finish so a caller can save them at once and a
+re-run scores only what is missing (:func:`pending_videos`). A video that cannot be read or
+holds no face gets the fallback with its reason, never a NaN; a task lost with its worker is
+retried by Dask on another one, and if it still fails its videos come back ``failed``.
+
+:func:`timing_summary`, :func:`budget_verdict` and :func:`cost_table` turn the per-video
+timings into seconds per video (decode, detect, model, total), the projected hours for N
+videos and what they cost on a list of instance types.
+
+No kedro or mlflow imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
+from podium.core.device import resolve_runtime
+from podium.core.distributed import ItemError, dask_client, iter_items
+from podium.faces.video import (
+    NoFaceError,
+    check_extraction_settings,
+    extract_faces_from_frames,
+    read_sampled_frames,
+    video_record,
+)
+from podium.layouts.dfdc import VideoReadError
+from podium.pipelines.deepfake import scoring, stacking
+from podium.pipelines.deepfake.extraction import content_key, face_rows
+from podium.pipelines.deepfake.training import (
+    check_state_dicts,
+    check_training_settings,
+    fold_network,
+    predict_videos,
+)
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "RESULT_KEYS",
+    "STATUSES",
+    "budget_verdict",
+    "build_scorer",
+    "check_inference_settings",
+    "check_scorer",
+    "cost_table",
+    "pending_videos",
+    "result_partition",
+    "score_task",
+    "scoring_workers",
+    "scorer_digest",
+    "stream_scores",
+    "submission_table",
+    "timing_summary",
+    "video_table",
+    "weights_digest",
+]
+
+log = logging.getLogger(__name__)
+
+#: Parameter path of the settings block (conf/base/parameters_deepfake_inference.yml).
+PARAMETER = "deepfake_inference"
+PARAMETERS_FILE = "conf/base/parameters_deepfake_inference.yml"
+SCORER_FORMAT = 1
+#: ``scored``: a probability from the models; the others get the fallback.
+STATUSES = ("scored", "no_face", "unreadable", "failed")
+BUDGET_ACTIONS = ("warn", "fail")
+STAGES = ("decode", "detect", "model", "total")
+#: Keys of one video's result.
+RESULT_KEYS = (
+    "video",
+    "path",
+    "status",
+    "reason",
+    "prob",
+    "n_faces",
+    "decode_s",
+    "detect_s",
+    "model_s",
+    "total_s",
+    "scorer",
+    "content",
+    "content_size",
+    "content_mtime_ns",
+)
+
+#: Every ``deepfake_inference`` setting with its default.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "videos_folder": "data/01_raw/dfdc/test_videos",  # every *.mp4 in it is scored
+    "model_run_id": None,  # null: the latest local ensemble; else that MLflow run's
+    "fallback": "prior",  # prior (as the training run scores a faceless video) | 0..1
+    "device": "auto",  # auto | cpu | cuda (one GPU per Dask worker)
+    "videos_per_task": 4,  # videos a Dask task scores in a row (decode overlaps the model)
+    "prefetch": 2,  # videos decoded and detected ahead of the model, per task
+    "window": 16,  # tasks in flight; finished results are saved before more are held
+    "budget_seconds_per_video": 8.1,  # DFDC: 9 GPU-hours for 4,000 videos
+    "budget_action": "warn",  # warn | fail, when the run's seconds per video exceed it
+    "projected_videos": 4000,  # N in "hours for N videos" (DFDC's private test set)
+    # instance types for the cost table: price per hour and videos per hour (null: this
+    # run's measured rate), like the DFDC organisers' p3 versus g4 comparison
+    "instances": {},
+}
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def _param(key: str) -> str:
+    return f"{PARAMETER}.{key}"
+
+
+def check_inference_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults filled in and every value checked (errors name ``deepfake_inference.<key>``)."""
+    settings = dict(settings or {})
+    check_keys(PARAMETER, settings, DEFAULT_SETTINGS, where=PARAMETERS_FILE)
+    s = {**DEFAULT_SETTINGS, **settings}
+    fallback = s["fallback"]
+    if fallback != "prior":
+        if isinstance(fallback, bool) or not isinstance(fallback, int | float):
+            raise ParameterError(_param("fallback"), f"expected prior or 0..1, got {fallback!r}")
+        s["fallback"] = float(check_range(_param("fallback"), fallback, low=0.0, high=1.0))
+    s["device"] = check_choice(_param("device"), s["device"], ("auto", "cpu", "cuda"))
+    for key in ("videos_per_task", "prefetch", "window", "projected_videos"):
+        s[key] = check_int(_param(key), s[key], low=1)
+    s["budget_seconds_per_video"] = float(
+        check_range(_param("budget_seconds_per_video"), s["budget_seconds_per_video"], low=0.0)
+    )
+    s["budget_action"] = check_choice(_param("budget_action"), s["budget_action"], BUDGET_ACTIONS)
+    run_id = s["model_run_id"]
+    if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+        raise ParameterError(_param("model_run_id"), f"expected a run id or null, got {run_id!r}")
+    instances = s["instances"] or {}
+    if not isinstance(instances, Mapping):
+        raise ParameterError(_param("instances"), "expected a mapping of instance name -> {...}")
+    for name, spec in instances.items():
+        where = _param(f"instances.{name}")
+        if not isinstance(spec, Mapping):
+            raise ParameterError(where, "expected {price_per_hour, videos_per_hour}")
+        check_keys(where, spec, {"price_per_hour": None, "videos_per_hour": None, "note": None})
+        check_range(f"{where}.price_per_hour", spec.get("price_per_hour"), low=0.0)
+        if spec.get("videos_per_hour") is not None:
+            check_range(f"{where}.videos_per_hour", spec["videos_per_hour"], low=0.0)
+    s["instances"] = {str(k): dict(v) for k, v in instances.items()}
+    return s
+
+
+# ---------------------------------------------------------------------------- the scorer
+
+
+def weights_digest(state_dicts: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for model in sorted(state_dicts):
+        for name in sorted(state_dicts[model]):
+            tensor = state_dicts[model][name].detach().cpu().contiguous()
+            digest.update(f"{model}/{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_scorer(
+    *,
+    training: Mapping[str, Any],
+    extraction: Mapping[str, Any],
+    video_score: Mapping[str, Any],
+    prior: float,
+    calibration: Mapping[str, float],
+    stacker: str | None,
+    replace_mean: bool,
+    weights: str,
+) -> dict[str, Any]:
+    """The JSON-ready scorer of a trained run (see the module docstring); ``weights``: the
+    :func:`weights_digest` of the fold models it goes with."""
+    scorer = {
+        "format": SCORER_FORMAT,
+        "training": json.loads(json.dumps(dict(training), default=list)),
+        "extraction": json.loads(json.dumps(dict(extraction), default=list)),
+        "video_score": dict(video_score),
+        "prior": float(prior),
+        "calibration": {k: float(calibration[k]) for k in ("factor", "shift", "low", "high")},
+        "stacker": stacker if replace_mean else None,
+        "weights": weights,
+    }
+    return check_scorer(scorer)
+
+
+def check_scorer(scorer: Mapping[str, Any]) -> dict[str, Any]:
+    """The scorer, checked: its format, settings and numbers (a clear error, not a KeyError)."""
+    required = ("format", "training", "extraction", "video_score", "prior", "calibration")
+    missing = [k for k in (*required, "stacker", "weights") if k not in scorer]
+    if missing or scorer.get("format") != SCORER_FORMAT:
+        raise ValueError(
+            f"not a deepfake scorer of format {SCORER_FORMAT} (missing {missing}, format "
+            f"{scorer.get('format')!r}); fix: run the deepfake training pipeline again, which "
+            "saves deepfake_scorer beside the frame models"
+        )
+    check_training_settings(scorer["training"])
+    check_extraction_settings(scorer["extraction"])
+    check_choice("deepfake.video_score.rule", scorer["video_score"]["rule"], scoring.SCORE_RULES)
+    check_range("deepfake_scorer.prior", scorer["prior"], low=0.0, high=1.0)
+    return dict(scorer)
+
+
+def scorer_digest(scorer: Mapping[str, Any]) -> str:
+    """Short digest of the whole scorer (weights included): results are kept per digest."""
+    text = json.dumps(dict(scorer), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _booster(text: str | None):
+    if text is None:
+        return None
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=text)
+
+
+class LoadedEnsemble:
+    """The fold networks of a scorer, built once (per process, on its device)."""
+
+    def __init__(self, state_dicts: Mapping[str, Any], scorer: Mapping[str, Any], device: str):
+        self.config = check_training_settings(scorer["training"])
+        self.extraction = check_extraction_settings({**scorer["extraction"], "device": device})
+        self.runtime = resolve_runtime({"device": device, "num_workers": 0})
+        keys = check_state_dicts(state_dicts, self.config)
+        self.networks = {
+            spec["name"]: [
+                fold_network(spec, self.config, state_dicts[key]).to(self.runtime.device)
+                for key in keys[spec["name"]]
+            ]
+            for spec in self.config["models"]
+        }
+        self.scorer = scorer
+        self.booster = _booster(scorer["stacker"])
+
+    def frame_probs(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """model -> per-crop FAKE probabilities of one record."""
+        rows = face_rows("video", record)
+        folds = {name: (lambda nets=nets: nets) for name, nets in self.networks.items()}
+        probs = predict_videos({"video": lambda: record}, rows, folds, self.config, self.runtime)
+        return {name: per_video["video"] for name, per_video in probs.items()}
+
+
+_LOADED: dict[str, LoadedEnsemble] = {}
+
+
+def _loaded(shared: Mapping[str, Any]) -> LoadedEnsemble:
+    """This process's ensemble for ``shared["digest"]``, built on first use (one at a time)."""
+    key = f"{shared['digest']}@{shared['device']}"
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = LoadedEnsemble(shared["state_dicts"], shared["scorer"], shared["device"])
+    return _LOADED[key]
+
+
+# ---------------------------------------------------------------------------- one video
+
+
+def ensemble_probability(
+    scorer: Mapping[str, Any],
+    frame_probs: Mapping[str, np.ndarray] | None,
+    face_features: Mapping[str, Any] | None = None,
+    booster: Any = None,
+) -> float:
+    """One video's calibrated probability as the training run computes it: each model's
+    video score (its rule; no frames -> the prior), the stacker's score instead with
+    ``replace_mean``, the logit mean of the scores, the fitted calibration.
+    ``frame_probs`` None: the video has no usable face."""
+    rule = scorer["video_score"]
+    options = {k: v for k, v in rule.items() if k != "rule"}
+    names = [spec["name"] for spec in scorer["training"]["models"]]
+    probs = frame_probs or {}
+    if scorer["stacker"] is not None:
+        booster = booster or _booster(scorer["stacker"])
+        per_model = [probs[n] for n in names if n in probs]
+        frame_scores = scoring.average_logits(per_model) if per_model else np.empty(0)
+        features = face_features or {"confidences": np.empty(0), "n_faces": 0, "sampled": 1}
+        row = stacking.video_features(
+            frame_scores, features["confidences"], features["n_faces"], features["sampled"]
+        )
+        scores = [stacking.predict_stacker(booster, stacking.feature_table({"video": row}))]
+    else:
+        scores = [
+            np.array(
+                [scoring.video_score(probs.get(n, ()), rule["rule"], scorer["prior"], **options)]
+            )
+            for n in names
+        ]
+    raw = scoring.average_logits(scores)
+    c = scorer["calibration"]
+    return float(scoring.calibrate(raw, c["factor"], c["low"], c["high"], shift=c["shift"])[0])
+
+
+def _fallback(scorer: Mapping[str, Any], fallback: float | str, booster: Any = None) -> float:
+    if fallback == "prior":
+        return ensemble_probability(scorer, None, booster=booster)
+    return float(fallback)
+
+
+def _extracted(video: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode and detect one video: its record (or status and reason) and the timings."""
+    out: dict[str, Any] = {"record": None, "status": "scored", "reason": None}
+    start = time.perf_counter()
+    try:
+        out.update(content_key(video["path"]))
+        frames, indices, info = read_sampled_frames(
+            video["path"], settings["n_frames"], settings["seek_gap"]
+        )
+        decoded = time.perf_counter()
+        out["decode_s"] = decoded - start
+        faces = extract_faces_from_frames(frames, indices, settings, checked=True)
+        out["record"] = video_record(video["path"], info, faces, settings)
+    except NoFaceError as error:
+        out.update(status="no_face", reason=f"{type(error).__name__}: {error}")
+    except (VideoReadError, OSError) as error:
+        out.update(status="unreadable", reason=f"{type(error).__name__}: {error}")
+    except Exception as error:  # one bad video is data, not a crash of its task
+        out.update(status="failed", reason=f"{type(error).__name__}: {error}")
+    out.setdefault("decode_s", time.perf_counter() - start)
+    out["detect_s"] = time.perf_counter() - start - out["decode_s"]
+    out["started"] = start
+    return out
+
+
+def _prefetched(
+    items: Sequence[Mapping[str, Any]], work: Callable[[Mapping[str, Any]], Any], depth: int
+) -> Iterator[tuple[Mapping[str, Any], Any]]:
+    """``(item, work(item))`` in order, ``work`` running ``depth`` items ahead in a thread
+    (decode and detection overlap the model; at most ``depth`` results wait)."""
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        for item in items:
+            result = work(item)
+            while not stop.is_set():
+                try:
+                    waiting.put((item, result), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        waiting.put(done)
+
+    thread = threading.Thread(target=produce, name="podium-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (entry := waiting.get()) is not done:
+            yield entry
+    finally:
+        stop.set()
+
+
+def score_task(job: Mapping[str, Any], shared: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Score ``job["videos"]`` (dicts with ``video`` and ``path``) with the shared ensemble:
+    one result dict (:data:`RESULT_KEYS`) per video, in order. Top level, for Dask."""
+    device = shared["device"]
+    if device == "cuda":  # one GPU per Dask worker, by the worker's name (0..n-1)
+        device = f"cuda:{_worker_index() % max(torch.cuda.device_count(), 1)}"
+    shared = {**shared, "device": device}
+    ensemble = _loaded(shared)
+    scorer, digest, fallback = shared["scorer"], shared["digest"], shared["fallback"]
+    results = []
+    for video, found in _prefetched(
+        job["videos"], lambda v: _extracted(v, ensemble.extraction), shared["prefetch"]
+    ):
+        model_start = time.perf_counter()
+        record = found["record"]
+        if record is not None:
+            features = {
+                "confidences": record["confidences"],
+                "n_faces": len(record["crops"]),
+                "sampled": len(record["sampled_indices"]),
+            }
+            prob = ensemble_probability(
+                scorer, ensemble.frame_probs(record), features, ensemble.booster
+            )
+        else:
+            prob = _fallback(scorer, fallback, ensemble.booster)
+        end = time.perf_counter()
+        results.append(
+            {
+                "video": video["video"],
+                "path": str(video["path"]),
+                "status": found["status"],
+                "reason": found["reason"],
+                "prob": prob,
+                "n_faces": 0 if record is None else len(record["crops"]),
+                "decode_s": found["decode_s"],
+                "detect_s": found["detect_s"],
+                "model_s": end - model_start if record is not None else 0.0,
+                "total_s": end - found["started"],
+                "scorer": digest,
+                **{k: found.get(k) for k in ("content", "content_size", "content_mtime_ns")},
+            }
+        )
+    return results
+
+
+def _worker_index() -> int:
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().name)
+    except (ImportError, ValueError, TypeError):
+        return 0
+
+
+# ---------------------------------------------------------------------------- many videos
+
+
+def video_table(paths: Sequence[str | os.PathLike[str]] | pd.DataFrame | str) -> pd.DataFrame:
+    """``video`` (file name) and ``path`` of the videos to score, from a folder (every
+    ``*.mp4``), a list of paths or a table with a ``path`` column; each must exist and the
+    file names must be unique (the submission is keyed by file name)."""
+    if isinstance(paths, str | os.PathLike) and Path(paths).is_dir():
+        listed = sorted(str(p) for p in Path(paths).glob("*.mp4"))
+        if not listed:
+            raise ValueError(f"no *.mp4 in {paths}; fix: {_param('videos_folder')}")
+    elif isinstance(paths, pd.DataFrame):
+        if "path" not in paths.columns:
+            raise ValueError(f"the videos table needs a `path` column, got {list(paths.columns)}")
+        listed = [str(p) for p in paths["path"]]
+    elif isinstance(paths, str | os.PathLike):
+        raise ValueError(f"{paths} is not a folder; fix: {_param('videos_folder')}")
+    else:
+        listed = [str(p) for p in paths]
+    missing = [p for p in listed if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} video(s) to score do not exist, e.g. {missing[:3]}; fix: list "
+            "existing mp4 files"
+        )
+    table = pd.DataFrame({"video": [Path(p).name for p in listed], "path": listed})
+    twice = table.loc[table["video"].duplicated(keep=False), "path"].tolist()
+    if twice:
+        raise ValueError(
+            f"video file names must be unique (the submission is keyed by name), got "
+            f"{twice[:4]}; fix: score the folders separately"
+        )
+    return table
+
+
+def result_partition(digest: str, video: str) -> str:
+    """``<scorer digest>/<video stem>``: one stored result per video and scorer."""
+    return f"{digest}/{Path(video).stem}"
+
+
+def _still_current(result: Mapping[str, Any], path: str) -> bool:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    if result.get("content_size") is None:
+        return False
+    if int(stat.st_size) == int(result["content_size"]) and int(stat.st_mtime_ns) == int(
+        result["content_mtime_ns"]
+    ):
+        return True
+    return content_key(path)["content"] == result.get("content")
+
+
+def pending_videos(
+    videos: pd.DataFrame, stored: Mapping[str, Callable[[], Any]], digest: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The videos without a current stored result for ``digest`` (never scored, scored
+    from other bytes, or a result file that does not load), and why each stored one was
+    not taken (``{video: reason}``, for a warning)."""
+    todo, stale = [], {}
+    for row in videos.itertuples(index=False):
+        partition = result_partition(digest, row.video)
+        if partition not in stored:
+            todo.append(True)
+            continue
+        try:
+            result = stored[partition]()
+        except Exception as error:  # a result cut short by a killed run: score it again
+            stale[row.video] = f"its stored result does not load ({type(error).__name__})"
+            todo.append(True)
+            continue
+        current = _still_current(result, row.path)
+        if not current:
+            stale[row.video] = "the file changed since it was scored"
+        todo.append(not current)
+    return videos[np.array(todo, dtype=bool)], stale
+
+
+def _failed(videos: Sequence[Mapping[str, Any]], reason: str, digest: str) -> list[dict]:
+    return [
+        {
+            **dict.fromkeys(RESULT_KEYS),
+            "video": v["video"],
+            "path": str(v["path"]),
+            "status": "failed",
+            "reason": reason,
+            "scorer": digest,
+        }
+        for v in videos
+    ]
+
+
+def scoring_workers(
+    device: str, dask: Mapping[str, Any]
+) -> tuple[str, int, dict[str, float] | None]:
+    """``(device, workers, resources)``: ``cuda`` (or ``auto`` where torch sees a GPU) is
+    one Dask worker per GPU, each task needing the worker resource ``GPU``; ``cpu`` is
+    ``dask.n_workers`` workers (0: here, without Dask)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return device, max(torch.cuda.device_count(), 1), {"GPU": 1}
+    return device, int(dask.get("n_workers", 0)), None
+
+
+def stream_scores(
+    videos: pd.DataFrame,
+    state_dicts: Mapping[str, Any],
+    scorer: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    dask: Mapping[str, Any],
+    *,
+    progress: bool = True,
+) -> Iterator[list[dict[str, Any]]]:
+    """Score ``videos`` (:func:`video_table`) and yield each task's results as it finishes.
+
+    On ``dask.scheduler_address``, else a LocalCluster of ``dask.n_workers`` process
+    workers (``n_workers: 0``: here, no Dask); with ``device: cuda`` (or ``auto`` on a GPU
+    box) one worker per GPU, each task asking for the worker resource ``GPU``. A task that
+    fails even after Dask's retries gives its videos ``status: failed`` (not stored by the
+    pipeline, so a re-run scores them). ``failed`` results carry ``prob`` None:
+    :func:`submission_table` gives them the fallback.
+    """
+    s = check_inference_settings(settings)
+    scorer = check_scorer(scorer)
+    digest = scorer_digest(scorer)
+    device, workers, resources = scoring_workers(s["device"], dask)
+    shared = {
+        "state_dicts": state_dicts,
+        "scorer": scorer,
+        "digest": digest,
+        "device": device,
+        "fallback": s["fallback"],
+        "prefetch": s["prefetch"],
+    }
+    rows = videos[["video", "path"]].to_dict("records")
+    size = s["videos_per_task"]
+    jobs = [{"videos": rows[i : i + size]} for i in range(0, len(rows), size)]
+    if not jobs:
+        return
+    address = dask.get("scheduler_address")
+    if not address and workers == 0:
+        for job, result in iter_items(
+            None, score_task, jobs, 1, progress, "scoring", shared=shared
+        ):
+            yield _results_of(job, result, digest)
+        return
+    import dask as dask_config
+    import distributed  # noqa: F401 - its config defaults first: set() removes what it added
+
+    cluster = {"resources": resources} if resources and not address else {}
+    # not daemons: a task's DataLoader may start processes
+    with (
+        dask_config.config.set({"distributed.worker.daemon": False}),
+        dask_client(
+            address,
+            n_workers=workers,
+            threads_per_worker=int(dask.get("threads_per_worker", 1)),
+            **cluster,
+        ) as client,
+    ):
+        for job, result in iter_items(
+            client,
+            score_task,
+            jobs,
+            s["window"],
+            progress,
+            "scoring",
+            shared=shared,
+            resources=resources,
+        ):
+            yield _results_of(job, result, digest)
+
+
+def _results_of(job: Mapping[str, Any], result: Any, digest: str) -> list[dict[str, Any]]:
+    if isinstance(result, ItemError):
+        log.warning(
+            "a scoring task failed (%s); its %d video(s) are not scored",
+            result.error,
+            len(job["videos"]),
+        )
+        return _failed(job["videos"], f"task failed: {result.error}", digest)
+    return result
+
+
+# ---------------------------------------------------------------------------- the outputs
+
+
+def submission_table(
+    videos: pd.DataFrame,
+    results: Mapping[str, Mapping[str, Any]],
+    scorer: Mapping[str, Any],
+    fallback: float | str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(submission, report)``: exactly one row per video of ``videos``, in its order.
+
+    ``results``: video name -> result. The submission is DFDC's ``filename, label``; a video
+    without a result or without a probability gets the fallback, and its reason is in the
+    report (``video, path, status, reason, prob, n_faces`` and the timings)."""
+    fill = _fallback(scorer, fallback)
+    report = []
+    for row in videos.itertuples(index=False):
+        found = results.get(row.video)
+        if found is None:
+            found = _failed([{"video": row.video, "path": row.path}], "no result (not scored)", "")[
+                0
+            ]
+        entry = {
+            k: found.get(k)
+            for k in RESULT_KEYS
+            if k not in ("content", "content_size", "content_mtime_ns")
+        }
+        prob = entry.get("prob")
+        if prob is None or not math.isfinite(float(prob)):
+            entry["prob"] = fill
+        report.append(entry)
+    report_frame = pd.DataFrame(
+        report, columns=[k for k in RESULT_KEYS if not k.startswith("content")]
+    )
+    submission = pd.DataFrame(
+        {"filename": report_frame["video"], "label": report_frame["prob"].astype(float)}
+    )
+    return submission, report_frame
+
+
+def timing_summary(
+    report: pd.DataFrame,
+    wall_seconds: float | None,
+    scored_now: int,
+    workers: int,
+    projected_videos: int,
+) -> dict[str, float]:
+    """Seconds per video by stage (means over the videos with faces, ``total`` over all),
+    this run's wall seconds per video (the throughput: what a budget is about) and the hours
+    N videos would take at it."""
+    scored = report[report["status"] == "scored"]
+    values: dict[str, float] = {
+        "videos": float(len(report)),
+        "scored": float(len(scored)),
+        "fallback": float(len(report) - len(scored)),
+        "scored_this_run": float(scored_now),
+        "workers": float(workers),
+    }
+    for stage in STAGES:
+        column = report[f"{stage}_s"].dropna() if stage != "model" else scored["model_s"].dropna()
+        values[f"{stage}_seconds_per_video"] = float(column.mean()) if len(column) else 0.0
+    if wall_seconds and scored_now:
+        per_video = wall_seconds / scored_now
+    else:  # nothing scored this run: the stored per-video totals over the workers
+        per_video = values["total_seconds_per_video"] / max(workers, 1)
+    values["wall_seconds_per_video"] = float(per_video)
+    values["videos_per_hour"] = 3600.0 / per_video if per_video > 0 else 0.0
+    values["projected_videos"] = float(projected_videos)
+    values["projected_hours"] = projected_videos * per_video / 3600.0
+    return values
+
+
+def budget_verdict(seconds_per_video: float, budget: float) -> str | None:
+    """None within the budget, else the message (seconds per video over the budget)."""
+    if budget <= 0 or seconds_per_video <= budget:
+        return None
+    return (
+        f"scoring took {seconds_per_video:.2f} s a video, over the budget of {budget:.2f} s "
+        f"({_param('budget_seconds_per_video')}); DFDC allowed 9 hours for 4,000 videos"
+    )
+
+
+def cost_table(
+    instances: Mapping[str, Mapping[str, Any]],
+    measured_videos_per_hour: float,
+    videos: int,
+    here: str,
+) -> pd.DataFrame:
+    """Hours and cost of ``videos`` videos per instance type (``videos_per_hour`` null: this
+    run's measured rate), after this machine's measured row (no price: left empty)."""
+    rows = [(here, "measured", measured_videos_per_hour, None)]
+    for name, spec in instances.items():
+        rate = spec.get("videos_per_hour")
+        source = "given" if rate is not None else "measured"
+        rate = float(rate) if rate is not None else measured_videos_per_hour
+        rows.append((name, source, rate, float(spec["price_per_hour"])))
+    table = []
+    for name, source, rate, price in rows:
+        hours = videos / rate if rate > 0 else None
+        cost = hours * price if hours is not None and price is not None else None
+        table.append(
+            {
+                "instance": name,
+                "source": source,
+                "videos_per_hour": rate,
+                "price_per_hour": price,
+                "videos": videos,
+                "hours": hours,
+                "cost": cost,
+            }
+        )
+    return pd.DataFrame(table)
