@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from difflib import get_close_matches
+from importlib import resources
 from pathlib import Path
 
 import click
+from kedro.framework.cli.project import run as kedro_run
 
 from podium.versions import find_versioned_outputs, prune_versions
 
@@ -13,6 +17,100 @@ from podium.versions import find_versioned_outputs, prune_versions
 @click.group(name="podium")
 def cli() -> None:
     """podium project commands."""
+
+
+# ---------------------------------------------------------------- pipeline names, at the door
+
+
+class UnknownPipelineError(click.ClickException):
+    """A pipeline name that is not registered: a usage error (exit code 2), told in one
+    paragraph before any session starts."""
+
+    exit_code = 2
+
+
+def pipeline_folders(package: str = "podium") -> set[str]:
+    """The folders under ``<package>/pipelines/``, which ``find_pipelines`` would discover
+    (the same skips); none is imported."""
+    root = resources.files(f"{package}.pipelines")
+    return {
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and entry.name != "__pycache__" and not entry.name.startswith(".")
+    }
+
+
+def registered_pipelines() -> list[str]:
+    """Every name ``register_pipelines`` returns (this imports every pipeline)."""
+    from kedro.framework.project import pipelines
+
+    pipelines.set_requested(None)  # all of them, not the selection of a previous run
+    return sorted(pipelines.keys())
+
+
+def unknown_pipelines_message(unknown: Iterable[str], registered: Iterable[str]) -> str:
+    """One paragraph: the unknown names, each with its closest registered name (difflib),
+    and the registered pipelines."""
+    unknown = list(dict.fromkeys(unknown))
+    runnable = sorted(name for name in registered if name != "__default__")
+
+    def told(name: str) -> str:
+        match = get_close_matches(name, runnable, n=1)
+        return f"'{name}' ({f'did you mean {match[0]!r}?' if match else 'nothing registered is close'})"
+
+    what = "pipeline" if len(unknown) == 1 else "pipelines"
+    return (
+        f"Unknown {what} {', '.join(told(name) for name in unknown)}. Registered pipelines: "
+        f"{', '.join(runnable) or 'none'} (and __default__, which runs when --pipelines is not "
+        "given). Nothing was run."
+    )
+
+
+def check_pipeline_names(names: Iterable[str], package: str = "podium") -> None:
+    """Raise :class:`UnknownPipelineError` unless every name is a registered pipeline.
+
+    A name that is a folder of ``<package>/pipelines/`` passes without importing anything,
+    so a valid ``kedro run --pipelines=X`` still loads X alone (Kedro's selective loading);
+    only another name makes this read the whole registry, to be sure and to list it."""
+    doubtful = [name for name in names if name not in pipeline_folders(package) | {"__default__"}]
+    if not doubtful:
+        return
+    registered = registered_pipelines()
+    unknown = [name for name in doubtful if name not in registered]
+    if unknown:
+        raise UnknownPipelineError(unknown_pipelines_message(unknown, registered))
+
+
+def _package(metadata) -> str:
+    return getattr(metadata, "package_name", None) or "podium"
+
+
+@cli.command(
+    "run",
+    params=list(kedro_run.params),
+    context_settings=kedro_run.context_settings,
+    short_help=kedro_run.short_help,
+    help=f"{kedro_run.help.rstrip()}\n\nA --pipelines (or --pipeline) name that is not "
+    "registered stops the command before any session starts, naming the registered "
+    "pipelines and the closest match (exit code 2).",
+)
+@click.pass_context
+def run(ctx: click.Context, **kwargs):
+    """Kedro's own ``kedro run``, after the pipeline names are checked."""
+    names = [*kwargs["pipelines"], *([kwargs["pipeline"]] if kwargs["pipeline"] else [])]
+    check_pipeline_names(names, _package(ctx.obj))
+    return ctx.invoke(kedro_run, **kwargs)
+
+
+@cli.command("check-pipelines")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def check_pipelines(metadata, names: tuple[str, ...]) -> None:
+    """Exit 0 if every NAME (comma-separated lists too) is a registered pipeline, else exit 2
+    naming the registered pipelines and the closest match. Runs nothing: `make run` asks it
+    before writing the sample data."""
+    split = [part.strip() for name in names for part in name.split(",") if part.strip()]
+    check_pipeline_names(split, _package(metadata))
 
 
 @cli.command("prune")
