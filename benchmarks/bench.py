@@ -18,8 +18,11 @@ facenet-pytorch MTCNN, podium's detection and its end-to-end extraction, at full
 downscaled, each detecting case with its recall at IoU 0.5) and ``cyclegan`` (part 4:
 podium's whole CycleGAN training step against one written from the authors' published
 architecture and settings, at podium's conf settings and at the paper's, with the
-parameter counts and a one-step comparison from the same weights). Issue 18's scoring
-part is to come as another suite.
+parameter counts and a one-step comparison from the same weights) and ``scoring`` (the
+scoring part: seconds per video with the configured deepfake ensemble, conf/base's or with
+``--env=full`` conf/full's, on the sample's test videos: decode, detect and model alone,
+end to end without Dask and on a Dask LocalCluster, with the prefetch overlap's and Dask's
+ratios, videos per hour and the hours for DFDC's 4,000 test videos against its budget).
 
 Results: every row is appended to ``data/08_reporting/bench/<YYYY-MM-DD>-<host>.json``,
 ``<YYYY-MM-DD>-<host>.md`` is rewritten from it (newest run first), and the run is logged
@@ -50,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "data" / "08_reporting" / "bench"
 HERE = Path(__file__).resolve().parent
 #: Suites in the order they run: the module ``benchmarks/<name>.py`` of each.
-SUITES = ("training", "extraction", "cyclegan")
+SUITES = ("training", "extraction", "cyclegan", "scoring")
 DEVICES = ("auto", "cpu", "cuda")
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")

@@ -266,3 +266,85 @@ def test_the_cyclegan_suite_records_both_steps_and_the_same_computation(
     for case in ("base", "reference"):
         assert _positive(logged[f"cyclegan.{case}.ratio"])
         assert logged[f"cyclegan.{case}.params_match"] == 1.0
+
+
+#: Two test videos (160x120, 15 frames) of the DFDC sample's layout, nothing else.
+TINY_TEST_VIDEOS = {**TINY_DFDC, "n_test_videos": 2, "test_actors": 1}
+#: conf/base's ensemble (unet_multitask resnet10t), two folds at 32 px on two frames.
+TINY_SCORING = {
+    "deepfake": {
+        "extraction": {"n_frames": 2, "crop_size": 48},
+        "training": {"image_size": 32, "predict_batch_size": 8},
+        "split": {"n_folds": 2},
+    },
+    "deepfake_inference": {"videos_per_task": 2},
+}
+
+
+def test_the_scoring_suite_splits_seconds_per_video_and_takes_its_ratios(
+    tmp_path, kept_tracking_uri
+):
+    """Two test videos, one repeat, one Dask worker: every case's seconds are positive,
+    the sum is the three stages', each ratio the quotient of the seconds measured, and
+    every video comes back from both end-to-end cases with an allowed status."""
+    from podium.pipelines.deepfake.inference import STATUSES
+    from podium.sample_data.dfdc import generate_dfdc_sample
+
+    for relative, data in generate_dfdc_sample(TINY_TEST_VIDEOS, seed=0).items():
+        path = tmp_path / "raw" / "dfdc" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    bench = _bench()
+    threads = torch.get_num_threads()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "bench"
+    argv = [
+        "--device=cpu",
+        "--suites=scoring",
+        f"--raw={tmp_path / 'raw'}",
+        "--scoring-workers=1",
+        "--repeats=1",
+        f"--params={json.dumps(TINY_SCORING)}",
+        f"--out={out}",
+        f"--mlflow-uri={store}",
+    ]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads
+
+    (json_file,) = out.glob("????-??-??-*.json")
+    rows = {r["case"]: r for r in json.loads(json_file.read_text())}
+    assert list(rows) == ["decode", "detect", "model", "sum", "end_to_end", "dask"]
+    seconds = {}
+    for case, row in rows.items():
+        assert row["suite"] == "scoring" and row["ensemble"] == "base", row
+        assert row["weights"] == "untrained" and row["folds"] == 2 and row["videos"] == 2
+        assert row["n_frames"] == 2 and row["repeats"] == 1 and row["dask_workers"] == 1
+        assert _positive(row["seconds_per_video"]), (case, row["seconds_per_video"])
+        (sample,) = row["samples"]
+        seconds[case] = sample["seconds"]
+        assert math.isclose(row["seconds_per_video"], seconds[case] / 2)
+    assert math.isclose(seconds["sum"], seconds["decode"] + seconds["detect"] + seconds["model"])
+    assert rows["end_to_end"]["ratio"] == seconds["end_to_end"] / seconds["sum"]
+    assert rows["dask"]["ratio"] == seconds["end_to_end"] / seconds["dask"]
+    assert rows["dask"]["ideal"] == 1 and rows["dask"]["efficiency"] == rows["dask"]["ratio"]
+    for case in ("end_to_end", "dask"):
+        row = rows[case]
+        assert sum(row["statuses"].values()) == 2
+        assert set(row["statuses"]) <= set(STATUSES) - {"failed"}, row["statuses"]
+        for stage in ("decode", "detect", "total"):
+            assert _positive(row[f"reported_{stage}_seconds_per_video"]), (case, stage)
+        assert math.isclose(row["videos_per_hour"], 3600 / row["seconds_per_video"])
+        assert math.isclose(row["projected_hours"], 4000 * row["seconds_per_video"] / 3600)
+        assert math.isclose(row["budget_ratio"], row["seconds_per_video"] / 8.1)
+
+    table = json_file.with_suffix(".md").read_text()
+    assert "### Scoring" in table and "| end to end, no Dask (stream_scores) |" in table
+    assert "unet_multitask resnet10t x 2 folds @32" in table
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
+    logged = run.data.metrics
+    for case in rows:
+        assert logged[f"scoring.base.{case}.seconds_per_video"] == rows[case]["seconds_per_video"]
+    assert logged["scoring.base.end_to_end.ratio"] == rows["end_to_end"]["ratio"]
+    assert logged["scoring.base.dask.ratio"] == rows["dask"]["ratio"]

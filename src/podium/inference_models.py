@@ -71,7 +71,7 @@ class InferenceModel:
 
 
 def _deepfake_scorer() -> InferenceModel:
-    from podium.pipelines.deepfake.pipeline import (
+    from podium.pipelines.deepfake_inference.pipeline import (
         INFERENCE_ARTIFACTS,
         INFERENCE_INPUT,
         create_scoring_model_pipeline,

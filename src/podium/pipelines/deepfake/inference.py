@@ -534,12 +534,14 @@ def scoring_workers(
 ) -> tuple[str, int, dict[str, float] | None]:
     """``(device, workers, resources)``: ``cuda`` (or ``auto`` where torch sees a GPU) is
     one Dask worker per GPU, each task needing the worker resource ``GPU``; ``cpu`` is
-    ``dask.n_workers`` workers (0: here, without Dask)."""
+    ``dask.n_workers`` workers. ``n_workers: 0`` scores here, without Dask (on the first
+    GPU with ``cuda``)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    workers = int(dask.get("n_workers", 0))
+    if device == "cuda" and workers > 0:
         return device, max(torch.cuda.device_count(), 1), {"GPU": 1}
-    return device, int(dask.get("n_workers", 0)), None
+    return device, workers, None
 
 
 def stream_scores(

@@ -762,12 +762,15 @@ def score_video_files(
     dask: Mapping[str, Any],
 ) -> pd.DataFrame:
     """The MLflow model's one node: ``filename, label, status, reason`` of each video of
-    ``videos`` (paths, or a table with a ``path`` column), nothing stored."""
+    ``videos`` (paths, or a table with a ``path`` column), nothing stored. Scored in the
+    calling process (no cluster started per ``predict``), or on the Dask cluster at
+    ``runtime.dask.scheduler_address`` when the run set one."""
     s = inference.check_inference_settings(settings)
     scorer = _checked_ensemble(frame_models, scorer)
     table = inference.video_table(videos)
+    cluster = {"n_workers": 0, "scheduler_address": dask.get("scheduler_address")}
     results: dict[str, dict] = {}
-    for chunk in inference.stream_scores(table, frame_models, scorer, s, dask, progress=False):
+    for chunk in inference.stream_scores(table, frame_models, scorer, s, cluster, progress=False):
         results.update((r["video"], r) for r in chunk)
     submission, report = inference.submission_table(table, results, scorer, s["fallback"])
     return submission.assign(status=report["status"], reason=report["reason"])
