@@ -1,13 +1,25 @@
-"""`kedro run --pipelines=deepfake` end to end on a tiny generated DFDC sample."""
+"""`kedro run --pipelines=deepfake` end to end on a tiny generated DFDC sample, then
+`deepfake_inference` and the MLflow model it logs scoring its test videos again."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_DEEPFAKE, TINY_SAMPLE, kedro_run, make_project, tracked_runs
+from tests.conftest import (
+    TINY_DEEPFAKE,
+    TINY_SAMPLE,
+    kedro_cli,
+    kedro_run,
+    make_project,
+    tracked_runs,
+)
 
 TINY_DFDC = {
     **TINY_SAMPLE["sample_data"]["dfdc"],
@@ -155,3 +167,91 @@ def test_a_bad_parameter_stops_the_run_naming_it_and_the_allowed_values(
             nodes=["train_frame_models"],
         )
     assert named in str(error.value) and allowed in str(error.value)
+
+
+# ------------------------------------------------ deepfake_inference and the MLflow model
+
+
+def _latest_csv(folder: Path) -> pd.DataFrame:
+    version = sorted(p for p in folder.iterdir() if p.is_dir())[-1]
+    return pd.read_csv(version / folder.name).set_index("filename").sort_index()
+
+
+def _training_run(project: Path):
+    _, runs = tracked_runs(project)
+    return next(r for r in runs if r.info.run_name == "deepfake")  # the fixture's full run
+
+
+@pytest.mark.slow
+def test_deepfake_inference_scores_the_test_videos_as_the_training_run_did(deepfake_project):
+    root = deepfake_project
+    trained = _latest_csv(root / "data" / "07_model_output" / "deepfake" / "submission.csv")
+    scored_folder = root / "data" / "07_model_output" / "deepfake_inference" / "submission.csv"
+    timing = root / "data" / "08_reporting" / "deepfake_inference" / "timing.json"
+
+    kedro_run(root, "deepfake_inference")
+    first = _latest_csv(scored_folder)
+    assert json.loads(timing.read_text())["scored_this_run"] == TINY_DFDC["n_test_videos"]
+    # the same model and the same crops: the very same probabilities
+    assert first.index.tolist() == trained.index.tolist()
+    assert (first["label"] == trained["label"]).all(), first.join(trained, rsuffix="_trained")
+
+    kedro_run(root, "deepfake_inference")  # everything is scored already
+    assert json.loads(timing.read_text())["scored_this_run"] == 0
+    assert _latest_csv(scored_folder).equals(first)
+    _, runs = tracked_runs(root)
+    metrics = runs[-1].data.metrics
+    assert runs[-1].info.run_name == "deepfake_inference"
+    assert metrics["inference.videos"] == metrics["inference.scored"] == len(first)
+    assert metrics["inference.model_seconds_per_video"] > 0
+    assert metrics["inference.projected_hours"] > 0
+
+
+@pytest.mark.slow
+def test_the_training_run_logs_a_model_that_scores_videos_in_a_fresh_process(deepfake_project):
+    root = deepfake_project
+    run = _training_run(root)
+    trained = _latest_csv(root / "data" / "07_model_output" / "deepfake" / "submission.csv")
+    videos = sorted(
+        str(p) for p in (root / "data" / "01_raw" / "dfdc" / "test_videos").glob("*.mp4")
+    )
+    script = (
+        "import json, sys, mlflow\n"
+        f"mlflow.set_tracking_uri('sqlite:///{root / 'mlflow.db'}')\n"
+        f"model = mlflow.pyfunc.load_model('runs:/{run.info.run_id}/deepfake_scorer')\n"
+        f"out = model.predict({videos[:3]!r})\n"
+        "print('RESULT', json.dumps(out.to_dict(orient='records')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    predicted = pd.DataFrame(json.loads(line[len("RESULT ") :])).set_index("filename")
+    assert len(predicted) == 3 and (predicted["status"] == "scored").all()
+    expected = trained.loc[predicted.index, "label"]
+    assert (predicted["label"] == expected).all(), (predicted["label"] - expected).abs().max()
+
+
+@pytest.mark.slow
+def test_deepfake_inference_takes_the_ensemble_of_an_mlflow_run(deepfake_project):
+    root = deepfake_project
+    run = _training_run(root)
+    folder = root / "data" / "07_model_output" / "deepfake_inference" / "results"
+    shutil.rmtree(folder, ignore_errors=True)  # score again, from the run's artifacts
+    shutil.rmtree(root / "data" / "06_models" / "deepfake")  # no local ensemble at all
+    done = kedro_cli(
+        root,
+        "run",
+        "--pipelines=deepfake_inference",
+        f"--params=deepfake_inference.model_run_id={run.info.run_id}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = _latest_csv(root / "data" / "07_model_output" / "deepfake" / "submission.csv")
+    scored = _latest_csv(
+        root / "data" / "07_model_output" / "deepfake_inference" / "submission.csv"
+    )
+    assert (scored["label"] == trained["label"]).all()
+    missing = kedro_cli(root, "run", "--pipelines=deepfake_inference")
+    assert missing.returncode != 0
+    assert "deepfake_inference.model_run_id" in missing.stdout + missing.stderr
