@@ -196,9 +196,13 @@ def build_scorer(
     stacker: str | None,
     replace_mean: bool,
     weights: str,
+    runtime: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready scorer of a trained run (see the module docstring); ``weights``: the
-    :func:`weights_digest` of the fold models it goes with."""
+    :func:`weights_digest` of the fold models it goes with; ``runtime``: the run's block,
+    whose ``precision`` and ``channels_last`` its test predictions were made with (on a GPU
+    they change the last bits)."""
+    runtime = runtime or {}
     scorer = {
         "format": SCORER_FORMAT,
         "training": json.loads(json.dumps(dict(training), default=list)),
@@ -208,6 +212,10 @@ def build_scorer(
         "calibration": {k: float(calibration[k]) for k in ("factor", "shift", "low", "high")},
         "stacker": stacker if replace_mean else None,
         "weights": weights,
+        "runtime": {
+            "precision": str(runtime.get("precision", "auto")),
+            "channels_last": bool(runtime.get("channels_last", False)),
+        },
     }
     return check_scorer(scorer)
 
@@ -249,7 +257,9 @@ class LoadedEnsemble:
     def __init__(self, state_dicts: Mapping[str, Any], scorer: Mapping[str, Any], device: str):
         self.config = check_training_settings(scorer["training"])
         self.extraction = check_extraction_settings({**scorer["extraction"], "device": device})
-        self.runtime = resolve_runtime({"device": device, "num_workers": 0})
+        self.runtime = resolve_runtime(
+            {**scorer.get("runtime", {}), "device": device, "num_workers": 0}
+        )
         keys = check_state_dicts(state_dicts, self.config)
         self.networks = {
             spec["name"]: [

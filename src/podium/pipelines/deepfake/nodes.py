@@ -527,10 +527,12 @@ def package_scorer(
     extraction: Mapping[str, Any],
     video_score: Mapping[str, Any],
     stacking_params: Mapping[str, Any],
+    runtime: Mapping[str, Any],
 ) -> dict:
     """What scores a new video beside the fold models' weights (``deepfake_scorer``): the
-    settings, the training prior, the fitted calibration and, with ``replace_mean``, the
-    stacker; the ``deepfake_inference`` pipeline and the MLflow model read it."""
+    settings, the training prior, the fitted calibration, the precision the test videos
+    were predicted at and, with ``replace_mean``, the stacker; the ``deepfake_inference``
+    pipeline and the MLflow model read it."""
     return inference.build_scorer(
         training=training,
         extraction=extraction,
@@ -540,6 +542,7 @@ def package_scorer(
         stacker=stacker,
         replace_mean=bool(stacking_params["enabled"] and stacking_params.get("replace_mean")),
         weights=inference.weights_digest(frame_models),
+        runtime=runtime,
     )
 
 
@@ -661,6 +664,7 @@ def score_new_videos(
             "failed_this_run": len(failed),
             "workers": workers,
             "device": device,
+            "failed": dict(failed),
         }
 
     for results in inference.stream_scores(todo, frame_models, scorer, s, dask):
@@ -701,6 +705,13 @@ def write_inference_submission(
         partition = inference.result_partition(digest, video)
         if partition in stored:
             results[video] = stored[partition]()
+        elif video in timing.get("failed", {}):
+            results[video] = {
+                "video": video,
+                "status": "failed",
+                "prob": None,
+                "reason": timing["failed"][video],
+            }
     submission, report = inference.submission_table(table, results, scorer, s["fallback"])
     fallback = report[report["status"] != "scored"]
     if len(fallback):

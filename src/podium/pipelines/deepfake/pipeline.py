@@ -177,6 +177,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     EXTRACTION,
                     "params:deepfake.video_score",
                     "params:deepfake.stacking",
+                    "params:runtime",
                 ],
                 "deepfake_scorer",
                 name="package_scorer",
