@@ -82,3 +82,66 @@ def test_crop_face_clips_at_the_border_and_rejects_boxes_outside():
     assert crop_face(image, (0, 0, 20, 20), margin=1.0).shape == (40, 40, 3)
     with pytest.raises(ValueError, match="outside"):
         crop_face(image, (150, 150, 180, 180), margin=0.1)
+
+
+# ---------------------------------------------------------------------------- thresholds
+
+LOOSE = [0.6, 0.7, 0.7]  # facenet-pytorch's default
+STRICT = [0.85, 0.95, 0.95]  # the DFDC 1st place's, for its training crops
+
+
+def test_thresholds_reach_the_mtcnn_and_each_set_is_built_once():
+    from podium.faces import DEFAULT_THRESHOLDS, load_detector
+
+    strict = load_detector("cpu", STRICT)
+    assert strict.thresholds == STRICT
+    assert load_detector("cpu", tuple(STRICT)) is strict  # list or tuple: the same detector
+    default = load_detector("cpu")
+    assert default.thresholds == list(DEFAULT_THRESHOLDS) == LOOSE
+    assert default is not strict and load_detector("cpu", LOOSE) is default
+    for bad in ([0.6, 0.7], [0.6, 0.7, 1.2], [-0.1, 0.7, 0.7]):
+        with pytest.raises(ValueError, match="thresholds"):
+            load_detector("cpu", bad)
+
+
+def test_detect_faces_uses_the_given_thresholds(monkeypatch):
+    import podium.faces.detect as detect_module
+
+    seen = []
+    real = detect_module.load_detector
+    monkeypatch.setattr(
+        detect_module,
+        "load_detector",
+        lambda device, thresholds: seen.append(thresholds) or real(device, thresholds),
+    )
+    detect_faces([np.zeros((32, 32, 3), np.uint8)], thresholds=STRICT)
+    detect_faces([np.zeros((32, 32, 3), np.uint8)])
+    assert seen == [STRICT, (0.6, 0.7, 0.7)]
+
+
+def _small_faces(height: int, blur: float = 0.0) -> np.ndarray:
+    """Four small drawn faces on a noisy background: some are borderline for MTCNN."""
+    import cv2
+
+    from podium.sample_data.faces import random_appearance, render_face
+
+    rng = np.random.default_rng(0)
+    image = np.clip(120 + rng.normal(0, 25, (240, 320, 3)), 0, 255).astype(np.uint8)
+    for k, seed in enumerate((11, 12, 13, 14)):
+        render_face(
+            image, random_appearance(np.random.default_rng(seed)), (50 + 75 * k, 120), height
+        )
+    return cv2.GaussianBlur(image, (0, 0), blur) if blur else image
+
+
+def test_strict_thresholds_find_no_more_faces_than_loose_ones():
+    frames = [_small_faces(24), _small_faces(30), _small_faces(40, blur=2.0), _drawn_face(3)[0]]
+    loose = detect_faces(frames, min_confidence=0.0, thresholds=LOOSE)
+    strict = detect_faces(frames, min_confidence=0.0, thresholds=STRICT)
+    counts = [(len(a), len(b)) for a, b in zip(loose, strict, strict=True)]
+    assert all(n_strict <= n_loose for n_loose, n_strict in counts), counts
+    assert sum(s for _, s in counts) >= 1 and sum(s for _, s in counts) < sum(n for n, _ in counts)
+    # O-net's threshold is applied: every strict face is above 0.95 without a confidence filter
+    assert min(d.confidence for found in strict for d in found) > 0.95
+    stricter = detect_faces(frames, min_confidence=0.0, thresholds=[0.95, 0.99, 0.999])
+    assert sum(map(len, stricter)) < sum(map(len, strict))

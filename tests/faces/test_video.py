@@ -131,6 +131,12 @@ def test_unreadable_and_faceless_videos_raise(sample, tmp_path):
         ({"downscale": 0}, "downscale"),
         ({"device": "gpu"}, "cuda"),
         ({"mask_threshold": -1}, "mask_threshold"),
+        ({"crop_mode": "pad"}, "isotropic_pad"),
+        ({"crop_mode": "isotropic_pad", "crop_size": [64, 48]}, "crop_size"),
+        ({"thresholds": [0.6, 0.7]}, "thresholds"),
+        ({"thresholds": [0.6, 0.7, 1.5]}, "thresholds[2]"),
+        ({"thresholds": "0.6, 0.7, 0.7"}, "thresholds"),
+        ({"thresholds": [0.6, "high", 0.7]}, "thresholds[1]"),
     ],
 )
 def test_bad_settings_name_the_parameter(settings, needle):
@@ -142,3 +148,74 @@ def test_bad_settings_name_the_parameter(settings, needle):
 def test_settings_defaults_are_filled_in():
     s = check_extraction_settings({"crop_size": 96})
     assert s["crop_size"] == (96, 96) and s["keep"] == "largest" and s["n_frames"] >= 1
+
+
+def test_new_settings_are_left_out_at_their_default():
+    """crop_mode and thresholds came after records were cached: at their defaults they are
+    not in the checked settings (the settings digest stays), and `setting` reads them."""
+    from podium.faces.video import OMITTED_AT_DEFAULT, setting
+
+    plain = check_extraction_settings({"crop_size": 96})
+    explicit = check_extraction_settings(
+        {"crop_size": 96, "crop_mode": "aspect", "thresholds": [0.6, 0.7, 0.7]}
+    )
+    assert plain == explicit and not set(OMITTED_AT_DEFAULT) & set(plain)
+    assert setting(plain, "crop_mode") == "aspect" and setting(plain, "thresholds") == [
+        0.6,
+        0.7,
+        0.7,
+    ]
+    winner = check_extraction_settings(
+        {"crop_size": 380, "crop_mode": "isotropic_pad", "thresholds": (0.85, 0.95, 0.95)}
+    )
+    assert winner["crop_mode"] == "isotropic_pad" and winner["thresholds"] == [0.85, 0.95, 0.95]
+    assert check_extraction_settings(winner) == winner  # checking twice changes nothing
+
+
+def test_extraction_passes_the_thresholds_and_the_crop_mode(monkeypatch):
+    import podium.faces.video as video_module
+    from podium.faces import Detection, crop_face
+    from podium.faces.video import extract_faces_from_frames
+
+    seen = []
+
+    def fake_detect(images, **kwargs):
+        seen.append(kwargs["thresholds"])
+        return [[Detection((30.0, 20.0, 70.0, 44.0), 0.99)] for _ in images]
+
+    monkeypatch.setattr(video_module, "detect_faces", fake_detect)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 120, 160, 3), dtype=np.uint8)
+    settings = {"crop_size": 64, "margin": 0.3333333333, "device": "cpu"}
+    padded = extract_faces_from_frames(
+        frames, [0, 5], {**settings, "crop_mode": "isotropic_pad", "thresholds": [0.7, 0.8, 0.8]}
+    )
+    aspect = extract_faces_from_frames(frames, [0, 5], settings)
+    assert seen == [[0.7, 0.8, 0.8], [0.6, 0.7, 0.7]]
+    for frame, crop in zip(frames, padded["crops"], strict=True):
+        expected = crop_face(frame, (30, 20, 70, 44), 0.3333333333, (64, 64), "isotropic_pad")
+        assert np.array_equal(crop, expected)
+    # 40 x 24 grown by 13 and 8: 66 x 40 -> 64 x 38 (INTER_AREA), 13 zero rows above, 13 below
+    assert not padded["crops"][:, :13].any() and not padded["crops"][:, 51:].any()
+    assert padded["crops"][:, 13:51].any(axis=-1).all()
+    assert aspect["crops"][:, :13].any()  # the default widens with real pixels
+
+
+def test_isotropic_pad_record_of_a_real_video(sample):
+    from podium.faces import crop_face
+    from podium.layouts.dfdc import read_frames
+
+    folder, real, _ = sample
+    settings = {
+        "n_frames": 4,
+        "crop_size": 64,
+        "margin": 0.3333333333,
+        "crop_mode": "isotropic_pad",
+    }
+    record = extract_video(folder / real, {**settings, "thresholds": [0.85, 0.95, 0.95]})
+    assert record["settings"]["crop_mode"] == "isotropic_pad"
+    assert record["settings"]["thresholds"] == [0.85, 0.95, 0.95]
+    assert record["crops"].shape == (len(record["boxes"]), 64, 64, 3)
+    frames = read_frames(folder / real, record["frame_indices"])
+    for frame, box, crop in zip(frames, record["boxes"], record["crops"], strict=True):
+        assert np.array_equal(crop, crop_face(frame, box, 0.3333333333, (64, 64), "isotropic_pad"))

@@ -3,6 +3,24 @@
 No kedro or mlflow imports: a notebook or a bare GPU box can use it directly.
 """
 
-from podium.faces.detect import Detection, crop_face, detect_faces, load_detector
+from podium.faces.detect import (
+    CROP_MODES,
+    DEFAULT_THRESHOLDS,
+    Detection,
+    PadLayout,
+    crop_face,
+    detect_faces,
+    isotropic_pad_layout,
+    load_detector,
+)
 
-__all__ = ["Detection", "crop_face", "detect_faces", "load_detector"]
+__all__ = [
+    "CROP_MODES",
+    "DEFAULT_THRESHOLDS",
+    "Detection",
+    "PadLayout",
+    "crop_face",
+    "detect_faces",
+    "isotropic_pad_layout",
+    "load_detector",
+]

@@ -33,7 +33,11 @@ video with no face in any sampled frame raises :class:`NoFaceError`; an unreadab
 :class:`~podium.layouts.dfdc.VideoReadError`: callers turn both into bad-video report rows.
 
 Settings are validated by :func:`check_extraction_settings`; errors name
-``deepfake.extraction.<key>`` and the allowed values. No kedro or mlflow imports.
+``deepfake.extraction.<key>`` and the allowed values. ``crop_mode`` picks the crop
+(:func:`podium.faces.detect.crop_face`): ``aspect`` (podium's, the default) or
+``isotropic_pad`` (the DFDC 1st place's: the box grown by ``margin``, resized on its long
+side, zero-padded to the square ``crop_size``); ``thresholds`` are MTCNN's three stage
+thresholds. No kedro or mlflow imports.
 """
 
 from __future__ import annotations
@@ -53,12 +57,20 @@ from podium.core.config import (
     check_range,
     check_size,
 )
-from podium.faces.detect import Detection, crop_face, detect_faces
+from podium.faces.detect import (
+    CROP_MODES,
+    DEFAULT_THRESHOLDS,
+    Detection,
+    crop_face,
+    detect_faces,
+)
 from podium.layouts.dfdc import probe_video, read_frames
 
 __all__ = [
+    "CROP_MODES",
     "DEFAULT_SETTINGS",
     "KEEP_CHOICES",
+    "OMITTED_AT_DEFAULT",
     "NoFaceError",
     "check_extraction_settings",
     "crop_at_boxes",
@@ -68,6 +80,7 @@ __all__ = [
     "read_sampled_frames",
     "resolve_device",
     "sample_frame_indices",
+    "setting",
     "video_record",
 ]
 
@@ -81,7 +94,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "keep": "largest",  # largest: one face per frame; all: every face >= min_confidence
     "min_confidence": 0.9,  # MTCNN probability a face must reach
     "margin": 0.5,  # crop grows the box by this fraction of its size on every side
+    "crop_mode": "aspect",  # aspect | isotropic_pad (the DFDC 1st place's; square crop_size)
     "crop_size": 160,  # int (square) or [height, width] of the stored crops
+    "thresholds": list(DEFAULT_THRESHOLDS),  # MTCNN P-, R-, O-net thresholds
     "downscale": 1.0,  # detect on a copy scaled by this factor (boxes mapped back)
     "batch_size": 16,  # frames per MTCNN batch
     "device": "auto",  # auto (cuda when present), cpu, cuda, cuda:<k>
@@ -90,6 +105,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mask_threshold": 8,  # grey levels |fake - original| (after the blur) counted as manipulated
     "mask_blur": 1.0,  # Gaussian sigma (crop pixels) applied before differencing; 0 = off
 }
+
+
+#: Settings added after records were first cached: check_extraction_settings leaves them
+#: out while they hold their default, so the settings digest of every configuration that
+#: does not use them (and its cached records) stays what it was.
+OMITTED_AT_DEFAULT = ("crop_mode", "thresholds")
 
 
 class NoFaceError(ValueError):
@@ -111,6 +132,25 @@ def _check_crop_size(value: Any) -> tuple[int, int]:
     return check_size(_param("crop_size"), value, minimum=8)
 
 
+def _check_thresholds(value: Any) -> list[float]:
+    parameter = _param("thresholds")
+    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__") or len(value) != 3:
+        raise ParameterError(
+            parameter,
+            f"expected three numbers [p_net, r_net, o_net] in [0, 1], got {value!r} "
+            f"(facenet-pytorch's default: {list(DEFAULT_THRESHOLDS)})",
+        )
+    return [
+        float(check_range(f"{parameter}[{i}]", v, low=0.0, high=1.0)) for i, v in enumerate(value)
+    ]
+
+
+def setting(settings: Mapping[str, Any], key: str) -> Any:
+    """``settings[key]``, or its default for a key of :data:`OMITTED_AT_DEFAULT` that
+    :func:`check_extraction_settings` left out."""
+    return settings[key] if key in settings else DEFAULT_SETTINGS[key]
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
     if device == "auto":
@@ -123,7 +163,10 @@ def resolve_device(device: str) -> str:
 def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults filled in and every value checked; ``crop_size`` becomes (height, width).
 
-    Raises :class:`~podium.core.config.ParameterError` naming ``deepfake.extraction.<key>``.
+    The keys of :data:`OMITTED_AT_DEFAULT` (``crop_mode``, ``thresholds``) are left out
+    while they hold their default, so older configurations keep their settings digest; read
+    them with :func:`setting`. Raises :class:`~podium.core.config.ParameterError` naming
+    ``deepfake.extraction.<key>``.
     """
     settings = dict(settings or {})
     check_keys(PARAMETER, settings, DEFAULT_SETTINGS)
@@ -145,6 +188,14 @@ def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict
     )
     s["mask_blur"] = float(check_range(_param("mask_blur"), s["mask_blur"], low=0.0, high=50.0))
     s["crop_size"] = _check_crop_size(s["crop_size"])
+    s["crop_mode"] = check_choice(_param("crop_mode"), s["crop_mode"], CROP_MODES)
+    if s["crop_mode"] == "isotropic_pad" and s["crop_size"][0] != s["crop_size"][1]:
+        raise ParameterError(
+            _param("crop_size"),
+            f"crop_mode isotropic_pad pads to a square: crop_size must be one integer, got "
+            f"{list(s['crop_size'])}",
+        )
+    s["thresholds"] = _check_thresholds(s["thresholds"])
     device = s["device"]
     if not isinstance(device, str) or not (
         device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
@@ -153,6 +204,9 @@ def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict
             _param("device"),
             f"{device!r} is not allowed; allowed values: auto, cpu, cuda, cuda:<k>",
         )
+    for key in OMITTED_AT_DEFAULT:
+        if s[key] == DEFAULT_SETTINGS[key]:
+            del s[key]
     return s
 
 
@@ -212,15 +266,17 @@ def crop_at_boxes(
     boxes: np.ndarray,
     margin: float,
     crop_size: tuple[int, int],
+    mode: str = "aspect",
 ) -> np.ndarray:
-    """Crop ``frames[i]`` at ``boxes[i]`` (same margin and size as the extraction): (n, H, W, 3).
+    """Crop ``frames[i]`` at ``boxes[i]`` (same margin, size and ``mode`` as the extraction):
+    (n, H, W, 3).
 
     Used for a FAKE's original: its crops at the fake's boxes line up pixel for pixel.
     """
     h, w = crop_size
     out = np.zeros((len(boxes), h, w, 3), np.uint8)
     for i, (frame, box) in enumerate(zip(frames, boxes, strict=True)):
-        out[i] = crop_face(frame, box, margin, size=(h, w))
+        out[i] = crop_face(frame, box, margin, size=(h, w), mode=mode)
     return out
 
 
@@ -251,6 +307,7 @@ def extract_faces_from_frames(
         batch_size=s["batch_size"],
         downscale=s["downscale"],
         min_confidence=s["min_confidence"],
+        thresholds=setting(s, "thresholds"),
     )
     rows: list[tuple[int, int, Detection, tuple[float, ...]]] = []
     faces_per_frame = np.zeros(len(indices), np.int64)
@@ -269,7 +326,13 @@ def extract_faces_from_frames(
             "sampled frames"
         )
     boxes = np.array([b for *_, b in rows], np.float32).reshape(-1, 4)
-    crops = crop_at_boxes([frames[k] for k, *_ in rows], boxes, s["margin"], s["crop_size"])
+    crops = crop_at_boxes(
+        [frames[k] for k, *_ in rows],
+        boxes,
+        s["margin"],
+        s["crop_size"],
+        mode=setting(s, "crop_mode"),
+    )
     return {
         "height": int(height),
         "width": int(width),

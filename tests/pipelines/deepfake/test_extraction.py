@@ -382,3 +382,27 @@ class _Loaded:
         from kedro.io import MemoryDataset
 
         return MemoryDataset(value, copy_mode="assign")
+
+
+def test_new_settings_at_their_defaults_keep_the_settings_digest():
+    """crop_mode and thresholds at their defaults leave the digest (and the cache) as it was."""
+    from podium.pipelines.deepfake.extraction import settings_key
+
+    key = settings_key(SETTINGS)
+    assert key == "bdb96acd03"  # SETTINGS' digest before crop_mode and thresholds existed
+    explicit = {**SETTINGS, "crop_mode": "aspect", "thresholds": [0.6, 0.7, 0.7]}
+    assert settings_key(explicit) == key
+    assert settings_key({**SETTINGS, "crop_mode": "isotropic_pad"}) != key
+    assert settings_key({**SETTINGS, "thresholds": [0.85, 0.95, 0.95]}) != key
+
+
+def test_isotropic_pad_masks_compare_crops_of_one_geometry(sample):
+    _, good, _ = sample
+    fake = good[good.label == "FAKE"].iloc[0]
+    keep = (good.video == fake.video) | (good.video == fake.original)
+    settings = {**SETTINGS, "margin": 0.3333333333, "crop_mode": "isotropic_pad"}
+    records, bad, _ = extract_videos(good[keep], settings, n_workers=0, progress=False)
+    record = records[f"{FOLDER}/{fake.video[:-4]}"]
+    padding = ~record["crops"].any(axis=-1)  # the zero padding of the fake's crops
+    assert bad.empty and padding.sum() > 100
+    assert not record["masks"][padding].any()  # zero in both crops: never "manipulated"

@@ -67,6 +67,7 @@ from podium.faces.video import (
     extract_video,
     manipulation_masks,
     read_sampled_frames,
+    setting,
     video_record,
 )
 from podium.fingerprint import EDGE_BYTES, file_digest
@@ -250,7 +251,13 @@ def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
                     f"{source[0].shape[0]}, the fake's {size[1]}x{size[0]}"
                 )
             else:
-                original_crops = crop_at_boxes(source, record["boxes"], s["margin"], s["crop_size"])
+                original_crops = crop_at_boxes(
+                    source,
+                    record["boxes"],
+                    s["margin"],
+                    s["crop_size"],
+                    mode=setting(s, "crop_mode"),
+                )
                 record["masks"] = manipulation_masks(
                     record["crops"], original_crops, s["mask_threshold"], s["mask_blur"]
                 )
