@@ -276,7 +276,18 @@ def test_the_scorer_and_the_weights_must_come_from_one_run(ensemble):
     state_dicts, scorer = ensemble
     other = {k: {n: t + 1 for n, t in v.items()} for k, v in state_dicts.items()}
     with pytest.raises(ValueError, match="different training runs"):
-        nodes._checked_ensemble(other, scorer)
+        nodes._checked_ensemble(other, scorer, {})
+
+
+def test_inference_thresholds_replace_the_training_crops_and_key_other_results(ensemble):
+    state_dicts, scorer = ensemble
+    same = nodes._checked_ensemble(state_dicts, scorer, {"thresholds": None})
+    looser = nodes._checked_ensemble(state_dicts, scorer, {"thresholds": [0.7, 0.8, 0.8]})
+    assert inference.scorer_digest(same) == inference.scorer_digest(scorer)
+    assert looser["extraction"]["thresholds"] == [0.7, 0.8, 0.8]
+    assert inference.scorer_digest(looser) != inference.scorer_digest(scorer)
+    with pytest.raises(ParameterError, match="thresholds"):
+        inference.scoring_scorer(scorer, {"thresholds": [0.7, 1.8, 0.8]})
 
 
 def test_prefetching_keeps_order_and_holds_at_most_depth_results():

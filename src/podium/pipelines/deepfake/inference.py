@@ -77,6 +77,7 @@ __all__ = [
     "score_task",
     "scoring_workers",
     "scorer_digest",
+    "scoring_scorer",
     "stream_scores",
     "submission_table",
     "timing_summary",
@@ -118,6 +119,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "model_run_id": None,  # null: the latest local ensemble; else that MLflow run's
     "fallback": "prior",  # prior (as the training run scores a faceless video) | 0..1
     "device": "auto",  # auto | cpu | cuda (one GPU per Dask worker)
+    # MTCNN's three thresholds when scoring (the DFDC winner: [0.7, 0.8, 0.8] at inference,
+    # stricter for training crops); null: the training crops' own, which reproduces the
+    # training run's test predictions exactly
+    "thresholds": None,
     "videos_per_task": 4,  # videos a Dask task scores in a row (decode overlaps the model)
     "prefetch": 2,  # videos decoded and detected ahead of the model, per task
     "window": 16,  # tasks in flight; finished results are saved before more are held
@@ -235,6 +240,17 @@ def check_scorer(scorer: Mapping[str, Any]) -> dict[str, Any]:
     check_choice("deepfake.video_score.rule", scorer["video_score"]["rule"], scoring.SCORE_RULES)
     check_range("deepfake_scorer.prior", scorer["prior"], low=0.0, high=1.0)
     return dict(scorer)
+
+
+def scoring_scorer(scorer: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The scorer as this run scores with it: ``thresholds`` (when set) replace the
+    training crops' MTCNN thresholds, so the results are kept under another digest."""
+    scorer = check_scorer(scorer)
+    if settings.get("thresholds") is None:
+        return scorer
+    extraction = {**scorer["extraction"], "thresholds": list(settings["thresholds"])}
+    check_extraction_settings(extraction)  # errors name deepfake.extraction.thresholds
+    return {**scorer, "extraction": extraction}
 
 
 def scorer_digest(scorer: Mapping[str, Any]) -> str:

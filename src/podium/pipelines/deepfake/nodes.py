@@ -607,8 +607,10 @@ def list_videos_to_score(settings: Mapping[str, Any]) -> pd.DataFrame:
     return inference.video_table(inference.check_inference_settings(settings)["videos_folder"])
 
 
-def _checked_ensemble(frame_models: Mapping[str, Any], scorer: Mapping[str, Any]) -> dict:
-    scorer = inference.check_scorer(scorer)
+def _checked_ensemble(
+    frame_models: Mapping[str, Any], scorer: Mapping[str, Any], settings: Mapping[str, Any]
+) -> dict:
+    scorer = inference.scoring_scorer(scorer, settings)
     if inference.weights_digest(frame_models) != scorer["weights"]:
         raise ValueError(
             "deepfake_inference_frame_models and deepfake_inference_scorer come from different "
@@ -633,7 +635,7 @@ def score_new_videos(
     Each yield: the new results (``<scorer digest>/<video stem>`` -> result; ``failed``
     ones are not kept, so the next run tries them again) and the run's timing so far."""
     s = inference.check_inference_settings(settings)
-    scorer = _checked_ensemble(frame_models, scorer)
+    scorer = _checked_ensemble(frame_models, scorer, s)
     digest = inference.scorer_digest(scorer)
     table = inference.video_table(videos)
     todo, stale = inference.pending_videos(table, stored, digest)
@@ -698,7 +700,8 @@ def write_inference_submission(
     per-video report (status, reason, timings), the seconds per video by stage with the
     projected hours (as MLflow metrics) and the cost table of the configured instances."""
     s = inference.check_inference_settings(settings)
-    digest = inference.scorer_digest(inference.check_scorer(scorer))
+    scorer = inference.scoring_scorer(scorer, s)
+    digest = inference.scorer_digest(scorer)
     table = inference.video_table(videos)
     results = {}
     for video in table["video"]:
@@ -777,7 +780,7 @@ def score_video_files(
     calling process (no cluster started per ``predict``), or on the Dask cluster at
     ``runtime.dask.scheduler_address`` when the run set one."""
     s = inference.check_inference_settings(settings)
-    scorer = _checked_ensemble(frame_models, scorer)
+    scorer = _checked_ensemble(frame_models, scorer, s)
     table = inference.video_table(videos)
     cluster = {"n_workers": 0, "scheduler_address": dask.get("scheduler_address")}
     results: dict[str, dict] = {}
