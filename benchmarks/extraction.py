@@ -244,8 +244,10 @@ def stock_detect(mtcnn: Any, scale: float, batch_size: int) -> Callable[[Video],
 
 
 def podium_detect(settings: Mapping[str, Any], scale: float) -> Callable[[Video], Found]:
-    """podium's detector wrapper with the configured batch and confidence, at ``scale``."""
+    """podium's detector wrapper with the configured batch, thresholds and confidence, at
+    ``scale``."""
     from podium.faces.detect import detect_faces
+    from podium.faces.video import setting
 
     def detect(video: Video) -> Found:
         found = detect_faces(
@@ -254,6 +256,7 @@ def podium_detect(settings: Mapping[str, Any], scale: float) -> Callable[[Video]
             batch_size=settings["batch_size"],
             downscale=scale,
             min_confidence=settings["min_confidence"],
+            thresholds=setting(settings, "thresholds"),
         )
         return [np.array([d.box for d in faces], np.float32).reshape(-1, 4) for faces in found]
 
