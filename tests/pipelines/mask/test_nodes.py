@@ -88,12 +88,12 @@ def test_submission_keeps_info_csv_order_and_uses_the_configured_vote(pristine_m
     votes = pd.DataFrame(
         {"ImageID": shuffled["ImageID"], "soft": np.arange(len(shuffled)) % 18, "hard": 0}
     )
-    submission = nodes.write_submission(eval_index, votes, {"submission_vote": "soft"})
+    submission, report = nodes.write_submission(eval_index, votes, {"submission_vote": "soft"})
     assert list(submission.columns) == ["ImageID", "ans"]
     assert submission["ImageID"].tolist() == eval_index["ImageID"].tolist()
     expected = votes.set_index("ImageID")["soft"].loc[eval_index["ImageID"]]
     assert submission["ans"].tolist() == expected.tolist()
-    hard = nodes.write_submission(eval_index, votes, {"submission_vote": "hard"})
+    hard, _ = nodes.write_submission(eval_index, votes, {"submission_vote": "hard"})
     assert (hard["ans"] == 0).all()
 
 

@@ -142,3 +142,26 @@ def test_a_rerun_reuses_every_crop_scores_the_same_and_reports_a_broken_photo(pr
     assert report.loc[9, "status"] == "unreadable" and str(broken) in report.loc[9, "reason"]
     table = pd.read_parquet(project / "data" / "04_feature" / "mask" / "training_table.parquet")
     assert len(table) == 12 * 7 - 1 and 9 not in set(table["row"])
+
+
+@pytest.mark.slow
+def test_an_unreadable_evaluation_photo_is_marked_in_the_submission_report_or_stops_the_run(
+    project,
+):
+    info = pd.read_csv(project / "data" / "01_raw" / "mask" / "eval" / "info.csv")
+    broken_id = info["ImageID"].iloc[1]
+    broken = project / "data" / "01_raw" / "mask" / "eval" / "images" / broken_id
+    broken.write_bytes(broken.read_bytes()[:200])
+
+    with pytest.raises(Exception, match=f"evaluation photo.*{broken_id}") as stopped:
+        kedro_run(project, "mask", {"mask": {"ensemble": {"unusable_photos": "stop"}}})
+    assert "unusable_photos: answer" in str(stopped.value)
+    assert not (project / "data" / "06_models" / "mask" / "weights.safetensors").exists()
+
+    kedro_run(project, "mask")
+    (path,) = (project / "data" / "08_reporting" / "mask" / "submission_report.csv").glob("*/*")
+    report = pd.read_csv(path).set_index("ImageID")
+    assert report.index.tolist() == info["ImageID"].tolist()  # every row answered
+    assert report["blank_crop"].tolist() == [i == broken_id for i in info["ImageID"]]
+    assert report.loc[broken_id, "crop_status"] == "unreadable"
+    assert report["ans"].between(0, 17).all()

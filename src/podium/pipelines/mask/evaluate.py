@@ -25,6 +25,8 @@ from podium.layouts.mask import (
     decode_class,
 )
 
+#: An evaluation photo without a usable crop: answered from a blank crop, or the run stops.
+UNUSABLE = ("answer", "stop")
 VOTES = ("soft", "hard")
 TASK_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 PROBABILITY_COLUMNS = [f"p{c}" for c in range(N_CLASSES)]
@@ -34,10 +36,13 @@ def check_ensemble(ensemble: Mapping) -> Mapping:
     check_keys(
         "mask.ensemble",
         ensemble,
-        ("submission_vote", "backbone_weights"),
+        ("submission_vote", "backbone_weights", "unusable_photos"),
         required=("submission_vote",),
     )
     check_choice("mask.ensemble.submission_vote", ensemble["submission_vote"], VOTES)
+    check_choice(
+        "mask.ensemble.unusable_photos", ensemble.get("unusable_photos", "answer"), UNUSABLE
+    )
     return ensemble
 
 

@@ -30,6 +30,7 @@ from podium.layouts.mask import (
 )
 from podium.pipelines.mask import evaluate
 from podium.pipelines.mask.data import (
+    CROPPED,
     FACE_NOT_FOUND,
     REPORT_COLUMNS,
     USABLE,
@@ -87,6 +88,31 @@ def crop_photos(
         crop_index = crop_to_store(*arguments, client=None, device=device)
     report_unusable(crop_index)
     return crop_index, crop_index[list(REPORT_COLUMNS)]
+
+
+def crop_evaluation_photos(
+    index: pd.DataFrame,
+    store: Path,
+    crop: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+    ensemble: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`crop_photos` for the evaluation photos. With ``mask.ensemble.unusable_photos:
+    stop``, an evaluation photo without a usable crop stops the run here, before any
+    training, naming the photos; with ``answer`` it is answered from a blank crop and marked
+    in the submission report."""
+    crop_index, report = crop_photos(index, store, crop, runtime)
+    unusable = crop_index[~crop_index["status"].isin(USABLE)]
+    if len(unusable) and evaluate.check_ensemble(ensemble).get("unusable_photos") == "stop":
+        listed = "; ".join(
+            f"{row.path} ({row.status}: {row.reason})" for row in unusable.head(10).itertuples()
+        )
+        raise ValueError(
+            f"{len(unusable)} evaluation photo(s) have no usable crop: {listed}; fix: replace "
+            "the files, or set mask.ensemble.unusable_photos: answer (answered from a blank "
+            "crop and marked in mask_submission_report)"
+        )
+    return crop_index, report
 
 
 def report_unusable(crop_index: pd.DataFrame, shown: int = 5) -> int:
@@ -232,14 +258,28 @@ def vote_evaluation_images(predictions: pd.DataFrame, ensemble: Mapping[str, Any
 
 
 def write_submission(
-    eval_index: pd.DataFrame, votes: pd.DataFrame, ensemble: Mapping[str, Any]
-) -> pd.DataFrame:
-    """``ImageID, ans`` in info.csv's order, ``ans`` from the configured vote."""
+    eval_index: pd.DataFrame,
+    votes: pd.DataFrame,
+    ensemble: Mapping[str, Any],
+    crop_index: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``ImageID, ans`` in info.csv's order, ``ans`` from the configured vote; and the
+    submission report: each row with its photo's crop status and reason and whether its
+    answer came from a blank crop (an unreadable or uncroppable photo)."""
     method = evaluate.check_ensemble(ensemble)["submission_vote"]
     answers = votes.set_index("ImageID")[method]
-    return pd.DataFrame(
+    submission = pd.DataFrame(
         {"ImageID": eval_index["ImageID"], "ans": answers.loc[eval_index["ImageID"]].to_numpy()}
     )
+    if crop_index is None:
+        status = pd.Series(CROPPED, index=submission.index)
+        reason = pd.Series(None, index=submission.index, dtype=object)
+    else:
+        _check_aligned(eval_index, crop_index, "eval")
+        status, reason = crop_index["status"].to_numpy(), crop_index["reason"].to_numpy()
+    report = submission.assign(crop_status=status, reason=reason)
+    report["blank_crop"] = ~report["crop_status"].isin(USABLE)
+    return submission, report
 
 
 def vote_out_of_fold(

@@ -28,8 +28,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="crop_training_images",
             ),
             Node(
-                nodes.crop_photos,
-                ["mask_eval_index", "mask_eval_crops", "params:mask.crop", "params:runtime"],
+                nodes.crop_evaluation_photos,
+                [
+                    "mask_eval_index",
+                    "mask_eval_crops",
+                    "params:mask.crop",
+                    "params:runtime",
+                    "params:mask.ensemble",
+                ],
                 ["mask_eval_crop_index", "mask_eval_crop_report"],
                 name="crop_evaluation_images",
             ),
@@ -118,8 +124,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.write_submission,
-                ["mask_eval_index", "mask_eval_votes", "params:mask.ensemble"],
-                "mask_submission",
+                [
+                    "mask_eval_index",
+                    "mask_eval_votes",
+                    "params:mask.ensemble",
+                    "mask_eval_crop_index",
+                ],
+                ["mask_submission", "mask_submission_report"],
                 name="write_submission",
             ),
             Node(
