@@ -181,22 +181,49 @@ def test_a_video_rewritten_under_its_name_is_extracted_again(copied, caplog):
     changed, other = reals.iloc[0], reals.iloc[1]
     Path(changed["path"]).write_bytes(Path(other["path"]).read_bytes())  # other content
     new = content_key(changed["path"])
+    fake = videos[(videos["label"] == "FAKE") & (videos["original"] == changed["video"])].iloc[0]
+    redone = {changed["partition"], fake["partition"]}  # the video, and its fake's masks
     with caplog.at_level(logging.WARNING, logger=NODES_LOG):
         saved, metrics, again = _extract(base / "cache", videos)
-    assert saved == [f"{KEY}/{changed['partition']}"]  # that one, the others from the cache
-    assert metrics["reextracted_changed"] == 1 and metrics["extracted"] == 1
-    assert metrics["skipped_existing"] == 3
-    assert "1 video(s) changed" in caplog.text and changed["partition"] in caplog.text
+    assert saved == sorted(f"{KEY}/{p}" for p in redone)  # the others from the cache
+    assert metrics["reextracted_changed"] == 2 and metrics["extracted"] == 2
+    assert metrics["skipped_existing"] == 2
+    assert "2 video(s) changed" in caplog.text and changed["partition"] in caplog.text
+    assert f"its original {changed['video']} changed" in caplog.text
     rows = again[again["partition"] == changed["partition"]]
     assert len(rows) and (rows["content"] == new["content"]).all()
     assert (rows["content_size"] == new["content_size"]).all()
     old = index[index["partition"] == changed["partition"]]
     assert (old["content"] != new["content"]).all()
-    others = again[again["partition"] != changed["partition"]].reset_index(drop=True)
-    kept = index[index["partition"] != changed["partition"]].reset_index(drop=True)
+    fake_rows = again[again["partition"] == fake["partition"]]
+    assert (fake_rows["original_content"] == new["content"]).all()  # masks from the new one
+    others = again[~again["partition"].isin(redone)].reset_index(drop=True)
+    kept = index[~index["partition"].isin(redone)].reset_index(drop=True)
     pd.testing.assert_frame_equal(others, kept)
     record = joblib.load(base / "cache" / "faces" / KEY / f"{changed['partition']}.joblib")
     assert record["content"] == new["content"]  # the index points at the current record
+
+
+def test_a_fake_whose_original_changed_in_an_earlier_run_gets_new_masks(copied, caplog):
+    """The original re-extracted alone (a run over the REAL videos only), its fake left
+    with masks made from the old bytes: the next full run finds the fake's stored
+    original digest behind the original's rows and extracts the fake again."""
+    base, videos, index = copied
+    reals = videos[videos["label"] == "REAL"]
+    changed, other = reals.iloc[0], reals.iloc[1]
+    fake = videos[(videos["label"] == "FAKE") & (videos["original"] == changed["video"])].iloc[0]
+    before = index.loc[index["partition"] == fake["partition"], "original_content"]
+    assert before.notna().all()
+    Path(changed["path"]).write_bytes(Path(other["path"]).read_bytes())
+    saved, first, _ = _extract(base / "cache", reals)
+    assert saved == [f"{KEY}/{changed['partition']}"], (first, reals[["video", "partition"]])
+    with caplog.at_level(logging.WARNING, logger=NODES_LOG):
+        saved, metrics, again = _extract(base / "cache", videos)
+    assert saved == [f"{KEY}/{fake['partition']}"] and metrics["reextracted_changed"] == 1
+    assert f"its original {changed['video']} changed" in caplog.text
+    now = again.loc[again["partition"] == fake["partition"], "original_content"]
+    assert (now == content_key(changed["path"])["content"]).all()
+    assert (now != before.iloc[0]).all()
 
 
 def test_a_changed_video_that_no_longer_extracts_is_not_served_its_old_faces(copied, caplog):
@@ -204,14 +231,19 @@ def test_a_changed_video_that_no_longer_extracts_is_not_served_its_old_faces(cop
     changed = videos[videos["label"] == "REAL"].iloc[0]
     data = Path(changed["path"]).read_bytes()
     Path(changed["path"]).write_bytes(data[: len(data) // 3])  # truncated after extraction
+    fake = videos[(videos["label"] == "FAKE") & (videos["original"] == changed["video"])].iloc[0]
     with caplog.at_level(logging.WARNING, logger=NODES_LOG):
         saved, metrics, again = _extract(base / "cache", videos)
-    assert saved == [] and metrics["bad"] == 1 and metrics["reextracted_changed"] == 1
+    # its fake again too: its masks came from the old bytes; now it has none, and says why
+    assert saved == [f"{KEY}/{fake['partition']}"]
+    assert metrics["bad"] == 1 and metrics["reextracted_changed"] == 2
+    assert metrics["fakes_without_mask"] == 1
     assert changed["partition"] in set(index["partition"])
     assert changed["partition"] not in set(again["partition"])  # its stale record unread
+    assert not again.loc[again["partition"] == fake["partition"], "has_mask"].any()
     assert "left out of the face index" in caplog.text
     assert (
-        "1 of the 1 video(s) extracted this run could not be read" in caplog.text
+        "1 of the 2 video(s) extracted this run could not be read" in caplog.text
     )  # on the console
     assert changed["path"] in caplog.text
 

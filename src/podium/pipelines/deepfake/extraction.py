@@ -38,8 +38,10 @@ carry the :func:`content_key` of the video file they came from (size, mtime_ns a
 digest of its first and last MiB); :func:`check_cache` counts a cached video as done only
 when its rows load and still match the file (:func:`content_changed`), so a video whose
 bytes changed under the same name, or whose rows or record were cut short by an older
-crash, is extracted again; :func:`current_rows` (the face index) leaves out rows that no
-longer match their file, so nothing downstream reads a stale record.
+crash, is extracted again; so is a FAKE whose masks were made from its original's earlier
+bytes (its rows keep the original's digest, ``original_content``); :func:`current_rows`
+(the face index) leaves out rows that no longer match their file, so nothing downstream
+reads a stale record.
 
 No kedro or mlflow imports.
 """
@@ -206,10 +208,12 @@ def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
     original = job.get("original")
     frames_of_original: dict[int, np.ndarray] = {}
     original_error: str | None = None if original else "the FAKE names no original"
+    original_content: str | None = None  # the original's edge digest, for its fakes' masks
 
     if original is not None and job.get("extract_original"):
         try:
             content = content_key(original["path"])  # before decoding: a later change shows
+            original_content = content["content"]
             frames, indices, info = read_sampled_frames(
                 original["path"], s["n_frames"], s["seek_gap"]
             )
@@ -261,6 +265,9 @@ def extract_group(job: Mapping[str, Any]) -> dict[str, dict]:
                 record["masks"] = manipulation_masks(
                     record["crops"], original_crops, s["mask_threshold"], s["mask_blur"]
                 )
+                if original_content is None:
+                    original_content = _edge_digest(original["path"])
+                record["original_content"] = original_content
         records[fake["partition"]] = record
     return {"records": records, "errors": errors}
 
@@ -648,7 +655,11 @@ def check_cache(
     rows_of = record_loaders(cached_rows, key)
     records_of = None if cached_records is None else record_loaders(cached_records, key)
     check = CacheCheck(set(), {}, {})
+    contents: dict[str, tuple[Any, Any]] = {}  # partition -> (content, original_content)
     for partition, rows, problem, broken in current_rows(table, rows_of):
+        if rows is not None and len(rows):
+            first = rows.iloc[0]
+            contents[partition] = (first.get("content"), first.get("original_content"))
         if broken:
             check.broken[partition] = problem
             continue
@@ -667,7 +678,43 @@ def check_cache(
         else:
             check.done.add(partition)
         del rows
+    _check_originals(table, check, contents)
     return check
+
+
+def _check_originals(
+    table: pd.DataFrame, check: CacheCheck, contents: Mapping[str, tuple[Any, Any]]
+) -> None:
+    """Move to ``check.changed`` each cached FAKE whose masks were made from an original
+    whose content has changed since (compared with the original's own current rows, else
+    with its file). Rows from before original content keys carry none: left as they are."""
+    if "original" not in table.columns:
+        return
+    names = table["folder"].map(str) + "/" + table["video"].map(str)
+    paths = dict(zip(names, table["path"], strict=True))
+    for folder, video, path, original in zip(
+        table["folder"], table["video"], table["path"], table["original"], strict=True
+    ):
+        partition = partition_name(folder, video)
+        stored = contents.get(partition, (None, None))[1]
+        if partition not in check.done or not isinstance(stored, str) or not original:
+            continue
+        source = partition_name(folder, original)
+        if source in check.changed:
+            now: str | None = None
+        elif source in check.done:
+            now = contents[source][0]
+        else:  # no usable rows (no face, cut short, outside the table): the file decides
+            file = paths.get(f"{folder}/{original}", str(Path(path).parent / str(original)))
+            try:
+                now = _edge_digest(file)
+            except OSError:
+                now = None
+        if now != stored:
+            check.done.discard(partition)
+            check.changed[partition] = (
+                f"its original {original} changed since its masks were made from it"
+            )
 
 
 # ---------------------------------------------------------------------------- the index
@@ -694,6 +741,7 @@ INDEX_COLUMNS = [
     "height",
     "width",
     *CONTENT_COLUMNS,  # the video file the crops came from (see content_key)
+    "original_content",  # a FAKE with masks: its original's edge digest when they were made
 ]
 
 
@@ -728,6 +776,7 @@ def face_rows(partition: str, record: Mapping[str, Any]) -> pd.DataFrame:
             "content": [record.get("content")] * n,
             "content_size": [record.get("content_size")] * n,
             "content_mtime_ns": [record.get("content_mtime_ns")] * n,
+            "original_content": [record.get("original_content")] * n,
         },
         columns=INDEX_COLUMNS,
     )

@@ -155,7 +155,7 @@ def extract_faces(
             "extract_faces: %d of the %d video(s) extracted this run could not be read and were "
             "skipped (listed with their reason in deepfake_bad_videos):%s",
             len(bad),
-            len(plan.jobs),
+            stats.videos - stats.skipped_existing,
             _listed({str(b["path"]): str(b["reason"]) for b in bad}),
         )
 
