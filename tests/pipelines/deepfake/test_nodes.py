@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from podium.core.config import ParameterError
 from podium.pipelines.deepfake.extraction import settings_key
 from podium.pipelines.deepfake.nodes import assign_folds, ensemble_and_calibrate, stack_videos
 
@@ -37,7 +38,7 @@ def test_stacking_replaces_the_mean_only_when_asked():
         )
 
     mean_oof, _, _, fitted = run(replace_mean=False)
-    assert set(fitted) == {"factor", "shift", "low", "high"}
+    assert set(fitted) == {"factor", "shift", "low", "high", "target_shift"}
     np.testing.assert_allclose(mean_oof["prob"], [0.4, 0.6, 0.6, 0.6])
     stacked_oof, stacked_test, _, _ = run(replace_mean=True)
     np.testing.assert_allclose(stacked_oof["prob"], [0.1, 0.7, 0.8, 0.9])  # aligned by video
@@ -170,3 +171,22 @@ def test_stacking_features_come_from_the_face_index_alone():
     assert len(oof) == 12 and len(test) == 2 and oof["stacked"].between(0, 1).all()
     assert stacker.startswith("tree")  # LightGBM's model text, for the scorer
     assert metrics and all(np.isfinite(v["value"]) for v in metrics.values())
+
+
+def test_a_target_prior_shifts_the_test_videos_only_and_misspelt_keys_stop_it():
+    oof = _scores(["a", "b", "c", "d"], [0.3, 0.7, 0.8, 0.6])  # prior 0.75
+    test = _scores(["t1", "t2"], [0.4, 0.7])
+    off = {"enabled": False}
+    base, base_test, _, fitted = ensemble_and_calibrate(oof, test, None, None, off, CALIBRATION)
+    target = {**CALIBRATION, "target_prior": 0.5}
+    shifted, shifted_test, metrics, moved = ensemble_and_calibrate(
+        oof, test, None, None, off, target
+    )
+    np.testing.assert_array_equal(shifted["prob"], base["prob"])  # out of fold: unchanged
+    np.testing.assert_array_equal(shifted_test["prob_training_prior"], base_test["prob"])
+    log_odds = np.log(shifted_test["prob"] / (1 - shifted_test["prob"]))
+    before = np.log(base_test["prob"] / (1 - base_test["prob"]))
+    np.testing.assert_allclose(log_odds - before, np.log(1.0) - np.log(0.75 / 0.25))
+    assert fitted["target_shift"] == 0.0 and moved["target_shift"] == pytest.approx(-np.log(3))
+    with pytest.raises(ParameterError, match="deepfake.calibration.*'factr'"):
+        ensemble_and_calibrate(oof, test, None, None, off, {**CALIBRATION, "factr": 0.5})

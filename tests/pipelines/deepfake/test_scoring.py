@@ -9,6 +9,7 @@ import pytest
 
 from podium.core.config import ParameterError
 from podium.core.ensemble import logit, sigmoid
+from podium.pipelines.deepfake import scoring
 from podium.pipelines.deepfake.scoring import (
     average_logits,
     binary_log_loss,
@@ -230,3 +231,43 @@ def test_fit_calibration_shift_restores_a_prior_hidden_by_balanced_training():
 def test_calibrate_applies_the_shift_after_the_scale():
     out = calibrate([0.5, 0.8], factor=0.5, clip_low=0.01, clip_high=0.99, shift=1.0)
     np.testing.assert_allclose(out, sigmoid(0.5 * logit(np.array([0.5, 0.8])) + 1.0))
+
+
+def _power_weighted_by_definition(probs):
+    """The 3rd place rule from its definition, in plain Python."""
+    pushed, weights = [], []
+    for p in probs:
+        d = p - 0.5
+        sign = 1.0 if d > 0 else (-1.0 if d < 0 else 0.0)
+        pushed.append(min(max(0.5 + sign * abs(d) ** 0.65, 0.01), 0.99))
+        weights.append(abs(d) + 1e-4)
+    return sum(q * w for q, w in zip(pushed, weights, strict=True)) / sum(weights)
+
+
+def test_power_weighted_is_the_third_place_rule_on_random_videos():
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        probs = rng.uniform(0, 1, rng.integers(1, 40))
+        assert scoring.power_weighted(probs) == pytest.approx(
+            _power_weighted_by_definition(probs), rel=1e-12, abs=1e-12
+        )
+    # worked example: p = 0.9 -> d = 0.4 -> 0.5 + 0.4^0.65 = 1.0515 -> clipped to 0.99
+    assert scoring.power_weighted([0.9]) == pytest.approx(0.99)
+    # 0.6 and 0.1: pushed 0.5 + 0.1^0.65 = 0.7239 and 0.5 - 0.4^0.65 -> 0.01, weights 0.1, 0.4
+    expected = (0.1001 * (0.5 + 0.1**0.65) + 0.4001 * 0.01) / (0.1001 + 0.4001)
+    assert scoring.video_score([0.6, 0.1], "power_weighted", 0.5) == pytest.approx(expected)
+
+
+def test_the_prior_shift_moves_a_calibrated_probability_by_the_log_odds_difference():
+    rng = np.random.default_rng(1)
+    for _ in range(1000):
+        train, target = rng.uniform(0.05, 0.95, 2)
+        p = rng.uniform(0.02, 0.98)
+        shifted = scoring.calibrate([p], 1.0, 0.0, 1.0, shift=scoring.prior_shift(train, target))[0]
+        odds = lambda q: math.log(q / (1 - q))  # noqa: E731 - the definition, inline
+        assert odds(shifted) - odds(p) == pytest.approx(odds(target) - odds(train), abs=1e-6)
+    # DFDC: trained at 80% FAKE, deployed at 50%: the logit moves by log(1/4) = -1.386
+    assert scoring.prior_shift(0.8, 0.5) == pytest.approx(-math.log(4))
+    assert scoring.prior_shift(0.8, None) == 0.0
+    with pytest.raises(ParameterError, match="target_prior"):
+        scoring.prior_shift(0.8, 1.0)

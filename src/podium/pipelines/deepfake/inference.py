@@ -214,7 +214,10 @@ def build_scorer(
         "extraction": json.loads(json.dumps(dict(extraction), default=list)),
         "video_score": dict(video_score),
         "prior": float(prior),
-        "calibration": {k: float(calibration[k]) for k in ("factor", "shift", "low", "high")},
+        "calibration": {
+            **{k: float(calibration[k]) for k in ("factor", "shift", "low", "high")},
+            "target_shift": float(calibration.get("target_shift", 0.0)),
+        },
         "stacker": stacker if replace_mean else None,
         "weights": weights,
         "runtime": {
@@ -342,7 +345,8 @@ def ensemble_probability(
         ]
     raw = scoring.average_logits(scores)
     c = scorer["calibration"]
-    return float(scoring.calibrate(raw, c["factor"], c["low"], c["high"], shift=c["shift"])[0])
+    shift = c["shift"] + c.get("target_shift", 0.0)  # the deployment prior, as the test set's
+    return float(scoring.calibrate(raw, c["factor"], c["low"], c["high"], shift=shift)[0])
 
 
 def _fallback(scorer: Mapping[str, Any], fallback: float | str, booster: Any = None) -> float:

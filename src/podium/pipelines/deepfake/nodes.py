@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from podium.core.config import check_keys
 from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import (
@@ -47,6 +48,15 @@ from podium.pipelines.deepfake.training import predict_frame_models, train_frame
 from podium.pipelines.tracking import as_metrics
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
+CALIBRATION_KEYS = (
+    "factor",
+    "shift",
+    "scale_bounds",
+    "clip_low",
+    "clip_high",
+    "eps",
+    "target_prior",
+)
 #: How many names a console warning lists before "... and N more".
 _LISTED = 10
 
@@ -489,8 +499,10 @@ def ensemble_and_calibrate(
     if stacking_params["enabled"] and stacking_params.get("replace_mean", False):
         oof_scores = _scores_from_stacker(oof_scores, oof_stacked)
         test_scores = _scores_from_stacker(test_scores, test_stacked)
+    check_keys("deepfake.calibration", calibration, CALIBRATION_KEYS)
     models = [c for c in oof_scores.columns if c.startswith("score_")]
     y = oof_scores["target"].astype(int).to_numpy()
+    target_shift = scoring.prior_shift(scoring.training_prior(y), calibration.get("target_prior"))
     oof_raw = scoring.average_logits([oof_scores[m] for m in models])
     factor, shift = scoring.fit_calibration(
         y,
@@ -511,11 +523,20 @@ def ensemble_and_calibrate(
         if len(test_scores)
         else np.empty(0)
     )
+    # the test videos at the deployment prior; out of fold, the training videos' own
     test = test_scores.assign(
-        ensemble=test_raw, prob=scoring.calibrate(test_raw, factor, *clip, shift=shift)
+        ensemble=test_raw,
+        prob=scoring.calibrate(test_raw, factor, *clip, shift=shift + target_shift),
+        prob_training_prior=scoring.calibrate(test_raw, factor, *clip, shift=shift),
     )
-    fitted = {"factor": factor, "shift": shift, "low": clip[0], "high": clip[1]}
-    return oof, test, as_metrics(before_after), fitted
+    fitted = {
+        "factor": factor,
+        "shift": shift,
+        "low": clip[0],
+        "high": clip[1],
+        "target_shift": target_shift,
+    }
+    return oof, test, as_metrics({**before_after, "target_shift": target_shift}), fitted
 
 
 def package_scorer(
@@ -563,6 +584,10 @@ def evaluate(
         scored = evaluation.video_metrics(y_test, test["prob"], eps)
         values.update({f"test_{k}": v for k, v in scored.items()})
         values["test_prior_log_loss"] = evaluation.constant_prior_log_loss(y, y_test, eps)
+        if "prob_training_prior" in test:  # the same scores before the deployment prior shift
+            values["test_log_loss_training_prior"] = scoring.binary_log_loss(
+                y_test, test["prob_training_prior"].to_numpy(), eps
+            )
     per_folder = evaluation.per_folder_log_loss(oof, eps)
     submission = evaluation.submission_frame(list(test["video"]), test["prob"].to_numpy())
     return as_metrics(values), per_folder, submission
