@@ -1,59 +1,82 @@
 """FID and Kaggle's MiFID, and the Inception-v3 pool features they are computed on.
 
 FID (Heusel et al. 2017) is the Frechet distance between two Gaussians fitted to feature
-vectors: ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``. MiFID (Kaggle's "memorisation
-informed" FID, used by "I'm Something of a Painter Myself" and "Generative Dog Images")
-divides it by a memorisation distance: the mean, over generated images, of the smallest
-cosine distance ``1 - |cos|`` to any training image, kept when it is below
-``cosine_distance_eps`` (0.1) and replaced by 1 otherwise; so only near-copies of the
-training set are penalised. This module follows Kaggle's published evaluator
-(``MiFIDEvaluator``): zero-sum feature rows are left out of the distance, and the
-division adds ``fid_epsilon`` (1e-14).
+vectors: ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``. podium computes it with
+torchmetrics' ``FrechetInceptionDistance``, podium's extractor passed as its ``feature=``
+module (:class:`InceptionFeatures`): torchmetrics accumulates the feature sums and
+cross-products batch by batch in float64 and takes the trace of the root from the
+eigenvalues of ``S1 S2``. MiFID (Kaggle's "memorisation informed" FID, used by "I'm
+Something of a Painter Myself" and "Generative Dog Images") divides it by a memorisation
+distance: the mean, over generated images, of the smallest cosine distance ``1 - |cos|`` to
+any training image, kept when it is below ``cosine_distance_eps`` (0.1) and replaced by 1
+otherwise; so only near-copies of the training set are penalised. That distance is
+podium's own (:func:`memorization_distance`, following Kaggle's published
+``MiFIDEvaluator``: zero-sum feature rows are left out, the division adds ``fid_epsilon``,
+1e-14): torchmetrics' ``MemorizationInformedFrechetInceptionDistance`` averages over the
+real images instead, which is not Kaggle's figure.
 
 Features: Inception-v3's 2048-d pool3 output. With the FID Inception weights
-(``pt_inception-2015-12-05-*.pth``, the TF graph ported by pytorch-fid, whose blocks pool
-slightly differently) or torchvision's ImageNet ``inception_v3`` state dict at a local path,
-the figures are comparable to published ones (pt_inception: to Kaggle's). Without weights a
-**stand-in** is used: the same architecture, randomly initialised from a fixed seed
-(He-normal convolutions, so activations neither explode nor vanish). Its name starts with
-``standin-`` and must be logged next to every figure: stand-in FIDs rank models on the same
-data but are not on Kaggle's scale.
+(``pt_inception-2015-12-05-6726825d.pth``, the TF graph ported by pytorch-fid, whose blocks
+pool slightly differently) or torchvision's ImageNet ``inception_v3`` state dict at a local
+path, the figures are comparable to published ones (pt_inception: to Kaggle's).
+:func:`resolve_inception_weights` fetches pytorch-fid's file once, from pytorch-fid's own
+URL (:data:`FID_WEIGHTS_URL`), into that local path when the network is reachable. Without
+weights (offline, or no URL) a **stand-in** is used: the same architecture, randomly
+initialised from a fixed seed (He-normal convolutions, so activations neither explode nor
+vanish). Its name starts with ``standin-`` and must be logged next to every figure:
+stand-in FIDs rank models on the same data but are not on Kaggle's scale.
 
 No kedro or mlflow imports.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-import warnings
+import re
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 from torch import nn
 from torchvision.models import inception as tv_inception
 from tqdm.auto import tqdm
 
-from podium.core.config import ParameterError, check_choice
+from podium.core.checkpoints import atomic_path
+from podium.core.config import ParameterError
+
+if TYPE_CHECKING:
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
 __all__ = [
     "COSINE_DISTANCE_EPS",
+    "FEATURE_DIM",
     "FID_EPSILON",
-    "FID_METHODS",
+    "FID_WEIGHTS_FILE",
+    "FID_WEIGHTS_URL",
     "INCEPTION_SIZE",
     "FeatureExtractor",
+    "FeatureRows",
+    "InceptionFeatures",
+    "WeightsSource",
+    "as_chw",
     "build_inception_extractor",
     "extract_features",
-    "feature_statistics",
+    "fetch_weights",
     "fid_from_features",
-    "frechet_distance",
+    "fid_metric",
     "memorization_distance",
     "mifid",
+    "resolve_inception_weights",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Kaggle's threshold: a mean minimum cosine distance below it counts as memorisation.
 COSINE_DISTANCE_EPS = 0.1
@@ -61,13 +84,19 @@ COSINE_DISTANCE_EPS = 0.1
 FID_EPSILON = 1e-14
 #: Inception-v3's input side; images are resized to it bilinearly, as pytorch-fid does.
 INCEPTION_SIZE = 299
-#: Added to the covariance diagonals when sqrt(S1 S2) is singular (pytorch-fid's value).
-SQRTM_OFFSET = 1e-6
-#: Largest imaginary part of sqrt(S1 S2)'s diagonal still treated as rounding error.
-MAX_IMAGINARY = 1e-3
-#: ``sqrtm``: scipy's matrix square root (Kaggle's evaluator, O(d^3)); ``nuclear``: the same
-#: trace from the singular values of the centred cross-product, exact and O(n1 n2 d).
-FID_METHODS = ("sqrtm", "nuclear")
+#: Width of Inception-v3's pool3 features.
+FEATURE_DIM = 2048
+#: Where pytorch-fid downloads the FID Inception weights from, and the file it caches
+#: (``torch.hub``'s checkpoints folder for pytorch-fid; podium's own folder here).
+FID_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+    "pt_inception-2015-12-05-6726825d.pth"
+)
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+#: Seconds a fetch waits for the server before podium decides it is offline.
+FETCH_TIMEOUT_S = 30.0
+#: torch.hub's convention: the sha256 prefix in a weights file's name (``-6726825d.``).
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
 #: Classes of the FID Inception (the 2015 TF graph) and of torchvision's ImageNet weights.
 _FID_CLASSES, _TORCHVISION_CLASSES = 1008, 1000
 
@@ -75,74 +104,54 @@ _FID_CLASSES, _TORCHVISION_CLASSES = 1008, 1000
 # ------------------------------------------------------------------------------- FID
 
 
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased) covariance of ``(n, d)`` features, in float64."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need at least two feature rows (n, d), got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+class FeatureRows(nn.Module):
+    """Feature rows that are already computed, as torchmetrics' ``feature=`` module: the
+    rows pass through as float64 (for :func:`fid_from_features`)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.double()
 
 
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    result = linalg.sqrtm(matrix)
-    return result[0] if isinstance(result, tuple) else result  # scipy < 1.16 gave (root, err)
+def fid_from_features(generated: np.ndarray, reference: np.ndarray) -> float:
+    """FID between two feature sets (rows are images), by torchmetrics."""
+    generated = torch.as_tensor(np.asarray(generated, dtype=np.float64))
+    reference = torch.as_tensor(np.asarray(reference, dtype=np.float64))
+    for rows in (generated, reference):
+        if rows.ndim != 2 or len(rows) < 2:
+            raise ValueError(
+                f"need at least two feature rows (n, d), got shape {tuple(rows.shape)}"
+            )
+    if generated.shape[1] != reference.shape[1]:
+        raise ValueError(f"features differ in width: {generated.shape[1]} vs {reference.shape[1]}")
+    metric = _frechet(FeatureRows(generated.shape[1]))
+    metric.update(reference, real=True)
+    metric.update(generated, real=False)
+    return _fid_value(metric)
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
-) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), via ``scipy.linalg.sqrtm``.
-
-    The usual fixes: a singular product is retried with ``SQRTM_OFFSET`` on both diagonals,
-    and rounding's small imaginary part is dropped (a large one is an error).
-    """
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"statistics differ in shape: {mu1.shape} vs {mu2.shape}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular: handled below
-        covmean = _sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(len(sigma1)) * SQRTM_OFFSET
-            covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imaginary = np.abs(np.diagonal(covmean).imag).max()
-        if imaginary > MAX_IMAGINARY:
-            raise ValueError(f"sqrt(S1 S2) has an imaginary component of {imaginary:.3g}")
-        covmean = covmean.real
-    diff = mu1 - mu2
-    fid = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
-    return max(float(fid), 0.0)  # rounding can dip a hair below zero for identical sets
+def fid_metric(
+    extractor: FeatureExtractor,
+    image_size: int = INCEPTION_SIZE,
+    device: torch.device | str = "cpu",
+) -> FrechetInceptionDistance:
+    """torchmetrics' FID on ``device`` with podium's extractor as its ``feature=`` module:
+    ``update(images, real=...)`` takes uint8 (n, 3, H, W) batches (real: the reference)."""
+    return _frechet(InceptionFeatures(extractor, image_size)).to(device)
 
 
-def _trace_sqrt_product(features1: np.ndarray, features2: np.ndarray) -> float:
-    """Tr sqrt(S1 S2) without a d x d root: with S = X'X/(n-1) for centred X, the nonzero
-    eigenvalues of S1 S2 are the squared singular values of X1 X2' / sqrt((n1-1)(n2-1))."""
-    x1 = features1 - features1.mean(axis=0)
-    x2 = features2 - features2.mean(axis=0)
-    cross = (x1 @ x2.T) / np.sqrt((len(x1) - 1) * (len(x2) - 1))
-    return float(np.linalg.svd(cross, compute_uv=False).sum())
+def _frechet(feature: nn.Module) -> FrechetInceptionDistance:
+    from torchmetrics.image.fid import FrechetInceptionDistance  # a second to import
+
+    return FrechetInceptionDistance(feature=feature, normalize=False)
 
 
-def fid_from_features(
-    features1: np.ndarray,
-    features2: np.ndarray,
-    method: str = "sqrtm",
-    *,
-    parameter: str = "method",
-) -> float:
-    """FID between two feature sets (rows are images); ``method`` is one of ``FID_METHODS``."""
-    check_choice(parameter, method, FID_METHODS)
-    f1 = np.asarray(features1, dtype=np.float64)
-    f2 = np.asarray(features2, dtype=np.float64)
-    mu1, sigma1 = feature_statistics(f1)
-    mu2, sigma2 = feature_statistics(f2)
-    if method == "sqrtm":
-        return frechet_distance(mu1, sigma1, mu2, sigma2)
-    diff = mu1 - mu2
-    fid = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * _trace_sqrt_product(f1, f2)
-    return max(float(fid), 0.0)
+def _fid_value(metric: FrechetInceptionDistance) -> float:
+    """The metric's FID as a float (rounding can dip a hair below zero for identical sets)."""
+    return max(float(metric.compute()), 0.0)
 
 
 # ----------------------------------------------------------------------------- MiFID
@@ -332,7 +341,50 @@ def build_inception_extractor(
     return FeatureExtractor(model.eval(), name)
 
 
-@torch.no_grad()
+class InceptionFeatures(nn.Module):
+    """podium's pool3 extractor as torchmetrics' ``feature=`` module: uint8 (n, 3, H, W)
+    images -> float64 (n, 2048) features.
+
+    Images are scaled to [-1, 1] and resized bilinearly to ``image_size``, the input both
+    the FID Inception and torchvision's Inception weights (ported from TF) expect. A batch
+    is laid out as decoded images are (contiguous (n, H, W, 3)) before it is converted: the
+    network's kernels, and so the last bits of the features, depend on the memory layout of
+    their input, and this way every caller gets the same bits.
+    """
+
+    num_features = FEATURE_DIM
+
+    def __init__(self, extractor: FeatureExtractor | nn.Module, image_size: int = INCEPTION_SIZE):
+        super().__init__()
+        model = extractor.model if isinstance(extractor, FeatureExtractor) else extractor
+        self.model = model.eval()
+        self.image_size = int(image_size)
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        """Stays in eval mode (torchmetrics' own Inception does the same)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        decoded = images.permute(0, 2, 3, 1).contiguous()  # (n, H, W, 3), as decoded
+        x = decoded.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
+        return self.model(x).double()
+
+
+def as_chw(images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (n, H, W, 3) images (arrays or a tensor) -> a uint8 (n, 3, H, W) tensor view."""
+    if isinstance(images, torch.Tensor):
+        batch = images
+    else:
+        batch = torch.from_numpy(np.stack([np.asarray(im) for im in images]))
+    return batch.permute(0, 3, 1, 2)
+
+
 def extract_features(
     extractor: FeatureExtractor | nn.Module,
     images: Sequence[np.ndarray] | np.ndarray,
@@ -342,23 +394,83 @@ def extract_features(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
-    """``(n, 2048)`` float64 pool3 features of uint8 RGB images (H, W, 3) of any one size.
-
-    Images are scaled to [-1, 1] and resized bilinearly to ``image_size``, the input both the
-    FID Inception and torchvision's Inception weights (ported from TF) expect.
-    """
-    model = extractor.model if isinstance(extractor, FeatureExtractor) else extractor
-    model = model.to(device).eval()
+    """``(n, 2048)`` float64 pool3 features of uint8 RGB images (H, W, 3) of any one size,
+    computed by :class:`InceptionFeatures` (the module FID's metric runs)."""
+    features = InceptionFeatures(extractor, image_size).to(device)
     out = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="inception features", disable=not progress, leave=False):
-        batch = np.stack([np.asarray(im) for im in images[start : start + batch_size]])
-        x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(
-                x, size=(image_size, image_size), mode="bilinear", align_corners=False
-            )
-        out.append(model(x).double().cpu().numpy())
+        out.append(features(as_chw(images[start : start + batch_size])).cpu().numpy())
     if not out:
         raise ValueError("extract_features got no images")
     return np.concatenate(out)
+
+
+# ------------------------------------------------------------------ the FID weights
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the Inception weights come from: ``path`` the local file to load (None: the
+    stand-in) and ``description``, logged as the run's ``fid_weights`` tag: ``cached:
+    <path>``, ``fetched: <url>`` or ``offline: <why>``."""
+
+    path: Path | None
+    description: str
+
+    @property
+    def offline(self) -> bool:
+        return self.path is None
+
+
+def fetch_weights(url: str, path: str | os.PathLike, *, timeout: float = FETCH_TIMEOUT_S) -> Path:
+    """Download ``url`` to ``path`` (a temporary file renamed once complete). Where the
+    URL's file name carries a sha256 prefix (torch.hub's ``name-<hex>.ext``, as pytorch-fid's
+    ``pt_inception-2015-12-05-6726825d.pth``) the download must match it, else ValueError
+    and nothing is written. Network failures raise OSError (``urllib.error.URLError``)."""
+    path = Path(path)
+    match = _HASH_IN_NAME.search(url.rsplit("/", 1)[-1])
+    prefix = match.group(1) if match else ""
+    digest = hashlib.sha256()
+    with atomic_path(path) as tmp:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if prefix and not digest.hexdigest().startswith(prefix):
+            raise ValueError(
+                f"{url}: the download's sha256 {digest.hexdigest()[:16]}... does not start "
+                f"with {prefix}, the prefix in its name"
+            )
+    return path
+
+
+def resolve_inception_weights(
+    path: str | os.PathLike | None,
+    url: str | None = FID_WEIGHTS_URL,
+    *,
+    timeout: float = FETCH_TIMEOUT_S,
+) -> WeightsSource:
+    """The Inception weights to use: the local file at ``path`` when it exists (the cache,
+    fetched once), else ``url`` fetched into ``path`` when the network is reachable, else
+    none (the seeded stand-in), saying why. Nothing is fetched when ``path`` or ``url`` is
+    empty."""
+    if path and Path(path).is_file():
+        return WeightsSource(Path(path), f"cached: {path}")
+    if not path:
+        return WeightsSource(None, "offline: no inception_weights file to cache the weights in")
+    if not url:
+        return WeightsSource(None, f"offline: {path} absent and no inception_weights_url")
+    logger.info("FID: fetching the Inception weights from %s into %s", url, path)
+    try:
+        fetch_weights(url, path, timeout=timeout)
+    except (OSError, ValueError) as error:  # URLError, timeouts, refused: offline
+        reason = str(getattr(error, "reason", None) or error)
+        logger.warning(
+            "FID: could not fetch %s (%s); scoring with the seeded stand-in extractor, whose "
+            "figures are not Kaggle's",
+            url,
+            reason,
+        )
+        return WeightsSource(None, f"offline: {url} unreachable ({reason})")
+    return WeightsSource(Path(path), f"fetched: {url}")

@@ -5,9 +5,15 @@ paintings, in the layout read by :mod:`podium.layouts.monet`::
 
     photo_jpg/<10 hex digits>.jpg      e.g. photo_jpg/00068bc07f.jpg
     monet_jpg/<10 hex digits>.jpg      e.g. monet_jpg/000c1e3bff.jpg
+    photo_tfrec/photo<NN>-<count>.tfrec   e.g. photo_tfrec/photo00-6.tfrec
+    monet_tfrec/monet<NN>-<count>.tfrec   e.g. monet_tfrec/monet00-6.tfrec
 
-(the competition also ships the same images as TFRecords, ``photo_tfrec/`` and
-``monet_tfrec/``; the sample does not write them and podium does not read them).
+The TFRecord shards hold the same images as the jpg folders, as the competition's do: one
+``tf.train.Example`` per image with the bytes features ``image_name`` (the jpg's name
+without suffix), ``image`` (the very bytes of the jpg) and ``target`` (the domain,
+``photo`` or ``monet``: podium does not read it), the images split into
+``photo_tfrec_shards`` and ``monet_tfrec_shards`` consecutive shards (the competition: 20
+and 5), each named with its record count. Reading either half gives identical images.
 
 Photos are procedural landscapes rendered at 1.5x the size and reduced (anti-aliased):
 sky with a time-of-day gradient (day, golden hour, sunset, overcast, mist), clouds, a sun
@@ -27,7 +33,8 @@ the competition). Each image draws from its own stream, so a larger sample start
 smaller one's photos: ``kedro run --pipelines=sample_data --tags=monet
 --params="sample_data.monet.n_photos=960"`` writes 8x the default photos, and
 ``n_photos=7038,n_monet=300`` the competition's counts (about 60 ms an image on one core;
-the jpg bytes, ~20 kB an image, are held until the folder is swapped in).
+the jpg bytes, ~20 kB an image, and their TFRecord copy are held until the folder is
+swapped in).
 
 No kedro or mlflow imports.
 """
@@ -35,7 +42,9 @@ No kedro or mlflow imports.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -51,7 +60,14 @@ from podium.sample_data.drawing import (
     value_noise,
 )
 
-__all__ = ["DEFAULTS", "contact_sheet", "generate_monet_sample", "paint", "render_landscape"]
+__all__ = [
+    "DEFAULTS",
+    "contact_sheet",
+    "generate_monet_sample",
+    "paint",
+    "render_landscape",
+    "tfrecord_shards",
+]
 
 #: Every parameter of :func:`generate_monet_sample` with its default.
 DEFAULTS: dict = {
@@ -64,6 +80,8 @@ DEFAULTS: dict = {
     "stroke_length": 1.0,  # multiplier on brush stroke length
     "softness": 1.0,  # multiplier on the blur of the underpainting (edge softening)
     "photo_noise": 2.0,  # std of photo sensor noise (0..255 scale)
+    "photo_tfrec_shards": 20,  # photo_tfrec/ shards (real: 20); at most one per photo; 0: none
+    "monet_tfrec_shards": 5,  # monet_tfrec/ shards (real: 5); at most one per painting; 0: none
 }
 
 SKY, WATER, LAND, FOLIAGE = 0, 1, 2, 3
@@ -447,7 +465,8 @@ def _check_params(params: Mapping | None) -> dict:
     check_keys("sample_data.monet", params, DEFAULTS)
     p = {**DEFAULTS, **params}
     for key, lo, hi in (("n_photos", 1, 100_000), ("n_monet", 1, 100_000), ("size", 32, 2048),
-                        ("jpeg_quality", 1, 100)):  # fmt: skip
+                        ("jpeg_quality", 1, 100), ("photo_tfrec_shards", 0, 1000),
+                        ("monet_tfrec_shards", 0, 1000)):  # fmt: skip
         v = p[key]
         if isinstance(v, bool) or int(v) != v or not lo <= v <= hi:
             raise ValueError(f"Monet sample parameter {key!r} must be an integer in [{lo}, {hi}], "
@@ -464,7 +483,9 @@ def _check_params(params: Mapping | None) -> dict:
 
 
 def generate_monet_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
-    """Draw the Monet sample: ``{relative path: jpg bytes}`` under photo_jpg/ and monet_jpg/.
+    """Draw the Monet sample: ``{relative path: bytes}``, the jpgs under photo_jpg/ and
+    monet_jpg/ and the same JPEG bytes as TFRecord shards under photo_tfrec/ and
+    monet_tfrec/.
 
     ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError`` naming them and
     the allowed keys). The same (params, seed) gives identical bytes; each image draws from
@@ -491,7 +512,44 @@ def generate_monet_sample(params: Mapping | None, seed: int) -> dict[str, bytes]
         files[f"monet_jpg/{name()}.jpg"] = encode_jpeg(
             _painting(child_rng(seed, 2, i), p), p["jpeg_quality"]
         )
+    for domain in ("photo", "monet"):
+        jpgs = {k: v for k, v in files.items() if k.startswith(f"{domain}_jpg/")}
+        files |= tfrecord_shards(jpgs, domain, p[f"{domain}_tfrec_shards"])
     return files
+
+
+def tfrecord_shards(jpgs: Mapping[str, bytes], domain: str, shards: int) -> dict[str, bytes]:
+    """The jpgs ``{"<domain>_jpg/<name>.jpg": bytes}`` as the competition's TFRecords:
+    ``{"<domain>_tfrec/<domain><NN>-<count>.tfrec": bytes}``, the images in order split into
+    ``shards`` consecutive shards (at most one per image), written by ``tfrecord``'s writer.
+    One ``tf.train.Example`` per image: ``image_name`` (the jpg's name), ``image`` (its bytes),
+    ``target`` (the domain)."""
+    from tfrecord.writer import TFRecordWriter
+
+    items = list(jpgs.items())
+    count = min(int(shards), len(items))
+    if count == 0:
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="monet-tfrec-") as scratch:
+        for k, part in enumerate(np.array_split(np.arange(len(items)), count)):
+            path = Path(scratch) / f"{domain}{k:02d}-{len(part)}.tfrec"
+            writer = TFRecordWriter(str(path))
+            try:
+                for i in part:
+                    key, data = items[int(i)]
+                    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+                    writer.write(
+                        {
+                            "image_name": (stem.encode(), "byte"),
+                            "image": (data, "byte"),
+                            "target": (domain.encode(), "byte"),
+                        }
+                    )
+            finally:
+                writer.close()
+            out[f"{domain}_tfrec/{path.name}"] = path.read_bytes()
+    return out
 
 
 def contact_sheet(files: Mapping[str, bytes], n: int = 8) -> Figure:

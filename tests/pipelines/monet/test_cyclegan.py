@@ -1,5 +1,5 @@
-"""CycleGAN training: the schedule at its boundaries, the image pool, resuming exactly, the
-run seed deciding the weights."""
+"""CycleGAN training: the schedule against the authors' rule, the image pool, resuming
+exactly, the run seed deciding the weights."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from podium.core.config import ParameterError
 from podium.core.device import resolve_runtime
 from podium.pipelines.monet.cyclegan import (
+    LR_DECAY_TIMINGS,
     SUB_MODELS,
     ImagePool,
     linear_decay,
@@ -42,6 +44,7 @@ TRAIN = {
     "epoch_size": "max",
     "pool_size": 3,
     "grad_clip": None,
+    "lr_decay_timing": "reference",
     "epochs_this_run": None,
     "resume_from": None,
 }
@@ -76,16 +79,92 @@ def load_state(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_lr_is_constant_then_decays_linearly_towards_zero():
-    n, decay = 100, 100
-    assert lr_factor(1, n, decay) == 1.0
-    assert lr_factor(n, n, decay) == 1.0  # last constant epoch
-    assert lr_factor(n + 1, n, decay) == pytest.approx(1 - 1 / 101)  # first decayed epoch
-    assert lr_factor(n + decay, n, decay) == pytest.approx(1 / 101)  # last epoch still learns
-    assert lr_factor(n + decay + 1, n, decay) == pytest.approx(0.0)  # would reach zero next
-    steps = np.diff([lr_factor(e, n, decay) for e in range(n, n + decay + 1)])
-    np.testing.assert_allclose(steps, -1 / 101)  # a straight line
-    assert lr_factor(5, 5, 0) == 1.0  # no decay: a constant rate
+def reference_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
+    """The authors' rule from its definition, with a plain loop: their train.py steps the
+    LambdaLR at the start of each epoch, so (1-based) epoch e trains at
+    1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1); the loop counts e + 1 - n_epochs."""
+    past = 0
+    for _ in range(n_epochs, epoch + 1):
+        past += 1
+    return 1.0 - past / (n_epochs_decay + 1)
+
+
+def after_n_epochs_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
+    """podium's earlier timing from its definition: 1 - max(0, e - n_epochs) / (decay + 1)."""
+    past = 0
+    for _ in range(n_epochs + 1, epoch + 1):
+        past += 1
+    return 1.0 - past / (n_epochs_decay + 1)
+
+
+DEFINITIONS = {"reference": reference_factor, "after_n_epochs": after_n_epochs_factor}
+
+
+def scheduled_rates(n_epochs: int, n_epochs_decay: int, timing: str, lr: float = 0.5):
+    """The rate of every epoch as training sees it: read before the epoch, the LambdaLR
+    stepped after it (``_train_epoch``'s order)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = linear_decay(optimizer, n_epochs, n_epochs_decay, timing)
+    rates = []
+    for _ in range(n_epochs + n_epochs_decay):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_the_worked_examples_of_the_authors_rule_and_of_the_old_timing():
+    # 100 + 100 epochs: the reference decays from epoch 100 and trains epoch 200 at 0
+    assert lr_factor(99, 100, 100) == 1.0
+    assert lr_factor(100, 100, 100) == pytest.approx(0.990099, abs=1e-6)
+    assert lr_factor(200, 100, 100) == 0.0
+    assert lr_factor(100, 100, 100, "reference") == pytest.approx(1 - 1 / 101, rel=1e-12)
+    # podium's earlier timing, one epoch later, kept as lr_decay_timing: after_n_epochs
+    assert lr_factor(100, 100, 100, "after_n_epochs") == 1.0
+    assert lr_factor(200, 100, 100, "after_n_epochs") == pytest.approx(0.009901, abs=1e-6)
+    steps = np.diff([lr_factor(e, 100, 100) for e in range(99, 201)])
+    np.testing.assert_allclose(steps, -1 / 101)  # a straight line down to 0
+
+
+@pytest.mark.parametrize("timing", LR_DECAY_TIMINGS)
+def test_lr_factor_is_its_definition_on_random_inputs(timing):
+    rng = np.random.default_rng(0)
+    definition = DEFINITIONS[timing]
+    for _ in range(2000):
+        n, decay = int(rng.integers(0, 400)), int(rng.integers(1, 400))
+        epoch = int(rng.integers(1, n + decay + 1))
+        assert lr_factor(epoch, n, decay, timing) == pytest.approx(
+            definition(epoch, n, decay), abs=1e-12
+        ), (epoch, n, decay)
+
+
+@pytest.mark.parametrize("timing", LR_DECAY_TIMINGS)
+def test_the_schedule_training_steps_gives_every_epoch_its_defined_rate(timing):
+    rng = np.random.default_rng(1)
+    definition = DEFINITIONS[timing]
+    epochs = 0
+    for _ in range(1000):
+        n, decay = int(rng.integers(0, 25)), int(rng.integers(1, 25))
+        expected = [0.5 * definition(e, n, decay) for e in range(1, n + decay + 1)]
+        assert scheduled_rates(n, decay, timing) == pytest.approx(expected, abs=1e-12)
+        epochs += n + decay
+        if timing == "reference":
+            assert expected[-1] == 0.0  # the reference trains its last epoch at rate 0
+    assert epochs > 20_000
+
+
+@pytest.mark.parametrize("timing", LR_DECAY_TIMINGS)
+def test_no_decay_epochs_is_a_constant_rate_in_every_epoch(timing):
+    # podium's decision: n_epochs_decay 0 is the constant schedule (the reference's formula
+    # would train the last epoch, the only one of a one-epoch run, at rate 0)
+    for n in (1, 2, 10, 100_000):
+        assert {lr_factor(e, n, 0, timing) for e in (1, n // 2 + 1, n)} == {1.0}
+    assert scheduled_rates(10, 0, timing) == [0.5] * 10
+
+
+def test_an_unknown_decay_timing_names_the_parameter():
+    with pytest.raises(ParameterError, match=r"monet\.train\.lr_decay_timing.*after_n_epochs"):
+        lr_factor(1, 1, 1, "late")
 
 
 def test_image_pool_fills_then_swaps_about_half():
@@ -109,17 +188,6 @@ def test_a_pool_of_size_zero_returns_its_input():
     assert ImagePool(0, torch.Generator()).query(images) is images
 
 
-def test_the_linear_decay_schedule_steps_the_rate_of_lr_factor():
-    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    schedule = linear_decay(optimizer, 2, 3)
-    lrs = []
-    for _ in range(5):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    assert lrs == pytest.approx([0.5 * lr_factor(e, 2, 3) for e in range(1, 6)])
-
-
 def test_the_pool_state_round_trips_and_an_empty_pool_too():
     pool = ImagePool(3, torch.Generator().manual_seed(0))
     empty = ImagePool(3, torch.Generator())
@@ -136,14 +204,14 @@ def _images(n, seed):
     return list(np.random.default_rng(seed).integers(0, 255, (n, 24, 24, 3), dtype=np.uint8))
 
 
-def _train(train, checkpoint, resume=None, seed=7):
+def _train(train, checkpoint, resume=None, seed=7, optimizer=OPTIMIZER):
     return train_cyclegan(
         _images(5, 0),
         _images(3, 1),
         data=DATA,
         model=MODEL,
         loss=LOSS,
-        optimizer=OPTIMIZER,
+        optimizer=optimizer,
         train=train,
         seed=seed,
         deterministic=True,
@@ -162,7 +230,7 @@ def test_resuming_from_a_saved_state_continues_the_schedule_exactly(tmp_path):
     resumed = _train(TRAIN, tmp_path / "second.pt", resume=first.checkpoint)
     assert [row["epoch"] for row in resumed.history] == [2, 3]  # a new stretch of epochs
     lrs = [row["lr"] for row in straight.history]
-    assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    assert lrs == pytest.approx([2e-4 * 2 / 3, 2e-4 / 3, 0.0])  # the reference's 1 + 2 epochs
     assert resumed.history == straight.history[1:]
     assert resumed.epoch == straight.epoch == 3
     assert same_weights(resumed.weights, straight.weights)
@@ -193,6 +261,15 @@ def test_the_run_seed_decides_the_weights(tmp_path):
         assert not all(
             torch.equal(t, other.weights[name][k]) for k, t in a.weights[name].items()
         ), name
+
+
+def test_a_one_epoch_constant_run_learns_at_the_initial_rate(tmp_path):
+    one_epoch = TRAIN | {"n_epochs": 1, "n_epochs_decay": 0}
+    trained = _train(one_epoch, tmp_path / "one.pt")
+    assert [row["lr"] for row in trained.history] == [OPTIMIZER["lr"]]
+    # at rate 0 the epoch leaves the initial weights: the constant one moved them
+    at_rate_zero = _train(one_epoch, tmp_path / "lr0.pt", optimizer=OPTIMIZER | {"lr": 0.0})
+    assert not same_weights(trained.weights, at_rate_zero.weights)
 
 
 def test_gradient_clipping_changes_the_updates(tmp_path):

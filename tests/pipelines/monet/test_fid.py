@@ -1,4 +1,5 @@
-"""podium.core.fid: FID's value on known Gaussians, Kaggle's MiFID penalty, the extractors."""
+"""podium.core.fid: Kaggle's MiFID penalty, the extractors, the features FID runs on (the
+FID's value against the old maths and the references: tests/core/test_fid.py)."""
 
 from __future__ import annotations
 
@@ -8,59 +9,17 @@ import torch
 
 from podium.core.config import ParameterError
 from podium.core.fid import (
+    InceptionFeatures,
+    as_chw,
     build_inception_extractor,
     extract_features,
-    fid_from_features,
-    frechet_distance,
+    fid_metric,
     memorization_distance,
     mifid,
 )
 
 #: Smallest input Inception-v3 accepts: keeps the extractor tests fast.
 SMALL = 75
-
-
-@pytest.fixture(scope="module")
-def features():
-    return np.random.default_rng(0).normal(size=(200, 16))
-
-
-@pytest.mark.parametrize("method", ["sqrtm", "nuclear"])
-def test_fid_of_a_set_with_itself_is_zero(features, method):
-    assert fid_from_features(features, features, method) == pytest.approx(0.0, abs=1e-6)
-
-
-@pytest.mark.parametrize("method", ["sqrtm", "nuclear"])
-def test_fid_grows_as_the_squared_mean_shift(features, method):
-    # same samples moved by delta: identical covariances, so FID is exactly |delta|^2
-    values = []
-    for size in (0.5, 1.0, 2.0):
-        delta = np.full(features.shape[1], size)
-        values.append(fid_from_features(features, features + delta, method))
-        assert values[-1] == pytest.approx(size**2 * features.shape[1], rel=1e-6)
-    assert values == sorted(values)
-
-
-def test_frechet_distance_of_known_gaussians():
-    # diagonal covariances: FID = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2
-    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
-    mu1, mu2 = np.zeros(3), np.array([1.0, 0.0, 2.0])
-    expected = 5.0 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
-    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected)
-
-
-def test_both_methods_agree_when_features_outnumber_images():
-    # the pipeline's case: 2048-d features of a few hundred images (singular covariances)
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(40, 128)), rng.normal(0.3, 1.2, size=(30, 128))
-    assert fid_from_features(x, y, "nuclear") == pytest.approx(
-        fid_from_features(x, y, "sqrtm"), rel=1e-4
-    )
-
-
-def test_an_unknown_fid_method_names_the_parameter(features):
-    with pytest.raises(ParameterError, match=r"monet.evaluation.fid_method.*nuclear"):
-        fid_from_features(features, features, "nuclaer", parameter="monet.evaluation.fid_method")
 
 
 def test_mifid_penalises_copies_of_the_training_monets():
@@ -133,3 +92,17 @@ def test_weights_of_another_network_are_refused(tmp_path):
     torch.save({"fc.weight": torch.zeros(10, 2048)}, path)
     with pytest.raises(ParameterError, match="Inception-v3 state dict"):
         build_inception_extractor(path, parameter="monet.evaluation.inception_weights")
+
+
+def test_torchmetrics_runs_podiums_extractor_as_its_feature_module():
+    extractor = build_inception_extractor(None, standin_seed=0)
+    metric = fid_metric(extractor, image_size=SMALL)
+    assert isinstance(metric.inception, InceptionFeatures) and metric.used_custom_model
+    assert metric.real_features_sum.shape == (2048,)  # num_features: no probe image run
+    images = np.random.default_rng(6).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    rows = extract_features(extractor, images, batch_size=5, image_size=SMALL)
+    metric.update(as_chw(images), real=True)
+    # the metric's running sums are those of podium's features, bit for bit
+    assert torch.equal(metric.real_features_sum, torch.from_numpy(rows).sum(dim=0))
+    assert int(metric.real_features_num_samples) == 5
+    assert not metric.inception.train().training  # stays in eval mode

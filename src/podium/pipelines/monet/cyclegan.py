@@ -5,8 +5,9 @@ the generators minimise ``LSGAN(D_monet(G(photo)), 1) + LSGAN(D_photo(F(monet)),
 + lambda_cycle (|F(G(a)) - a| + |G(F(b)) - b|) + lambda_identity lambda_cycle
 (|G(b) - b| + |F(a) - a|)``; then each discriminator minimises
 ``0.5 (LSGAN(D(real), 1) + LSGAN(D(pool(fake)), 0))``, its fakes drawn from a 50-image
-history pool. Adam (2e-4, beta1 0.5); the rate stays constant for ``n_epochs`` and then
-decays linearly over ``n_epochs_decay`` (the reference code's "linear" rule, a LambdaLR).
+history pool. Adam (2e-4, beta1 0.5) and the reference code's "linear" schedule: the
+rate is held, then decays linearly over ``n_epochs_decay`` epochs to zero in the last one
+(``lr_factor``; ``lr_decay_timing`` keeps podium's older timing, one epoch later).
 
 Four networks and two optimisers do not fit ``core.training.fit``'s one-model step, so the
 epoch loop is here, built from the engine's parts: ``core.seeding`` for the seeds,
@@ -64,6 +65,9 @@ SUB_MODELS = (
 GENERATORS = SUB_MODELS[:2]
 DISCRIMINATORS = SUB_MODELS[2:]
 EPOCH_SIZES = ("max", "min")
+#: When the linear decay starts (see ``lr_factor``): ``reference``, the authors' code;
+#: ``after_n_epochs``, podium's timing before it followed the reference (one epoch later).
+LR_DECAY_TIMINGS = ("reference", "after_n_epochs")
 #: ``monet.train`` keys that say how far this run goes, not what it trains.
 RUN_KEYS = ("epochs_this_run", "resume_from")
 TRAIN_KEYS = (
@@ -73,6 +77,7 @@ TRAIN_KEYS = (
     "epoch_size",
     "pool_size",
     "grad_clip",
+    "lr_decay_timing",
     *RUN_KEYS,
 )
 DATA_KEYS = ("load_size", "crop_size", "flip")
@@ -94,21 +99,46 @@ _TRAIN, _DATA = "monet.train", "monet.data"
 # --------------------------------------------------------------------------- schedule
 
 
-def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
-    """Learning-rate multiplier in (1-based) ``epoch``: 1 up to ``n_epochs``, then falling by
-    ``1 / (n_epochs_decay + 1)`` per epoch, so the last epoch still learns at
-    ``1 / (n_epochs_decay + 1)`` and the rate would reach zero one epoch later (the
-    reference code's rule ``1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)``)."""
-    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
+def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int, timing: str = "reference") -> float:
+    """Learning-rate multiplier in (1-based) ``epoch`` of ``n_epochs + n_epochs_decay``.
+
+    ``reference``: the authors' rule. Their ``train.py`` steps the LambdaLR at the start of
+    every epoch, so epoch ``e`` trains at ``1 - max(0, e + 1 - n_epochs) / (n_epochs_decay
+    + 1)``: the decay's first step falls in epoch ``n_epochs`` (0.990099 at epoch 100 of
+    100 + 100) and the last epoch trains at exactly 0.
+
+    ``after_n_epochs``: podium's earlier timing, the same line one epoch later,
+    ``1 - max(0, e - n_epochs) / (n_epochs_decay + 1)``: ``n_epochs`` whole epochs at the
+    initial rate, the last epoch at ``1 / (n_epochs_decay + 1)`` (0.009901 at epoch 200).
+
+    ``n_epochs_decay`` 0 is a constant schedule under either timing: 1 in every epoch.
+    (The reference's formula would give 0 in epoch ``n_epochs``, the decay's zero-length
+    line reaching into the constant epochs: a one-epoch run would learn nothing, and the
+    constant-rate baseline it stands for, the Keras tutorial's, trains every epoch at the
+    initial rate.)
+    """
+    check_choice(f"{_TRAIN}.lr_decay_timing", timing, LR_DECAY_TIMINGS)
+    if n_epochs_decay == 0:
+        return 1.0
+    late = 1 if timing == "reference" else 0
+    return 1.0 - max(0, epoch + late - n_epochs) / float(n_epochs_decay + 1)
 
 
 def total_epochs(train: Mapping[str, Any]) -> int:
     return int(train["n_epochs"]) + int(train["n_epochs_decay"])
 
 
-def linear_decay(optimizer: torch.optim.Optimizer, n_epochs: int, n_epochs_decay: int) -> LambdaLR:
-    """``lr_factor`` as a LambdaLR stepped once per epoch (its step count is epochs done)."""
-    return LambdaLR(optimizer, lambda done: lr_factor(done + 1, n_epochs, n_epochs_decay))
+def linear_decay(
+    optimizer: torch.optim.Optimizer,
+    n_epochs: int,
+    n_epochs_decay: int,
+    timing: str = "reference",
+) -> LambdaLR:
+    """``lr_factor`` as a LambdaLR stepped once at the end of every epoch (its step count is
+    the epochs done, so epoch ``e`` trains at ``lr_factor(e)``: the reference's rate, which
+    it reaches by stepping at the start of every epoch instead)."""
+    check_choice(f"{_TRAIN}.lr_decay_timing", timing, LR_DECAY_TIMINGS)
+    return LambdaLR(optimizer, lambda done: lr_factor(done + 1, n_epochs, n_epochs_decay, timing))
 
 
 # ---------------------------------------------------------------------------- the pool
@@ -179,6 +209,7 @@ def check_training(
         check_int(f"{_TRAIN}.{key}", train[key], low=0)
     check_int(f"{_TRAIN}.batch_size", train["batch_size"], low=1)
     check_choice(f"{_TRAIN}.epoch_size", train["epoch_size"], EPOCH_SIZES)
+    check_choice(f"{_TRAIN}.lr_decay_timing", train["lr_decay_timing"], LR_DECAY_TIMINGS)
     if train["epochs_this_run"] is not None:
         check_int(f"{_TRAIN}.epochs_this_run", train["epochs_this_run"], low=1)
     if train["grad_clip"] is not None:
@@ -268,7 +299,7 @@ class CycleGAN:
         betas = (optimizer["beta1"], optimizer["beta2"])
         self.opt_g = torch.optim.Adam(self._params(GENERATORS), lr=optimizer["lr"], betas=betas)
         self.opt_d = torch.optim.Adam(self._params(DISCRIMINATORS), lr=optimizer["lr"], betas=betas)
-        decay = (int(train["n_epochs"]), int(train["n_epochs_decay"]))
+        decay = (int(train["n_epochs"]), int(train["n_epochs_decay"]), train["lr_decay_timing"])
         self.sched_g = linear_decay(self.opt_g, *decay)
         self.sched_d = linear_decay(self.opt_d, *decay)
         self.scaler = make_grad_scaler(runtime.amp)

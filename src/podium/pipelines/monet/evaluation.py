@@ -5,9 +5,15 @@ written (compression included). The training Monets are both the FID reference a
 memorisation set here; Kaggle's FID reference is its own Monet set.
 
 :func:`score` takes the generated images as any iterable of uint8 batches (a DataLoader
-over the zip's members, :class:`podium.pipelines.monet.data.ZipJpegs`): each batch becomes
-2048-d features and is folded into running statistics (:mod:`.running_fid`), so scoring
-holds one batch of pixels and ``d x d`` floats, whatever the number of images.
+over the zip's members, :class:`podium.pipelines.monet.data.ZipJpegs`): each batch goes
+through torchmetrics' ``FrechetInceptionDistance`` (podium's Inception extractor as its
+``feature=`` module, folded into its running float64 sums), and the same features into
+podium's running memorisation distance (:mod:`.running_fid`, Kaggle's definition), so
+scoring holds one batch of pixels and ``d x d`` floats, whatever the number of images.
+
+The Inception weights: the local file ``inception_weights`` (the cache), fetched once from
+``inception_weights_url`` (pytorch-fid's) when it is absent and the network is reachable;
+else the seeded stand-in. The summary's ``fid_extractor`` and ``fid_weights`` say which.
 
 No kedro or mlflow imports.
 """
@@ -21,32 +27,30 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from podium.core.config import check_choice, check_int, check_keys, check_range
+from podium.core.config import ParameterError, check_int, check_keys, check_range
 from podium.core.fid import (
-    FID_METHODS,
     FeatureExtractor,
+    WeightsSource,
+    as_chw,
     build_inception_extractor,
-    extract_features,
+    fid_metric,
     mifid,
+    resolve_inception_weights,
 )
 from podium.pipelines.monet.data import decode_jpeg, encode_jpeg
-from podium.pipelines.monet.running_fid import (
-    RunningMemorization,
-    RunningStatistics,
-    streamed_fid,
-)
+from podium.pipelines.monet.running_fid import RunningMemorization
 
-__all__ = ["check_evaluation", "decode_jpeg", "encode_jpeg", "features_of", "score"]
+__all__ = ["check_evaluation", "decode_jpeg", "encode_jpeg", "extractor_for", "score"]
 
 #: PIL's highest useful JPEG quality (above it PIL warns that files only grow).
 MAX_JPEG_QUALITY = 95
 EVALUATION_KEYS = (
     "inception_weights",
+    "inception_weights_url",
     "standin_seed",
     "standin_centering",
     "image_size",
     "batch_size",
-    "fid_method",
     "cosine_distance_eps",
 )
 _SECTION = "monet.evaluation"
@@ -55,33 +59,30 @@ MIN_INCEPTION_SIZE = 75
 
 
 def check_evaluation(evaluation: Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(evaluation, Mapping) and "fid_method" in evaluation:
+        raise ParameterError(
+            f"{_SECTION}.fid_method",
+            "no longer a setting: torchmetrics' FrechetInceptionDistance computes the FID; "
+            "remove the key",
+        )
     check_keys(_SECTION, evaluation, EVALUATION_KEYS, required=EVALUATION_KEYS)
     check_int(f"{_SECTION}.standin_seed", evaluation["standin_seed"], low=0)
     check_int(f"{_SECTION}.image_size", evaluation["image_size"], low=MIN_INCEPTION_SIZE)
     check_int(f"{_SECTION}.batch_size", evaluation["batch_size"], low=1)
-    check_choice(f"{_SECTION}.fid_method", evaluation["fid_method"], FID_METHODS)
     check_range(f"{_SECTION}.cosine_distance_eps", evaluation["cosine_distance_eps"], low=0.0)
     return evaluation
 
 
-def features_of(
-    extractor: FeatureExtractor,
-    batch: torch.Tensor | np.ndarray,
-    evaluation: Mapping[str, Any],
-    device: torch.device | str,
-) -> np.ndarray:
-    """``(n, 2048)`` float64 features of one uint8 (n, H, W, 3) batch. The batch is laid out
-    C-contiguous first, as decoded images are: the network's kernels (and so the last bits
-    of the features) depend on the memory layout of its input."""
-    images = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
-    images = np.ascontiguousarray(images)
-    return extract_features(
-        extractor,
-        images,
-        batch_size=max(1, len(images)),
-        image_size=evaluation["image_size"],
-        device=device,
+def extractor_for(evaluation: Mapping[str, Any]) -> tuple[FeatureExtractor, WeightsSource]:
+    """The Inception extractor ``evaluation`` asks for and where its weights came from: the
+    cached file, fetched once when absent and reachable, else the seeded stand-in."""
+    weights = resolve_inception_weights(
+        evaluation["inception_weights"], evaluation["inception_weights_url"]
     )
+    extractor = build_inception_extractor(
+        weights.path, evaluation["standin_seed"], parameter=f"{_SECTION}.inception_weights"
+    )
+    return extractor, weights
 
 
 def score(
@@ -92,39 +93,47 @@ def score(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """FID, MiFID, the raw and thresholded memorisation distance, and the extractor's name.
+    """FID, MiFID, the raw and thresholded memorisation distance, the extractor's name and
+    where its weights came from.
 
-    ``generated`` and ``monets``: uint8 (n, H, W, 3) batches (of ``evaluation.batch_size``
-    for the figures to match an all-at-once extraction bit for bit). The Monets' features
-    are kept (the memorisation reference: 300 rows in the competition); the generated ones
-    are folded in batch by batch.
+    ``generated`` and ``monets``: uint8 (n, H, W, 3) batches. The Monets go first (the FID
+    reference, and their features are kept as the memorisation reference: 300 rows in the
+    competition); the generated ones are folded in batch by batch.
     """
     check_evaluation(evaluation)
-    extractor = build_inception_extractor(
-        evaluation["inception_weights"],
-        evaluation["standin_seed"],
-        parameter=f"{_SECTION}.inception_weights",
-    )
-    reference = [
-        features_of(extractor, batch, evaluation, device)
-        for batch in tqdm(monets, desc="inception features (Monets)", disable=not progress)
-    ]
-    if not reference:
-        raise ValueError("monet: no Monet images to score against")
-    monet_features = np.concatenate(reference)
-    centered = extractor.is_standin and bool(evaluation["standin_centering"])
-    statistics = RunningStatistics(keep_rows=evaluation["fid_method"] == "nuclear")
-    memorization = RunningMemorization(monet_features, center=centered)
-    for batch in tqdm(generated, desc="inception features (images.zip)", disable=not progress):
-        features = features_of(extractor, batch, evaluation, device)
-        statistics.add(features)
-        memorization.add(features)
-    fid = streamed_fid(
-        statistics,
-        monet_features,
-        evaluation["fid_method"],
-        parameter=f"{_SECTION}.fid_method",
-    )
+    extractor, weights = extractor_for(evaluation)
+    metric = fid_metric(extractor, evaluation["image_size"], device)
+    seen: list[torch.Tensor] = []
+    hook = metric.inception.register_forward_hook(lambda _module, _in, out: seen.append(out))
+
+    def features(batch: torch.Tensor | np.ndarray, real: bool) -> np.ndarray:
+        metric.update(as_chw(batch), real=real)  # runs the extractor once, seen by the hook
+        return seen.pop().cpu().numpy()
+
+    try:
+        reference = [
+            features(batch, real=True)
+            for batch in tqdm(monets, desc="inception features (Monets)", disable=not progress)
+        ]
+        if not reference:
+            raise ValueError("monet: no Monet images to score against")
+        monet_features = np.concatenate(reference)
+        centered = extractor.is_standin and bool(evaluation["standin_centering"])
+        memorization = RunningMemorization(monet_features, center=centered)
+        count = 0
+        batches = tqdm(generated, desc="inception features (images.zip)", disable=not progress)
+        for batch in batches:
+            rows = features(batch, real=False)
+            memorization.add(rows)
+            count += len(rows)
+    finally:
+        hook.remove()
+    if count < 2 or len(monet_features) < 2:
+        raise ValueError(
+            f"FID needs at least two feature rows on each side, got {count} generated and "
+            f"{len(monet_features)} Monet images"
+        )
+    fid = max(float(metric.compute()), 0.0)  # rounding can dip a hair below zero
     distance = memorization.distance()
     value, thresholded = mifid(fid, distance, evaluation["cosine_distance_eps"])
     return {
@@ -132,9 +141,9 @@ def score(
         "mifid": value,
         "memorization_distance": distance,
         "memorization_distance_thresholded": thresholded,
-        "generated_images": statistics.count,
+        "generated_images": count,
         "reference_images": len(monet_features),
         "fid_extractor": extractor.name,
+        "fid_weights": weights.description,
         "memorization_centered": centered,
-        "fid_method": evaluation["fid_method"],
     }

@@ -49,14 +49,18 @@ GENERATE_KEYS = ("input_size", "output_size", "jpeg_quality", "batch_size")
 _GENERATE = "monet.generate"
 
 
-def index_images(raw_root: Path) -> pd.DataFrame:
-    """One row per jpg of ``photo_jpg/`` and ``monet_jpg/`` (the TFRecords are not read)."""
-    index = index_monet(raw_root)
+def index_images(raw_root: Path, source: str = "jpg") -> pd.DataFrame:
+    """One row per image: the jpgs of ``photo_jpg/`` and ``monet_jpg/`` (``source: jpg``)
+    or the records of ``photo_tfrec/*.tfrec`` and ``monet_tfrec/*.tfrec`` (``tfrec``)."""
+    index = index_monet(raw_root, source=source, parameter="monet.source")
+    other = {"jpg": "tfrec", "tfrec": "jpg"}[source]
     logger.info(
-        "monet: indexed %d photos and %d paintings (jpg only; photo_tfrec/ and monet_tfrec/ "
-        "are not read)",
+        "monet: indexed %d photos and %d paintings from the %s folders (the %s folders are "
+        "not read)",
         (index["domain"] == "photo").sum(),
         (index["domain"] == "monet").sum(),
+        source,
+        other,
     )
     return index
 
@@ -64,12 +68,13 @@ def index_images(raw_root: Path) -> pd.DataFrame:
 def check_images(
     index: pd.DataFrame, runtime: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Metrics]:
-    """Decode every jpg once, one at a time in the loader's workers, keeping no pixels: the
-    readable photos and Monets as two tables (domain, path, name), and the unreadable ones
-    listed with their reason (skipped and counted, never silently dropped)."""
+    """Decode every image once (a jpg, or a TFRecord's JPEG), one at a time in the loader's
+    workers, keeping no pixels: the readable photos and Monets as two tables (domain, path,
+    name), and the unreadable ones listed with their reason (skipped and counted, never
+    silently dropped)."""
     settings = resolve_runtime(runtime)
     checks = make_loader(ImageChecks(index["path"].tolist()), settings, batch_size=None)
-    reasons = list(tqdm(checks, total=len(index), desc="checking jpgs"))
+    reasons = list(tqdm(checks, total=len(index), desc="checking images"))
     checked = index.assign(reason=reasons)
     tables, reports, counts = [], [], {}
     for domain in ("photo", "monet"):
@@ -81,7 +86,7 @@ def check_images(
         reports.append(bad[["domain", "path", "reason"]])
         counts |= {f"{domain}.read": len(good), f"{domain}.unreadable": len(bad)}
         for path, reason in zip(bad["path"], bad["reason"], strict=True):
-            logger.warning("monet: skipping unreadable %s jpg %s: %s", domain, path, reason)
+            logger.warning("monet: skipping unreadable %s image %s: %s", domain, path, reason)
     report = pd.concat(reports, ignore_index=True)
     return tables[0], tables[1], report, as_metrics(counts)
 
@@ -323,9 +328,11 @@ def score_images(
     evaluation_params: Mapping[str, Any],
     runtime: Mapping[str, Any],
 ) -> tuple[Metrics, dict[str, str], dict[str, Any]]:
-    """FID and MiFID of images.zip against the training Monets, the extractor's name as an
-    MLflow tag, and the whole summary for the record. Both sides are decoded per batch in
-    the loader's workers; the photos missing from the zip are counted and named."""
+    """FID and MiFID of images.zip against the training Monets, the extractor's name and
+    where its weights came from as MLflow tags (``monet.fid_extractor``,
+    ``monet.fid_weights``), and the whole summary for the record. Both sides are decoded
+    per batch in the loader's workers; the photos missing from the zip are counted and
+    named."""
     evaluation.check_evaluation(evaluation_params)
     settings = resolve_runtime(runtime)
     batch_size = evaluation_params["batch_size"]
@@ -352,5 +359,5 @@ def score_images(
         scores["memorization_distance"],
         scores["fid_extractor"],
     )
-    tags = {"fid_extractor": scores["fid_extractor"]}
+    tags = {key: scores[key] for key in ("fid_extractor", "fid_weights")}
     return as_metrics(metrics), tags, scores

@@ -1,5 +1,7 @@
 """monet: index -> check -> CycleGAN -> images.zip -> FID, MiFID; curves and sample grid.
 
+The images come from the jpg folders or the TFRecord shards (``monet.source``).
+
 The stages, by node name (``kedro run --pipelines=monet --nodes=...``): ``index_images``
 and ``check_images`` (prepare: the tables of readable photos and Monets, no pixels kept),
 ``train_cyclegan`` (train), ``write_images_zip`` (translate), ``score_images`` (FID, MiFID).
@@ -21,7 +23,12 @@ SUB_MODELS = [
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.index_images, "monet_raw", "monet_index", name="index_images"),
+            Node(
+                nodes.index_images,
+                ["monet_raw", "params:monet.source"],
+                "monet_index",
+                name="index_images",
+            ),
             Node(
                 nodes.check_images,
                 ["monet_index", "params:runtime"],
