@@ -1,4 +1,4 @@
-"""podium.layouts.monet: the jpg folders, the unread TFRecords, bad jpgs reported by name."""
+"""podium.layouts.monet: the jpg folders (the default source), bad jpgs reported by name."""
 
 from __future__ import annotations
 
