@@ -4,6 +4,7 @@ reach Kedro's own `kedro run` as before, without importing the other pipelines."
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,20 @@ from podium.cli import cli, pipeline_folders, unknown_pipelines_message
 from tests.conftest import REPO, kedro_cli, make_project
 
 VENV = Path(sys.executable).parent.parent
+
+
+def make(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``make <args>`` as from a shell: under ``make test`` the parent's MAKELEVEL and
+    MAKEFLAGS would make it print "Entering directory" lines and pass on flags."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +75,10 @@ def test_kedro_run_with_a_misspelt_pipeline_stops_naming_the_registered_ones(pro
 
 def test_make_run_with_a_misspelt_pipeline_stops_before_the_sample_data(project):
     # -o: the venv counts as installed (no pip); VENV: this interpreter's, with its kedro.
-    done = subprocess.run(
-        ["make", "-o", f"{VENV}/.installed", "run", f"VENV={VENV}", "PIPELINE=mask,deepfak"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = make(
+        "-o", f"{VENV}/.installed", "run", f"VENV={VENV}", "PIPELINE=mask,deepfak",
+        cwd=project, timeout=120,
+    )  # fmt: skip
     assert done.returncode != 0, done.stdout[-3000:]
     message = error_paragraph(done.stderr)
     assert "Unknown pipeline 'deepfak' (did you mean 'deepfake'?)" in message
@@ -76,13 +88,10 @@ def test_make_run_with_a_misspelt_pipeline_stops_before_the_sample_data(project)
 
 def test_make_run_checks_the_names_before_anything_else(project):
     # -n prints the recipe and runs none of it (the recursive sample-data make prints too).
-    done = subprocess.run(
-        ["make", "-n", "-o", f"{VENV}/.installed", "run", f"VENV={VENV}", "PIPELINE=deepfake"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = make(
+        "-n", "-o", f"{VENV}/.installed", "run", f"VENV={VENV}", "PIPELINE=deepfake",
+        cwd=project, timeout=60,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"{VENV}/bin/kedro check-pipelines 'deepfake'"
