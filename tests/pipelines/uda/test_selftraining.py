@@ -18,9 +18,10 @@ def _net(seed: int) -> nn.Module:
 
 
 @torch.no_grad()
-def _dacs_ema(teacher: nn.Module, student: nn.Module, alpha: float, iteration: int) -> None:
-    """DACS' teacher update, the rule uda trained with before timm's ModelEmaV3."""
-    a = min(1.0 - 1.0 / (iteration + 1), alpha)
+def _timm_rule(teacher: nn.Module, student: nn.Module, alpha: float, step: int) -> None:
+    """podium's earlier teacher (``ema_rule: timm``): after optimizer step ``step`` (1, 2,
+    ...), a = 0 at step 1 then min(1 - 1/step, alpha), BatchNorm buffers averaged too."""
+    a = 0.0 if step <= 1 else min(1.0 - 1.0 / step, alpha)
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.mul_(a).add_(s, alpha=1.0 - a)
     for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
@@ -30,37 +31,52 @@ def _dacs_ema(teacher: nn.Module, student: nn.Module, alpha: float, iteration: i
             t.copy_(s)
 
 
-def test_the_ema_teacher_follows_dacs_ramp_then_settles_at_alpha():
-    """timm's ModelEmaV3 as train.py builds it, updated with fit's step count (iteration + 1),
-    gives DACS' teacher: a = min(1 - 1/(iteration + 1), alpha)."""
+def test_the_timm_rule_is_modelemav3_as_podium_built_it():
+    """``ema_rule: timm``: timm's ModelEmaV3 as train.py builds it, updated by fit after
+    every optimizer step with the step count: alpha 0 after step 1 (the teacher becomes the
+    student), then min(1 - 1/step, alpha), buffers averaged."""
     student = _net(1)
     ema = ModelEmaV3(_net(0), decay=0.7, use_warmup=True, warmup_gamma=1.0, warmup_power=1.0)
     reference = _net(0)
     generator = torch.Generator().manual_seed(4)
-    for iteration in range(6):  # a ramps 0, 1/2, 2/3, then stays at alpha = 0.7
+    assert [ema.get_decay(step) for step in (1, 2, 3)] == [0.0, 0.5, pytest.approx(2 / 3)]
+    for step in range(1, 7):  # a: 0, 1/2, 2/3, then alpha = 0.7
         for p in student.parameters():
             p.data.add_(torch.randn(p.shape, generator=generator))
         student[1].running_mean.add_(1.0)
         student[1].num_batches_tracked.add_(1)
-        ema.update(student, step=iteration + 1)
-        _dacs_ema(reference, student, 0.7, iteration)
-        assert ema.get_decay(iteration + 1) == pytest.approx(min(1 - 1 / (iteration + 1), 0.7))
+        ema.update(student, step=step)
+        _timm_rule(reference, student, 0.7, step)
         for key, value in reference.state_dict().items():
             torch.testing.assert_close(ema.module.state_dict()[key], value)
     assert int(ema.module[1].num_batches_tracked) == 6  # integer buffers are copied
 
 
-def test_pseudo_labels_weight_each_image_by_its_share_of_confident_pixels():
+def test_pseudo_label_weights_one_share_per_batch_or_per_image():
     logits = torch.zeros(2, 3, 4, 5)
     logits[0, 1] = 10.0  # image 0: all pixels confidently class 1
     logits[1, 2, :2] = 10.0  # image 1: top half confidently class 2, bottom half uniform
     labels, weights = st.pseudo_labels(logits, threshold=0.9)
     assert (labels[0] == 1).all() and (labels[1, :2] == 2).all()
-    torch.testing.assert_close(weights[0], torch.ones(4, 5))
-    torch.testing.assert_close(weights[1], torch.full((4, 5), 0.5))
-    _, weights = st.pseudo_labels(logits, threshold=0.9, ignore_top=0.25, ignore_bottom=0.5)
+    # DAFormer: 30 of the batch's 40 pixels are confident, every pixel weighs 0.75
+    torch.testing.assert_close(weights, torch.full((2, 4, 5), 0.75))
+    _, per_image = st.pseudo_labels(logits, threshold=0.9, weight="image", inclusive=False)
+    torch.testing.assert_close(per_image[0], torch.ones(4, 5))
+    torch.testing.assert_close(per_image[1], torch.full((4, 5), 0.5))
+    _, weights = st.pseudo_labels(
+        logits, threshold=0.9, ignore_top=0.25, ignore_bottom=0.5, weight="image"
+    )
     assert (weights[:, :1] == 0).all() and (weights[:, 2:] == 0).all()
     torch.testing.assert_close(weights[0, 1], torch.ones(5))
+
+
+def test_a_pixel_exactly_at_the_threshold_is_confident_with_inclusive():
+    logits = torch.zeros(1, 2, 2, 2)  # softmax of two equal logits: exactly 0.5 everywhere
+    logits[0, 0, 0, 0] = 5.0  # one pixel clearly above
+    assert torch.softmax(logits, 1)[0, :, 1, 1].tolist() == [0.5, 0.5]
+    _, ge = st.pseudo_labels(logits, threshold=0.5)  # DAFormer: pseudo_prob.ge(threshold)
+    _, gt = st.pseudo_labels(logits, threshold=0.5, inclusive=False)
+    assert ge.unique().tolist() == [1.0] and gt.unique().tolist() == [0.25]
 
 
 def test_class_mix_masks_cover_exactly_half_the_classes_present():

@@ -20,6 +20,7 @@ from PIL import Image
 
 from podium.datasets.streams import ClassMapsDataset, CsvChunksDataset
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES, UdaLayoutError
+from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import data, evaluate, nodes
 from podium.pipelines.uda.network import build_network, check_model_spec
 from podium.pipelines.uda.submission import rle_encode, to_submission_size
@@ -49,7 +50,8 @@ def params() -> dict:
 def weights(params) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     spec = check_model_spec(params["models"]["m1"], "uda.models.m1")
-    state = build_network(spec, NUM_CLASSES, "uda.models.m1").state_dict()
+    outputs = bg.num_outputs(params["data"]["background"])  # 13: background as class 12
+    state = build_network(spec, outputs, "uda.models.m1").state_dict()
     return {f"m1/{s}/{k}": v for s in ("ema", "student") for k, v in state.items()}
 
 
@@ -189,6 +191,29 @@ def test_the_streamed_submission_equals_the_in_memory_one(tmp_path):
     shuffled = template.sample(frac=1.0, random_state=0).reset_index(drop=True)
     csv.save(nodes.write_submission(folder.load(), shuffled, bad))
     pd.testing.assert_frame_equal(csv.load(), _old_submission(list(maps), resized, shuffled["id"]))
+
+
+def test_the_labelled_share_is_that_of_the_written_masks(tmp_path):
+    from podium.pipelines.uda.submission import labelled_share
+
+    maps = _class_maps(2)
+    maps["TEST_0001"][:10] = IGNORE_INDEX  # background: the top rows
+    folder = ClassMapsDataset(str(tmp_path / "maps"))
+    folder.save(maps)
+    template = pd.DataFrame({"id": [f"{t}_class_{k}" for t in maps for k in range(NUM_CLASSES)]})
+    bad = pd.DataFrame(columns=list(data.BAD_COLUMNS))
+    rows = pd.concat(list(nodes.write_submission(folder.load(), template, bad)))
+    width, height = 960, 540
+    shares = [
+        labelled_share(
+            rows["mask_rle"].iloc[i * NUM_CLASSES : (i + 1) * NUM_CLASSES], (height, width)
+        )
+        for i in range(2)
+    ]
+    assert shares[0] == 1.0 and shares[1] == pytest.approx(1 - 10 / 54)
+    metrics = nodes.submission_metrics(folder.load())
+    assert metrics["labelled_share"]["value"] == pytest.approx(np.mean(shares))
+    assert metrics["labelled_share_min"]["value"] == pytest.approx(shares[1])
 
 
 def test_an_unreadable_test_image_gets_empty_masks_and_a_missing_one_stops(tmp_path):

@@ -215,6 +215,14 @@ def test_the_pipeline_gives_training_the_catalog_checkpoint_folder(tmp_path, mon
         ({"optimizer": {"head_lr_mult": 10.0}}, 1, r"uda\.training\.optimizer.*head_lr_mult"),
         ({"scheduler": {"warmup_epochs": 2}}, 1, r"uda\.training\.scheduler\.warmup_epochs"),
         ({"scheduler": {"name": "polly"}}, 1, r"uda\.training\.scheduler\.name.*poly"),
+        ({"ema_rule": "dacs"}, 1, r"uda\.training\.ema_rule.*daformer"),
+        ({"pseudo_label": {"weight": "pixel"}}, 1, r"uda\.training\.pseudo_label\.weight.*batch"),
+        ({"pseudo_label": {"inclusive": "yes"}}, 1, r"uda\.training\.pseudo_label\.inclusive"),
+        (
+            {"source_fisheye": {"image_circle": 0}},
+            1,
+            r"uda\.training\.source_fisheye\.image_circle",
+        ),
         (
             {"optimizer": {"lr_multipliers": {"head": 10.0}}},
             1,

@@ -36,6 +36,7 @@ from podium.layouts.uda import (
     read_image,
     read_label,
 )
+from podium.pipelines.uda import background as bg
 
 #: Columns of the image table (one row per readable image of every split).
 IMAGE_COLUMNS = ("split", "id", "img_path", "gt_path", "height", "width")
@@ -195,12 +196,17 @@ def rare_class_image_weights(
 
 
 @lru_cache(maxsize=8)
-def fisheye_maps(height: int, width: int, max_angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """cv2.remap tables that view a pinhole image through an equidistant fisheye lens whose
-    image circle touches the frame's corners, so the whole frame stays covered: straight
-    lines bend and the centre is magnified relative to the rim, like the target camera."""
+def fisheye_maps(
+    height: int, width: int, max_angle_deg: float, image_circle: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap tables that view a pinhole image through an equidistant fisheye lens:
+    straight lines bend and the centre is magnified relative to the rim, like the target
+    camera. ``image_circle``: the circle's radius over half the frame's width (1.0: it
+    touches the left and right edges, as the sample's target camera; the frame's corners
+    then lie outside it, see :func:`outside_image_circle`); None: it touches the frame's
+    corners, so the whole frame stays covered."""
     theta_max = math.radians(max_angle_deg)
-    radius = math.hypot(width, height) / 2
+    radius = math.hypot(width, height) / 2 if image_circle is None else image_circle * width / 2
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     dx, dy = xs + 0.5 - width / 2, ys + 0.5 - height / 2
     r = np.hypot(dx, dy) / radius
@@ -213,11 +219,29 @@ def fisheye_maps(height: int, width: int, max_angle_deg: float) -> tuple[np.ndar
     return map_x, map_y
 
 
+@lru_cache(maxsize=8)
+def outside_image_circle(height: int, width: int, image_circle: float | None) -> np.ndarray:
+    """Boolean (h, w): the pixels whose centre lies outside the image circle of
+    :func:`fisheye_maps` (none for ``image_circle`` None)."""
+    if image_circle is None:
+        return np.zeros((height, width), bool)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = np.hypot(xs + 0.5 - width / 2, ys + 0.5 - height / 2)
+    return r > image_circle * width / 2
+
+
 def to_fisheye(
-    image: np.ndarray, label: np.ndarray, max_angle_deg: float
+    image: np.ndarray,
+    label: np.ndarray,
+    max_angle_deg: float,
+    image_circle: float | None = None,
+    outside_label: int = IGNORE_INDEX,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The source image (bilinear) and its label (nearest) seen through :func:`fisheye_maps`."""
-    map_x, map_y = fisheye_maps(image.shape[0], image.shape[1], float(max_angle_deg))
+    """The source image (bilinear) and its label (nearest) seen through :func:`fisheye_maps`;
+    with an ``image_circle``, pixels outside it are black and labelled ``outside_label``
+    (background, as the target camera's corners)."""
+    h, w = image.shape[:2]
+    map_x, map_y = fisheye_maps(h, w, float(max_angle_deg), image_circle)
     warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     warped_label = cv2.remap(
         label,
@@ -227,6 +251,10 @@ def to_fisheye(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=IGNORE_INDEX,
     )
+    if image_circle is not None:
+        outside = outside_image_circle(h, w, float(image_circle))
+        warped[outside] = 0
+        warped_label[outside] = outside_label
     return warped, warped_label
 
 
@@ -272,7 +300,9 @@ def _reseed(*composes: Any) -> None:
 class SourceDataset(Dataset):
     """Labeled source crops read lazily: each item decodes its image and label files,
     resizes them to ``size`` (h, w), then applies the optional simulated fisheye, the random
-    crop and the augment list. ``frame`` needs ``img_path`` and ``gt_path``.
+    crop and the augment list. ``frame`` needs ``img_path`` and ``gt_path``. ``background``
+    (``uda.data.background``): ``class`` trains label 255 as class 12, and the fisheye's
+    outside-the-circle pixels are background too; padding stays 255 (ignored).
 
     Returns ``(image float (3, h, w) in [0, 1], label long (h, w))``.
     """
@@ -285,11 +315,13 @@ class SourceDataset(Dataset):
         augment: list,
         fisheye: Mapping[str, Any],
         parameter: str,
+        background: str = "class",
     ) -> None:
         self.img_paths, self.gt_paths = _column(frame, "img_path"), _column(frame, "gt_path")
         self.size = (int(size[0]), int(size[1]))
         self.crop, self.transform = _crop_first(crop_size, augment, parameter)
         self.fisheye = dict(fisheye)
+        self.background = bg.check_mode(background)
 
     def __len__(self) -> int:
         return len(self.img_paths)
@@ -300,9 +332,17 @@ class SourceDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.pair(index)
+        label = bg.training_label(label, self.background)
         _reseed(self.crop, self.transform)
         if self.fisheye.get("enabled") and np.random.random() < float(self.fisheye["p"]):
-            image, label = to_fisheye(image, label, float(self.fisheye["max_angle_deg"]))
+            circle = self.fisheye.get("image_circle")
+            image, label = to_fisheye(
+                image,
+                label,
+                float(self.fisheye["max_angle_deg"]),
+                None if circle is None else float(circle),
+                bg.outside_label(self.background),
+            )
         out = self.crop(image=image, mask=label)
         out = self.transform(image=out["image"], mask=out["mask"])
         return _to_tensor(out["image"]), torch.from_numpy(np.asarray(out["mask"])).long()
@@ -353,9 +393,11 @@ class PairedDataset(Dataset):
         sizes: Sequence[Sequence[int]],
         training: Mapping[str, Any],
         parameter: str = "uda.training",
+        background: str = "class",
     ) -> PairedDataset:
         """The source and target tables read as the ``uda.training`` block says (crop,
-        augment lists, simulated fisheye), at the working sizes ``(source, target)``."""
+        augment lists, simulated fisheye), at the working sizes ``(source, target)``, label
+        255 as ``background`` says (``uda.data.background``)."""
         t = training
         return cls(
             SourceDataset(
@@ -365,6 +407,7 @@ class PairedDataset(Dataset):
                 t["source_augment"],
                 t["source_fisheye"],
                 f"{parameter}.source_augment",
+                background,
             ),
             TargetDataset(
                 target, sizes[1], t["crop_size"], t["target_augment"], f"{parameter}.target_augment"

@@ -1,4 +1,5 @@
-"""Per-class IoU and mIoU, and the figures: IoU bars and colour overlays of predictions."""
+"""Per-class IoU and mIoU as the competition scores them, and the figures: IoU bars and
+colour overlays of predictions."""
 
 from __future__ import annotations
 
@@ -11,29 +12,65 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from podium.core.plots import image_grid_figure
-from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
-from podium.pipelines.uda.segmentation import confusion_matrix, iou_per_class
+from podium.layouts.uda import CLASSES, NUM_CLASSES, colorize
+
+#: ``uda.evaluation.background``: how a background (label 255) pixel is scored.
+BACKGROUND_SCORING = ("count", "ignore")
+#: Row and column of background (label or prediction 255, or any value outside 0..11) in
+#: :func:`scoring_confusion`.
+BG = NUM_CLASSES
 
 
-def class_iou(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+def scoring_confusion(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """(13, 13) pixel counts, rows = truth, columns = prediction, the 12 classes and then
+    background (label or prediction :data:`~podium.layouts.uda.IGNORE_INDEX`, or any value
+    outside 0..11) at index :data:`BG`."""
+    prediction = np.asarray(prediction).astype(np.int64).ravel()
+    label = np.asarray(label).astype(np.int64).ravel()
+    if prediction.shape != label.shape:
+        raise ValueError(f"prediction has {prediction.size} pixels, label {label.size}")
+    n = NUM_CLASSES + 1
+    prediction = np.where((prediction >= 0) & (prediction < NUM_CLASSES), prediction, BG)
+    label = np.where((label >= 0) & (label < NUM_CLASSES), label, BG)
+    return np.bincount(label * n + prediction, minlength=n * n).reshape(n, n)
+
+
+def class_iou(
+    predictions: np.ndarray, labels: np.ndarray, background: str = "count"
+) -> pd.DataFrame:
     """One row per class: IoU (NaN when the class is in neither truth nor prediction)
-    and its pixel count in the truth, over the whole split."""
-    return _iou_table(confusion_matrix(predictions, labels, NUM_CLASSES, IGNORE_INDEX))
+    and its pixel count in the truth, over the whole split (see :func:`streamed_class_iou`)."""
+    return _iou_table(scoring_confusion(predictions, labels), background)
 
 
-def streamed_class_iou(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+def streamed_class_iou(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], background: str = "count"
+) -> pd.DataFrame:
     """:func:`class_iou` over ``(prediction, label)`` pairs, one image at a time: the
-    confusion matrix is summed image by image, so only one pair is held."""
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    confusion matrix is summed image by image, so only one pair is held.
+
+    ``background="count"`` scores as the competition does: class k's IoU is that of the
+    mask ``prediction == k`` against ``label == k`` over every pixel, so a background
+    pixel given class k counts against k and a class-k pixel predicted background is a
+    miss of k. ``"ignore"`` (podium before) leaves background-labelled pixels out."""
+    confusion = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64)
     for prediction, label in pairs:
-        confusion += confusion_matrix(prediction, label, NUM_CLASSES, IGNORE_INDEX)
-    return _iou_table(confusion)
+        confusion += scoring_confusion(prediction, label)
+    return _iou_table(confusion, background)
 
 
-def _iou_table(confusion: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
-        {"class": list(CLASSES), "iou": iou_per_class(confusion), "pixels": confusion.sum(axis=1)}
-    )
+def _iou_table(confusion: np.ndarray, background: str) -> pd.DataFrame:
+    if background not in BACKGROUND_SCORING:
+        raise ValueError(f"background must be one of {BACKGROUND_SCORING}, got {background!r}")
+    confusion = np.asarray(confusion, dtype=np.float64).copy()
+    if background == "ignore":
+        confusion[BG] = 0  # background-labelled pixels are not scored
+    tp = np.diag(confusion)[:NUM_CLASSES]
+    union = confusion.sum(axis=0)[:NUM_CLASSES] + confusion.sum(axis=1)[:NUM_CLASSES] - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    pixels = confusion.sum(axis=1)[:NUM_CLASSES].astype(np.int64)
+    return pd.DataFrame({"class": list(CLASSES), "iou": iou, "pixels": pixels})
 
 
 def iou_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 Each member network (one entry of ``uda.models``) predicts softmax probabilities by
 sliding window over every test-time view; members are averaged with their ensemble
-weights, the mean is resized to the image's original size and its argmax is the class map.
+weights, the mean is resized to the image's original size and its argmax is the class map,
+background (``uda.data.background``: the 13th output, or a top probability below
+``uda.inference.background_threshold``) written as 255.
 :func:`stream_class_maps` yields the class maps one image at a time, so a split of any
 size is predicted with the memory of one batch.
 """
@@ -18,14 +20,25 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_size
+from podium.core.config import (
+    ParameterError,
+    check_choice,
+    check_int,
+    check_keys,
+    check_range,
+    check_size,
+)
 from podium.core.device import Runtime, autocast, eval_mode, to_channels_last
 from podium.layouts.uda import NUM_CLASSES
+from podium.pipelines.uda import background as bg
 from podium.pipelines.uda.network import SegmentationNet, build_network
 from podium.pipelines.uda.segmentation import tta_probabilities
 
 P = "uda.inference"
-INFERENCE_KEYS = ("weights", "window", "stride", "flip", "scales", "batch_size", "ensemble")
+INFERENCE_KEYS = (
+    "weights", "window", "stride", "flip", "scales", "batch_size", "ensemble",
+    "background_threshold",
+)  # fmt: skip
 WEIGHT_SETS = ("ema", "student")
 
 
@@ -36,6 +49,9 @@ def check_inference(inference: Mapping[str, Any], members: Sequence[str]) -> dic
     i["window"] = check_size(f"{P}.window", i["window"])
     i["stride"] = check_size(f"{P}.stride", i["stride"])
     i["batch_size"] = check_int(f"{P}.batch_size", i["batch_size"], low=1)
+    i["background_threshold"] = float(
+        check_range(f"{P}.background_threshold", i["background_threshold"], low=0.0, high=1.0)
+    )
     scales = i["scales"]
     if (
         not isinstance(scales, list | tuple)
@@ -52,9 +68,13 @@ def check_inference(inference: Mapping[str, Any], members: Sequence[str]) -> dic
 
 
 def load_members(
-    weights: Mapping[str, torch.Tensor], models: Mapping[str, Any], weight_set: str
+    weights: Mapping[str, torch.Tensor],
+    models: Mapping[str, Any],
+    weight_set: str,
+    background: str = "class",
 ) -> dict[str, SegmentationNet]:
-    """Every member network with its ``ema`` or ``student`` weights."""
+    """Every member network with its ``ema`` or ``student`` weights, with the outputs
+    ``background`` (``uda.data.background``) trains: 13 for ``class``, else 12."""
     out = {}
     for name, spec in models.items():
         prefix = f"{name}/{weight_set}/"
@@ -65,8 +85,16 @@ def load_members(
                 f"the saved weights hold no {weight_set!r} weights for model {name!r} "
                 f"(found: {sorted({k.split('/')[0] for k in weights})}); rerun training",
             )
-        net = build_network(spec, NUM_CLASSES, f"uda.models.{name}")
-        net.load_state_dict(state)
+        net = build_network(spec, bg.num_outputs(background), f"uda.models.{name}")
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as error:
+            raise ParameterError(
+                "uda.data.background",
+                f"the saved weights of model {name!r} do not fit {bg.num_outputs(background)} "
+                f"outputs (background: {background!r}); rerun training with this setting "
+                f"({str(error).splitlines()[-1].strip()})",
+            ) from error
         out[name] = net
     return out
 
@@ -85,7 +113,8 @@ def batch_probabilities(
     inference: Mapping[str, Any],
     runtime: Runtime,
 ) -> torch.Tensor:
-    """Ensemble-averaged TTA probabilities (N, C, h, w) of a (N, h, w, 3) uint8 batch."""
+    """Ensemble-averaged TTA probabilities (N, C, h, w) of a (N, h, w, 3) uint8 batch (C:
+    the members' outputs)."""
     device, amp = runtime.device, runtime.amp
     total_weight = sum(inference["ensemble"].values())
 
@@ -98,6 +127,7 @@ def batch_probabilities(
         return forward
 
     x = batch.permute(0, 3, 1, 2).float().div_(255).to(device)
+    num_outputs = _outputs(members)
     mean = None
     for name, net in members.items():
         with eval_mode(net):
@@ -106,7 +136,7 @@ def batch_probabilities(
                 x,
                 window=inference["window"],
                 stride=inference["stride"],
-                num_classes=NUM_CLASSES,
+                num_classes=num_outputs,
                 scales=inference["scales"],
                 flip=bool(inference["flip"]),
             )
@@ -115,13 +145,25 @@ def batch_probabilities(
     return mean
 
 
-def class_map(probabilities: torch.Tensor, size: Sequence[int]) -> np.ndarray:
-    """The (H, W) uint8 argmax of one image's (C, h, w) probabilities resized to ``size``."""
+def _outputs(members: Mapping[str, SegmentationNet]) -> int:
+    found = {int(net.decoder.classifier.out_channels) for net in members.values()}
+    if len(found) != 1:
+        raise ParameterError("uda.models", f"the members predict different classes: {found}")
+    return found.pop()
+
+
+def class_map(
+    probabilities: torch.Tensor, size: Sequence[int], background_threshold: float = 0.0
+) -> np.ndarray:
+    """The (H, W) uint8 class map of one image's (C, h, w) probabilities resized to
+    ``size``: the argmax, background 255 (the 13th output when C is 13, else a top
+    probability below ``background_threshold``)."""
     height, width = int(size[0]), int(size[1])
     p = probabilities[None]
     if p.shape[-2:] != (height, width):
         p = F.interpolate(p, size=(height, width), mode="bilinear", align_corners=False)
-    return p[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+    mode = "class" if p.shape[1] == NUM_CLASSES + 1 else "ignore"
+    return bg.class_map(p[0], mode, background_threshold).cpu().numpy()
 
 
 def stream_class_maps(
@@ -150,7 +192,10 @@ def stream_class_maps(
         for images, sizes, indices in loader:
             mean = batch_probabilities(members, images, inference, runtime)
             for j in range(len(indices)):
-                yield int(indices[j]), class_map(mean[j], sizes[j].tolist())
+                yield (
+                    int(indices[j]),
+                    class_map(mean[j], sizes[j].tolist(), inference["background_threshold"]),
+                )
                 bar.update(1)
             del mean
 
@@ -173,5 +218,7 @@ def predict_class_maps(
             members, torch.from_numpy(images[start : start + step]), inference, runtime
         )
         for j in range(len(mean)):
-            out[start + j] = class_map(mean[j], (height, width))
+            out[start + j] = class_map(
+                mean[j], (height, width), inference.get("background_threshold", 0.0)
+            )
     return out

@@ -21,12 +21,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from podium.core.config import ParameterError, check_int, check_keys, check_size
+from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_size
 from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime
 from podium.core.distributed import dask_client
 from podium.layouts.uda import NUM_CLASSES, SPLITS, index_uda, read_image, read_label
 from podium.pipelines.tracking import Metrics, as_metrics
+from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import data as data_module
 from podium.pipelines.uda import evaluate
 from podium.pipelines.uda.data import PredictDataset
@@ -43,6 +44,9 @@ from podium.pipelines.uda.train import train_members
 log = logging.getLogger(__name__)
 
 DATA_KEYS = ("source_size", "target_size")
+#: ``uda.data.background`` when not given: label 255 trained as class 12 (DACON's baseline).
+DEFAULT_BACKGROUND = "class"
+EVALUATION_KEYS = ("overlays", "background")
 
 
 def index_data(raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,8 +68,13 @@ def index_data(raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _size(data: Mapping[str, Any], key: str) -> tuple[int, int]:
-    check_keys("uda.data", data, DATA_KEYS, required=DATA_KEYS)
+    check_keys("uda.data", data, (*DATA_KEYS, "background"), required=DATA_KEYS)
     return check_size(f"uda.data.{key}", data[key], minimum=8)
+
+
+def _background(data: Mapping[str, Any]) -> str:
+    """``uda.data.background``: ``class`` (label 255 trained as class 12) or ``ignore``."""
+    return bg.check_mode(data.get("background", DEFAULT_BACKGROUND))
 
 
 def _split_sizes(data: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
@@ -147,6 +156,7 @@ def train_models(
         sizes=(_size(data, "source_size"), _size(data, "target_size")),
         distributed=resolve_distributed(runtime.get("distributed"), device=resolved.device),
         checkpoints=checkpoints,
+        background=_background(data),
     )
     weights: dict[str, torch.Tensor] = {}
     curves: Metrics = {}
@@ -185,7 +195,7 @@ def predict_split(
     (the parameters are checked now, the images are predicted while it saves)."""
     specs = _check_models(models)
     settings = check_inference(inference, list(specs))
-    members = load_members(weights, specs, settings["weights"])
+    members = load_members(weights, specs, settings["weights"], _background(data))
     frame = _split(images, split)
     size = _split_sizes(data)[split]
     resolved = resolve_runtime(runtime)
@@ -224,13 +234,30 @@ def _labeled_pairs(frame: pd.DataFrame, predictions: Mapping[str, Callable[[], n
         yield prediction, read_label(row.gt_path, prediction.shape)
 
 
+def _evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    check_keys("uda.evaluation", evaluation, EVALUATION_KEYS, required=("overlays",))
+    e = dict(evaluation)
+    e["overlays"] = check_int("uda.evaluation.overlays", e["overlays"], low=1)
+    e["background"] = check_choice(
+        "uda.evaluation.background", e.get("background", "count"), evaluate.BACKGROUND_SCORING
+    )
+    return e
+
+
 def score_predictions(
     images: pd.DataFrame,
     source_predictions: Mapping[str, Callable[[], np.ndarray]],
     target_predictions: Mapping[str, Callable[[], np.ndarray]],
+    evaluation: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Per-class IoU on each labeled validation split (target only where it exists), from
-    a confusion matrix accumulated image by image against the labels at full size."""
+    a confusion matrix accumulated image by image against the labels at full size.
+
+    ``uda.evaluation.background``: ``count`` (the competition) scores each class's mask
+    against its truth over every pixel, so a background pixel given a class counts against
+    that class; ``ignore`` (podium before) leaves background pixels unscored. A labelled
+    pixel predicted background counts against its class either way."""
+    scoring = _evaluation(evaluation or {"overlays": 1})["background"]
     tables = []
     for split, predictions in (
         ("target", target_predictions),
@@ -238,7 +265,7 @@ def score_predictions(
     ):
         frame = _split(images, f"val_{split}")
         if len(frame):
-            table = evaluate.streamed_class_iou(_labeled_pairs(frame, predictions))
+            table = evaluate.streamed_class_iou(_labeled_pairs(frame, predictions), scoring)
             tables.append(table.assign(split=split))
     return pd.concat(tables, ignore_index=True)[["split", "class", "iou", "pixels"]]
 
@@ -263,8 +290,7 @@ def plot_target_overlays(
 ) -> Figure:
     """The first ``uda.evaluation.overlays`` target validation images with the prediction
     and the truth in class colours (only those images are read)."""
-    check_keys("uda.evaluation", evaluation, ("overlays",), required=("overlays",))
-    n = check_int("uda.evaluation.overlays", evaluation["overlays"], low=1)
+    n = _evaluation(evaluation)["overlays"]
     frame = _split(images, "val_target")
     frame = frame[frame["id"].isin(list(predictions))].head(n)
     shown = [read_image(path) for path in frame["img_path"]]
@@ -296,3 +322,17 @@ def write_submission(
             yield submission_rows(rows, to_submission_size(test_predictions[image_id]()))
 
     return chunks()
+
+
+def submission_metrics(test_predictions: Mapping[str, Callable[[], np.ndarray]]) -> Metrics:
+    """``labelled_share`` (and its ``_min``): the share of a test image's pixels at the
+    submission size that lie in one of its 12 class masks, averaged over the test images
+    (1: no pixel left as background, as podium's earlier runs). Read from the class maps the
+    masks are encoded from, one at a time."""
+    shares = []
+    for image_id in sorted(test_predictions):
+        resized = to_submission_size(test_predictions[image_id]())
+        shares.append(float((resized < NUM_CLASSES).mean()))
+    if not shares:
+        return as_metrics({})
+    return as_metrics({"labelled_share": float(np.mean(shares)), "labelled_share_min": min(shares)})

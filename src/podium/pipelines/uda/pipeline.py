@@ -1,7 +1,7 @@
 """uda: index -> image table and class statistics (read image by image) -> training
 (source_only | self_training) -> sliding-window TTA prediction streamed to per-image class
 maps -> per-class IoU accumulated image by image, figures -> RLE submission appended image
-by image."""
+by image, and the share of its pixels in a class mask."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -64,7 +64,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             *predictions,
             Node(
                 nodes.score_predictions,
-                ["uda_images", "uda_val_source_predictions", "uda_val_target_predictions"],
+                [
+                    "uda_images",
+                    "uda_val_source_predictions",
+                    "uda_val_target_predictions",
+                    "params:uda.evaluation",
+                ],
                 "uda_class_iou",
                 name="uda_score_predictions",
             ),
@@ -81,6 +86,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["uda_test_predictions", "uda_submission_ids", "uda_bad_images"],
                 "uda_submission",
                 name="uda_write_submission",
+            ),
+            Node(
+                nodes.submission_metrics,
+                "uda_test_predictions",
+                "uda_submission_metrics",
+                name="uda_submission_metrics",
             ),
         ],
         tags="uda",

@@ -1,7 +1,13 @@
 """The self-training components, as pure tensor functions (DACS / DAFormer / MIC family).
 
 - :func:`pseudo_labels`: the teacher's argmax on the un-augmented target image, every pixel
-  weighted by the share of the image's pixels whose confidence passes a threshold.
+  weighted by the share of pixels whose confidence reaches a threshold: one share for the
+  whole batch with ``>=`` (DAFormer), or one per image with ``>`` (podium's variant).
+- :func:`daformer_alpha`, :func:`init_teacher`, :func:`update_teacher` and
+  :func:`labelling_mode`: DAFormer's EMA teacher (``_init_ema_weights``, ``_update_ema``):
+  the student's parameters copied at iteration 0, from iteration i >= 1 averaged before
+  the step with a = min(1 - 1/(i + 1), alpha), parameters only; the teacher labels in train
+  mode (BatchNorm on the batch's statistics) with dropout and drop-path off.
 - :func:`class_mix_masks` and :func:`mix`: DACS pastes half of a source image's classes
   onto a target image; the pasted pixels keep their true labels with weight 1.
 - :func:`mic_mask`: MIC hides random patches of the target image; the student must still
@@ -12,8 +18,10 @@
 - :func:`strong_view` and :func:`with_distorted_view`: those two as ``uda.training``'s
   ``strong_augment`` and ``dual_branch`` blocks configure them.
 
-The teacher itself is an exponential moving average of the student (timm's ``ModelEmaV3``,
-see ``train.py``).
+The teacher itself is an exponential moving average of the student: DAFormer's rule above
+(``uda.training.ema_rule: daformer``) or timm's ``ModelEmaV3`` after every optimizer step
+(``timm``: podium's variant, BatchNorm buffers averaged too, the teacher in eval mode; see
+``train.py``).
 
 Images are float tensors in [0, 1] (N, 3, H, W); labels are long (N, H, W) with
 ``ignore_index`` for unlabeled pixels; weights are float (N, H, W). Every random draw comes
@@ -27,6 +35,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+#: ``uda.training.pseudo_label.weight``: one confident-pixel share per batch or per image.
+WEIGHT_SCOPES = ("batch", "image")
 
 
 @torch.no_grad()
@@ -35,17 +49,29 @@ def pseudo_labels(
     threshold: float,
     ignore_top: float = 0.0,
     ignore_bottom: float = 0.0,
+    *,
+    weight: str = "batch",
+    inclusive: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels (N, H, W), weights (N, H, W)) from teacher logits (N, C, H, W).
 
-    Each image's weight is the share of its pixels whose top probability exceeds
-    ``threshold`` (DAFormer's quality estimate), the same for all its pixels; the top and
-    bottom fractions of rows get weight 0 (e.g. the ego vehicle's bonnet in a fisheye view).
+    A pixel is confident when its top probability is ``>= threshold`` (``inclusive``,
+    DAFormer) or ``> threshold``. ``weight="batch"`` (DAFormer): every pixel of the batch
+    gets the share of the batch's pixels that are confident, one scalar; ``"image"``
+    (podium's variant): each image's pixels get that image's share. The top and bottom
+    fractions of rows then get weight 0 (e.g. the ego vehicle's bonnet in a fisheye view).
     """
     probabilities = torch.softmax(logits.float(), dim=1)
     confidence, labels = probabilities.max(dim=1)
-    share = (confidence > threshold).float().mean(dim=(1, 2))
-    weights = share.view(-1, 1, 1).expand_as(confidence).clone()
+    confident = confidence >= threshold if inclusive else confidence > threshold
+    if weight == "batch":  # DAFormer: sum(confident) / size, one number for the batch
+        share = (confident.sum(dtype=torch.float64) / confident.numel()).float()
+        weights = share.expand_as(confidence).clone()
+    elif weight == "image":
+        share = confident.float().mean(dim=(1, 2))
+        weights = share.view(-1, 1, 1).expand_as(confidence).clone()
+    else:
+        raise ValueError(f"weight must be one of {WEIGHT_SCOPES}, got {weight!r}")
     height = weights.shape[1]
     top, bottom = round(ignore_top * height), round(ignore_bottom * height)
     if top:
@@ -53,6 +79,46 @@ def pseudo_labels(
     if bottom:
         weights[:, height - bottom :] = 0
     return labels, weights
+
+
+def daformer_alpha(iteration: int, alpha: float) -> float:
+    """DAFormer's teacher momentum at ``iteration`` (>= 1): min(1 - 1/(i + 1), alpha)."""
+    return min(1.0 - 1.0 / (iteration + 1), alpha)
+
+
+@torch.no_grad()
+def init_teacher(teacher: nn.Module, student: nn.Module) -> None:
+    """DAFormer's ``_init_ema_weights``: the student's parameters copied into the teacher
+    (buffers untouched)."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.copy_(s.detach())
+
+
+@torch.no_grad()
+def update_teacher(teacher: nn.Module, student: nn.Module, iteration: int, alpha: float) -> None:
+    """DAFormer's ``_update_ema(iteration)``: every teacher parameter becomes
+    ``a * teacher + (1 - a) * student`` with ``a = daformer_alpha(iteration, alpha)``;
+    buffers (BatchNorm statistics) are not averaged."""
+    a = daformer_alpha(iteration, alpha)
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.copy_(a * t + (1 - a) * s.detach())
+
+
+@torch.no_grad()
+def copy_buffers(teacher: nn.Module, student: nn.Module) -> None:
+    """The student's buffers copied into the teacher (parameters untouched)."""
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+def labelling_mode(teacher: nn.Module) -> nn.Module:
+    """DAFormer's teacher mode for pseudo-labelling: train mode (BatchNorm normalises with
+    the batch's statistics) with every dropout and drop-path layer off."""
+    teacher.train()
+    for module in teacher.modules():
+        if isinstance(module, _DropoutNd | DropPath):
+            module.eval()
+    return teacher
 
 
 def class_mix_masks(

@@ -3,6 +3,8 @@
 Format (as ``sample_submission.csv``): ``id`` is ``<image id>_class_<k>``, ``mask_rle`` the
 mask at :data:`~podium.layouts.uda.SUBMISSION_SIZE` flattened row-major and written as
 space-separated 1-indexed ``start length`` pairs, or ``-1`` when the class is absent.
+Background (255 in a class map) is in no class's mask, as in the DACON baseline, which
+trains it as class 12 and encodes classes 0..11 only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 
@@ -47,13 +50,25 @@ def rle_decode(rle: str, shape: Sequence[int]) -> np.ndarray:
 
 
 def to_submission_size(class_map: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour resize of a class map to :data:`~podium.layouts.uda.SUBMISSION_SIZE`."""
-    m = np.asarray(class_map)
+    """A class map resized to :data:`~podium.layouts.uda.SUBMISSION_SIZE` as the DACON
+    baseline does: PIL's NEAREST (``Image.resize((960, 540), Image.NEAREST)``), which takes
+    output pixel i from input pixel int((i + 0.5) * n_in / n_out), the one under the output
+    pixel's centre (1920 -> 960: columns 1, 3, 5, ...; 2048 -> 960 too; 1024 -> 540: rows 0,
+    2, 4, ...; 1080 -> 540: rows 1, 3, 5, ...). Background (255) stays 255."""
+    m = np.ascontiguousarray(class_map, dtype=np.uint8)
     width, height = SUBMISSION_SIZE
-    return m[
-        (np.arange(height) * m.shape[0] // height)[:, None],
-        (np.arange(width) * m.shape[1] // width)[None, :],
-    ]
+    if m.shape == (height, width):
+        return m
+    return np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST))
+
+
+def labelled_share(rles: Iterable[str], shape: Sequence[int]) -> float:
+    """The share of an image's pixels that lie in at least one of its class masks
+    (``rles``: its rows' run-length strings): 1 when no pixel was left as background."""
+    covered = np.zeros((int(shape[0]), int(shape[1])), bool)
+    for rle in rles:
+        covered |= rle_decode(rle, shape)
+    return float(covered.mean())
 
 
 Group = tuple[str, list[tuple[str, int]]]

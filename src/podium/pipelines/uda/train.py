@@ -2,16 +2,22 @@
 
 One iteration of ``self_training`` (after ``pseudo_label.start_iteration`` source-only
 iterations, which give the teacher something to teach): a rare-class sampled source batch
-(optionally fisheye-warped) and a target batch; the EMA teacher labels the un-augmented
-target batch, each image weighted by its share of confident pixels; ClassMix pastes half of
-each source image's classes onto a target image; the student learns from the source batch,
-the jittered mixed batch and, with MIC, the masked target batch, each seen plain and
-distorted with the dual branch; the teacher moves towards the student. ``source_only`` runs
-only the source part, with the same data choices and EMA.
+(optionally fisheye-warped) and a target batch; the teacher first moves towards the student
+(DAFormer: copied at iteration 0, from iteration i >= 1 averaged with
+a = min(1 - 1/(i + 1), ema_alpha), parameters only), then labels the un-augmented target
+batch in train mode with dropout and drop-path off, every pixel weighted by the batch's
+share of pixels with top probability >= the threshold; ClassMix pastes half of each source
+image's classes onto a target image; the student learns from the source batch, the jittered
+mixed batch and, with MIC, the masked target batch, each seen plain and distorted with the
+dual branch. ``source_only`` runs only the source part, with the same data choices and EMA.
+``ema_rule: timm`` is podium's earlier teacher instead: timm's ``ModelEmaV3`` after every
+optimizer step (a = 0 after step 1, min(1 - 1/i, ema_alpha) after step i), BatchNorm
+buffers averaged, the teacher labelling in eval mode.
 
 The loop is podium's one engine (``core.training.fit``): an epoch is
-``iterations_per_epoch`` iterations (a checkpoint and a curve point), the teacher is timm's
-``ModelEmaV3``, optimizer and poly schedule come from ``core.optim``, and the members train
+``iterations_per_epoch`` iterations (a checkpoint and a curve point), the teacher is kept in
+a ``ModelEmaV3`` (checkpointed with the rest; updated by the step, or by fit with
+``ema_rule: timm``), optimizer and poly schedule come from ``core.optim``, and the members train
 through ``core.resume.run_jobs`` in ``runtime.distributed``'s processes, resumable from
 their last epoch. What stays here is the competition's own: the paired draws and the step.
 """
@@ -37,6 +43,7 @@ from podium.core.checkpoints import cpu_state_dict
 from podium.core.device import Runtime, to_channels_last
 from podium.core.training import fit, seeded_loader
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES
+from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import selftraining as st
 from podium.pipelines.uda.data import PairedDataset, rare_class_image_weights
 from podium.pipelines.uda.network import build_network
@@ -44,14 +51,16 @@ from podium.pipelines.uda.network import build_network
 log = logging.getLogger(__name__)
 
 REGIMES = ("source_only", "self_training")
+#: ``uda.training.ema_rule``: DAFormer's teacher (the reference) or podium's earlier one.
+EMA_RULES = ("daformer", "timm")
 P = "uda.training"
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Keys of each switchable block (optimizer and scheduler: ``core.optim``'s shared shape).
 BLOCKS: dict[str, tuple[str, ...]] = {
-    "source_fisheye": ("enabled", "p", "max_angle_deg"),
+    "source_fisheye": ("enabled", "p", "max_angle_deg", "image_circle"),
     "rare_class_sampling": ("enabled", "temperature", "min_pixels"),
     "pseudo_label": ("threshold", "start_iteration", "ignore_top", "ignore_bottom",
-                     "teacher_augment"),
+                     "teacher_augment", "weight", "inclusive"),
     "strong_augment": ("enabled", "jitter", "jitter_p", "blur_p", "blur_sigma"),
     "class_mix": ("enabled",),
     "mic": ("enabled", "patch_size", "mask_ratio", "loss_weight"),
@@ -60,7 +69,7 @@ BLOCKS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 REQUIRED = (
     "regime", "iterations", "iterations_per_epoch", "batch_size", "crop_size", "grad_clip",
-    "ema_alpha", "optimizer", "scheduler", "source_augment", "target_augment", *BLOCKS,
+    "ema_alpha", "ema_rule", "optimizer", "scheduler", "source_augment", "target_augment", *BLOCKS,
 )  # fmt: skip
 #: Bounded numbers: ``key path: (low, high)``, high None for none.
 RANGES: dict[str, tuple[float, float | None]] = {
@@ -94,6 +103,17 @@ def check_training(training: Mapping[str, Any], world_size: int = 1) -> dict[str
         config.check_keys(f"{P}.{block}", training[block], keys, required=keys)
     t = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in training.items()}
     config.check_choice(f"{P}.regime", t["regime"], REGIMES)
+    config.check_choice(f"{P}.ema_rule", t["ema_rule"], EMA_RULES)
+    config.check_choice(f"{P}.pseudo_label.weight", t["pseudo_label"]["weight"], st.WEIGHT_SCOPES)
+    if not isinstance(t["pseudo_label"]["inclusive"], bool):
+        raise config.ParameterError(
+            f"{P}.pseudo_label.inclusive",
+            f"expected true (>= threshold, DAFormer) or false (>), got "
+            f"{t['pseudo_label']['inclusive']!r}",
+        )
+    circle = t["source_fisheye"]["image_circle"]
+    if circle is not None:
+        config.check_range(f"{P}.source_fisheye.image_circle", circle, low=0.05)
     for path, low in INTEGERS.items():
         config.check_int(f"{P}.{path}", _at(t, path), low=low)
     for path, (low, high) in RANGES.items():
@@ -145,6 +165,7 @@ class MemberJob:
     deterministic: bool
     runtime: Runtime
     progress: bool = True
+    background: str = "class"  # uda.data.background
 
 
 def source_weights(counts: pd.DataFrame, rcs: Mapping[str, Any]) -> np.ndarray:
@@ -158,7 +179,9 @@ def paired_loader(job: MemberJob, seed: int, runtime: Runtime) -> torch.utils.da
     """One epoch of ``(source image, label, target image)`` batches: ``iterations_per_epoch``
     global batches, each rank's share of two seeded weighted draws (epoch-seeded by fit)."""
     t = job.training
-    dataset = PairedDataset.for_training(job.source, job.target, job.sizes, t, P)
+    dataset = PairedDataset.for_training(
+        job.source, job.target, job.sizes, t, P, background=job.background
+    )
     n = t["iterations_per_epoch"] * t["batch_size"]
     source = ddp.DistributedWeightedSampler(
         job.source_weights, n, seed=seeding.derive_seed(seed, "source")
@@ -188,9 +211,27 @@ def uda_step(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One iteration's loss (``fit``'s ``step_fn``) and its parts: ``source``, and with
     self-training ``target``, ``pseudo_weight`` and (MIC) ``mic``, 0 before
-    ``pseudo_label.start_iteration`` (every rank logs the same parts every iteration)."""
+    ``pseudo_label.start_iteration`` (every rank logs the same parts every iteration).
+
+    With ``ema_rule: daformer`` the step first moves the teacher (iteration
+    ``num_updates``: 0 copies the student's parameters, i >= 1 averages them with
+    :func:`~podium.pipelines.uda.selftraining.daformer_alpha`), as DAFormer does at the
+    start of its ``forward_train``; the teacher then labels in train mode with dropout and
+    drop-path off, so its BatchNorm normalises with the batch's statistics and its buffers
+    change nothing it labels. They are set to the student's at every update (and once
+    more after the last step, :func:`train_member`): DAFormer never predicts with its
+    teacher, uda's ``inference.weights: ema`` does, in eval mode, and the running
+    statistics of the teacher's own target-only forwards ruin that (source mIoU 0.02 on
+    the sample against 0.36 with the student's)."""
     xs, ys, xt = batch
     pl, sa, db, mic = t["pseudo_label"], t["strong_augment"], t["dual_branch"], t["mic"]
+    if t["ema_rule"] == "daformer":
+        student = getattr(net, "module", net)  # the bare network inside DDP
+        if num_updates == 0:
+            st.init_teacher(teacher, student)
+        else:
+            st.update_teacher(teacher, student, num_updates, t["ema_alpha"])
+        st.copy_buffers(teacher, student)
 
     def loss_of(x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
         x = to_channels_last(x, x.device) if channels_last else x
@@ -208,8 +249,15 @@ def uda_step(
     with torch.no_grad():
         seen = st.strong_view(xt, generator, sa) if pl["teacher_augment"] else xt
         seen = to_channels_last(seen, seen.device) if channels_last else seen
+        if t["ema_rule"] == "daformer":
+            st.labelling_mode(teacher)
         labels, weights = st.pseudo_labels(
-            teacher(seen), pl["threshold"], pl["ignore_top"], pl["ignore_bottom"]
+            teacher(seen),
+            pl["threshold"],
+            pl["ignore_top"],
+            pl["ignore_bottom"],
+            weight=pl["weight"],
+            inclusive=pl["inclusive"],
         )
     parts["pseudo_weight"] = weights.mean()
     xm, ym, wm = xt, labels, weights
@@ -244,9 +292,14 @@ def train_member(job: MemberJob, checkpoints: str | None) -> dict[str, Any]:
     t, runtime = job.training, ddp.rank_runtime(job.runtime)
     own = seeding.training_seed(job.seed, model=job.name, rank=ddp.rank())
     seeding.seed_everything(own, deterministic=job.deterministic)
-    student = build_network(job.spec, NUM_CLASSES, f"uda.models.{job.name}")
-    # warmup_power 1: decay min(1 - 1/(iteration + 1), ema_alpha), DACS' ramp
+    student = build_network(job.spec, bg.num_outputs(job.background), f"uda.models.{job.name}")
+    # timm: warmup_power 1 gives decay 0 after step 1, then min(1 - 1/step, ema_alpha) after
+    # each later optimizer step (podium's earlier teacher). daformer: the container only,
+    # updated by uda_step and checkpointed by fit through `states`.
     ema = ModelEmaV3(student, t["ema_alpha"], use_warmup=True, warmup_gamma=1.0, warmup_power=1.0)
+    daformer = t["ema_rule"] == "daformer"
+    if daformer:
+        ema.module.to(runtime.device)
     if runtime.channels_last:  # fit converts the student; the teacher sees the same inputs
         to_channels_last(ema.module, runtime.device)
     epochs, per_epoch = t["iterations"] // t["iterations_per_epoch"], t["iterations_per_epoch"]
@@ -273,13 +326,16 @@ def train_member(job: MemberJob, checkpoints: str | None) -> dict[str, Any]:
         device=runtime.device,
         amp=runtime.amp,
         grad_clip=t["grad_clip"],
-        ema=ema,
+        ema=None if daformer else ema,
+        states={"ema": ema} if daformer else None,
         generators={"mixing": mixing},
         checkpoint_path=None if checkpoints is None else Path(checkpoints) / CHECKPOINT_FILE,
         progress=job.progress,
         channels_last=runtime.channels_last,
         on_epoch_end=partial(_report, job.name, epochs, per_epoch),
     )
+    if daformer:  # the buffers the eval-mode teacher predicts with (see uda_step)
+        st.copy_buffers(ema.module, student)
     return {
         "student": cpu_state_dict(student),
         "ema": cpu_state_dict(ema.module),
@@ -302,6 +358,7 @@ def train_members(
     distributed: ddp.DistributedSettings | None = None,
     checkpoints: str | Path | None = None,
     progress: bool = True,
+    background: str = "class",
 ) -> dict[str, dict[str, Any]]:
     """Every member of ``specs`` trained (:func:`train_member`), keyed by name.
 
@@ -310,7 +367,9 @@ def train_members(
     order. ``distributed``: the processes of each member's training (or the members side by
     side, ``strategy: jobs``). ``checkpoints``: the root of each member's checkpoint folder
     (``<digest of what shapes it>/<member>``), continued with ``resume_from: latest``.
+    ``background``: ``uda.data.background`` (``class``: label 255 trained as class 12).
     """
+    bg.check_mode(background)
     distributed = distributed or ddp.DistributedSettings()
     if list(counts["id"]) != list(source["id"]):
         raise ValueError("the class pixel counts must list the source images in table order")
@@ -322,6 +381,7 @@ def train_members(
     shaping = {
         "training": {k: v for k, v in t.items() if k != "resume_from"},
         "sizes": sizes,
+        "background": background,
         "seed": seed,
         "deterministic": deterministic,
         "runtime": resume.runtime_shaping(runtime, distributed.world_size),
@@ -330,8 +390,9 @@ def train_members(
     jobs: list[tuple[MemberJob, Path | None]] = []
     for name, spec in specs.items():
         job = MemberJob(
-            name, spec, source, target, weights, t, sizes, seed, deterministic, runtime, progress
-        )
+            name, spec, source, target, weights, t, sizes, seed, deterministic, runtime, progress,
+            background,
+        )  # fmt: skip
         folder = None
         if checkpoints is not None:  # the member's seeds derive from its name
             member = {**shaping, "member": name, "model": spec}
