@@ -58,38 +58,44 @@ def dask_client(
     n_workers: int = 2,
     threads_per_worker: int = 1,
     processes: bool = True,
+    daemon: bool = True,
     **cluster_kwargs: Any,
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client``: to ``scheduler_address`` if given, else a LocalCluster.
 
     Only what this context started is closed on exit; an external cluster keeps running.
     The local dashboard is off so parallel runs and tests never clash on port 8787.
+    ``daemon=False``: the local worker processes are not daemons (a daemon may not start
+    processes of its own, e.g. a DataLoader's workers), also when a nanny restarts one.
     """
-    from distributed import Client, LocalCluster
+    import dask
+    from distributed import Client, LocalCluster  # its config defaults exist from here on
 
-    if scheduler_address:
-        client = Client(scheduler_address)
+    # for the whole life of the cluster: a nanny restarting a lost worker reads it again
+    with dask.config.set({} if daemon else {"distributed.worker.daemon": False}):
+        if scheduler_address:
+            client = Client(scheduler_address)
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        cluster_kwargs.setdefault("dashboard_address", None)
+        cluster_kwargs.setdefault("silence_logs", logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            **cluster_kwargs,
+        )
         try:
-            yield client
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
         finally:
-            client.close()
-        return
-    cluster_kwargs.setdefault("dashboard_address", None)
-    cluster_kwargs.setdefault("silence_logs", logging.ERROR)
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=processes,
-        **cluster_kwargs,
-    )
-    try:
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        cluster.close()
+            cluster.close()
 
 
 def iter_items(

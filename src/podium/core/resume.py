@@ -167,9 +167,6 @@ def run_jobs(
     settings = settings or ddp.DistributedSettings()
     if settings.parallel_jobs == 1 or len(jobs) <= 1:
         return [launch_resumable(fn, job, folder, settings=settings) for job, folder in jobs]
-    import dask
-    import distributed  # noqa: F401 - its config defaults first: set() removes what it added
-
     from podium.core.distributed import dask_client
 
     workers = min(settings.parallel_jobs, len(jobs))
@@ -182,10 +179,7 @@ def run_jobs(
     threads = max(1, (os.cpu_count() or 1) // workers)
     # Dask's worker processes are daemons by default, and daemons may not start the
     # DataLoader's worker processes.
-    with (
-        dask.config.set({"distributed.worker.daemon": False}),
-        dask_client(n_workers=workers, threads_per_worker=1) as client,
-    ):
+    with dask_client(n_workers=workers, threads_per_worker=1, daemon=False) as client:
         futures = [
             client.submit(_job_on_worker, fn, job, folder, gpus, threads, pure=False)
             for job, folder in jobs

@@ -90,6 +90,7 @@ __all__ = [
     "content_changed",
     "content_key",
     "current_rows",
+    "stored_content_changed",
     "extraction_client",
     "face_index",
     "face_rows",
@@ -155,17 +156,28 @@ def content_key(path: Path | str) -> dict[str, Any]:
 
 def content_changed(path: Path | str, rows: pd.DataFrame) -> str | None:
     """None while ``path`` still holds the content its index ``rows`` were extracted from,
-    else why not.
+    else why not (:func:`stored_content_changed` on the rows' first row)."""
+    if (
+        not len(rows)
+        or any(c not in rows.columns for c in CONTENT_COLUMNS)
+        or pd.isna(rows["content"].iloc[0])
+    ):
+        return "its rows carry no content key (extracted before content keys)"
+    return stored_content_changed(path, rows.iloc[0], "its faces were extracted")
 
-    Same size and mtime_ns as at extraction: unchanged, without reading a byte (as make,
-    rsync and git do; the steady state of a 119k-video re-run costs one ``stat`` each).
-    Otherwise the edge digest decides, so a copied or touched data set is not re-extracted
-    but a rewritten or truncated video is."""
-    if not len(rows) or any(c not in rows.columns for c in CONTENT_COLUMNS):
-        return "its rows carry no content key (extracted before content keys)"
-    stored = rows.iloc[0]
-    if pd.isna(stored["content"]):
-        return "its rows carry no content key (extracted before content keys)"
+
+def stored_content_changed(
+    path: Path | str, stored: Mapping[str, Any], since: str = "it was read"
+) -> str | None:
+    """None while ``path`` still holds the content ``stored`` describes (a mapping with
+    :data:`CONTENT_COLUMNS`, as :func:`content_key` gave them), else why not.
+
+    Same size and mtime_ns: unchanged, without reading a byte (as make, rsync and git do;
+    the steady state of a 119k-video re-run costs one ``stat`` each). Otherwise the edge
+    digest decides, so a copied or touched data set is not read again but a rewritten or
+    truncated video is."""
+    if stored.get("content") is None or pd.isna(stored["content"]):
+        return "it carries no content key (from before content keys)"
     try:
         stat = os.stat(path)
         if int(stat.st_size) == int(stored["content_size"]) and int(stat.st_mtime_ns) == int(
@@ -177,7 +189,7 @@ def content_changed(path: Path | str, rows: pd.DataFrame) -> str | None:
     except OSError as error:
         return f"{path} cannot be read ({_reason(error)})"
     return (
-        f"{path} changed since its faces were extracted ({int(stored['content_size'])} -> "
+        f"{path} changed since {since} ({int(stored['content_size'])} -> "
         f"{int(stat.st_size)} bytes, other content)"
     )
 

@@ -55,7 +55,7 @@ from podium.faces.video import (
 )
 from podium.layouts.dfdc import VideoReadError
 from podium.pipelines.deepfake import scoring, stacking
-from podium.pipelines.deepfake.extraction import content_key, face_rows
+from podium.pipelines.deepfake.extraction import content_key, face_rows, stored_content_changed
 from podium.pipelines.deepfake.training import (
     check_state_dicts,
     check_training_settings,
@@ -506,20 +506,6 @@ def result_partition(digest: str, video: str) -> str:
     return f"{digest}/{Path(video).stem}"
 
 
-def _still_current(result: Mapping[str, Any], path: str) -> bool:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    if result.get("content_size") is None:
-        return False
-    if int(stat.st_size) == int(result["content_size"]) and int(stat.st_mtime_ns) == int(
-        result["content_mtime_ns"]
-    ):
-        return True
-    return content_key(path)["content"] == result.get("content")
-
-
 def pending_videos(
     videos: pd.DataFrame, stored: Mapping[str, Callable[[], Any]], digest: str
 ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -538,7 +524,7 @@ def pending_videos(
             stale[row.video] = f"its stored result does not load ({type(error).__name__})"
             todo.append(True)
             continue
-        current = _still_current(result, row.path)
+        current = stored_content_changed(row.path, result, "it was scored") is None
         if not current:
             stale[row.video] = "the file changed since it was scored"
         todo.append(not current)
@@ -616,20 +602,14 @@ def stream_scores(
         ):
             yield _results_of(job, result, digest)
         return
-    import dask as dask_config
-    import distributed  # noqa: F401 - its config defaults first: set() removes what it added
-
     cluster = {"resources": resources} if resources and not address else {}
-    # not daemons: a task's DataLoader may start processes
-    with (
-        dask_config.config.set({"distributed.worker.daemon": False}),
-        dask_client(
-            address,
-            n_workers=workers,
-            threads_per_worker=int(dask.get("threads_per_worker", 1)),
-            **cluster,
-        ) as client,
-    ):
+    with dask_client(
+        address,
+        n_workers=workers,
+        threads_per_worker=int(dask.get("threads_per_worker", 1)),
+        daemon=False,  # a task's DataLoader may start processes
+        **cluster,
+    ) as client:
         for job, result in iter_items(
             client,
             score_task,
