@@ -24,6 +24,11 @@ active (never opening a stray run of its own, e.g. from a notebook's ``catalog.s
 A versioned dataset this run saved is read back by later nodes at the version the run
 wrote, not at whatever is newest on disk by then (another run may have saved since).
 
+Typed parameter blocks (``podium.core.params``) are checked when the context is created,
+before any node, and reach kedro-mlflow as the dictionaries the configuration wrote
+(``TypedParametersHooks``), so each leaf stays its own MLflow parameter
+(``deepfake.split.n_folds``) instead of one string per block.
+
 Each run's status and the one-run-per-folder lock: ``podium.run_guard``.
 """
 
@@ -45,6 +50,7 @@ from kedro.pipeline import Pipeline
 
 from podium.core.ddp import resolve_distributed
 from podium.core.device import check_runtime_keys, resolve_runtime
+from podium.core.params import ParametersInvalid, TypedBlock
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
 
@@ -61,6 +67,53 @@ RAW_FOLDER = "01_raw"
 
 #: ``metadata: {mlflow: {artifact_path: ...}}`` in a catalog entry: log what it saves there.
 METADATA_KEY = "mlflow"
+
+
+class TypedParametersHooks:
+    """Every typed block checked when the context is created, and logged leaf by leaf.
+
+    Kedro validates the same annotations itself when the session builds the catalog; this
+    check comes first so the error is podium's :class:`ParametersInvalid` (every problem of
+    every block at once, with its path, the allowed values and the file) rather than
+    Kedro's summary string, and it covers every registered pipeline: the configuration is
+    the project's, a typo in one pipeline's file is a typo whichever pipeline runs.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from kedro.framework.project import pipelines
+
+        check_typed_parameters(context.config_loader["parameters"], dict(pipelines))
+
+    # tryfirst: before kedro-mlflow's before_node_run, on the copy of the inputs Kedro
+    # hands the hooks (the node itself still gets the typed model).
+    @hook_impl(tryfirst=True)
+    def before_node_run(self, node: Any, inputs: dict[str, Any]) -> None:
+        for name, value in inputs.items():
+            if isinstance(value, TypedBlock):
+                inputs[name] = value.as_logged()
+
+
+def check_typed_parameters(
+    parameters: Mapping[str, Any], pipelines: Mapping[str, Pipeline]
+) -> None:
+    """Raise :class:`ParametersInvalid` unless every block a node of ``pipelines`` reads as a
+    typed model (its annotation, found by Kedro's own type extractor) validates."""
+    from kedro.validation.type_extractor import TypeExtractor
+    from kedro.validation.utils import _MISSING, _unwrap_optional, resolve_nested_dict_path
+
+    errors: list[ParametersInvalid] = []
+    for key, expected in TypeExtractor(dict(pipelines)).extract_types_from_pipelines().items():
+        model = _unwrap_optional(expected)
+        value = resolve_nested_dict_path(dict(parameters), key)
+        if value is _MISSING or value is None or not issubclass(model, TypedBlock):
+            continue
+        try:
+            model.model_validate(value)
+        except ParametersInvalid as error:
+            errors.append(error)
+    if errors:
+        raise ParametersInvalid.combine(errors)
 
 
 class ReproducibilityHooks:

@@ -5,16 +5,22 @@ fingerprint of the raw data a run read, the trained weights; ReproducibilityHook
 keep each run's MLflow status truthful, one run per project folder (the lock
 data/.podium-run.lock; RunGuardHooks); a training run logs its inference pipeline as an
 MLflow model (InferenceModelHooks); kedro-mlflow's own hooks register through its
-entry point and open one MLflow run per ``kedro run``.
+entry point and open one MLflow run per ``kedro run``; typed parameter blocks are checked
+when the context is created and logged leaf by leaf (TypedParametersHooks).
 """
 
 from kedro.config import OmegaConfigLoader
 
-from podium.hooks import ReproducibilityHooks
+from podium.hooks import ReproducibilityHooks, TypedParametersHooks
 from podium.inference_models import InferenceModelHooks
 from podium.run_guard import RunGuardHooks
 
-HOOKS = (ReproducibilityHooks(), RunGuardHooks(), InferenceModelHooks())
+HOOKS = (
+    TypedParametersHooks(),
+    ReproducibilityHooks(),
+    RunGuardHooks(),
+    InferenceModelHooks(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -3,6 +3,8 @@
 Modules (import the one you need; none is imported here, so ``import podium.core`` is cheap):
 
 - ``config``: ParameterError and check_choice / check_keys / check_range for parameters.
+- ``params``: typed parameter blocks (pydantic) that Kedro validates before the first node,
+  the shared ``runtime`` block, and errors that name the path, the choices and the file.
 - ``seeding``: seed_everything, seeded DataLoader workers and generators, and the one
   seeding scheme: ``derive_seed`` / ``training_seed`` for any (model, fold, DDP rank).
 - ``device``: device selection, AMP (bf16 / fp16 / fp32) settings, channels_last.

@@ -20,8 +20,10 @@ import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.core.transforms_interface import BasicTransform  # noqa: E402
+from pydantic import RootModel, model_validator  # noqa: E402
 
 from podium.core.config import ParameterError, check_choice, check_keys  # noqa: E402
+from podium.core.params import TypedBlock  # noqa: E402
 
 #: Composes that take a nested ``transforms`` list.
 COMPOSITES = ("OneOf", "SomeOf", "Sequential", "RandomOrder", "OneOrOther")
@@ -128,3 +130,27 @@ def build_transforms(
         p=p,
         **compose_kwargs,
     )
+
+
+class Transforms(TypedBlock, RootModel[list[dict[str, Any]]]):
+    """A transforms list as a typed block: every name and argument is checked against the
+    installed albumentations when the session starts (``Transforms.at("mask.augment")``).
+    It reads as the list it holds."""
+
+    @model_validator(mode="after")
+    def _builds(self) -> Transforms:
+        # a ParameterError is a ValueError: pydantic reports it under its own full path
+        build_transforms(self.root, parameter=type(self).block or "augment", seed=0)
+        return self
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.root)
+
+    def __len__(self) -> int:
+        return len(self.root)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.root[index]
+
+
+Sequence.register(Transforms)

@@ -26,6 +26,7 @@ class ParameterError(ValueError):
 
     def __init__(self, parameter: str, message: str, *, where: str | None = None) -> None:
         self.parameter = parameter
+        self.problem = message
         self.where = where or parameter_file(parameter)
         super().__init__(
             f"Invalid parameter `{parameter}`: {message}\n"
@@ -44,7 +45,7 @@ def parameter_file(parameter: str) -> str:
     return "conf/base/parameters_<pipeline>.yml"
 
 
-def _describe_choices(value: Any, allowed: list[str], noun: str) -> str:
+def describe_choices(value: Any, allowed: list[str], noun: str) -> str:
     """Sorted list of allowed values, or close matches and a count when the list is long."""
     matches = difflib.get_close_matches(str(value), allowed, n=MAX_SUGGESTIONS, cutoff=0.6)
     if len(allowed) <= MAX_LISTED_CHOICES:
@@ -75,7 +76,7 @@ def check_choice(
     allowed_list = [str(a) for a in allowed]
     if isinstance(value, str) and value in allowed_list:
         return value
-    message = f"{value!r} is not allowed; {_describe_choices(value, allowed_list, 'values')}"
+    message = f"{value!r} is not allowed; {describe_choices(value, allowed_list, 'values')}"
     if hint:
         message = f"{message} ({hint})"
     raise ParameterError(parameter, message, where=where)
@@ -103,8 +104,7 @@ def check_keys(
     unknown = [k for k in given if k not in allowed_list]
     if unknown:
         details = "; ".join(
-            f"{k!r}: {_describe_choices(k, allowed_list, 'keys')}"
-            for k in sorted(map(str, unknown))
+            f"{k!r}: {describe_choices(k, allowed_list, 'keys')}" for k in sorted(map(str, unknown))
         )
         suffix = f" ({hint})" if hint else ""
         raise ParameterError(parameter, f"unknown key(s) {details}{suffix}", where=where)

@@ -45,53 +45,77 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+from pydantic import field_validator
 from torch import nn
 
-from podium.core.config import ParameterError, check_choice, check_keys, check_range
+from podium.core.config import (
+    ParameterError,
+    check_choice,
+    check_keys,
+    check_range,
+    describe_choices,
+)
+from podium.core.params import (
+    Bool,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Params,
+    PositiveInt,
+)
 
-OPTIMIZER_KEYS = (
-    "name",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "betas",
-    "eps",
-    "decay_norm_and_bias",
-    "lr_multipliers",
-)
-SCHEDULER_NAMES = ("cosine", "step", "multistep", "plateau", "poly", "constant", "none")
-SCHEDULER_KEYS = (
-    "name",
-    "per",
-    "warmup_epochs",
-    "warmup_lr",
-    "min_lr",
-    "step_size",
-    "milestones",
-    "decay_rate",
-    "patience",
-    "mode",
-    "monitor",
-    "power",
-)
 SCHEDULE_PER = ("epoch", "step")
 PLATEAU_MODES = ("min", "max")
+
+
+class OptimizerParams(Params):
+    """The ``optimizer`` block of every training (see the module docstring)."""
+
+    name: str
+    lr: NonNegativeFloat
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: Fraction = 0.9
+    betas: tuple[Fraction, Fraction] | None = None
+    eps: NonNegativeFloat | None = None
+    decay_norm_and_bias: Bool = False
+    lr_multipliers: dict[str, NonNegativeFloat] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_to_timm(cls, name: str) -> str:
+        if name.lower() not in optimizer_names():
+            choices = describe_choices(name, optimizer_names(), "values")
+            raise ValueError(f"{name!r} is not a timm optimizer; {choices}")
+        return name
+
+
+class SchedulerParams(Params):
+    """The ``scheduler`` block of every training; every key is accepted for every
+    ``name`` and used where it applies, so an ablation can switch ``name`` alone."""
+
+    name: Literal["cosine", "step", "multistep", "plateau", "poly", "constant", "none"]
+    per: Literal["epoch", "step"] = "epoch"
+    warmup_epochs: NonNegativeInt | NonNegativeFloat = 0  # fractions only per: step
+    warmup_lr: NonNegativeFloat = 1e-6
+    min_lr: NonNegativeFloat = 0.0
+    step_size: PositiveInt = 1
+    milestones: list[PositiveInt] = []
+    decay_rate: Fraction = 0.1
+    patience: NonNegativeInt = 2
+    mode: Literal["min", "max"] = "min"
+    monitor: str | None = None
+    power: NonNegativeFloat = 1.0
+
+
+OPTIMIZER_KEYS = tuple(OptimizerParams.model_fields)
+SCHEDULER_NAMES = get_args(SchedulerParams.model_fields["name"].annotation)
+SCHEDULER_KEYS = tuple(SchedulerParams.model_fields)
 #: Defaults of the scheduler shape (timm's own defaults where they are sensible for podium).
 SCHEDULER_DEFAULTS: dict[str, Any] = {
-    "per": "epoch",
-    "warmup_epochs": 0,
-    "warmup_lr": 1e-6,
-    "min_lr": 0.0,
-    "step_size": 1,
-    "milestones": [],
-    "decay_rate": 0.1,
-    "patience": 2,
-    "mode": "min",
-    "monitor": None,
-    "power": 1.0,
+    k: v.default for k, v in SchedulerParams.model_fields.items() if k != "name"
 }
 
 

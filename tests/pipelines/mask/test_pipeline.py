@@ -53,6 +53,9 @@ def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
     assert metrics["crop.train.cropped"] == 12 * 7
     assert any(k.startswith("train.resnet10t/fold1/model/train_loss") for k in metrics)
     assert run.data.params["mask.model.variant"] == "multihead"
+    # a typed block (MaskOptimizerParams) is logged leaf by leaf, as a dictionary is
+    assert run.data.params["mask.optimizer.lr"] == "0.003"
+    assert "mask.optimizer" not in run.data.params and "runtime.dask.n_workers" in run.data.params
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "mask")}
     assert {
         f"mask/oof_confusion_{t}.png" for t in ("classes", "mask", "gender", "age")

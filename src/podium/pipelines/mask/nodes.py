@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime, select_device
 from podium.core.distributed import dask_client
+from podium.core.params import RuntimeParams
 from podium.core.seeding import seed_everything
 from podium.core.splits import assign_folds, check_group_disjoint
 from podium.layouts.mask import (
@@ -38,6 +39,7 @@ from podium.pipelines.mask.data import (
     check_crop_settings,
     crop_to_store,
 )
+from podium.pipelines.mask.params import MaskOptimizerParams, MaskSchedulerParams
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
 from podium.pipelines.tracking import Metrics, as_metrics
 
@@ -180,15 +182,15 @@ def train_models(
     checkpoints: Path,
     model: Mapping[str, Any],
     loss: Mapping[str, Any],
-    optimizer: Mapping[str, Any],
-    scheduler: Mapping[str, Any],
+    optimizer: MaskOptimizerParams,
+    scheduler: MaskSchedulerParams,
     train: Mapping[str, Any],
     resampling: Mapping[str, Any],
     augment: list,
     preprocess: list,
     seed: int,
     deterministic: bool,
-    runtime: Mapping[str, Any],
+    runtime: RuntimeParams,
 ) -> tuple[dict[str, torch.Tensor], pd.DataFrame, Metrics]:
     """Fold models' weights, their out-of-fold predictions and per-epoch training curves;
     ``crops`` is the crop store, read one entry per item by the DataLoader workers;
