@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from kedro.framework.cli.project import run as kedro_run
 
+from podium.core.params import ParametersInvalid
 from podium.versions import find_versioned_outputs, prune_versions
 
 
@@ -81,6 +82,13 @@ def check_pipeline_names(names: Iterable[str], package: str = "podium") -> None:
         raise UnknownPipelineError(unknown_pipelines_message(unknown, registered))
 
 
+class InvalidParametersExit(click.ClickException):
+    """Parameters that do not validate: a usage error (exit code 2), every problem listed,
+    no traceback; the session stopped before its first node."""
+
+    exit_code = 2
+
+
 def _package(metadata) -> str:
     return getattr(metadata, "package_name", None) or "podium"
 
@@ -92,14 +100,19 @@ def _package(metadata) -> str:
     short_help=kedro_run.short_help,
     help=f"{kedro_run.help.rstrip()}\n\nA --pipelines (or --pipeline) name that is not "
     "registered stops the command before any session starts, naming the registered "
-    "pipelines and the closest match (exit code 2).",
+    "pipelines and the closest match (exit code 2). Parameters that do not validate stop it "
+    "before the first node, each problem with its path, the allowed values and the file to "
+    "edit (exit code 2).",
 )
 @click.pass_context
 def run(ctx: click.Context, **kwargs):
     """Kedro's own ``kedro run``, after the pipeline names are checked."""
     names = [*kwargs["pipelines"], *([kwargs["pipeline"]] if kwargs["pipeline"] else [])]
     check_pipeline_names(names, _package(ctx.obj))
-    return ctx.invoke(kedro_run, **kwargs)
+    try:
+        return ctx.invoke(kedro_run, **kwargs)
+    except ParametersInvalid as error:
+        raise InvalidParametersExit(f"{error}\nNothing was run.") from None
 
 
 @cli.command("check-pipelines")

@@ -79,7 +79,8 @@ class TypedParametersHooks:
     the project's, a typo in one pipeline's file is a typo whichever pipeline runs.
     """
 
-    @hook_impl
+    # tryfirst: before kedro-mlflow sets up its tracking store (seconds on a fresh project)
+    @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
         from kedro.framework.project import pipelines
 

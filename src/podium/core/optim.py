@@ -92,11 +92,14 @@ class OptimizerParams(Params):
         return name
 
 
+SchedulerName = Literal["cosine", "step", "multistep", "plateau", "poly", "constant", "none"]
+
+
 class SchedulerParams(Params):
     """The ``scheduler`` block of every training; every key is accepted for every
     ``name`` and used where it applies, so an ablation can switch ``name`` alone."""
 
-    name: Literal["cosine", "step", "multistep", "plateau", "poly", "constant", "none"]
+    name: SchedulerName
     per: Literal["epoch", "step"] = "epoch"
     warmup_epochs: NonNegativeInt | NonNegativeFloat = 0  # fractions only per: step
     warmup_lr: NonNegativeFloat = 1e-6
@@ -111,7 +114,7 @@ class SchedulerParams(Params):
 
 
 OPTIMIZER_KEYS = tuple(OptimizerParams.model_fields)
-SCHEDULER_NAMES = get_args(SchedulerParams.model_fields["name"].annotation)
+SCHEDULER_NAMES = get_args(SchedulerName)
 SCHEDULER_KEYS = tuple(SchedulerParams.model_fields)
 #: Defaults of the scheduler shape (timm's own defaults where they are sensible for podium).
 SCHEDULER_DEFAULTS: dict[str, Any] = {

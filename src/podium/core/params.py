@@ -61,7 +61,23 @@ class TypedBlock:
         """This model for the block at ``block`` (errors name its paths): a shared shape
         such as the optimizer's, used by several pipelines (``OptimizerParams.at(
         "mask.optimizer")``)."""
-        return type(cls.__name__, (cls,), {"block": block, "__module__": cls.__module__})
+        namespace = {"block": block, "__module__": cls.__module__, "__block_base__": cls}
+        return type(cls.__name__, (cls,), namespace)
+
+    def __reduce__(self):
+        """A model of a class made by :meth:`at` pickles through its base and path (to
+        Dask workers and DDP processes); the others as pydantic pickles them."""
+        cls = type(self)
+        base = cls.__dict__.get("__block_base__")  # the model a class made by at() copies
+        if base is None:
+            return super().__reduce__()
+        return _rebuild_at, (base, cls.block, self.__getstate__())
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """``value`` as this model: a model is returned as it is, a plain mapping (from a
+        notebook or a test) validated, so a building block takes either."""
+        return value if isinstance(value, cls) else cls.model_validate(value)
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -76,6 +92,13 @@ class TypedBlock:
         """What the configuration set, as the MLflow parameters log it: the keys written in
         the YAML or on the command line, not the defaults filled in for the others."""
         return self.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
+
+
+def _rebuild_at(base: type, block: str, state: dict[str, Any]) -> Any:
+    cls = base.at(block)
+    instance = cls.__new__(cls)
+    instance.__setstate__(state)
+    return instance
 
 
 class Params(TypedBlock, BaseModel):
@@ -172,9 +195,14 @@ def _walk(
     models: list[type[BaseModel]] = [model]
     info = None
     free_form = False  # inside a dict field: every key is the user's
+    member_key = False  # a dict of models: the next part names a member
     for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
+            continue
+        if member_key:
+            path += f".{part}"
+            member_key = False
             continue
         owner = next((m for m in models if part in m.model_fields), None)
         if owner is not None:
@@ -182,6 +210,7 @@ def _walk(
             path += f".{part}"
             models = _models_in(info.annotation)
             free_form = not models and _is_mapping(info.annotation)
+            member_key = bool(models) and _is_mapping(info.annotation)
         elif free_form or (unknown_last and i == len(loc) - 1):
             path += f".{part}"
     return path, info
@@ -246,9 +275,14 @@ def _problem(model: type[BaseModel], error: Any) -> str:
         return f"{given!r} is not allowed; {describe_choices(str(given), choices, 'values')}"
     if kind == "missing":
         return "required and not given"
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    ctx = error.get("ctx", {})
+    for key, sign in bounds.items():
+        if kind.startswith(("greater", "less")) and key in ctx:
+            return f"expected a value {sign} {ctx[key]}, got {given!r}"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind.endswith("_type") or kind.startswith(("greater", "less", "too_")):
+    if kind.endswith(("_type", "_parsing")) or kind.startswith(("greater", "less", "too_")):
         return f"{message[:1].lower()}{message[1:]}, got {given!r}"
     return message
 
@@ -296,3 +330,10 @@ class RuntimeParams(Params):
             choices = describe_choices(device, ["auto", "cpu", "cuda", "cuda:N", "mps"], "values")
             raise ValueError(f"{device!r} is not a device; {choices}")
         return device
+
+
+def configured(value: Any) -> Any:
+    """What the configuration set, as plain data: a typed block's :meth:`~TypedBlock.as_logged`,
+    anything else as it is. Settings digests (cache folders, checkpoints) hash this, so a
+    typed block keys them exactly as the dictionary it was built from did."""
+    return value.as_logged() if isinstance(value, TypedBlock) else value

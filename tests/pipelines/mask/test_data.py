@@ -25,7 +25,7 @@ from podium.pipelines.mask.data import (
     CropFiles,
     CropJob,
     centre_crop,
-    check_crop_settings,
+    crop_settings,
     crop_to_store,
     oversample_minority,
     stream_crops,
@@ -50,7 +50,7 @@ def _photos(mask_root, n: int | None = None) -> tuple[list[str], list[str]]:
 
 def _old_in_memory_crops(paths: list[str], crop: dict) -> np.ndarray:
     """What the pipeline kept in memory before the crop store: every centre crop stacked."""
-    settings = check_crop_settings(crop)
+    settings = crop_settings(crop)
     return np.stack([centre_crop(read_image(p), settings.centre, settings.output) for p in paths])
 
 
@@ -124,7 +124,7 @@ def test_the_driver_never_holds_more_than_the_window(mask_root, tmp_path):
     """A real LocalCluster: photos taken from the (lazy) job list and not yet returned as
     records are counted at every record; records carry no pixels (the workers wrote them)."""
     paths, keys = _photos(mask_root)  # 84 photos
-    settings = check_crop_settings(CENTRE)
+    settings = crop_settings(CENTRE)
     store = tmp_path / "store"
     taken = 0
 

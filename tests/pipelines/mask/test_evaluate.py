@@ -10,7 +10,6 @@ from podium.core.config import ParameterError
 from podium.layouts.mask import encode_class
 from podium.pipelines.mask.evaluate import (
     PROBABILITY_COLUMNS,
-    check_ensemble,
     confusion_figures,
     scores,
     vote,
@@ -73,8 +72,3 @@ def test_confusion_figures_cover_the_classes_and_each_task():
     assert set(figures) == {"classes", "mask", "gender", "age"}
     assert len(figures["classes"].axes[0].get_xticklabels()) == 18
     assert len(figures["gender"].axes[0].get_xticklabels()) == 2
-
-
-def test_unknown_vote_names_the_parameter():
-    with pytest.raises(ParameterError, match=r"mask\.ensemble\.submission_vote.*hard, soft"):
-        check_ensemble({"submission_vote": "mean"})

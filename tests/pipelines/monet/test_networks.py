@@ -11,8 +11,8 @@ from podium.pipelines.monet.networks import (
     ResnetGenerator,
     build_discriminator,
     build_generator,
-    check_model,
 )
+from podium.pipelines.monet.params import MonetModelParams
 
 TINY = {
     "generator": "resnet",
@@ -65,10 +65,13 @@ def test_patchgan_scores_70x70_patches():
 
 
 def test_a_unet_too_deep_for_the_crop_names_the_parameter():
-    with pytest.raises(ParameterError, match=r"monet\.model\.unet_downs"):
-        check_model(TINY | {"generator": "unet", "unet_downs": 7}, crop_size=64)
+    model = MonetModelParams.model_validate(TINY | {"generator": "unet", "unet_downs": 7})
+    model.check_fits(128)  # 2**7 divides 128
+    with pytest.raises(ParameterError, match=r"monet\.model\.unet_downs.*crop_size"):
+        model.check_fits(64)
 
 
 def test_an_unknown_padding_names_the_allowed_values():
+    # a dictionary handed to the builders is validated as the block
     with pytest.raises(ParameterError, match=r"monet\.model\.padding.*reflect"):
-        check_model(TINY | {"padding": "reflection"})
+        build_generator(TINY | {"padding": "reflection"})

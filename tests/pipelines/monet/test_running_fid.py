@@ -14,7 +14,7 @@ from podium.core.fid import (
     memorization_distance,
     mifid,
 )
-from podium.pipelines.monet.evaluation import check_evaluation, score
+from podium.pipelines.monet.evaluation import score
 from podium.pipelines.monet.running_fid import RunningMemorization
 
 EVALUATION = {
@@ -60,7 +60,7 @@ def test_streamed_memorization_distance_equals_the_all_at_once_one(features, cen
 
 def test_the_removed_fid_method_is_named():
     with pytest.raises(ParameterError, match=r"monet\.evaluation\.fid_method.*torchmetrics"):
-        check_evaluation(EVALUATION | {"fid_method": "sqrtm"})
+        score([], [], EVALUATION | {"fid_method": "sqrtm"}, progress=False)
 
 
 def test_score_over_batches_equals_the_all_at_once_figures():

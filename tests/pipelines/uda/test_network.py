@@ -31,27 +31,26 @@ def test_a_bad_decoder_or_key_names_the_parameter():
 def test_training_parameters_are_checked_naming_the_key():
     import yaml
 
-    from podium.pipelines.uda.train import check_training
+    from podium.pipelines.uda.params import TrainingParams
     from tests.conftest import REPO
 
     training = yaml.safe_load((REPO / "conf/base/parameters_uda.yml").read_text())["uda"][
         "training"
     ]
-    assert check_training(training)["crop_size"] == (128, 128)
+    assert TrainingParams.of(training).crop_size == (128, 128)
     with pytest.raises(ParameterError, match=r"uda\.training\.regime.*self_training"):
-        check_training({**training, "regime": "selftraining"})
+        TrainingParams.of({**training, "regime": "selftraining"})
     with pytest.raises(ParameterError, match=r"uda\.training\.mic.*mask_ration"):
-        check_training({**training, "mic": {**training["mic"], "mask_ration": 0.5}})
+        TrainingParams.of({**training, "mic": {**training["mic"], "mask_ration": 0.5}})
     with pytest.raises(ParameterError, match=r"uda\.training\.dual_branch\.scale"):
-        check_training({**training, "dual_branch": {**training["dual_branch"], "scale": [2, 1]}})
+        TrainingParams.of({**training, "dual_branch": {**training["dual_branch"], "scale": [2, 1]}})
 
 
 def test_the_full_environment_merges_into_valid_uda_parameters():
     import yaml
 
-    from podium.pipelines.uda.inference import check_inference
-    from podium.pipelines.uda.network import check_model_spec
-    from podium.pipelines.uda.train import check_training
+    from podium.pipelines.uda.inference import inference_settings
+    from podium.pipelines.uda.params import ModelsParams, TrainingParams
     from tests.conftest import REPO
 
     def merge(base: dict, override: dict) -> dict:  # the soft merge of settings.py
@@ -64,10 +63,10 @@ def test_the_full_environment_merges_into_valid_uda_parameters():
 
     read = lambda env: yaml.safe_load((REPO / f"conf/{env}/parameters_uda.yml").read_text())  # noqa: E731
     uda = merge(read("base"), read("full"))["uda"]
-    assert check_training(uda["training"])["iterations"] == 40000
-    assert check_inference(uda["inference"], list(uda["models"]))["ensemble"] == {
+    assert TrainingParams.of(uda["training"]).iterations == 40000
+    assert inference_settings(uda["inference"], list(uda["models"]))["ensemble"] == {
         "m1": 1.0,
         "m2": 1.0,
     }
-    for name, spec in uda["models"].items():
-        assert check_model_spec(spec, f"uda.models.{name}")["pretrained"]
+    members = ModelsParams.of(uda["models"])
+    assert list(members) == ["m1", "m2"] and all(m.pretrained for m in members.values())

@@ -22,7 +22,8 @@ from podium.datasets.streams import ClassMapsDataset, CsvChunksDataset
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES, UdaLayoutError
 from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import data, evaluate, nodes
-from podium.pipelines.uda.network import build_network, check_model_spec
+from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.params import ModelsParams
 from podium.pipelines.uda.submission import rle_encode, to_submission_size
 from tests.conftest import REPO
 from tests.pipelines.uda.conftest import TINY_PARAMS
@@ -49,7 +50,7 @@ def params() -> dict:
 @pytest.fixture(scope="module")
 def weights(params) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    spec = check_model_spec(params["models"]["m1"], "uda.models.m1")
+    spec = ModelsParams.of(params["models"])["m1"]
     outputs = bg.num_outputs(params["data"]["background"])  # 13: background as class 12
     state = build_network(spec, outputs, "uda.models.m1").state_dict()
     return {f"m1/{s}/{k}": v for s in ("ema", "student") for k, v in state.items()}
@@ -124,10 +125,10 @@ def test_streamed_predictions_equal_the_batched_in_memory_ones(images, params, w
     size = tuple(params["data"]["source_size"])
     stacked = np.stack([data.read_resized_image(p, size) for p in frame["img_path"]])
     from podium.core.device import resolve_runtime
-    from podium.pipelines.uda.inference import check_inference, load_members, predict_class_maps
+    from podium.pipelines.uda.inference import inference_settings, load_members, predict_class_maps
 
-    specs = {"m1": check_model_spec(params["models"]["m1"], "uda.models.m1")}
-    settings = check_inference(inference, ["m1"])
+    specs = ModelsParams.of(params["models"])
+    settings = inference_settings(inference, ["m1"])
     members = load_members(weights, specs, "ema")
     (height,), (width,) = frame["height"].unique(), frame["width"].unique()
     in_memory = predict_class_maps(

@@ -14,6 +14,7 @@ from podium.core import ddp
 from podium.core.config import ParameterError
 from podium.core.device import Runtime, amp_settings
 from podium.pipelines.uda import data, nodes, train
+from podium.pipelines.uda.params import TrainingParams
 from podium.pipelines.uda.pipeline import create_pipeline
 from tests.conftest import REPO
 from tests.pipelines.uda.conftest import TINY_PARAMS
@@ -157,7 +158,7 @@ def test_two_gloo_processes_train_close_to_one_process(tables, uda, tmp_path):
 
 def test_the_paired_loader_gives_an_epoch_of_epoch_seeded_rare_class_pairs(tables, uda):
     source, target, counts = tables
-    t = train.check_training(uda["training"])
+    t = TrainingParams.of(uda["training"])
     weights = train.source_weights(counts, t["rare_class_sampling"])
     job = train.MemberJob(
         "m1", uda["models"]["m1"], source, target, weights, t, SIZES, 1, True, CPU

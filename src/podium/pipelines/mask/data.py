@@ -41,14 +41,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from podium.core.config import check_choice, check_int, check_keys, check_range
 from podium.core.distributed import ItemError, iter_items
 from podium.faces import crop_face, detect_faces
 from podium.layouts.mask import ImageReadError, read_image
+from podium.pipelines.mask.params import MaskCropParams
 
-CROP_METHODS = ("centre", "face")
-CROP_KEYS = ("method", "centre", "face", "output", "window")
-FACE_KEYS = ("margin", "min_confidence", "downscale")
 #: Outcome of each photo's crop, written to the crop report. ``failed``: the photo was
 #: read but its crop could not be made or stored (the reason says why, e.g. a full disk
 #: or a lost worker); like ``unreadable`` it is skipped by training.
@@ -73,13 +70,6 @@ class CropEntryError(ValueError):
     """A crop entry that training or prediction needs is missing or damaged."""
 
 
-def _size(spec: Mapping[str, Any], parameter: str) -> tuple[int, int]:
-    check_keys(parameter, spec, ("height", "width"), required=("height", "width"))
-    for key in ("height", "width"):
-        check_range(f"{parameter}.{key}", spec[key], low=1)
-    return int(spec["height"]), int(spec["width"])
-
-
 @dataclass(frozen=True)
 class CropSettings:
     """What decides a crop's pixels (validated ``mask.crop``); ``face`` only with ``face``."""
@@ -98,34 +88,18 @@ class CropSettings:
         return hashlib.sha256(text.encode()).hexdigest()[:SETTINGS_DIGEST_CHARS]
 
 
-def check_crop_settings(crop: Mapping[str, Any]) -> CropSettings:
-    """``mask.crop`` validated; face settings count only for the ``face`` method (a centre
-    crop is the same whatever the margin, so it keeps its cache)."""
-    check_keys("mask.crop", crop, CROP_KEYS, required=("method", "centre", "output"))
-    method = check_choice("mask.crop.method", crop["method"], CROP_METHODS)
-    centre = _size(crop["centre"], "mask.crop.centre")
-    output = _size(crop["output"], "mask.crop.output")
-    if method != "face":
-        return CropSettings(method, centre, output)
-    face = check_keys("mask.crop.face", crop.get("face") or {}, FACE_KEYS, required=FACE_KEYS)
-    check_range("mask.crop.face.margin", face["margin"], low=0)
-    check_range("mask.crop.face.min_confidence", face["min_confidence"], low=0, high=1)
-    check_range("mask.crop.face.downscale", face["downscale"], low=1e-3, high=1)
+def crop_settings(crop: MaskCropParams | Mapping[str, Any]) -> CropSettings:
+    """What of ``mask.crop`` decides the pixels; face settings count only for the ``face``
+    method (a centre crop is the same whatever the margin, so it keeps its cache)."""
+    crop = MaskCropParams.of(crop)
+    centre = (crop.centre.height, crop.centre.width)
+    output = (crop.output.height, crop.output.width)
+    if crop.method != "face":
+        return CropSettings(crop.method, centre, output)
+    face = crop.face
     return CropSettings(
-        method,
-        centre,
-        output,
-        float(face["margin"]),
-        float(face["min_confidence"]),
-        float(face["downscale"]),
+        crop.method, centre, output, face.margin, face.min_confidence, face.downscale
     )
-
-
-def crop_window(crop: Mapping[str, Any]) -> int:
-    """``mask.crop.window``: photos in flight on the workers at once (the driver holds at
-    most this many pending results)."""
-    check_keys("mask.crop", crop, CROP_KEYS, required=("window",))
-    return check_int("mask.crop.window", crop["window"], low=1)
 
 
 def centre_crop(image: np.ndarray, size: tuple[int, int], output: tuple[int, int]) -> np.ndarray:
@@ -310,8 +284,8 @@ def crop_to_store(
 
     ``keys`` name the photos inside the store (unique, relative, e.g. ``<person>/mask1.jpg``).
     """
-    settings = check_crop_settings(crop)
-    window = crop_window(crop)
+    settings = crop_settings(crop)
+    window = MaskCropParams.of(crop).window
     paths, keys = [str(p) for p in paths], [str(k) for k in keys]
     if len(paths) != len(keys):
         raise ValueError(f"{len(paths)} photos but {len(keys)} photo keys; give one key each")
@@ -396,7 +370,6 @@ def oversample_minority(
     The added ``augmented`` column is True exactly on the copies: only they are augmented,
     the originals keep the plain crop (the write-up's choice for the rare 60+ class).
     """
-    check_range("mask.resampling.factor", factor, low=1)
     out = frame.assign(augmented=False)
     minority = out[out[column] == minority_value]
     copies = [minority.assign(augmented=True)] * (int(factor) - 1)

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score, f1_score
 
-from podium.core.config import ParameterError, check_choice, check_keys
+from podium.core.config import ParameterError
 from podium.core.ensemble import hard_vote, soft_vote
 from podium.core.plots import confusion_matrix_figure
 from podium.layouts.mask import (
@@ -25,25 +25,8 @@ from podium.layouts.mask import (
     decode_class,
 )
 
-#: An evaluation photo without a usable crop: answered from a blank crop, or the run stops.
-UNUSABLE = ("answer", "stop")
-VOTES = ("soft", "hard")
 TASK_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 PROBABILITY_COLUMNS = [f"p{c}" for c in range(N_CLASSES)]
-
-
-def check_ensemble(ensemble: Mapping) -> Mapping:
-    check_keys(
-        "mask.ensemble",
-        ensemble,
-        ("submission_vote", "backbone_weights", "unusable_photos"),
-        required=("submission_vote",),
-    )
-    check_choice("mask.ensemble.submission_vote", ensemble["submission_vote"], VOTES)
-    check_choice(
-        "mask.ensemble.unusable_photos", ensemble.get("unusable_photos", "answer"), UNUSABLE
-    )
-    return ensemble
 
 
 def _model_weights(
@@ -120,7 +103,7 @@ def vote_scores(truth: np.ndarray, votes: pd.DataFrame) -> dict[str, float]:
     """``{"<vote>.<score>": value}`` for both votes."""
     return {
         f"{method}.{key}": value
-        for method in VOTES
+        for method in ("soft", "hard")
         for key, value in scores(truth, votes[method].to_numpy()).items()
     }
 

@@ -16,25 +16,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from podium.core.config import ParameterError, check_choice, check_keys, check_range
 from podium.core.models import build_model
 from podium.layouts.mask import N_CLASSES
+from podium.pipelines.mask.params import MaskLossParams
 
-VARIANTS = ("single18", "multihead", "separate")
-LOSSES = ("ce", "focal", "weighted_ce")
 #: Task -> number of classes; the order is that of the 18-class code mask*6 + gender*3 + age.
 TASK_CLASSES = {"mask": 3, "gender": 2, "age": 3}
 #: Training-table column holding each task's label.
 TASK_COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_class", "class": "class"}
-MODEL_KEYS = ("variant", "backbones", "pretrained", "drop_rate")
-
-
-def check_model_params(model: Mapping[str, Any]) -> Mapping[str, Any]:
-    check_keys("mask.model", model, MODEL_KEYS, required=MODEL_KEYS)
-    check_choice("mask.model.variant", model["variant"], VARIANTS)
-    if not isinstance(model["backbones"], list | tuple) or not model["backbones"]:
-        raise ParameterError("mask.model.backbones", "expected a non-empty list of timm names")
-    return model
 
 
 def tasks_of(variant: str) -> dict[str, int]:
@@ -93,20 +82,12 @@ def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> torch.Tenso
     return torch.as_tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
 
 
-def check_loss(loss: Mapping[str, Any]) -> str:
-    """``mask.loss`` validated; returns its name."""
-    check_keys("mask.loss", loss, ("name", "gamma"), required=("name",))
-    name = check_choice("mask.loss.name", loss["name"], LOSSES)
-    if name == "focal":
-        check_range("mask.loss.gamma", loss.get("gamma"), low=0)
-    return name
-
-
 def make_criterion(loss: Mapping[str, Any], labels: np.ndarray, n_classes: int) -> nn.Module:
     """``ce`` | ``focal`` (``gamma``) | ``weighted_ce`` (inverse class frequency of ``labels``)."""
-    name = check_loss(loss)
+    loss = MaskLossParams.of(loss)
+    name = loss.name
     if name == "focal":
-        return FocalLoss(float(loss["gamma"]))
+        return FocalLoss(loss.gamma)
     if name == "weighted_ce":
         return nn.CrossEntropyLoss(weight=inverse_frequency_weights(labels, n_classes))
     return nn.CrossEntropyLoss()

@@ -7,9 +7,7 @@ expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metric
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,10 +34,22 @@ from podium.pipelines.mask.data import (
     REPORT_COLUMNS,
     USABLE,
     CropFiles,
-    check_crop_settings,
+    crop_settings,
     crop_to_store,
 )
-from podium.pipelines.mask.params import MaskOptimizerParams, MaskSchedulerParams
+from podium.pipelines.mask.params import (
+    MaskAugment,
+    MaskCropParams,
+    MaskEnsembleParams,
+    MaskFoldsParams,
+    MaskLossParams,
+    MaskModelParams,
+    MaskOptimizerParams,
+    MaskPreprocess,
+    MaskResamplingParams,
+    MaskSchedulerParams,
+    MaskTrainParams,
+)
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
 from podium.pipelines.tracking import Metrics, as_metrics
 
@@ -73,17 +83,17 @@ def photo_keys(index: pd.DataFrame) -> list[str]:
 
 
 def crop_photos(
-    index: pd.DataFrame, store: Path, crop: Mapping[str, Any], runtime: Mapping[str, Any]
+    index: pd.DataFrame, store: Path, crop: MaskCropParams, runtime: RuntimeParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every photo of ``index`` cropped into the crop store by Dask workers (``runtime.dask``:
     a scheduler address, else a LocalCluster of ``n_workers``; 0 crops here); returns the
     crop index (one row per photo, its entry in the store) and the crop report."""
-    device = str(select_device(runtime["device"], parameter="runtime.device"))
-    dask = runtime.get("dask") or {}
-    address, n_workers = dask.get("scheduler_address"), int(dask.get("n_workers", 0))
+    runtime = RuntimeParams.of(runtime)
+    device = str(select_device(runtime.device, parameter="runtime.device"))
+    address, n_workers = runtime.dask.scheduler_address, runtime.dask.n_workers
     arguments = (index["path"].tolist(), photo_keys(index), crop, store)
     if address or n_workers > 0:
-        threads = int(dask.get("threads_per_worker", 1))
+        threads = runtime.dask.threads_per_worker
         with dask_client(address, n_workers=n_workers, threads_per_worker=threads) as client:
             crop_index = crop_to_store(*arguments, client=client, device=device)
     else:
@@ -95,9 +105,9 @@ def crop_photos(
 def crop_evaluation_photos(
     index: pd.DataFrame,
     store: Path,
-    crop: Mapping[str, Any],
-    runtime: Mapping[str, Any],
-    ensemble: Mapping[str, Any],
+    crop: MaskCropParams,
+    runtime: RuntimeParams,
+    ensemble: MaskEnsembleParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`crop_photos` for the evaluation photos. With ``mask.ensemble.unusable_photos:
     stop``, an evaluation photo without a usable crop stops the run here, before any
@@ -105,7 +115,7 @@ def crop_evaluation_photos(
     in the submission report."""
     crop_index, report = crop_photos(index, store, crop, runtime)
     unusable = crop_index[~crop_index["status"].isin(USABLE)]
-    if len(unusable) and evaluate.check_ensemble(ensemble).get("unusable_photos") == "stop":
+    if len(unusable) and MaskEnsembleParams.of(ensemble).unusable_photos == "stop":
         listed = "; ".join(
             f"{row.path} ({row.status}: {row.reason})" for row in unusable.head(10).itertuples()
         )
@@ -155,7 +165,7 @@ def _check_aligned(index: pd.DataFrame, crop_index: pd.DataFrame, split: str) ->
 
 
 def assign_person_folds(
-    index: pd.DataFrame, crop_index: pd.DataFrame, folds: Mapping[str, Any], seed: int
+    index: pd.DataFrame, crop_index: pd.DataFrame, folds: MaskFoldsParams, seed: int
 ) -> pd.DataFrame:
     """The training table: usable crops (``row`` is the photo's position in the index,
     ``crop`` its entry in the crop store) with a person-level stratified fold each; photos
@@ -168,7 +178,7 @@ def assign_person_folds(
     fold = assign_folds(
         person_label,
         table["person"],
-        folds["n_splits"],
+        MaskFoldsParams.of(folds).n_splits,
         seed,
         parameter="mask.folds.n_splits",
     )
@@ -180,14 +190,14 @@ def train_models(
     crops: Path,
     table: pd.DataFrame,
     checkpoints: Path,
-    model: Mapping[str, Any],
-    loss: Mapping[str, Any],
+    model: MaskModelParams,
+    loss: MaskLossParams,
     optimizer: MaskOptimizerParams,
     scheduler: MaskSchedulerParams,
-    train: Mapping[str, Any],
-    resampling: Mapping[str, Any],
-    augment: list,
-    preprocess: list,
+    train: MaskTrainParams,
+    resampling: MaskResamplingParams,
+    augment: MaskAugment,
+    preprocess: MaskPreprocess,
     seed: int,
     deterministic: bool,
     runtime: RuntimeParams,
@@ -228,18 +238,18 @@ def predict_evaluation_images(
     crops: Path,
     crop_index: pd.DataFrame,
     eval_index: pd.DataFrame,
-    crop: Mapping[str, Any],
-    model: Mapping[str, Any],
-    preprocess: list,
-    train: Mapping[str, Any],
+    crop: MaskCropParams,
+    model: MaskModelParams,
+    preprocess: MaskPreprocess,
+    train: MaskTrainParams,
     seed: int,
     deterministic: bool,
-    runtime: Mapping[str, Any],
+    runtime: RuntimeParams,
 ) -> pd.DataFrame:
     """Every fold model's probabilities on every evaluation photo; one whose photo could not
     be cropped sees a black crop (the report lists it), so no row goes without an answer."""
     _check_aligned(eval_index, crop_index, "eval")
-    blank = check_crop_settings(crop).output
+    blank = crop_settings(crop).output
     files = CropFiles(crops, dict(enumerate(crop_index["crop"].fillna(""))), blank=blank)
     seed_everything(seed, deterministic=deterministic)
     return predict_with_saved_models(
@@ -248,27 +258,26 @@ def predict_evaluation_images(
         eval_index[["ImageID"]],
         model=model,
         preprocess=preprocess,
-        batch_size=train["batch_size"],
+        batch_size=MaskTrainParams.of(train).batch_size,
         seed=seed,
         runtime=resolve_runtime(runtime),
     )
 
 
-def vote_evaluation_images(predictions: pd.DataFrame, ensemble: Mapping[str, Any]) -> pd.DataFrame:
-    evaluate.check_ensemble(ensemble)
-    return evaluate.vote(predictions, "ImageID", ensemble.get("backbone_weights"))
+def vote_evaluation_images(predictions: pd.DataFrame, ensemble: MaskEnsembleParams) -> pd.DataFrame:
+    return evaluate.vote(predictions, "ImageID", MaskEnsembleParams.of(ensemble).backbone_weights)
 
 
 def write_submission(
     eval_index: pd.DataFrame,
     votes: pd.DataFrame,
-    ensemble: Mapping[str, Any],
+    ensemble: MaskEnsembleParams,
     crop_index: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``ImageID, ans`` in info.csv's order, ``ans`` from the configured vote; and the
     submission report: each row with its photo's crop status and reason and whether its
     answer came from a blank crop (an unreadable or uncroppable photo)."""
-    method = evaluate.check_ensemble(ensemble)["submission_vote"]
+    method = MaskEnsembleParams.of(ensemble).submission_vote
     answers = votes.set_index("ImageID")[method]
     submission = pd.DataFrame(
         {"ImageID": eval_index["ImageID"], "ans": answers.loc[eval_index["ImageID"]].to_numpy()}
@@ -285,11 +294,11 @@ def write_submission(
 
 
 def vote_out_of_fold(
-    out_of_fold: pd.DataFrame, table: pd.DataFrame, ensemble: Mapping[str, Any]
+    out_of_fold: pd.DataFrame, table: pd.DataFrame, ensemble: MaskEnsembleParams
 ) -> pd.DataFrame:
     """Soft and hard votes per training photo, with its label in the competition's bins."""
-    evaluate.check_ensemble(ensemble)
-    votes = evaluate.vote_out_of_fold(out_of_fold, ensemble.get("backbone_weights"))
+    weights = MaskEnsembleParams.of(ensemble).backbone_weights
+    votes = evaluate.vote_out_of_fold(out_of_fold, weights)
     truth = table.set_index("row").loc[votes["row"], "competition_class"].to_numpy()
     return votes.assign(truth=truth)
 
@@ -299,10 +308,10 @@ def score_out_of_fold(votes: pd.DataFrame) -> Metrics:
 
 
 def plot_out_of_fold_confusion(
-    votes: pd.DataFrame, ensemble: Mapping[str, Any]
+    votes: pd.DataFrame, ensemble: MaskEnsembleParams
 ) -> dict[str, Figure]:
     """Confusion matrices (18-way, mask, gender, age) of the submission's vote."""
-    method = evaluate.check_ensemble(ensemble)["submission_vote"]
+    method = MaskEnsembleParams.of(ensemble).submission_vote
     return evaluate.confusion_figures(votes["truth"], votes[method], f"out-of-fold, {method} vote")
 
 

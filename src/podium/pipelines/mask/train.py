@@ -34,9 +34,9 @@ from torch import nn
 from podium.core import ddp
 from podium.core.augment import build_transforms
 from podium.core.checkpoints import cpu_state_dict
-from podium.core.config import check_int, check_keys
 from podium.core.device import Runtime
 from podium.core.optim import build_optimizer, build_scheduler, check_optimization
+from podium.core.params import configured
 from podium.core.resume import (
     check_resume_from,
     checkpoint_folder,
@@ -53,17 +53,20 @@ from podium.pipelines.mask.models import (
     SummedLoss,
     build_network,
     build_variant,
-    check_loss,
-    check_model_params,
     class_probabilities,
     make_criterion,
     network_heads,
     tasks_of,
 )
+from podium.pipelines.mask.params import (
+    MaskLossParams,
+    MaskModelParams,
+    MaskResamplingParams,
+    MaskTrainParams,
+)
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = ("epochs", "batch_size", "accumulate", "grad_clip", "resume_from")
 #: The rare class the write-up oversampled: the last age bin ("old").
 OLD_AGE_CLASS = len(AGE_NAMES) - 1
 #: Separator of the model name and the parameter name in the saved weights' keys.
@@ -234,15 +237,13 @@ def _check_training(
     """Epochs, global batch, micro-batches per step and whether to resume, with every spec
     checked before any process starts (an error inside a DDP process reaches the run as a
     ChildFailedError)."""
-    check_keys("mask.train", train, TRAIN_KEYS, required=("epochs", "batch_size"))
-    epochs = check_int("mask.train.epochs", train["epochs"], low=1)
-    batch_size = check_int("mask.train.batch_size", train["batch_size"], low=1)
-    ddp.local_batch_size(batch_size, world_size, parameter="mask.train.batch_size")
-    resume = check_resume_from("mask.train.resume_from", train.get("resume_from"))
-    check_loss(loss)
-    check_optimization(optimizer, scheduler, epochs=epochs, parameter="mask")
-    accumulate = check_int("mask.train.accumulate", train.get("accumulate", 1), low=1)
-    return epochs, batch_size, accumulate, resume
+    train = MaskTrainParams.of(train)
+    ddp.local_batch_size(train.batch_size, world_size, parameter="mask.train.batch_size")
+    resume = check_resume_from("mask.train.resume_from", train.resume_from)
+    MaskLossParams.of(loss)
+    # warm-up against the run's length: a rule across two blocks
+    check_optimization(optimizer, scheduler, epochs=train.epochs, parameter="mask")
+    return train.epochs, train.batch_size, train.accumulate, resume
 
 
 def train_cross_validated(
@@ -273,19 +274,20 @@ def train_cross_validated(
     configuration, a finished fold's result kept in it); None trains without.
     """
     distributed = distributed or ddp.DistributedSettings()
-    check_model_params(model)
+    model, resampling = MaskModelParams.of(model), MaskResamplingParams.of(resampling)
     epochs, batch_size, accumulate, resume = _check_training(
         optimizer, scheduler, train, loss, distributed.world_size
     )
-    check_keys("mask.resampling", resampling, ("enabled", "factor"), required=("enabled", "factor"))
     build_transforms(augment, parameter="mask.augment")  # a bad name stops the run at once
     preprocess_transform = build_transforms(preprocess, parameter="mask.preprocess")
     folder = None
     if checkpoints is not None:
+        blocks = dict(model=model, loss=loss, optimizer=optimizer, scheduler=scheduler)
+        blocks |= dict(resampling=resampling, augment=augment, preprocess=preprocess)
         shaping = {
-            **dict(model=model, loss=loss, optimizer=optimizer, scheduler=scheduler),
-            **dict(resampling=resampling, augment=augment, preprocess=preprocess, seed=seed),
-            "train": {k: v for k, v in train.items() if k != "resume_from"},
+            **{name: configured(block) for name, block in blocks.items()},
+            "seed": seed,
+            "train": {k: v for k, v in configured(train).items() if k != "resume_from"},
             "deterministic": bool(deterministic),
             "runtime": runtime_shaping(runtime, distributed.world_size),
             "data": _data_digest(crops, table),
@@ -410,7 +412,7 @@ def predict_with_saved_models(
     runtime: Runtime,
 ) -> pd.DataFrame:
     """Every saved fold model's 18-way probabilities on ``crops`` (rows aligned with ``ids``)."""
-    check_model_params(model)
+    model = MaskModelParams.of(model)
     tasks = tasks_of(model["variant"])
     preprocess_transform = build_transforms(preprocess, parameter="mask.preprocess")
     rows = np.arange(len(crops))

@@ -43,7 +43,7 @@ from podium.core.checkpoints import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
+from podium.core.config import ParameterError, check_choice
 from podium.core.device import Runtime, autocast, make_grad_scaler, to_channels_last
 from podium.core.seeding import derive_seed, make_generator, seed_everything, training_seed
 from podium.pipelines.monet.data import (
@@ -51,7 +51,16 @@ from podium.pipelines.monet.data import (
     as_images,
     make_loader,
 )
-from podium.pipelines.monet.networks import build_discriminator, build_generator, check_model
+from podium.pipelines.monet.networks import build_discriminator, build_generator
+from podium.pipelines.monet.params import (
+    LR_DECAY_TIMINGS,
+    MonetDataParams,
+    MonetLossParams,
+    MonetModelParams,
+    MonetOptimizerParams,
+    MonetTrainParams,
+    validated,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,25 +73,6 @@ SUB_MODELS = (
 )
 GENERATORS = SUB_MODELS[:2]
 DISCRIMINATORS = SUB_MODELS[2:]
-EPOCH_SIZES = ("max", "min")
-#: When the linear decay starts (see ``lr_factor``): ``reference``, the authors' code;
-#: ``after_n_epochs``, podium's timing before it followed the reference (one epoch later).
-LR_DECAY_TIMINGS = ("reference", "after_n_epochs")
-#: ``monet.train`` keys that say how far this run goes, not what it trains.
-RUN_KEYS = ("epochs_this_run", "resume_from")
-TRAIN_KEYS = (
-    "n_epochs",
-    "n_epochs_decay",
-    "batch_size",
-    "epoch_size",
-    "pool_size",
-    "grad_clip",
-    "lr_decay_timing",
-    *RUN_KEYS,
-)
-DATA_KEYS = ("load_size", "crop_size", "flip")
-LOSS_KEYS = ("lambda_cycle", "lambda_identity")
-OPTIMIZER_KEYS = ("lr", "beta1", "beta2")
 LOSS_NAMES = (
     "g_gan_photo_to_monet",
     "g_gan_monet_to_photo",
@@ -93,7 +83,7 @@ LOSS_NAMES = (
     "d_monet",
     "d_photo",
 )
-_TRAIN, _DATA = "monet.train", "monet.data"
+_TRAIN = MonetTrainParams.block
 
 
 # --------------------------------------------------------------------------- schedule
@@ -136,8 +126,8 @@ def linear_decay(
 ) -> LambdaLR:
     """``lr_factor`` as a LambdaLR stepped once at the end of every epoch (its step count is
     the epochs done, so epoch ``e`` trains at ``lr_factor(e)``: the reference's rate, which
-    it reaches by stepping at the start of every epoch instead)."""
-    check_choice(f"{_TRAIN}.lr_decay_timing", timing, LR_DECAY_TIMINGS)
+    it reaches by stepping at the start of every epoch instead; an unknown ``timing`` is
+    refused when LambdaLR first calls it, here)."""
     return LambdaLR(optimizer, lambda done: lr_factor(done + 1, n_epochs, n_epochs_decay, timing))
 
 
@@ -189,37 +179,29 @@ class ImagePool:
 # ---------------------------------------------------------------------- settings, data
 
 
+#: The blocks of one training, by ``train_cyclegan``'s argument names, and their models.
+TRAINING_BLOCKS = {
+    "data": MonetDataParams,
+    "model": MonetModelParams,
+    "loss": MonetLossParams,
+    "optimizer": MonetOptimizerParams,
+    "train": MonetTrainParams,
+}
+
+
 def check_training(
     data: Mapping[str, Any],
     train: Mapping[str, Any],
     loss: Mapping[str, Any],
     optimizer: Mapping[str, Any],
     model: Mapping[str, Any],
-) -> None:
-    """Validate the data, train, loss, optimizer and model blocks, naming the bad key."""
-    check_keys(_DATA, data, DATA_KEYS, required=DATA_KEYS)
-    check_keys(_TRAIN, train, TRAIN_KEYS, required=TRAIN_KEYS)
-    check_keys("monet.loss", loss, LOSS_KEYS, required=LOSS_KEYS)
-    check_keys("monet.optimizer", optimizer, OPTIMIZER_KEYS, required=OPTIMIZER_KEYS)
-    crop = check_int(f"{_DATA}.crop_size", data["crop_size"], low=8)
-    load = check_int(f"{_DATA}.load_size", data["load_size"], low=1)
-    if load < crop:
-        raise ParameterError(f"{_DATA}.load_size", f"{load} is smaller than crop_size {crop}")
-    for key in ("n_epochs", "n_epochs_decay", "pool_size"):
-        check_int(f"{_TRAIN}.{key}", train[key], low=0)
-    check_int(f"{_TRAIN}.batch_size", train["batch_size"], low=1)
-    check_choice(f"{_TRAIN}.epoch_size", train["epoch_size"], EPOCH_SIZES)
-    check_choice(f"{_TRAIN}.lr_decay_timing", train["lr_decay_timing"], LR_DECAY_TIMINGS)
-    if train["epochs_this_run"] is not None:
-        check_int(f"{_TRAIN}.epochs_this_run", train["epochs_this_run"], low=1)
-    if train["grad_clip"] is not None:
-        check_range(f"{_TRAIN}.grad_clip", train["grad_clip"], low=0.0)
-    for key in LOSS_KEYS:
-        check_range(f"monet.loss.{key}", loss[key], low=0.0)
-    check_range("monet.optimizer.lr", optimizer["lr"], low=0.0)
-    for key in ("beta1", "beta2"):
-        check_range(f"monet.optimizer.{key}", optimizer[key], low=0.0, high=1.0)
-    check_model(model, crop)
+) -> dict[str, Any]:
+    """The data, model, loss, optimizer and train blocks as their models (dictionaries
+    validated), by name, once the U-Net is known to fit the training crop."""
+    given = dict(data=data, model=model, loss=loss, optimizer=optimizer, train=train)
+    blocks = {name: validated(TRAINING_BLOCKS[name], block) for name, block in given.items()}
+    blocks["model"].check_fits(blocks["data"].crop_size)
+    return blocks
 
 
 def to_model_range(batch: torch.Tensor) -> torch.Tensor:
@@ -467,7 +449,10 @@ def train_cyclegan(
     Seeds: the process is seeded with ``training_seed(seed, model="cyclegan")`` (the weight
     init), the draws' generator and each epoch's loader with seeds derived from it.
     """
-    check_training(data, train, loss, optimizer, model)
+    blocks = check_training(data, train, loss, optimizer, model)
+    data, model, loss, optimizer, train = (
+        blocks[name] for name in ("data", "model", "loss", "optimizer", "train")
+    )
     run_seed = seed_everything(training_seed(seed, model="cyclegan"), deterministic)
     gan = CycleGAN(
         model, loss, optimizer, train, runtime, make_generator(derive_seed(run_seed, "draws"))

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from podium.core.config import ParameterError, check_int, check_keys, check_range
 from podium.core.fid import (
     FeatureExtractor,
     WeightsSource,
@@ -38,39 +37,12 @@ from podium.core.fid import (
     resolve_inception_weights,
 )
 from podium.pipelines.monet.data import decode_jpeg, encode_jpeg
+from podium.pipelines.monet.params import MonetEvaluationParams, validated
 from podium.pipelines.monet.running_fid import RunningMemorization
 
-__all__ = ["check_evaluation", "decode_jpeg", "encode_jpeg", "extractor_for", "score"]
+__all__ = ["decode_jpeg", "encode_jpeg", "extractor_for", "score"]
 
-#: PIL's highest useful JPEG quality (above it PIL warns that files only grow).
-MAX_JPEG_QUALITY = 95
-EVALUATION_KEYS = (
-    "inception_weights",
-    "inception_weights_url",
-    "standin_seed",
-    "standin_centering",
-    "image_size",
-    "batch_size",
-    "cosine_distance_eps",
-)
-_SECTION = "monet.evaluation"
-#: Inception-v3's smallest usable input side.
-MIN_INCEPTION_SIZE = 75
-
-
-def check_evaluation(evaluation: Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(evaluation, Mapping) and "fid_method" in evaluation:
-        raise ParameterError(
-            f"{_SECTION}.fid_method",
-            "no longer a setting: torchmetrics' FrechetInceptionDistance computes the FID; "
-            "remove the key",
-        )
-    check_keys(_SECTION, evaluation, EVALUATION_KEYS, required=EVALUATION_KEYS)
-    check_int(f"{_SECTION}.standin_seed", evaluation["standin_seed"], low=0)
-    check_int(f"{_SECTION}.image_size", evaluation["image_size"], low=MIN_INCEPTION_SIZE)
-    check_int(f"{_SECTION}.batch_size", evaluation["batch_size"], low=1)
-    check_range(f"{_SECTION}.cosine_distance_eps", evaluation["cosine_distance_eps"], low=0.0)
-    return evaluation
+_SECTION = MonetEvaluationParams.block
 
 
 def extractor_for(evaluation: Mapping[str, Any]) -> tuple[FeatureExtractor, WeightsSource]:
@@ -100,7 +72,7 @@ def score(
     reference, and their features are kept as the memorisation reference: 300 rows in the
     competition); the generated ones are folded in batch by batch.
     """
-    check_evaluation(evaluation)
+    evaluation = validated(MonetEvaluationParams, evaluation)
     extractor, weights = extractor_for(evaluation)
     metric = fid_metric(extractor, evaluation["image_size"], device)
     seen: list[torch.Tensor] = []

@@ -24,46 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
+from podium.pipelines.monet.params import MonetModelParams, validated
 
-GENERATORS = ("resnet", "unet")
-PADDINGS = ("reflect", "replicate", "zero")
-MODEL_KEYS = (
-    "generator",
-    "padding",
-    "ngf",
-    "n_blocks",
-    "unet_downs",
-    "ndf",
-    "d_layers",
-    "init_gain",
-)
-_SECTION = "monet.model"
 #: Channel multiplier cap of the PatchGAN and U-Net (the reference code's 8 x ngf/ndf).
 MAX_MULT = 8
 #: Slope of the discriminator's LeakyReLU (the paper's 0.2).
 LEAKY_SLOPE = 0.2
 #: The paper's first/last generator kernels and the PatchGAN's kernel.
 STEM_KERNEL, PATCH_KERNEL = 7, 4
-
-
-def check_model(model: Mapping[str, Any], crop_size: int | None = None) -> Mapping[str, Any]:
-    """Validate the ``monet.model`` block; with ``crop_size``, also that the U-Net fits it."""
-    check_keys(_SECTION, model, MODEL_KEYS, required=MODEL_KEYS)
-    check_choice(f"{_SECTION}.generator", model["generator"], GENERATORS)
-    check_choice(f"{_SECTION}.padding", model["padding"], PADDINGS)
-    for key in ("ngf", "ndf", "unet_downs", "d_layers"):
-        check_int(f"{_SECTION}.{key}", model[key], low=1)
-    check_int(f"{_SECTION}.n_blocks", model["n_blocks"], low=0)
-    check_range(f"{_SECTION}.init_gain", model["init_gain"], low=0.0)
-    if model["generator"] == "unet" and crop_size is not None:
-        if crop_size % 2 ** model["unet_downs"]:
-            raise ParameterError(
-                f"{_SECTION}.unet_downs",
-                f"2**{model['unet_downs']} does not divide the training crop "
-                f"({crop_size} px): lower it or change monet.data.crop_size",
-            )
-    return model
 
 
 def _pad(padding: str, size: int) -> list[nn.Module]:
@@ -210,12 +178,15 @@ def init_weights(module: nn.Module, gain: float) -> nn.Module:
 
 
 def build_generator(model: Mapping[str, Any]) -> nn.Module:
-    if model["generator"] == "resnet":
-        net = ResnetGenerator(model["ngf"], model["n_blocks"], model["padding"])
+    """The generator ``model`` (a ``monet.model`` block; a dictionary is validated) asks for."""
+    model = validated(MonetModelParams, model)
+    if model.generator == "resnet":
+        net = ResnetGenerator(model.ngf, model.n_blocks, model.padding)
     else:
-        net = UnetGenerator(model["ngf"], model["unet_downs"], model["padding"])
-    return init_weights(net, model["init_gain"])
+        net = UnetGenerator(model.ngf, model.unet_downs, model.padding)
+    return init_weights(net, model.init_gain)
 
 
 def build_discriminator(model: Mapping[str, Any]) -> nn.Module:
-    return init_weights(PatchDiscriminator(model["ndf"], model["d_layers"]), model["init_gain"])
+    model = validated(MonetModelParams, model)
+    return init_weights(PatchDiscriminator(model.ndf, model.d_layers), model.init_gain)

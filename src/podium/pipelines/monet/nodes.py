@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from podium.core.checkpoints import atomic_path
-from podium.core.config import ParameterError, check_int, check_keys
+from podium.core.config import ParameterError
 from podium.core.device import Runtime, resolve_runtime
+from podium.core.params import RuntimeParams
 from podium.core.plots import curves_figure, image_grid_figure
 from podium.core.resume import checkpoint_folder, data_digest, runtime_shaping
 from podium.layouts.monet import index_monet, read_images
@@ -34,6 +35,19 @@ from podium.pipelines.monet.data import (
     make_loader,
     to_tensor_images,
 )
+from podium.pipelines.monet.params import (
+    RUN_KEYS,
+    MonetDataParams,
+    MonetEvaluationParams,
+    MonetGenerateParams,
+    MonetLossParams,
+    MonetModelParams,
+    MonetOptimizerParams,
+    MonetReportParams,
+    MonetTrainParams,
+    Source,
+    validated,
+)
 from podium.pipelines.tracking import Metrics, as_metrics
 
 logger = logging.getLogger(__name__)
@@ -44,12 +58,10 @@ TRAINING_STATE = "training_state"
 STATE_KEY = "checkpoint"
 #: The epoch checkpoint inside the settings' folder of ``monet_checkpoints``.
 CHECKPOINT_FILE = "checkpoint.pt"
-_RESUME_FROM = "monet.train.resume_from"
-GENERATE_KEYS = ("input_size", "output_size", "jpeg_quality", "batch_size")
-_GENERATE = "monet.generate"
+_RESUME_FROM = f"{MonetTrainParams.block}.resume_from"
 
 
-def index_images(raw_root: Path, source: str = "jpg") -> pd.DataFrame:
+def index_images(raw_root: Path, source: Source = "jpg") -> pd.DataFrame:
     """One row per image: the jpgs of ``photo_jpg/`` and ``monet_jpg/`` (``source: jpg``)
     or the records of ``photo_tfrec/*.tfrec`` and ``monet_tfrec/*.tfrec`` (``tfrec``)."""
     index = index_monet(raw_root, source=source, parameter="monet.source")
@@ -66,7 +78,7 @@ def index_images(raw_root: Path, source: str = "jpg") -> pd.DataFrame:
 
 
 def check_images(
-    index: pd.DataFrame, runtime: Mapping[str, Any]
+    index: pd.DataFrame, runtime: RuntimeParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Metrics]:
     """Decode every image once (a jpg, or a TFRecord's JPEG), one at a time in the loader's
     workers, keeping no pixels: the readable photos and Monets as two tables (domain, path,
@@ -168,9 +180,9 @@ def _shaping(
     photos: pd.DataFrame, monets: pd.DataFrame, settings: Runtime, **blocks: Any
 ) -> dict[str, Any]:
     """Everything that decides the trained weights, for the checkpoint folder's digest: the
-    parameter blocks less the keys that only say how far a run goes, the image tables, the
-    runtime."""
-    train = {k: v for k, v in blocks.pop("train").items() if k not in cyclegan.RUN_KEYS}
+    parameter blocks (as dictionaries of every key) less the keys that only say how far a
+    run goes, the image tables, the runtime."""
+    train = {k: v for k, v in blocks.pop("train").items() if k not in RUN_KEYS}
     return {
         **blocks,
         "train": train,
@@ -184,14 +196,14 @@ def train_cyclegan(
     monets: pd.DataFrame,
     saved: Mapping[str, Callable[[], Any]],
     checkpoints: Path,
-    data: Mapping[str, Any],
-    model: Mapping[str, Any],
-    loss: Mapping[str, Any],
-    optimizer: Mapping[str, Any],
-    train: Mapping[str, Any],
+    data: MonetDataParams,
+    model: MonetModelParams,
+    loss: MonetLossParams,
+    optimizer: MonetOptimizerParams,
+    train: MonetTrainParams,
     seed: int,
     deterministic: bool,
-    runtime: Mapping[str, Any],
+    runtime: RuntimeParams,
 ) -> tuple:
     """The four sub-models' weights (each its own dataset), the resumable state, the losses
     per epoch as MLflow metric histories and as a table. Photos and Monets are read from
@@ -204,17 +216,18 @@ def train_cyclegan(
     ``_resume_file``). The curves and the table hold the epochs trained since the saved
     state it started from.
     """
-    cyclegan.check_training(data, train, loss, optimizer, model)
+    blocks = cyclegan.check_training(data, train, loss, optimizer, model)
     settings = resolve_runtime(runtime)
-    resume_from = train["resume_from"]
-    blocks = dict(data=data, model=model, loss=loss, optimizer=optimizer, train=train)
-    shaping = _shaping(photos, monets, settings, seed=seed, deterministic=deterministic, **blocks)
+    resume_from = blocks["train"].resume_from
+    plain = {name: block.as_dict() for name, block in blocks.items()}
+    shaping = _shaping(photos, monets, settings, seed=seed, deterministic=deterministic, **plain)
     folder = checkpoint_folder(checkpoints, shaping, resume=resume_from == "latest")
     checkpoint = folder / CHECKPOINT_FILE
+    load_size = blocks["data"].load_size
     with tempfile.TemporaryDirectory(prefix="monet-resume-") as scratch:
         result = cyclegan.train_cyclegan(
-            JpegImages(photos["path"], data["load_size"]),
-            JpegImages(monets["path"], data["load_size"]),
+            JpegImages(photos["path"], load_size),
+            JpegImages(monets["path"], load_size),
             **blocks,
             seed=seed,
             deterministic=deterministic,
@@ -240,18 +253,6 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
     return curves_figure(curves, title="CycleGAN losses and learning rate (this run's epochs)")
 
 
-def _check_generate(generate: Mapping[str, Any], data: Mapping[str, Any]) -> int:
-    """Validate ``monet.generate``; the generator's input side (null: the training crop)."""
-    check_keys(_GENERATE, generate, GENERATE_KEYS, required=GENERATE_KEYS)
-    for key in ("output_size", "batch_size"):
-        check_int(f"{_GENERATE}.{key}", generate[key], low=1)
-    quality = check_int(f"{_GENERATE}.jpeg_quality", generate["jpeg_quality"], low=1)
-    if quality > evaluation.MAX_JPEG_QUALITY:
-        raise ParameterError(f"{_GENERATE}.jpeg_quality", f"{quality} is above 95 (PIL's max)")
-    size = generate["input_size"]
-    return data["crop_size"] if size is None else check_int(f"{_GENERATE}.input_size", size, low=8)
-
-
 def _in_zip_order(photos: pd.DataFrame) -> pd.DataFrame:
     """Photos sorted by their images.zip file name, the order the zip lists them in."""
     files = photos["name"] + ".jpg"
@@ -261,15 +262,16 @@ def _in_zip_order(photos: pd.DataFrame) -> pd.DataFrame:
 def write_images_zip(
     generator_weights: dict[str, torch.Tensor],
     photos: pd.DataFrame,
-    model: Mapping[str, Any],
-    data: Mapping[str, Any],
-    generate: Mapping[str, Any],
-    runtime: Mapping[str, Any],
+    model: MonetModelParams,
+    data: MonetDataParams,
+    generate: MonetGenerateParams,
+    runtime: RuntimeParams,
 ) -> LazyEntries:
     """Every photo translated to a ``generate.output_size`` jpg: the files of images.zip, as
     a stream the dataset writes one photo at a time as the batches come out of the
     generator (nothing is translated until the dataset asks)."""
-    input_size = _check_generate(generate, data)
+    generate = validated(MonetGenerateParams, generate)
+    input_size = generate.input_side(data)
     rows = _in_zip_order(photos)
     settings = resolve_runtime(runtime)
 
@@ -281,12 +283,12 @@ def write_images_zip(
             generator_weights,
             JpegImages(rows["path"], input_size),
             rows["name"].tolist(),
-            jpeg_quality=generate["jpeg_quality"],
+            jpeg_quality=generate.jpeg_quality,
             on_skipped=skipped,
             model=model,
             input_size=input_size,
-            output_size=generate["output_size"],
-            batch_size=generate["batch_size"],
+            output_size=generate.output_size,
+            batch_size=generate.batch_size,
             runtime=settings,
         )
     )
@@ -296,21 +298,22 @@ def plot_translation_grid(
     photo_to_monet: dict[str, torch.Tensor],
     monet_to_photo: dict[str, torch.Tensor],
     photos: pd.DataFrame,
-    model: Mapping[str, Any],
-    data: Mapping[str, Any],
-    generate: Mapping[str, Any],
-    report: Mapping[str, Any],
-    runtime: Mapping[str, Any],
+    model: MonetModelParams,
+    data: MonetDataParams,
+    generate: MonetGenerateParams,
+    report: MonetReportParams,
+    runtime: RuntimeParams,
 ) -> Figure:
     """Rows of photo -> Monet -> reconstructed photo, for the first ``report.grid_photos``."""
-    input_size = _check_generate(generate, data)
-    count = check_int("monet.report.grid_photos", report["grid_photos"], low=1)
-    shown, _ = read_images(photos["path"].head(count))
+    generate = validated(MonetGenerateParams, generate)
+    input_size = generate.input_side(data)
+    report = validated(MonetReportParams, report)
+    shown, _ = read_images(photos["path"].head(report.grid_photos))
     settings = dict(
         model=model,
         input_size=input_size,
         output_size=input_size,
-        batch_size=generate["batch_size"],
+        batch_size=generate.batch_size,
         runtime=resolve_runtime(runtime),
     )
     painted = translate.translate(photo_to_monet, shown, **settings)
@@ -325,17 +328,17 @@ def score_images(
     images_zip: Mapping[str, bytes],
     photos: pd.DataFrame,
     monets: pd.DataFrame,
-    evaluation_params: Mapping[str, Any],
-    runtime: Mapping[str, Any],
+    evaluation_params: MonetEvaluationParams,
+    runtime: RuntimeParams,
 ) -> tuple[Metrics, dict[str, str], dict[str, Any]]:
     """FID and MiFID of images.zip against the training Monets, the extractor's name and
     where its weights came from as MLflow tags (``monet.fid_extractor``,
     ``monet.fid_weights``), and the whole summary for the record. Both sides are decoded
     per batch in the loader's workers; the photos missing from the zip are counted and
     named."""
-    evaluation.check_evaluation(evaluation_params)
+    evaluation_params = validated(MonetEvaluationParams, evaluation_params)
     settings = resolve_runtime(runtime)
-    batch_size = evaluation_params["batch_size"]
+    batch_size = evaluation_params.batch_size
     names = sorted(images_zip)
     generated = make_loader(ZipJpegs(images_zip, names), settings, batch_size=batch_size)
     paintings = make_loader(JpegImages(monets["path"]), settings, batch_size=batch_size)

@@ -20,51 +20,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from podium.core.config import (
-    ParameterError,
-    check_choice,
-    check_int,
-    check_keys,
-    check_range,
-    check_size,
-)
+from podium.core.config import ParameterError
 from podium.core.device import Runtime, autocast, eval_mode, to_channels_last
 from podium.layouts.uda import NUM_CLASSES
 from podium.pipelines.uda import background as bg
 from podium.pipelines.uda.network import SegmentationNet, build_network
+from podium.pipelines.uda.params import InferenceParams
 from podium.pipelines.uda.segmentation import tta_probabilities
 
-P = "uda.inference"
-INFERENCE_KEYS = (
-    "weights", "window", "stride", "flip", "scales", "batch_size", "ensemble",
-    "background_threshold",
-)  # fmt: skip
-WEIGHT_SETS = ("ema", "student")
 
-
-def check_inference(inference: Mapping[str, Any], members: Sequence[str]) -> dict[str, Any]:
-    check_keys(P, inference, INFERENCE_KEYS, required=INFERENCE_KEYS)
-    i = dict(inference)
-    check_choice(f"{P}.weights", i["weights"], WEIGHT_SETS)
-    i["window"] = check_size(f"{P}.window", i["window"])
-    i["stride"] = check_size(f"{P}.stride", i["stride"])
-    i["batch_size"] = check_int(f"{P}.batch_size", i["batch_size"], low=1)
-    i["background_threshold"] = float(
-        check_range(f"{P}.background_threshold", i["background_threshold"], low=0.0, high=1.0)
-    )
-    scales = i["scales"]
-    if (
-        not isinstance(scales, list | tuple)
-        or not scales
-        or any(isinstance(s, bool) or not isinstance(s, int | float) or s <= 0 for s in scales)
-    ):
-        raise ParameterError(f"{P}.scales", f"expected a list of positive numbers, got {scales!r}")
-    ensemble = i["ensemble"] or {m: 1.0 for m in members}
-    check_keys(f"{P}.ensemble", ensemble, members, required=members)
-    if any(float(w) < 0 for w in ensemble.values()) or sum(map(float, ensemble.values())) <= 0:
-        raise ParameterError(f"{P}.ensemble", f"weights must be >= 0, not all 0: {ensemble}")
-    i["ensemble"] = {m: float(w) for m, w in ensemble.items()}
-    return i
+def inference_settings(inference: Mapping[str, Any], members: Sequence[str]) -> dict[str, Any]:
+    """``uda.inference`` (a block or a plain mapping) as the predictors read it, the
+    ensemble weight of each member of ``uda.models`` resolved."""
+    block = InferenceParams.of(inference)
+    return {**block, "ensemble": block.member_weights(list(members))}
 
 
 def load_members(

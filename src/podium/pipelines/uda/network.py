@@ -18,19 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
-from podium.core.models import check_backbone
-
-DECODERS = ("daformer", "fpn")
-MODEL_KEYS = (
-    "encoder",
-    "pretrained",
-    "decoder",
-    "channels",
-    "out_indices",
-    "dilations",
-    "dropout",
-)
+from podium.core.config import ParameterError
+from podium.pipelines.uda.params import ModelParams
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1, groups: int = 1):
@@ -132,49 +121,30 @@ class SegmentationNet(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def check_model_spec(spec: Mapping[str, Any], parameter: str) -> dict[str, Any]:
-    """The model block with every key validated (errors name ``parameter.<key>``)."""
-    check_keys(parameter, spec, MODEL_KEYS, required=("encoder", "decoder"))
-    spec = dict(spec)
-    check_backbone(spec["encoder"], f"{parameter}.encoder")
-    check_choice(f"{parameter}.decoder", spec["decoder"], DECODERS)
-    spec["channels"] = check_int(f"{parameter}.channels", spec.get("channels", 64), low=1)
-    spec["dropout"] = check_range(
-        f"{parameter}.dropout", spec.get("dropout", 0.1), low=0.0, high=1.0
-    )
-    spec["pretrained"] = bool(spec.get("pretrained", False))
-    for key, default in (("out_indices", (1, 2, 3, 4)), ("dilations", (1, 2, 3))):
-        values = spec.get(key, default)
-        if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-            raise ParameterError(
-                f"{parameter}.{key}", f"expected a list of integers, got {values!r}"
-            )
-        spec[key] = [check_int(f"{parameter}.{key}[{i}]", v, low=0) for i, v in enumerate(values)]
-    return spec
-
-
 def build_network(spec: Mapping[str, Any], num_classes: int, parameter: str) -> SegmentationNet:
-    """The network described by one entry of ``uda.models``."""
-    spec = check_model_spec(spec, parameter)
+    """The network described by one entry of ``uda.models`` (``parameter``: its path, for
+    the errors of a plain mapping and of ``out_indices`` the encoder does not have)."""
+    if not isinstance(spec, ModelParams):
+        spec = ModelParams.at(parameter).model_validate(spec)
     try:
         encoder = timm.create_model(
-            spec["encoder"],
-            pretrained=spec["pretrained"],
+            spec.encoder,
+            pretrained=spec.pretrained,
             features_only=True,
-            out_indices=tuple(spec["out_indices"]),
+            out_indices=tuple(spec.out_indices),
         )
     except (IndexError, AssertionError, ValueError) as error:
         raise ParameterError(
             f"{parameter}.out_indices",
-            f"{spec['out_indices']} does not fit {spec['encoder']}'s feature levels ({error})",
+            f"{spec.out_indices} does not fit {spec.encoder}'s feature levels ({error})",
         ) from error
     in_channels = encoder.feature_info.channels()
-    if spec["decoder"] == "daformer":
+    if spec.decoder == "daformer":
         decoder = DAFormerHead(
-            in_channels, spec["channels"], num_classes, spec["dilations"], spec["dropout"]
+            in_channels, spec.channels, num_classes, spec.dilations, spec.dropout
         )
     else:
-        decoder = FPNHead(in_channels, spec["channels"], num_classes, spec["dropout"])
+        decoder = FPNHead(in_channels, spec.channels, num_classes, spec.dropout)
     config = encoder.pretrained_cfg or {}
     mean = config.get("mean", (0.485, 0.456, 0.406))
     std = config.get("std", (0.229, 0.224, 0.225))

@@ -21,18 +21,23 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_size
 from podium.core.ddp import resolve_distributed
 from podium.core.device import resolve_runtime
 from podium.core.distributed import dask_client
+from podium.core.params import RuntimeParams
 from podium.layouts.uda import NUM_CLASSES, SPLITS, index_uda, read_image, read_label
 from podium.pipelines.tracking import Metrics, as_metrics
-from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import data as data_module
 from podium.pipelines.uda import evaluate
 from podium.pipelines.uda.data import PredictDataset
-from podium.pipelines.uda.inference import check_inference, load_members, stream_class_maps
-from podium.pipelines.uda.network import check_model_spec
+from podium.pipelines.uda.inference import inference_settings, load_members, stream_class_maps
+from podium.pipelines.uda.params import (
+    DataParams,
+    EvaluationParams,
+    InferenceParams,
+    ModelsParams,
+    TrainingParams,
+)
 from podium.pipelines.uda.submission import (
     EMPTY,
     submission_groups,
@@ -42,11 +47,6 @@ from podium.pipelines.uda.submission import (
 from podium.pipelines.uda.train import train_members
 
 log = logging.getLogger(__name__)
-
-DATA_KEYS = ("source_size", "target_size")
-#: ``uda.data.background`` when not given: label 255 trained as class 12 (DACON's baseline).
-DEFAULT_BACKGROUND = "class"
-EVALUATION_KEYS = ("overlays", "background")
 
 
 def index_data(raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,22 +67,9 @@ def index_data(raw_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return index, template[["id"]]
 
 
-def _size(data: Mapping[str, Any], key: str) -> tuple[int, int]:
-    check_keys("uda.data", data, (*DATA_KEYS, "background"), required=DATA_KEYS)
-    return check_size(f"uda.data.{key}", data[key], minimum=8)
-
-
-def _background(data: Mapping[str, Any]) -> str:
-    """``uda.data.background``: ``class`` (label 255 trained as class 12) or ``ignore``."""
-    return bg.check_mode(data.get("background", DEFAULT_BACKGROUND))
-
-
-def _split_sizes(data: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+def _split_sizes(data: DataParams) -> dict[str, tuple[int, int]]:
     """The working size (h, w) of every split: source splits at ``source_size``."""
-    return {
-        split: _size(data, "source_size" if "source" in split else "target_size")
-        for split in SPLITS
-    }
+    return {split: data.source_size if "source" in split else data.target_size for split in SPLITS}
 
 
 def _split(table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -90,7 +77,7 @@ def _split(table: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def inspect_images(
-    index: pd.DataFrame, data: Mapping[str, Any], dask: Mapping[str, Any]
+    index: pd.DataFrame, data: DataParams, dask: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every image and label read once, image by image (over Dask with
     ``runtime.dask.n_workers`` > 0 or a scheduler address): the image table with each
@@ -100,7 +87,7 @@ def inspect_images(
     A label of the wrong size or with unknown class values stops the run naming the file,
     its csv entry and the fix; an undecodable image is skipped, logged and reported.
     """
-    sizes = _split_sizes(data)
+    sizes = _split_sizes(DataParams.of(data))
     address, n_workers = dask.get("scheduler_address"), int(dask.get("n_workers", 0) or 0)
     if address or n_workers > 0:
         with dask_client(
@@ -119,21 +106,15 @@ def inspect_images(
     return images, source_counts, bad
 
 
-def _check_models(models: Mapping[str, Any]) -> dict[str, dict]:
-    if not isinstance(models, Mapping) or not models:
-        raise ParameterError("uda.models", f"expected {{name: model block}}, got {models!r}")
-    return {name: check_model_spec(spec, f"uda.models.{name}") for name, spec in models.items()}
-
-
 def train_models(
     images: pd.DataFrame,
     class_pixels: pd.DataFrame,
-    data: Mapping[str, Any],
-    models: Mapping[str, Any],
-    training: Mapping[str, Any],
+    data: DataParams,
+    models: ModelsParams,
+    training: TrainingParams,
     seed: int,
     deterministic: bool,
-    runtime: Mapping[str, Any],
+    runtime: RuntimeParams,
     checkpoints: Path,
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
     """Every member of ``uda.models`` trained in the configured regime, in
@@ -141,29 +122,29 @@ def train_models(
     ``checkpoints`` (``uda.training.resume_from``): weights keyed
     ``<member>/{student,ema}/<tensor>`` and per-epoch curves keyed by member, stepped by
     iteration."""
-    specs = _check_models(models)
+    data, training = DataParams.of(data), TrainingParams.of(training)
     resolved = resolve_runtime(runtime)
     source, target = _split(images, "train_source"), _split(images, "train_target")
     results = train_members(
         source,
         target,
         class_pixels.set_index("id").loc[source["id"]].reset_index(),
-        specs,
+        ModelsParams.of(models),
         training,
         seed=seed,
         deterministic=deterministic,
         runtime=resolved,
-        sizes=(_size(data, "source_size"), _size(data, "target_size")),
+        sizes=(data.source_size, data.target_size),
         distributed=resolve_distributed(runtime.get("distributed"), device=resolved.device),
         checkpoints=checkpoints,
-        background=_background(data),
+        background=data.background,
     )
     weights: dict[str, torch.Tensor] = {}
     curves: Metrics = {}
     for name, result in results.items():
         for key in ("student", "ema"):
             weights.update({f"{name}/{key}/{t}": v for t, v in result[key].items()})
-        curves.update(_curves(name, result["history"], int(training["iterations_per_epoch"])))
+        curves.update(_curves(name, result["history"], training.iterations_per_epoch))
         curves[f"{name}/train_seconds"] = [{"step": 0, "value": float(result["seconds"])}]
     return weights, curves
 
@@ -185,17 +166,17 @@ def predict_split(
     weights: dict[str, torch.Tensor],
     images: pd.DataFrame,
     split: str,
-    data: Mapping[str, Any],
-    models: Mapping[str, Any],
-    inference: Mapping[str, Any],
-    runtime: Mapping[str, Any],
+    data: DataParams,
+    models: ModelsParams,
+    inference: InferenceParams,
+    runtime: RuntimeParams,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``(image id, class map (H, W) uint8 at the image's own size)`` of every image of
     ``split``, produced one image at a time for the class-map dataset to write as they come
     (the parameters are checked now, the images are predicted while it saves)."""
-    specs = _check_models(models)
-    settings = check_inference(inference, list(specs))
-    members = load_members(weights, specs, settings["weights"], _background(data))
+    data, models = DataParams.of(data), ModelsParams.of(models)
+    settings = inference_settings(inference, list(models))
+    members = load_members(weights, models, settings["weights"], data.background)
     frame = _split(images, split)
     size = _split_sizes(data)[split]
     resolved = resolve_runtime(runtime)
@@ -211,7 +192,14 @@ def predict_split(
 
 
 def _predictor(split: str):
-    def predict(weights, images, data, models, inference, runtime):
+    def predict(
+        weights: dict[str, torch.Tensor],
+        images: pd.DataFrame,
+        data: DataParams,
+        models: ModelsParams,
+        inference: InferenceParams,
+        runtime: RuntimeParams,
+    ) -> Iterator[tuple[str, np.ndarray]]:
         return predict_split(weights, images, split, data, models, inference, runtime)
 
     predict.__name__ = predict.__qualname__ = f"predict_{split}"
@@ -234,21 +222,11 @@ def _labeled_pairs(frame: pd.DataFrame, predictions: Mapping[str, Callable[[], n
         yield prediction, read_label(row.gt_path, prediction.shape)
 
 
-def _evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    check_keys("uda.evaluation", evaluation, EVALUATION_KEYS, required=("overlays",))
-    e = dict(evaluation)
-    e["overlays"] = check_int("uda.evaluation.overlays", e["overlays"], low=1)
-    e["background"] = check_choice(
-        "uda.evaluation.background", e.get("background", "count"), evaluate.BACKGROUND_SCORING
-    )
-    return e
-
-
 def score_predictions(
     images: pd.DataFrame,
     source_predictions: Mapping[str, Callable[[], np.ndarray]],
     target_predictions: Mapping[str, Callable[[], np.ndarray]],
-    evaluation: Mapping[str, Any] | None = None,
+    evaluation: EvaluationParams | None = None,
 ) -> pd.DataFrame:
     """Per-class IoU on each labeled validation split (target only where it exists), from
     a confusion matrix accumulated image by image against the labels at full size.
@@ -257,7 +235,7 @@ def score_predictions(
     against its truth over every pixel, so a background pixel given a class counts against
     that class; ``ignore`` (podium before) leaves background pixels unscored. A labelled
     pixel predicted background counts against its class either way."""
-    scoring = _evaluation(evaluation or {"overlays": 1})["background"]
+    scoring = EvaluationParams.of(evaluation or {}).background
     tables = []
     for split, predictions in (
         ("target", target_predictions),
@@ -286,11 +264,11 @@ def plot_iou(table: pd.DataFrame) -> Figure:
 def plot_target_overlays(
     images: pd.DataFrame,
     predictions: Mapping[str, Callable[[], np.ndarray]],
-    evaluation: Mapping[str, Any],
+    evaluation: EvaluationParams,
 ) -> Figure:
     """The first ``uda.evaluation.overlays`` target validation images with the prediction
     and the truth in class colours (only those images are read)."""
-    n = _evaluation(evaluation)["overlays"]
+    n = EvaluationParams.of(evaluation).overlays
     frame = _split(images, "val_target")
     frame = frame[frame["id"].isin(list(predictions))].head(n)
     shown = [read_image(path) for path in frame["img_path"]]

@@ -38,7 +38,7 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from podium.core import config, ddp, optim, resume, seeding
+from podium.core import ddp, optim, resume, seeding
 from podium.core.checkpoints import cpu_state_dict
 from podium.core.device import Runtime, to_channels_last
 from podium.core.training import fit, seeded_loader
@@ -47,106 +47,19 @@ from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import selftraining as st
 from podium.pipelines.uda.data import PairedDataset, rare_class_image_weights
 from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.params import ModelParams, ModelsParams, TrainingParams
 
 log = logging.getLogger(__name__)
 
-REGIMES = ("source_only", "self_training")
-#: ``uda.training.ema_rule``: DAFormer's teacher (the reference) or podium's earlier one.
-EMA_RULES = ("daformer", "timm")
 P = "uda.training"
 CHECKPOINT_FILE = "checkpoint.pt"
-#: Keys of each switchable block (optimizer and scheduler: ``core.optim``'s shared shape).
-BLOCKS: dict[str, tuple[str, ...]] = {
-    "source_fisheye": ("enabled", "p", "max_angle_deg", "image_circle"),
-    "rare_class_sampling": ("enabled", "temperature", "min_pixels"),
-    "pseudo_label": ("threshold", "start_iteration", "ignore_top", "ignore_bottom",
-                     "teacher_augment", "weight", "inclusive"),
-    "strong_augment": ("enabled", "jitter", "jitter_p", "blur_p", "blur_sigma"),
-    "class_mix": ("enabled",),
-    "mic": ("enabled", "patch_size", "mask_ratio", "loss_weight"),
-    "dual_branch": ("enabled", "rotate_deg", "scale", "translate", "elastic_alpha",
-                    "elastic_sigma"),
-}  # fmt: skip
-REQUIRED = (
-    "regime", "iterations", "iterations_per_epoch", "batch_size", "crop_size", "grad_clip",
-    "ema_alpha", "ema_rule", "optimizer", "scheduler", "source_augment", "target_augment", *BLOCKS,
-)  # fmt: skip
-#: Bounded numbers: ``key path: (low, high)``, high None for none.
-RANGES: dict[str, tuple[float, float | None]] = {
-    "ema_alpha": (0.0, 1.0),
-    "source_fisheye.p": (0.0, 1.0),
-    "source_fisheye.max_angle_deg": (1.0, 89.0),
-    "rare_class_sampling.temperature": (1e-6, None),
-    "pseudo_label.threshold": (0.0, 1.0),
-    "pseudo_label.ignore_top": (0.0, 1.0),
-    "pseudo_label.ignore_bottom": (0.0, 1.0),
-    "mic.mask_ratio": (0.0, 1.0),
-    "mic.loss_weight": (0.0, None),
-    "dual_branch.elastic_sigma": (1.0, None),
-}
-#: Integers: ``key path: low``.
-INTEGERS = {"iterations": 1, "iterations_per_epoch": 1, "batch_size": 1}
-INTEGERS |= {"pseudo_label.start_iteration": 0, "mic.patch_size": 1}
 
 
-def _at(block: Mapping[str, Any], path: str) -> Any:
-    for key in path.split("."):
-        block = block[key]
-    return block
-
-
-def check_training(training: Mapping[str, Any], world_size: int = 1) -> dict[str, Any]:
-    """The ``uda.training`` block validated for ``world_size`` processes; errors name the
-    parameter and the fix."""
-    config.check_keys(P, training, (*REQUIRED, "resume_from"), required=REQUIRED)
-    for block, keys in BLOCKS.items():
-        config.check_keys(f"{P}.{block}", training[block], keys, required=keys)
-    t = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in training.items()}
-    config.check_choice(f"{P}.regime", t["regime"], REGIMES)
-    config.check_choice(f"{P}.ema_rule", t["ema_rule"], EMA_RULES)
-    config.check_choice(f"{P}.pseudo_label.weight", t["pseudo_label"]["weight"], st.WEIGHT_SCOPES)
-    if not isinstance(t["pseudo_label"]["inclusive"], bool):
-        raise config.ParameterError(
-            f"{P}.pseudo_label.inclusive",
-            f"expected true (>= threshold, DAFormer) or false (>), got "
-            f"{t['pseudo_label']['inclusive']!r}",
-        )
-    circle = t["source_fisheye"]["image_circle"]
-    if circle is not None:
-        config.check_range(f"{P}.source_fisheye.image_circle", circle, low=0.05)
-    for path, low in INTEGERS.items():
-        config.check_int(f"{P}.{path}", _at(t, path), low=low)
-    for path, (low, high) in RANGES.items():
-        config.check_range(f"{P}.{path}", _at(t, path), low=low, high=high)
-    iterations, per_epoch = t["iterations"], t["iterations_per_epoch"]
-    if iterations % per_epoch:
-        rounded = -(-iterations // per_epoch) * per_epoch
-        raise config.ParameterError(
-            f"{P}.iterations",
-            f"{iterations} is not a multiple of {P}.iterations_per_epoch ({per_epoch}): "
-            f"training checkpoints whole epochs; use e.g. {rounded}",
-        )
-    ddp.local_batch_size(t["batch_size"], world_size, parameter=f"{P}.batch_size")
-    t["crop_size"] = config.check_size(f"{P}.crop_size", t["crop_size"], minimum=8)
-    t["resume_from"] = t.get("resume_from")
-    resume.check_resume_from(f"{P}.resume_from", t["resume_from"])
-    if t["grad_clip"] is not None:
-        config.check_range(f"{P}.grad_clip", t["grad_clip"], low=0.0)
-    epochs = iterations // per_epoch
-    optim.check_optimization(t["optimizer"], t["scheduler"], epochs=epochs, parameter=P)
-    scale = t["dual_branch"]["scale"]
-    if not (isinstance(scale, list | tuple) and len(scale) == 2 and 0 < scale[0] <= scale[1]):
-        raise config.ParameterError(
-            f"{P}.dual_branch.scale", f"expected [low, high] > 0, got {scale!r}"
-        )
-    return t
-
-
-def check_lr_multipliers(spec: Mapping[str, Any], optimizer: Mapping, parameter: str) -> None:
+def check_lr_multipliers(spec: ModelParams, optimizer: Mapping, parameter: str) -> None:
     """``uda.training.optimizer.lr_multipliers`` checked against the network of ``spec``
     (``parameter``), built without weights on the meta device before any process starts."""
     with torch.device("meta"):
-        net = build_network({**spec, "pretrained": False}, NUM_CLASSES, parameter)
+        net = build_network(spec.model_copy(update={"pretrained": False}), NUM_CLASSES, parameter)
     optim.build_optimizer(net, optimizer, parameter=f"{P}.optimizer")
 
 
@@ -155,11 +68,11 @@ class MemberJob:
     """Everything the processes of one member's training need; pickled to each."""
 
     name: str
-    spec: Mapping[str, Any]
+    spec: Mapping[str, Any]  # a ModelParams
     source: pd.DataFrame  # img_path, gt_path
     target: pd.DataFrame  # img_path
     source_weights: np.ndarray  # sampling probability of each source image
-    training: Mapping[str, Any]  # checked by check_training
+    training: Mapping[str, Any]  # a TrainingParams
     sizes: tuple[tuple[int, int], tuple[int, int]]  # source and target working size (h, w)
     seed: int
     deterministic: bool
@@ -349,7 +262,7 @@ def train_members(
     target: pd.DataFrame,
     counts: pd.DataFrame,
     specs: Mapping[str, Mapping[str, Any]],
-    training: Mapping[str, Any],
+    training: Mapping[str, Any],  # a TrainingParams, or its plain mapping
     *,
     seed: int,
     deterministic: bool,
@@ -368,18 +281,20 @@ def train_members(
     side, ``strategy: jobs``). ``checkpoints``: the root of each member's checkpoint folder
     (``<digest of what shapes it>/<member>``), continued with ``resume_from: latest``.
     ``background``: ``uda.data.background`` (``class``: label 255 trained as class 12).
+    ``specs`` (``uda.models``) and ``training`` (``uda.training``): the typed blocks, or
+    plain mappings validated as they are.
     """
-    bg.check_mode(background)
     distributed = distributed or ddp.DistributedSettings()
     if list(counts["id"]) != list(source["id"]):
         raise ValueError("the class pixel counts must list the source images in table order")
-    t = check_training(training, distributed.world_size)
-    resumed = resume.check_resume_from(f"{P}.resume_from", t["resume_from"], checkpoints)
+    t, specs = TrainingParams.of(training), ModelsParams.of(specs)
+    ddp.local_batch_size(t.batch_size, distributed.world_size, parameter=f"{P}.batch_size")
+    resumed = resume.check_resume_from(f"{P}.resume_from", t.resume_from, checkpoints)
     for name, spec in specs.items():
-        check_lr_multipliers(spec, t["optimizer"], f"uda.models.{name}")
-    weights = source_weights(counts, t["rare_class_sampling"])
+        check_lr_multipliers(spec, t.optimizer, f"uda.models.{name}")
+    weights = source_weights(counts, t.rare_class_sampling)
     shaping = {
-        "training": {k: v for k, v in t.items() if k != "resume_from"},
+        "training": t.shaping(),
         "sizes": sizes,
         "background": background,
         "seed": seed,
@@ -395,7 +310,7 @@ def train_members(
         )  # fmt: skip
         folder = None
         if checkpoints is not None:  # the member's seeds derive from its name
-            member = {**shaping, "member": name, "model": spec}
+            member = {**shaping, "member": name, "model": spec.as_dict()}
             folder = resume.checkpoint_folder(checkpoints, member, resumed) / name
         jobs.append((job, folder))
     results = resume.run_jobs(train_member, jobs, settings=distributed)
