@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from podium.sample_data.dfdc import (
-    DEFAULTS,
     TRUTH_FILE,
+    DfdcSampleParams,
     _rosters,
     contact_sheet,
     generate_dfdc_sample,
@@ -123,7 +123,9 @@ def test_same_seed_same_bytes_other_seed_differs(sample):
 
 
 def test_unknown_parameter_is_named():
-    with pytest.raises(ValueError, match=r"'n_videos'.*allowed keys.*reals_per_part"):
+    with pytest.raises(
+        ValueError, match=r"sample_data\.dfdc\.n_videos.*allowed keys.*reals_per_part"
+    ):
         generate_dfdc_sample({"n_videos": 3}, seed=0)
     with pytest.raises(ValueError, match="difficulty"):
         generate_dfdc_sample({"difficulty": 2.0}, seed=0)
@@ -149,12 +151,13 @@ def test_fakes_change_only_the_face(sample):
 
 
 def test_actors_recur_and_some_cross_folders():
-    actors, rosters = _rosters(DEFAULTS)
-    assert len(actors) == DEFAULTS["n_parts"] * DEFAULTS["actors_per_part"]
+    defaults = DfdcSampleParams()
+    actors, rosters = _rosters(defaults)
+    assert len(actors) == defaults.n_parts * defaults.actors_per_part
     shared = set(rosters[0]) & set(rosters[1])
     assert 1 <= len(shared) < len(actors)
-    _, solo = _rosters({**DEFAULTS, "n_parts": 1})
-    assert len(solo[0]) == DEFAULTS["actors_per_part"]
+    _, solo = _rosters(DfdcSampleParams(n_parts=1))
+    assert len(solo[0]) == defaults.actors_per_part
 
 
 def test_generated_sample_shares_actors_across_folders(sample):
@@ -199,7 +202,7 @@ def test_mtcnn_finds_the_truth_face_in_real_videos():
     hits = {"REAL": [], "FAKE": []}
     for name, entry in doc["videos"].items():
         frames = _decode(files[f"dfdc_train_part_0/{name}"])
-        assert frames.shape[1:3] == (DEFAULTS["height"], DEFAULTS["width"])
+        assert frames.shape[1:3] == (DfdcSampleParams().height, DfdcSampleParams().width)
         boxes, _ = mtcnn.detect(frames)
         for truth, found in zip(entry["boxes"], boxes, strict=True):
             ok = (

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from podium.sample_data.mask import (
-    DEFAULTS,
     EVAL_TRUTH_FILE,
     STEMS,
     TRAIN_TRUTH_FILE,
+    MaskSampleParams,
     _draw_ages,
     contact_sheet,
     generate_mask_sample,
@@ -30,6 +30,7 @@ TINY = {
 }
 FOLDER = re.compile(r"^(\d{6})_(male|female)_Asian_(\d+)$")
 IMAGE_ID = re.compile(r"^[0-9a-f]{40}\.jpg$")
+DEFAULTS = MaskSampleParams()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_age_mix_follows_parameters():
 
 def test_age_allocation_at_competition_scale():
     """At the real set's size (2700 people) the bands match their shares closely."""
-    ages = _draw_ages(np.random.default_rng(0), {**DEFAULTS}, 2700)
+    ages = _draw_ages(np.random.default_rng(0), DEFAULTS, 2700)
     assert abs((ages >= 60).mean() - DEFAULTS["old_share"]) < 0.002
     assert abs(((ages >= 58) & (ages < 60)).mean() - DEFAULTS["boundary_share"]) < 0.002
     assert ages.min() >= DEFAULTS["min_age"] and ages.max() <= DEFAULTS["max_age"]

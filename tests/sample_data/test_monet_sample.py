@@ -13,10 +13,11 @@ from matplotlib.figure import Figure
 
 from podium.layouts.monet import TFREC_FEATURES, index_monet, read_images
 from podium.sample_data.drawing import decode_image
-from podium.sample_data.monet import DEFAULTS, _check_params, contact_sheet, generate_monet_sample
+from podium.sample_data.monet import MonetSampleParams, contact_sheet, generate_monet_sample
 
 TINY = {"n_photos": 5, "n_monet": 3}
 NAME = re.compile(r"^(photo|monet)_jpg/[0-9a-f]{10}\.jpg$")
+DEFAULTS = MonetSampleParams()
 SHARD = re.compile(r"^(?P<domain>photo|monet)_tfrec/(?P=domain)(?P<k>\d{2})-(?P<n>\d+)\.tfrec$")
 
 
@@ -95,7 +96,7 @@ def test_no_tfrecords_when_asked_for_none():
     )
     assert all("_jpg/" in k for k in files) and len(files) == 3
     with pytest.raises(ValueError, match="photo_tfrec_shards"):
-        _check_params({"photo_tfrec_shards": -1})
+        MonetSampleParams.of({"photo_tfrec_shards": -1})
 
 
 def test_paintings_look_painted_not_photographed(sample):
@@ -126,7 +127,7 @@ def test_same_seed_same_bytes_other_seed_differs():
 
 
 def test_unknown_or_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match=r"'n_paintings'.*allowed keys.*n_monet"):
+    with pytest.raises(ValueError, match=r"sample_data\.monet\.n_paintings.*allowed keys.*n_monet"):
         generate_monet_sample({"n_paintings": 3}, seed=0)
     with pytest.raises(ValueError, match="palette_strength"):
         generate_monet_sample({"palette_strength": 2}, seed=0)
@@ -144,7 +145,7 @@ def test_contact_sheet(sample, tmp_path):
 
 def test_competition_size_is_accepted_and_growing_the_count_keeps_the_smaller_sample():
     # the real data's shape: 7,038 photos and 300 Monets at 256 x 256 (checked, not drawn)
-    full = _check_params({"n_photos": 7038, "n_monet": 300, "size": 256})
+    full = MonetSampleParams.of({"n_photos": 7038, "n_monet": 300, "size": 256})
     assert (full["n_photos"], full["n_monet"], full["size"]) == (7038, 300, 256)
     # each image draws from its own stream: 8x the photos is the 1x sample plus new ones,
     # so a scale run's first photos are the small run's photos
@@ -154,4 +155,4 @@ def test_competition_size_is_accepted_and_growing_the_count_keeps_the_smaller_sa
     assert small_photos.items() <= large.items()
     assert sum(k.startswith("photo_jpg/") for k in large) == 16
     with pytest.raises(ValueError, match="n_photos"):
-        _check_params({"n_photos": 0})
+        MonetSampleParams.of({"n_photos": 0})

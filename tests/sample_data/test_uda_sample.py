@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from podium.layouts.uda import CLASSES, IGNORE_INDEX, index_uda, read_image, read_label
 from podium.sample_data.drawing import decode_image
-from podium.sample_data.uda import DEFAULTS, contact_sheet, generate_uda_sample
+from podium.sample_data.uda import UdaSampleParams, contact_sheet, generate_uda_sample
 
 TINY = {
     "n_train_source": 4,
@@ -22,6 +22,7 @@ TINY = {
     "n_val_target": 3,
     "n_test": 2,
 }
+DEFAULTS = UdaSampleParams()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_same_seed_same_bytes_other_seed_differs():
 
 
 def test_unknown_or_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match=r"'n_imgs'.*allowed keys.*n_train_source"):
+    with pytest.raises(ValueError, match=r"sample_data\.uda\.n_imgs.*allowed keys.*n_train_source"):
         generate_uda_sample({"n_imgs": 3}, seed=0)
     with pytest.raises(ValueError, match="n_test"):
         generate_uda_sample({"n_test": 0}, seed=0)
@@ -223,7 +224,7 @@ def test_the_files_come_one_at_a_time_and_equal_the_whole_sample(sample):
 
 
 def test_the_competition_full_image_sizes_are_drawn():
-    from podium.sample_data.uda import _check_params, render_source, render_target
+    from podium.sample_data.uda import render_source, render_target
 
     full = {
         "source_width": 2048,
@@ -231,7 +232,7 @@ def test_the_competition_full_image_sizes_are_drawn():
         "target_width": 1920,
         "target_height": 1080,
     }
-    p = _check_params(full)  # the generator's own validation accepts the real sizes
+    p = UdaSampleParams.of(full)  # the generator's own validation accepts the real sizes
     image, label = render_source(np.random.default_rng(0), 2048, 1024, p)
     assert image.shape == (1024, 2048, 3) and label.shape == (1024, 2048)
     assert set(np.unique(label)) <= set(range(len(CLASSES))) | {IGNORE_INDEX}
@@ -239,4 +240,4 @@ def test_the_competition_full_image_sizes_are_drawn():
     assert image.shape == (1080, 1920, 3) and label.shape == (1080, 1920)
     assert len(set(np.unique(label)) - {IGNORE_INDEX}) >= 6  # a street, not a blank frame
     with pytest.raises(ValueError, match="source_width"):
-        _check_params({"source_width": 8192})
+        UdaSampleParams.of({"source_width": 8192})

@@ -43,12 +43,22 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Annotated, ClassVar, Literal
 
 import av
 import cv2
 import numpy as np
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from podium.core.config import check_keys
+from podium.core.params import (
+    Fraction,
+    Int,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Params,
+    PositiveFloat,
+    PositiveInt,
+)
 from podium.sample_data.faces import (
     Appearance,
     face_region_mask,
@@ -56,48 +66,21 @@ from podium.sample_data.faces import (
     render_face,
     render_shoulders,
 )
+from podium.sample_data.params import span
 
-__all__ = ["DEFAULTS", "TRUTH_FILE", "contact_sheet", "encode_mp4", "generate_dfdc_sample"]
+__all__ = [
+    "TRUTH_FILE",
+    "DfdcSampleParams",
+    "VideoFormat",
+    "contact_sheet",
+    "encode_mp4",
+    "generate_dfdc_sample",
+]
 
 #: Name of the ground-truth sidecar in each folder (never read by training nodes).
 TRUTH_FILE = "_truth.json"
 TEST_LABELS_FILE = "test_labels.csv"
 TEST_FOLDER = "test_videos"
-
-#: Every parameter of :func:`generate_dfdc_sample` with its default.
-DEFAULTS: dict = {
-    # --- layout and size
-    "n_parts": 2,  # number of dfdc_train_part_<k> folders
-    "first_part": 0,  # k of the first folder (DFDC numbers its parts 0..49)
-    "reals_per_part": 5,  # REAL originals per part folder
-    "fakes_per_real": 4,  # FAKEs made from each original (DFDC: about 4-5 per real)
-    "actors_per_part": 3,  # actors whose home is a given part folder
-    "cross_folder_actor_share": 0.34,  # share of a part's actors that also act in the next part
-    "n_test_videos": 10,  # videos in test_videos/ (actors never seen in training)
-    "test_fake_share": 0.5,  # share of FAKE among the test videos
-    "test_actors": 3,  # actors of the test set
-    # --- video format
-    "width": 320,  # frame width in pixels (even)
-    "height": 240,  # frame height in pixels (even)
-    "fps": 15,  # frames per second
-    "seconds": 2.0,  # duration; frames = round(fps * seconds)
-    "crf": 23,  # libx264 constant rate factor (same for REAL and FAKE)
-    "preset": "veryfast",  # libx264 preset
-    "encoder_threads": 1,  # fixed thread count: same seed -> identical bytes
-    # --- scene and motion
-    "face_height": [0.36, 0.5],  # face box height as a fraction of the frame height (range)
-    "max_shift": 0.07,  # translation amplitude as a fraction of the frame size
-    "scale_jitter": 0.08,  # relative face-size oscillation
-    "max_roll_deg": 8.0,  # in-plane head rotation amplitude (degrees)
-    "light_drift": 0.15,  # relative lighting change over a video
-    "noise_sigma": 2.0,  # camera noise (grey levels, std)
-    # --- DFDC's own video format, for stress runs (decode, seek and detect at real size)
-    "full_size_reals": 0,  # REAL originals (each with fakes_per_real FAKEs) in one more part
-    "full_size": {"width": 1920, "height": 1080, "fps": 30, "seconds": 10.0},  # their format
-    # --- fakes
-    "difficulty": 0.5,  # 0 = subtle, hard to see ... 1 = obvious, easy artifacts
-    "feather": 0.05,  # blend-mask feather (Gaussian sigma / face height) at difficulty 0
-}
 
 _BACKGROUNDS = ("gradient", "room", "blobs", "stripes")
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -106,38 +89,111 @@ _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 # ---------------------------------------------------------------------------- parameters
 
 
-def _check_params(params: Mapping) -> dict:
-    check_keys("sample_data.dfdc", params, DEFAULTS)
-    p = {**DEFAULTS, **dict(params)}
-    for key in ("n_parts", "reals_per_part", "actors_per_part", "fps", "width", "height"):
-        if int(p[key]) < 1:
-            raise ValueError(f"DFDC sample parameter {key!r} must be >= 1, got {p[key]!r}")
-    for key in ("fakes_per_real", "n_test_videos", "first_part", "encoder_threads"):
-        if int(p[key]) < 0:
-            raise ValueError(f"DFDC sample parameter {key!r} must be >= 0, got {p[key]!r}")
-    if int(p["width"]) % 2 or int(p["height"]) % 2 or int(p["width"]) < 64 or int(p["height"]) < 64:
-        raise ValueError(
-            f"width and height must be even and >= 64 (yuv420p), got {p['width']}x{p['height']}"
-        )
-    for key in ("difficulty", "cross_folder_actor_share", "test_fake_share"):
-        if not 0.0 <= float(p[key]) <= 1.0:
-            raise ValueError(f"DFDC sample parameter {key!r} must be in [0, 1], got {p[key]!r}")
-    lo, hi = (float(x) for x in p["face_height"])
-    if not 0.05 <= lo <= hi <= 0.8:
-        raise ValueError(
-            f"face_height must be a range within [0.05, 0.8], got {p['face_height']!r}"
-        )
-    if round(float(p["fps"]) * float(p["seconds"])) < 1:
-        raise ValueError("fps * seconds must give at least one frame")
-    if int(p["n_test_videos"]) > 0 and int(p["test_actors"]) < 1:
-        raise ValueError("test_actors must be >= 1 when n_test_videos > 0")
-    if int(p["full_size_reals"]) < 0:
-        raise ValueError(f"full_size_reals must be >= 0, got {p['full_size_reals']!r}")
-    check_keys("sample_data.dfdc.full_size", p["full_size"], DEFAULTS["full_size"])
-    p["full_size"] = {**DEFAULTS["full_size"], **dict(p["full_size"])}
-    if int(p["full_size_reals"]) > 0:
-        _check_params({**p, **p["full_size"], "full_size_reals": 0})
-    return p
+def _even(pixels: int) -> int:
+    if pixels % 2:
+        raise ValueError(f"must be even (H.264 yuv420p halves the chroma), got {pixels}")
+    return pixels
+
+
+#: libx264's presets, fastest first.
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                     "slower", "veryslow", "placebo"]  # fmt: skip
+
+#: A frame side in pixels: even and at least 64.
+Side = Annotated[int, Field(strict=True, ge=64), AfterValidator(_even)]
+
+
+def _at_least_one_frame(seconds: float, info: ValidationInfo) -> float:
+    fps = info.data.get("fps")  # absent when fps itself was refused
+    if fps is not None and round(fps * seconds) < 1:
+        raise ValueError(f"fps * seconds must give at least one frame, got {fps} x {seconds}")
+    return seconds
+
+
+class VideoFormat(Params):
+    """``full_size``: the format of the extra part folder of full-size videos."""
+
+    width: Side = 1920
+    height: Side = 1080
+    fps: PositiveInt = 30
+    seconds: PositiveFloat = 10.0
+
+    _frames = field_validator("seconds")(_at_least_one_frame)
+
+
+class DfdcSampleParams(Params):
+    """``sample_data.dfdc``: every parameter of :func:`generate_dfdc_sample`; a key left
+    out takes conf/base's value. A new generator setting is one more field here, with its
+    default, its range and a line saying what it does."""
+
+    block: ClassVar[str] = "sample_data.dfdc"
+
+    # --- layout and size
+    n_parts: PositiveInt = 2
+    """Number of dfdc_train_part_<k> folders."""
+    first_part: NonNegativeInt = 0
+    """k of the first folder (DFDC numbers its parts 0..49)."""
+    reals_per_part: PositiveInt = 5
+    """REAL originals per part folder."""
+    fakes_per_real: NonNegativeInt = 4
+    """FAKEs made from each original (DFDC: about 4-5 per real)."""
+    actors_per_part: PositiveInt = 3
+    """Actors whose home is a given part folder."""
+    cross_folder_actor_share: Fraction = 0.34
+    """Share of a part's actors that also act in the next part."""
+    n_test_videos: NonNegativeInt = 10
+    """Videos in test_videos/ (actors never seen in training)."""
+    test_fake_share: Fraction = 0.5
+    """Share of FAKE among the test videos."""
+    test_actors: NonNegativeInt = 3
+    """Actors of the test set (at least one when there are test videos)."""
+    # --- video format
+    width: Side = 320
+    """Frame width in pixels (even, >= 64)."""
+    height: Side = 240
+    """Frame height in pixels (even, >= 64)."""
+    fps: PositiveInt = 15
+    """Frames per second."""
+    seconds: PositiveFloat = 2.0
+    """Duration; frames = round(fps * seconds), at least one."""
+    crf: Annotated[Int, Field(ge=0, le=51)] = 23
+    """libx264 constant rate factor (same for REAL and FAKE)."""
+    preset: X264Preset = "veryfast"
+    """libx264 preset."""
+    encoder_threads: NonNegativeInt = 1
+    """Fixed thread count: same seed -> identical bytes (0: x264 chooses, not repeatable)."""
+    # --- scene and motion
+    face_height: span(0.05, 0.8) = (0.36, 0.5)
+    """Face box height as a fraction of the frame height: [low, high] range."""
+    max_shift: NonNegativeFloat = 0.07
+    """Translation amplitude as a fraction of the frame size."""
+    scale_jitter: NonNegativeFloat = 0.08
+    """Relative face-size oscillation."""
+    max_roll_deg: NonNegativeFloat = 8.0
+    """In-plane head rotation amplitude (degrees)."""
+    light_drift: NonNegativeFloat = 0.15
+    """Relative lighting change over a video."""
+    noise_sigma: NonNegativeFloat = 2.0
+    """Camera noise (grey levels, std)."""
+    # --- DFDC's own format, for stress runs (decode, seek and detect at real size)
+    full_size_reals: NonNegativeInt = 0
+    """REAL originals (each with fakes_per_real FAKEs) in one more part folder."""
+    full_size: VideoFormat = VideoFormat()
+    """Their format."""
+    # --- fakes
+    difficulty: Fraction = 0.5
+    """0 = subtle, hard to see ... 1 = obvious, easy artifacts."""
+    feather: NonNegativeFloat = 0.05
+    """Blend-mask feather (Gaussian sigma / face height) at difficulty 0."""
+
+    _frames = field_validator("seconds")(_at_least_one_frame)
+
+    @field_validator("test_actors")
+    @classmethod
+    def _cast_for_the_test_videos(cls, test_actors: int, info: ValidationInfo) -> int:
+        if test_actors < 1 and info.data.get("n_test_videos", 0) > 0:
+            raise ValueError(f"must be >= 1 when n_test_videos > 0, got {test_actors}")
+        return test_actors
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -226,7 +282,7 @@ class _Pose:
     mouth: float
 
 
-def _trajectory(rng: np.random.Generator, p: dict, n: int) -> list[_Pose]:
+def _trajectory(rng: np.random.Generator, p: Mapping, n: int) -> list[_Pose]:
     W, H = int(p["width"]), int(p["height"])
     lo, hi = (float(x) for x in p["face_height"])
     fh0 = rng.uniform(lo, hi) * H
@@ -396,7 +452,7 @@ def _pick_donors(rng, cast: dict, target: str, donors: list[str], count: int) ->
     return out
 
 
-def _rosters(p: dict) -> tuple[list[str], list[list[str]]]:
+def _rosters(p: Mapping) -> tuple[list[str], list[list[str]]]:
     """Actor ids and, per part, the roster of actors filming there (home + guests)."""
     n_parts, k = int(p["n_parts"]), int(p["actors_per_part"])
     homes = [[f"actor_{i * k + j:03d}" for j in range(k)] for i in range(n_parts)]
@@ -408,13 +464,15 @@ def _rosters(p: dict) -> tuple[list[str], list[list[str]]]:
     return [a for h in homes for a in h], rosters
 
 
-def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
+def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes]:
     """Generate the DFDC sample: relative path -> file contents (write under data/01_raw/dfdc/).
 
-    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError``). The same
-    ``seed`` gives byte-identical files; another seed gives another sample.
+    ``params``: a :class:`DfdcSampleParams` or a plain dict of some of its keys (the rest
+    take their defaults; an unknown key or a value out of range raises
+    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.dfdc.<key>``). The
+    same ``seed`` gives byte-identical files; another seed gives another sample.
     """
-    p = _check_params(params)
+    p = DfdcSampleParams.of(params)
     n = int(round(float(p["fps"]) * float(p["seconds"])))
     root = np.random.SeedSequence(int(seed))
     cast_ss, name_ss, video_ss = root.spawn(3)
@@ -438,7 +496,7 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
 
     def make_fakes(
-        rng, orig: _Original, pool: list[str], count: int, q: dict = p
+        rng, orig: _Original, pool: list[str], count: int, q: Mapping = p
     ) -> list[tuple[str, str, list]]:
         donors = [a for a in pool if a != orig.actor] or [a for a in cast if a != orig.actor]
         chosen = _pick_donors(rng, cast, orig.actor, donors, count)
@@ -448,7 +506,7 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
             for nm, donor in zip(names, chosen, strict=True)
         ]
 
-    def truth_entry(label, orig: _Original, donor=None, original=None, q: dict = p) -> dict:
+    def truth_entry(label, orig: _Original, donor=None, original=None, q: Mapping = p) -> dict:
         return {
             "label": label,
             "actor": orig.actor,
@@ -474,7 +532,7 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
         }
         return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
-    def write_part(folder: str, roster: list[str], order: list[str], q: dict) -> None:
+    def write_part(folder: str, roster: list[str], order: list[str], q: Mapping) -> None:
         """One dfdc_train_part folder: ``order`` gives each original's actor."""
         frames_per_video = int(round(float(q["fps"]) * float(q["seconds"])))
         q_enc = {**enc, "fps": int(q["fps"])}
@@ -510,7 +568,7 @@ def generate_dfdc_sample(params: Mapping, seed: int) -> dict[str, bytes]:
     if int(p["full_size_reals"]) > 0:  # the first part's actors again, at DFDC's own size
         folder = f"dfdc_train_part_{int(p['first_part']) + int(p['n_parts'])}"
         order = [rosters[0][j % len(rosters[0])] for j in range(int(p["full_size_reals"]))]
-        write_part(folder, rosters[0], order, {**p, **p["full_size"]})
+        write_part(folder, rosters[0], order, p.model_copy(update=dict(p.full_size)))
 
     n_test = int(p["n_test_videos"])
     if n_test > 0:

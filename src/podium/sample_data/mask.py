@@ -60,20 +60,31 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
 import cv2
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
-from podium.core.config import check_keys
+from podium.core.params import (
+    Fraction,
+    Int,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Params,
+    PositiveFloat,
+    PositiveInt,
+)
 from podium.layouts.mask import GENDER_NAMES, STEM_MASK, STEMS, age_class, class_name, encode_class
 from podium.sample_data.faces import Appearance, random_appearance, render_face, render_shoulders
+from podium.sample_data.params import between, span
 
 __all__ = [
-    "DEFAULTS",
     "EVAL_TRUTH_FILE",
     "MASK_STYLES",
     "STEMS",
     "TRAIN_TRUTH_FILE",
+    "MaskSampleParams",
     "contact_sheet",
     "generate_mask_sample",
 ]
@@ -83,126 +94,107 @@ __all__ = [
 EVAL_TRUTH_FILE = "eval/_truth.csv"
 TRAIN_TRUTH_FILE = "train/_truth.csv"
 
-#: Every parameter of :func:`generate_mask_sample` with its default.
-DEFAULTS: dict = {
-    # --- people and size
-    "n_people": 90,  # training people; 7 photos each (the real set: 2700 people)
-    "n_eval_people": 18,  # eval people; all 7 photos each, shuffled (the real set: 1800)
-    "female_share": 0.6,  # share of women (the real set: about 61%)
-    "race": "Asian",  # the race column and folder-name field (the real set: all "Asian")
-    # --- ages: shares of people per band (the rest is 30-49)
-    "young_share": 0.46,  # aged min_age..29 (the real set: about 47%)
-    "fifties_share": 0.22,  # aged 50-57
-    "boundary_share": 0.08,  # aged 58-59: ambiguous with 60+ (the 58-vs-60 threshold matters here)
-    "old_share": 0.075,  # aged 60+ (the real set: about 7-8%)
-    "min_age": 18,  # youngest age
-    "max_age": 80,  # oldest age
-    "old_age_scale": 4.0,  # ages 60+ are 60 + an exponential of this mean (years), capped
-    # --- files
-    "width": 384,  # photo width in pixels (the real set: 384)
-    "height": 512,  # photo height in pixels (the real set: 512)
-    "png_share": 0.02,  # share of training photos stored as .png
-    "jpeg_share": 0.03,  # share of training photos stored as .jpeg (the rest .jpg)
-    "jpeg_quality": [82, 95],  # per-photo JPEG quality range
-    # --- photos
-    "face_height": [0.33, 0.41],  # face (forehead to chin) height / photo height, per person
-    "max_shift": 0.035,  # per-photo shift of the person and of the camera (fraction of width)
-    "scale_jitter": 0.05,  # per-photo relative change of the face size
-    "max_roll_deg": 6.0,  # per-photo in-plane head roll (degrees)
-    "light": [0.8, 1.15],  # per-photo brightness range
-    "colour_cast": 0.025,  # per-photo white-balance gain jitter (std)
-    "noise_sigma": 2.0,  # camera noise (grey levels, std)
-    "wall_texture": 1.0,  # strength of the wall's texture (0 = plain walls)
-    "skin_luma": [165.0, 228.0],  # accepted skin luminance range of drawn identities
-    "max_hair_luma": 95.0,  # darkest-hair limit (luminance) of drawn identities before greying
-    # --- label noise (known quirks of the real set; off by default)
-    "gender_noise_share": 0.0,  # training people listed with the wrong gender
-    "swap_incorrect_normal_share": 0.0,  # training folders with incorrect_mask/normal swapped
-}
-
-_INT_KEYS = ("n_people", "n_eval_people", "min_age", "max_age", "width", "height")
-_SHARE_KEYS = (
-    "female_share",
-    "young_share",
-    "fifties_share",
-    "boundary_share",
-    "old_share",
-    "png_share",
-    "jpeg_share",
-    "gender_noise_share",
-    "swap_incorrect_normal_share",
-)
-
 
 # ---------------------------------------------------------------------------- parameters
 
-
-def _range(p: dict, key: str, lo: float, hi: float) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in p[key])
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"mask sample parameter {key!r} must be a [low, high] pair, got {p[key]!r}"
-        ) from None
-    if not lo <= a <= b <= hi:
-        raise ValueError(
-            f"mask sample parameter {key!r} must satisfy {lo} <= low <= high <= {hi}, got {p[key]!r}"
-        )
-    return a, b
+#: The age bands whose shares are given (the rest of the people are aged 30-49).
+_AGE_BANDS = ("young_share", "fifties_share", "boundary_share", "old_share")
 
 
-def _check_params(params: Mapping) -> dict:
-    check_keys("sample_data.mask", params, DEFAULTS)
-    p = {**DEFAULTS, **dict(params)}
-    for key in _INT_KEYS:
-        if int(p[key]) != p[key] or int(p[key]) < 0:
+class MaskSampleParams(Params):
+    """``sample_data.mask``: every parameter of :func:`generate_mask_sample`; a key left
+    out takes conf/base's value."""
+
+    block: ClassVar[str] = "sample_data.mask"
+
+    # --- people and size
+    n_people: PositiveInt = 90
+    """Training people; 7 photos each (the real set: 2700 people)."""
+    n_eval_people: NonNegativeInt = 18
+    """Eval people; all 7 photos each, shuffled (the real set: 1800)."""
+    female_share: Fraction = 0.6
+    """Share of women (the real set: about 61%)."""
+    race: Annotated[str, Field(strict=True)] = "Asian"
+    """The race column and folder-name field: one word of letters (the real set: all
+    "Asian")."""
+    # --- ages: shares of people per band (the rest is 30-49); they add up to at most 1
+    young_share: Fraction = 0.46
+    """Aged min_age..29 (the real set: about 47%)."""
+    fifties_share: Fraction = 0.22
+    """Aged 50-57."""
+    boundary_share: Fraction = 0.08
+    """Aged 58-59: ambiguous with 60+ (the 58-vs-60 threshold matters here)."""
+    old_share: Fraction = 0.075
+    """Aged 60+ (the real set: about 7-8%)."""
+    min_age: between(18, 29, int) = 18
+    """Youngest age."""
+    max_age: between(60, 100, int) = 80
+    """Oldest age."""
+    old_age_scale: PositiveFloat = 4.0
+    """Ages 60+ are 60 + an exponential of this mean (years), capped."""
+    # --- files
+    width: Annotated[Int, Field(ge=32)] = 384
+    """Photo width in pixels (the real set: 384)."""
+    height: Annotated[Int, Field(ge=32)] = 512
+    """Photo height in pixels (the real set: 512)."""
+    png_share: Fraction = 0.02
+    """Share of training photos stored as .png."""
+    jpeg_share: Fraction = 0.03
+    """Share of training photos stored as .jpeg (the rest .jpg); png_share + jpeg_share <= 1."""
+    jpeg_quality: span(1, 100, int) = (82, 95)
+    """Per-photo JPEG quality range."""
+    # --- photos
+    face_height: span(0.1, 0.6) = (0.33, 0.41)
+    """Face (forehead to chin) height / photo height, per person: [low, high] range."""
+    max_shift: NonNegativeFloat = 0.035
+    """Per-photo shift of the person and of the camera (fraction of width)."""
+    scale_jitter: NonNegativeFloat = 0.05
+    """Per-photo relative change of the face size."""
+    max_roll_deg: NonNegativeFloat = 6.0
+    """Per-photo in-plane head roll (degrees)."""
+    light: span(0.3, 2.0) = (0.8, 1.15)
+    """Per-photo brightness range."""
+    colour_cast: NonNegativeFloat = 0.025
+    """Per-photo white-balance gain jitter (std)."""
+    noise_sigma: NonNegativeFloat = 2.0
+    """Camera noise (grey levels, std)."""
+    wall_texture: NonNegativeFloat = 1.0
+    """Strength of the wall's texture (0 = plain walls)."""
+    skin_luma: span(0.0, 255.0) = (165.0, 228.0)
+    """Accepted skin luminance range of drawn identities."""
+    max_hair_luma: between(0.0, 255.0) = 95.0
+    """Darkest-hair limit (luminance) of drawn identities before greying."""
+    # --- label noise (known quirks of the real set; off by default)
+    gender_noise_share: Fraction = 0.0
+    """Training people listed with the wrong gender."""
+    swap_incorrect_normal_share: Fraction = 0.0
+    """Training folders with incorrect_mask/normal swapped."""
+
+    @field_validator("race")
+    @classmethod
+    def _one_word(cls, race: str) -> str:
+        if not race.isalpha():
+            raise ValueError(f"must be one word of letters (a folder-name field), got {race!r}")
+        return race
+
+    @field_validator("old_share")
+    @classmethod
+    def _bands_fit(cls, old_share: float, info: ValidationInfo) -> float:
+        shares = [info.data.get(band) for band in _AGE_BANDS[:-1]] + [old_share]
+        if None not in shares and sum(shares) > 1.0 + 1e-9:
             raise ValueError(
-                f"mask sample parameter {key!r} must be an integer >= 0, got {p[key]!r}"
+                f"{' + '.join(_AGE_BANDS)} must be <= 1 (the rest is aged 30-49), "
+                f"got {sum(shares):.3f}"
             )
-        p[key] = int(p[key])
-    if p["n_people"] < 1:
-        raise ValueError("mask sample parameter 'n_people' must be >= 1")
-    if p["width"] < 32 or p["height"] < 32:
-        raise ValueError(f"width and height must be >= 32 pixels, got {p['width']}x{p['height']}")
-    for key in _SHARE_KEYS:
-        if not 0.0 <= float(p[key]) <= 1.0:
-            raise ValueError(f"mask sample parameter {key!r} must be in [0, 1], got {p[key]!r}")
-    bands = sum(
-        float(p[k]) for k in ("young_share", "fifties_share", "boundary_share", "old_share")
-    )
-    if bands > 1.0 + 1e-9:
-        raise ValueError(
-            "young_share + fifties_share + boundary_share + old_share must be <= 1 "
-            f"(the rest is aged 30-49), got {bands:.3f}"
-        )
-    if float(p["png_share"]) + float(p["jpeg_share"]) > 1.0:
-        raise ValueError("png_share + jpeg_share must be <= 1")
-    if not 18 <= p["min_age"] <= 29 or not 60 <= p["max_age"] <= 100:
-        raise ValueError(
-            f"min_age must be in 18..29 and max_age in 60..100, got {p['min_age']} and {p['max_age']}"
-        )
-    if float(p["old_age_scale"]) <= 0:
-        raise ValueError(f"old_age_scale must be > 0, got {p['old_age_scale']!r}")
-    race = str(p["race"])
-    if not race.isalpha():
-        raise ValueError(
-            f"race must be one word of letters (it is a folder-name field), got {race!r}"
-        )
-    _range(p, "jpeg_quality", 1, 100)
-    _range(p, "face_height", 0.1, 0.6)
-    _range(p, "light", 0.3, 2.0)
-    _range(p, "skin_luma", 0.0, 255.0)
-    for key in (
-        "max_shift",
-        "scale_jitter",
-        "max_roll_deg",
-        "colour_cast",
-        "noise_sigma",
-        "wall_texture",
-    ):
-        if float(p[key]) < 0:
-            raise ValueError(f"mask sample parameter {key!r} must be >= 0, got {p[key]!r}")
-    return p
+        return old_share
+
+    @field_validator("jpeg_share")
+    @classmethod
+    def _formats_fit(cls, jpeg_share: float, info: ValidationInfo) -> float:
+        png_share = info.data.get("png_share")
+        if png_share is not None and png_share + jpeg_share > 1.0:
+            raise ValueError(f"png_share + jpeg_share must be <= 1, got {png_share + jpeg_share}")
+        return jpeg_share
 
 
 # ---------------------------------------------------------------------------- people
@@ -227,7 +219,7 @@ def _allocate(n: int, shares: list[float]) -> list[int]:
     return counts
 
 
-def _draw_ages(rng: np.random.Generator, p: dict, n: int) -> np.ndarray:
+def _draw_ages(rng: np.random.Generator, p: Mapping, n: int) -> np.ndarray:
     young, fifties = float(p["young_share"]), float(p["fifties_share"])
     boundary, old = float(p["boundary_share"]), float(p["old_share"])
     middle = max(0.0, 1.0 - young - fifties - boundary - old)
@@ -245,7 +237,7 @@ def _draw_ages(rng: np.random.Generator, p: dict, n: int) -> np.ndarray:
     return out
 
 
-def _draw_genders(rng: np.random.Generator, p: dict, n: int) -> np.ndarray:
+def _draw_genders(rng: np.random.Generator, p: Mapping, n: int) -> np.ndarray:
     n_f = int(round(float(p["female_share"]) * n))
     g = np.array([1] * n_f + [0] * (n - n_f), dtype=np.int64)
     rng.shuffle(g)
@@ -257,7 +249,7 @@ def _luma(rgb) -> float:
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-def _draw_appearance(rng: np.random.Generator, p: dict, gender: int, age: int) -> Appearance:
+def _draw_appearance(rng: np.random.Generator, p: Mapping, gender: int, age: int) -> Appearance:
     """An identity of the real set's population (rejection sampling on skin and hair)."""
     lo, hi = (float(x) for x in p["skin_luma"])
     hair_max = float(p["max_hair_luma"])
@@ -396,7 +388,7 @@ _WALLS = np.array(
 )
 
 
-def _wall(rng: np.random.Generator, p: dict, h: int, w: int) -> np.ndarray:
+def _wall(rng: np.random.Generator, p: Mapping, h: int, w: int) -> np.ndarray:
     """A plain or lightly textured wall (h, w, 3) float32, larger than the photo."""
     k = float(p["wall_texture"])
     base = _WALLS[int(rng.integers(len(_WALLS)))] + rng.normal(0.0, 6.0, 3).astype(np.float32)
@@ -468,7 +460,7 @@ _CLOTHES = np.array(
 )
 
 
-def _make_person(rng: np.random.Generator, p: dict, gender: int, age: int) -> _Person:
+def _make_person(rng: np.random.Generator, p: Mapping, gender: int, age: int) -> _Person:
     W, H = p["width"], p["height"]
     margin = int(math.ceil(float(p["max_shift"]) * W)) + 1
     ap = _draw_appearance(rng, p, gender, age)
@@ -489,7 +481,7 @@ def _make_person(rng: np.random.Generator, p: dict, gender: int, age: int) -> _P
     )
 
 
-def _scene(person: _Person, p: dict, dx: int, dy: int, center, fh, roll, light) -> np.ndarray:
+def _scene(person: _Person, p: Mapping, dx: int, dy: int, center, fh, roll, light) -> np.ndarray:
     W, H = p["width"], p["height"]
     wall = person.wall[dy : dy + H, dx : dx + W]
     img = np.clip(wall * (1.0 + 0.6 * (light - 1.0)), 0, 255).astype(np.uint8)
@@ -514,7 +506,7 @@ def _local_uv(
     return slice(r0, r1), slice(c0, c1), u, v
 
 
-def _photo(rng: np.random.Generator, p: dict, person: _Person, stem: str) -> np.ndarray:
+def _photo(rng: np.random.Generator, p: Mapping, person: _Person, stem: str) -> np.ndarray:
     """One RGB uint8 photo of ``person`` for photo ``stem`` (mask1..normal)."""
     W, H = p["width"], p["height"]
     m = person.margin
@@ -574,7 +566,7 @@ def _encode(img: np.ndarray, ext: str, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _person_photos(p: dict, seed: int, split: int, index: int, gender: int, age: int):
+def _person_photos(p: Mapping, seed: int, split: int, index: int, gender: int, age: int):
     """The seven photos of one person, from its own random stream (order-independent)."""
     rng = np.random.default_rng([int(seed), split, index])
     person = _make_person(rng, p, gender, age)
@@ -589,13 +581,15 @@ def _csv(header: list[str], rows: list[list]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def generate_mask_sample(params: Mapping, seed: int) -> dict[str, bytes]:
+def generate_mask_sample(params: MaskSampleParams, seed: int) -> dict[str, bytes]:
     """Draw the sample: relative path (under the competition root) -> file content.
 
-    ``params`` overrides :data:`DEFAULTS` (an unknown key raises ``ValueError`` naming it
-    and the allowed keys). The same ``params`` and ``seed`` give byte-identical files.
+    ``params``: a :class:`MaskSampleParams` or a plain dict of some of its keys (the rest
+    take their defaults; an unknown key or a value out of range raises
+    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.mask.<key>`` and
+    what is allowed). The same ``params`` and ``seed`` give byte-identical files.
     """
-    p = _check_params(params)
+    p = MaskSampleParams.of(params)
     seed = int(seed)
     plan = np.random.default_rng([seed, 0])
     race = str(p["race"])

@@ -45,12 +45,13 @@ import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from podium.core.config import check_keys
+from podium.core.params import Fraction, Params
 from podium.sample_data.drawing import (
     child_rng,
     decode_image,
@@ -59,9 +60,10 @@ from podium.sample_data.drawing import (
     lerp,
     value_noise,
 )
+from podium.sample_data.params import between
 
 __all__ = [
-    "DEFAULTS",
+    "MonetSampleParams",
     "contact_sheet",
     "generate_monet_sample",
     "paint",
@@ -69,20 +71,36 @@ __all__ = [
     "tfrecord_shards",
 ]
 
-#: Every parameter of :func:`generate_monet_sample` with its default.
-DEFAULTS: dict = {
-    "n_photos": 120,  # photo_jpg/ images (real: 7,038)
-    "n_monet": 30,  # monet_jpg/ paintings (real: 300)
-    "size": 256,  # side of the square images (real: 256)
-    "jpeg_quality": 92,  # PIL JPEG quality, 4:2:0 subsampling
-    "palette_strength": 0.55,  # 0..1: how far painting colours move toward Monet's palette
-    "stroke_density": 1.0,  # multiplier on the number of brush strokes per painting
-    "stroke_length": 1.0,  # multiplier on brush stroke length
-    "softness": 1.0,  # multiplier on the blur of the underpainting (edge softening)
-    "photo_noise": 2.0,  # std of photo sensor noise (0..255 scale)
-    "photo_tfrec_shards": 20,  # photo_tfrec/ shards (real: 20); at most one per photo; 0: none
-    "monet_tfrec_shards": 5,  # monet_tfrec/ shards (real: 5); at most one per painting; 0: none
-}
+
+class MonetSampleParams(Params):
+    """``sample_data.monet``: every parameter of :func:`generate_monet_sample`; a key left
+    out takes conf/base's value."""
+
+    block: ClassVar[str] = "sample_data.monet"
+
+    n_photos: between(1, 100_000, int) = 120
+    """photo_jpg/ images (real: 7,038)."""
+    n_monet: between(1, 100_000, int) = 30
+    """monet_jpg/ paintings (real: 300)."""
+    size: between(32, 2048, int) = 256
+    """Side of the square images (real: 256)."""
+    jpeg_quality: between(1, 100, int) = 92
+    """PIL JPEG quality, 4:2:0 subsampling."""
+    palette_strength: Fraction = 0.55
+    """How far painting colours move toward Monet's palette."""
+    stroke_density: between(0.05, 8.0) = 1.0
+    """Multiplier on the number of brush strokes per painting."""
+    stroke_length: between(0.1, 8.0) = 1.0
+    """Multiplier on brush stroke length."""
+    softness: between(0.0, 8.0) = 1.0
+    """Multiplier on the blur of the underpainting (edge softening)."""
+    photo_noise: between(0.0, 64.0) = 2.0
+    """Std of photo sensor noise (0..255 scale)."""
+    photo_tfrec_shards: between(0, 1000, int) = 20
+    """photo_tfrec/ shards (real: 20), at most one per photo; 0: none."""
+    monet_tfrec_shards: between(0, 1000, int) = 5
+    """monet_tfrec/ shards (real: 5), at most one per painting; 0: none."""
+
 
 SKY, WATER, LAND, FOLIAGE = 0, 1, 2, 3
 _PHOTO_SUPERSAMPLE = 1.5  # photos are drawn this much larger, then reduced (anti-aliasing)
@@ -460,39 +478,19 @@ def _painting(rng: np.random.Generator, p: Mapping) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- generator
-def _check_params(params: Mapping | None) -> dict:
-    params = dict(params or {})
-    check_keys("sample_data.monet", params, DEFAULTS)
-    p = {**DEFAULTS, **params}
-    for key, lo, hi in (("n_photos", 1, 100_000), ("n_monet", 1, 100_000), ("size", 32, 2048),
-                        ("jpeg_quality", 1, 100), ("photo_tfrec_shards", 0, 1000),
-                        ("monet_tfrec_shards", 0, 1000)):  # fmt: skip
-        v = p[key]
-        if isinstance(v, bool) or int(v) != v or not lo <= v <= hi:
-            raise ValueError(f"Monet sample parameter {key!r} must be an integer in [{lo}, {hi}], "
-                             f"got {v!r}")  # fmt: skip
-        p[key] = int(v)
-    for key, lo, hi in (("palette_strength", 0.0, 1.0), ("stroke_density", 0.05, 8.0),
-                        ("stroke_length", 0.1, 8.0), ("softness", 0.0, 8.0),
-                        ("photo_noise", 0.0, 64.0)):  # fmt: skip
-        if not lo <= float(p[key]) <= hi:
-            raise ValueError(
-                f"Monet sample parameter {key!r} must be in [{lo}, {hi}], got {p[key]!r}"
-            )
-    return p
-
-
-def generate_monet_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
+def generate_monet_sample(params: MonetSampleParams | None, seed: int) -> dict[str, bytes]:
     """Draw the Monet sample: ``{relative path: bytes}``, the jpgs under photo_jpg/ and
     monet_jpg/ and the same JPEG bytes as TFRecord shards under photo_tfrec/ and
     monet_tfrec/.
 
-    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError`` naming them and
-    the allowed keys). The same (params, seed) gives identical bytes; each image draws from
+    ``params``: a :class:`MonetSampleParams`, a plain dict of some of its keys (the rest take
+    their defaults; an unknown key or a value out of range raises
+    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.monet.<key>``) or
+    None (all defaults). The same (params, seed) gives identical bytes; each image draws from
     its own random stream (seed, domain, index), and file names are 10 random hex digits
     from the seed's own stream, unique across both folders.
     """
-    p = _check_params(params)
+    p = MonetSampleParams.of({} if params is None else params)
     names_rng = child_rng(seed, 0)
     used: set[str] = set()
 

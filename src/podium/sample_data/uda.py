@@ -49,17 +49,19 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from podium.core.config import check_keys
+from podium.core.params import Bool, Fraction, NonNegativeInt, Params, PositiveInt
 from podium.layouts.uda import CLASSES, IGNORE_INDEX, NUM_CLASSES, colorize
 from podium.sample_data.drawing import child_rng, decode_image, encode_png, lerp, value_noise
+from podium.sample_data.params import between
 
 __all__ = [
-    "DEFAULTS",
+    "UdaSampleParams",
     "contact_sheet",
     "generate_uda_sample",
     "iter_uda_sample",
@@ -67,31 +69,50 @@ __all__ = [
     "render_target",
 ]
 
-#: Every parameter of :func:`generate_uda_sample` with its default.
-DEFAULTS: dict = {
-    # --- how many images per split
-    "n_train_source": 32,  # labeled pinhole images (train_source.csv)
-    "n_val_source": 8,  # labeled pinhole images (val_source.csv)
-    "n_train_target": 32,  # unlabeled fisheye images (train_target.csv)
-    "n_val_target": 8,  # labeled fisheye images for evaluation only (val_target.csv); 0 = none
-    "n_test": 8,  # unlabeled fisheye images (test.csv, sample_submission.csv)
-    # --- image sizes (real: source 2048x1024, target 1920x1080)
-    "source_width": 320,
-    "source_height": 160,
-    "target_width": 320,
-    "target_height": 180,
-    # --- the domain gap (difficulty)
-    "fisheye_max_angle_deg": 75.0,  # ray angle at the image circle (equidistant lens), 10..85
-    "fisheye_radius": 1.0,  # image-circle radius / half the image width; > ~0.9 cuts the circle
-    "target_color_shift": 1.0,  # 0 = source palette and lighting, 1 = full dusk / warm shift
-    "target_vignette": 0.6,  # darkening at the image circle's rim, 0..1
-    "target_noise": 5.0,  # std of target sensor noise (0..255 scale)
-    "source_noise": 1.5,  # std of source sensor noise (0..255 scale)
-    "ego_vehicle": True,  # draw the ego car's bonnet at the bottom of target images (label 255)
-    "clutter": 1.0,  # multiplier on the number of cars, people, poles, signs, trees, ...
-}
+#: An image side in pixels.
+_Side = between(32, 4096, int)
 
-_COUNT_KEYS = ("n_train_source", "n_val_source", "n_train_target", "n_test")
+
+class UdaSampleParams(Params):
+    """``sample_data.uda``: every parameter of :func:`generate_uda_sample`; a key left out
+    takes conf/base's value."""
+
+    block: ClassVar[str] = "sample_data.uda"
+
+    # --- how many images per split
+    n_train_source: PositiveInt = 32
+    """Labeled pinhole images (train_source.csv)."""
+    n_val_source: PositiveInt = 8
+    """Labeled pinhole images (val_source.csv)."""
+    n_train_target: PositiveInt = 32
+    """Unlabeled fisheye images (train_target.csv)."""
+    n_val_target: NonNegativeInt = 8
+    """Labeled fisheye images for evaluation only (val_target.csv); 0 = none."""
+    n_test: PositiveInt = 8
+    """Unlabeled fisheye images (test.csv, sample_submission.csv)."""
+    # --- image sizes in pixels, 32..4096 (real: source 2048x1024, target 1920x1080)
+    source_width: _Side = 320
+    source_height: _Side = 160
+    target_width: _Side = 320
+    target_height: _Side = 180
+    # --- the domain gap (difficulty)
+    fisheye_max_angle_deg: between(10.0, 85.0) = 75.0
+    """Ray angle at the image circle (equidistant lens)."""
+    fisheye_radius: between(0.3, 3.0) = 1.0
+    """Image-circle radius / half the image width; > ~0.9 cuts the circle."""
+    target_color_shift: Fraction = 1.0
+    """0 = source palette and lighting, 1 = full dusk / warm shift."""
+    target_vignette: Fraction = 0.6
+    """Darkening at the image circle's rim."""
+    target_noise: between(0.0, 64.0) = 5.0
+    """Std of target sensor noise (0..255 scale)."""
+    source_noise: between(0.0, 64.0) = 1.5
+    """Std of source sensor noise (0..255 scale)."""
+    ego_vehicle: Bool = True
+    """Draw the ego car's bonnet at the bottom of target images (label 255)."""
+    clutter: between(0.0, 4.0) = 1.0
+    """Multiplier on the number of cars, people, poles, signs, trees, ..."""
+
 
 # split -> (csv, image folder, label folder or None, id prefix, digits, domain, stream key)
 _SPLITS = {
@@ -907,39 +928,6 @@ def render_target(
 
 
 # ----------------------------------------------------------------------------- generator
-def _check_params(params: Mapping | None) -> dict:
-    params = dict(params or {})
-    check_keys("sample_data.uda", params, DEFAULTS)
-    p = {**DEFAULTS, **params}
-    for key in (*_COUNT_KEYS, "n_val_target"):
-        minimum = 1 if key in _COUNT_KEYS else 0
-        if isinstance(p[key], bool) or int(p[key]) != p[key] or p[key] < minimum:
-            raise ValueError(f"UDA sample parameter {key!r} must be an integer >= {minimum}, "
-                             f"got {p[key]!r}")  # fmt: skip
-        p[key] = int(p[key])
-    for key in ("source_width", "source_height", "target_width", "target_height"):
-        if isinstance(p[key], bool) or int(p[key]) != p[key] or not 32 <= p[key] <= 4096:
-            raise ValueError(f"UDA sample parameter {key!r} must be an integer in [32, 4096], "
-                             f"got {p[key]!r}")  # fmt: skip
-        p[key] = int(p[key])
-    ranges = {
-        "fisheye_max_angle_deg": (10.0, 85.0),
-        "fisheye_radius": (0.3, 3.0),
-        "target_color_shift": (0.0, 1.0),
-        "target_vignette": (0.0, 1.0),
-        "target_noise": (0.0, 64.0),
-        "source_noise": (0.0, 64.0),
-        "clutter": (0.0, 4.0),
-    }
-    for key, (lo, hi) in ranges.items():
-        if not lo <= float(p[key]) <= hi:
-            raise ValueError(
-                f"UDA sample parameter {key!r} must be in [{lo}, {hi}], got {p[key]!r}"
-            )
-    p["ego_vehicle"] = bool(p["ego_vehicle"])
-    return p
-
-
 def _csv_bytes(header: tuple[str, ...], rows: list[tuple]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -948,12 +936,12 @@ def _csv_bytes(header: tuple[str, ...], rows: list[tuple]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def iter_uda_sample(params: Mapping | None, seed: int) -> Iterator[tuple[str, bytes]]:
+def iter_uda_sample(params: UdaSampleParams | None, seed: int) -> Iterator[tuple[str, bytes]]:
     """The files of :func:`generate_uda_sample` one at a time, ``(relative path, bytes)``:
     each image is drawn, encoded and handed over before the next is drawn, so a writer that
     saves each file as it comes holds one image, whatever the counts and sizes (the
     competition's full 2048x1024 source and 1920x1080 target images included)."""
-    p = _check_params(params)
+    p = UdaSampleParams.of({} if params is None else params)
     counts = {
         "train_source": p["n_train_source"],
         "val_source": p["n_val_source"],
@@ -993,11 +981,13 @@ def iter_uda_sample(params: Mapping | None, seed: int) -> Iterator[tuple[str, by
     )
 
 
-def generate_uda_sample(params: Mapping | None, seed: int) -> dict[str, bytes]:
+def generate_uda_sample(params: UdaSampleParams | None, seed: int) -> dict[str, bytes]:
     """Draw the UDA sample: ``{relative path: file bytes}`` in the competition's layout.
 
-    ``params`` overrides :data:`DEFAULTS` (unknown keys raise ``ValueError`` naming them and
-    the allowed keys); ``seed`` fixes every pixel and byte: the same (params, seed) always
+    ``params``: a :class:`UdaSampleParams`, a plain dict of some of its keys (the rest take
+    their defaults; an unknown key or a value out of range raises
+    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.uda.<key>``) or
+    None (all defaults); ``seed`` fixes every pixel and byte: the same (params, seed) always
     gives identical bytes, another seed other images. Each image draws from its own random
     stream (seed, split, index), so changing one split's count leaves the others' images as
     they were. Image sizes go up to 4096 a side, so the competition's full sizes (source
