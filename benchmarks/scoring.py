@@ -135,9 +135,10 @@ def _merge(base: Any, override: Any) -> Any:
 
 def describe(training: Mapping[str, Any], state_dicts: Mapping[str, Any]) -> str:
     """``unet_multitask resnet10t x 3 folds @112`` for every model of the ensemble."""
-    from podium.pipelines.deepfake.training import check_state_dicts, check_training_settings
+    from podium.pipelines.deepfake.params import TrainingParams
+    from podium.pipelines.deepfake.training import check_state_dicts
 
-    config = check_training_settings(training)
+    config = TrainingParams.of(training)
     keys = check_state_dicts(state_dicts, config)
     parts = [
         f"{spec['architecture']} {spec['backbone']} x {len(keys[spec['name']])} folds"
@@ -159,10 +160,11 @@ def untrained_ensemble(parameters: Mapping[str, Any], name: str) -> Ensemble:
     trained (one seed per fold, torch's global generator left as it was), and the scorer
     a training run would save around them (prior 0.5, identity calibration, no stacker)."""
     from podium.pipelines.deepfake import inference
-    from podium.pipelines.deepfake.training import _network, check_training_settings
+    from podium.pipelines.deepfake.params import TrainingParams
+    from podium.pipelines.deepfake.training import _network
 
     deepfake = parameters["deepfake"]
-    config = check_training_settings(deepfake["training"])
+    config = TrainingParams.of(deepfake["training"])
     folds = config["folds_to_train"]
     if folds is None:
         folds = range(int(deepfake["split"]["n_folds"]))
@@ -356,10 +358,10 @@ class Scoring:
         return [r for chunk in chunks for r in chunk]
 
 
-def _inference_settings(parameters: Mapping[str, Any], device: str) -> dict:
-    from podium.pipelines.deepfake import inference
+def _inference_settings(parameters: Mapping[str, Any], device: str) -> Any:
+    from podium.pipelines.deepfake.params import InferenceParams
 
-    return inference.check_inference_settings(
+    return InferenceParams.model_validate(
         {**(parameters.get("deepfake_inference") or {}), "device": device}
     )
 

@@ -510,7 +510,7 @@ def _mask_prepare(parameters: dict, plan: Plan, scratch: Path, context: Any) -> 
     frame resampled as the pipeline does (old-age copies, the only augmented rows)."""
     from podium.pipelines.mask.data import (
         CropFiles,
-        check_crop_settings,
+        crop_settings,
         entry_name,
         oversample_minority,
         write_entry,
@@ -518,7 +518,7 @@ def _mask_prepare(parameters: dict, plan: Plan, scratch: Path, context: Any) -> 
     from podium.pipelines.mask.train import OLD_AGE_CLASS
 
     m = parameters["mask"]
-    crop = check_crop_settings(m["crop"])
+    crop = crop_settings(m["crop"])
     height, width = crop.output
     need = plan.total * int(m["train"]["batch_size"])
     rng = np.random.default_rng(0)

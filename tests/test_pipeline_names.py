@@ -73,6 +73,19 @@ def test_kedro_run_with_a_misspelt_pipeline_stops_naming_the_registered_ones(pro
     assert_nothing_started(project)
 
 
+def test_kedro_run_with_a_misspelt_parameter_stops_before_the_first_node(project):
+    done = kedro_cli(
+        project, "run", "--pipelines=deepfake", "--params=deepfake.split.n_fold=3", timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "deepfake.split.n_fold: unknown key; did you mean 'n_folds'?" in done.stderr
+    assert "conf/base/parameters_deepfake.yml" in done.stderr
+    assert "Nothing was run." in done.stderr
+    assert not (project / "data" / ".podium-run.lock").exists()
+    assert not any((project / "data" / "01_raw").iterdir())
+
+
 def test_make_run_with_a_misspelt_pipeline_stops_before_the_sample_data(project):
     # -o: the venv counts as installed (no pip); VENV: this interpreter's, with its kedro.
     done = make(

@@ -315,11 +315,17 @@ class RuntimeParams(Params):
     block: ClassVar[str] = "runtime"
 
     device: str = "auto"
+    """auto | cpu | cuda | cuda:N | mps"""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    num_workers: NonNegativeInt = 0
-    torch_threads: PositiveInt | None = None
-    channels_last: Bool = False
+    """auto: bf16 (or fp16) autocast on a GPU, fp32 on a CPU."""
+    num_workers: NonNegativeInt = 2
+    """DataLoader worker processes."""
+    torch_threads: PositiveInt | None = 1
+    """Intra-op threads of this process (null: torch's default)."""
+    channels_last: Bool = True
+    """Applied on CUDA only."""
     deterministic: Bool = False
+    """Set by each pipeline's own ``deterministic`` (not written in parameters.yml)."""
     distributed: DistributedParams = DistributedParams()
     dask: DaskParams = DaskParams()
 

@@ -32,8 +32,9 @@ frame). Sampled frames without a face have no row but show as 0 in ``faces_per_f
 video with no face in any sampled frame raises :class:`NoFaceError`; an unreadable one
 :class:`~podium.layouts.dfdc.VideoReadError`: callers turn both into bad-video report rows.
 
-Settings are validated by :func:`check_extraction_settings`; errors name
-``deepfake.extraction.<key>`` and the allowed values. ``crop_mode`` picks the crop
+Settings are validated by :class:`ExtractionSettings` (through
+:func:`check_extraction_settings`); errors name ``deepfake.extraction.<key>`` and the allowed
+values. ``crop_mode`` picks the crop
 (:func:`podium.faces.detect.crop_face`): ``aspect`` (podium's, the default) or
 ``isotropic_pad`` (the DFDC 1st place's: the box grown by ``margin``, resized on its long
 side, zero-padded to the square ``crop_size``); ``thresholds`` are MTCNN's three stage
@@ -42,21 +43,17 @@ thresholds. No kedro or mlflow imports.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import cv2
 import numpy as np
+from pydantic import BeforeValidator, Field, Strict, field_validator, model_validator
 
-from podium.core.config import (
-    ParameterError,
-    check_choice,
-    check_int,
-    check_keys,
-    check_range,
-    check_size,
-)
+from podium.core.config import ParameterError, describe_choices
+from podium.core.params import Fraction, Params, PositiveInt
 from podium.faces.detect import (
     CROP_MODES,
     DEFAULT_THRESHOLDS,
@@ -69,6 +66,7 @@ from podium.layouts.dfdc import probe_video, read_frames
 __all__ = [
     "CROP_MODES",
     "DEFAULT_SETTINGS",
+    "ExtractionSettings",
     "KEEP_CHOICES",
     "OMITTED_AT_DEFAULT",
     "NoFaceError",
@@ -88,23 +86,91 @@ __all__ = [
 PARAMETER = "deepfake.extraction"
 KEEP_CHOICES = ("largest", "all")
 
-#: Every extraction setting with its default.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "n_frames": 16,  # frames sampled evenly per video
-    "keep": "largest",  # largest: one face per frame; all: every face >= min_confidence
-    "min_confidence": 0.9,  # MTCNN probability a face must reach
-    "margin": 0.5,  # crop grows the box by this fraction of its size on every side
-    "crop_mode": "aspect",  # aspect | isotropic_pad (the DFDC 1st place's; square crop_size)
-    "crop_size": 160,  # int (square) or [height, width] of the stored crops
-    "thresholds": list(DEFAULT_THRESHOLDS),  # MTCNN P-, R-, O-net thresholds
-    "downscale": 1.0,  # detect on a copy scaled by this factor (boxes mapped back)
-    "batch_size": 16,  # frames per MTCNN batch
-    "device": "auto",  # auto (cuda when present), cpu, cuda, cuda:<k>
-    "seek_gap": 60,  # seek (instead of decoding forward) when the next frame is this far
-    "window": 16,  # videos in flight at once; finished records are saved before more are held
-    "mask_threshold": 8,  # grey levels |fake - original| (after the blur) counted as manipulated
-    "mask_blur": 1.0,  # Gaussian sigma (crop pixels) applied before differencing; 0 = off
-}
+#: A crop side: an integer of at least 8 pixels.
+_Side = Annotated[int, Strict(), Field(ge=8)]
+#: The crops' size: one integer (square) or [height, width].
+CropSize = _Side | tuple[_Side, _Side]
+
+
+def _a_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+#: A number kept as written (an integer stays one, so the settings log and digest as they
+#: read in the YAML); never ``true``/``false`` or a string.
+Number = Annotated[int | float, BeforeValidator(_a_number)]
+
+
+class ExtractionSettings(Params):
+    """The extraction settings (``deepfake.extraction``) with podium's library defaults; the
+    deepfake pipeline's block takes conf/base's (``ExtractionParams``). Errors name
+    ``deepfake.extraction.<key>``."""
+
+    block: ClassVar[str] = PARAMETER
+
+    n_frames: PositiveInt = 16
+    """Frames sampled evenly per video."""
+    keep: Literal["largest", "all"] = "largest"
+    """largest: one face per frame; all: every face >= min_confidence."""
+    min_confidence: Fraction = 0.9
+    """MTCNN probability a face must reach."""
+    margin: Annotated[float, Strict(), Field(ge=0, le=5)] = 0.5
+    """The crop grows the box by this fraction of its size on every side."""
+    crop_mode: Literal["aspect", "isotropic_pad"] = "aspect"
+    """aspect | isotropic_pad (the DFDC 1st place's; a square crop_size)."""
+    crop_size: CropSize = 160
+    """One integer (square) or [height, width] of the stored crops."""
+    thresholds: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = list(
+        DEFAULT_THRESHOLDS
+    )
+    """MTCNN P-, R-, O-net thresholds."""
+    downscale: Annotated[float, Strict(), Field(gt=0, le=1)] = 1.0
+    """Detect on a copy scaled by this factor (boxes mapped back); 1 = full size."""
+    batch_size: PositiveInt = 16
+    """Frames per MTCNN batch."""
+    device: str = "auto"
+    """auto (cuda when present), cpu, cuda, cuda:<k>."""
+    seek_gap: PositiveInt = 60
+    """Seek (instead of decoding forward) when the next frame is this far."""
+    window: PositiveInt = 16
+    """Videos in flight at once; finished records are saved before more are held."""
+    mask_threshold: Annotated[Number, Field(ge=0, le=255)] = 8
+    """Grey levels |fake - original| (after the blur) counted as manipulated."""
+    mask_blur: Annotated[float, Strict(), Field(ge=0, le=50)] = 1.0
+    """Gaussian sigma (crop pixels) applied before differencing; 0 = off."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device)):
+            choices = describe_choices(device, ["auto", "cpu", "cuda", "cuda:<k>"], "values")
+            raise ValueError(f"{device!r} is not allowed; {choices}")
+        return device
+
+    @model_validator(mode="after")
+    def _square_when_padded(self) -> ExtractionSettings:
+        if self.crop_mode == "isotropic_pad" and not isinstance(self.crop_size, int):
+            h, w = self.crop_size
+            if h != w:
+                raise ParameterError(
+                    f"{type(self).block}.crop_size",
+                    f"crop_mode isotropic_pad pads to a square: crop_size must be one integer, "
+                    f"got {[h, w]}",
+                )
+        return self
+
+    def crop_hw(self) -> tuple[int, int]:
+        """``crop_size`` as (height, width)."""
+        size = self.crop_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+#: Every extraction setting with its default (read from :class:`ExtractionSettings`).
+DEFAULT_SETTINGS: dict[str, Any] = ExtractionSettings().as_dict()
+#: Settings checked and returned as floats (an integer in the YAML is welcome).
+_FLOATS = ("min_confidence", "margin", "downscale", "mask_threshold", "mask_blur")
 
 
 #: Settings added after records were first cached: check_extraction_settings leaves them
@@ -118,31 +184,6 @@ class NoFaceError(ValueError):
 
 
 # ---------------------------------------------------------------------------- settings
-
-
-def _param(key: str) -> str:
-    return f"{PARAMETER}.{key}"
-
-
-def _check_int(key: str, value: Any, low: int) -> int:
-    return check_int(_param(key), value, low=low)
-
-
-def _check_crop_size(value: Any) -> tuple[int, int]:
-    return check_size(_param("crop_size"), value, minimum=8)
-
-
-def _check_thresholds(value: Any) -> list[float]:
-    parameter = _param("thresholds")
-    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__") or len(value) != 3:
-        raise ParameterError(
-            parameter,
-            f"expected three numbers [p_net, r_net, o_net] in [0, 1], got {value!r} "
-            f"(facenet-pytorch's default: {list(DEFAULT_THRESHOLDS)})",
-        )
-    return [
-        float(check_range(f"{parameter}[{i}]", v, low=0.0, high=1.0)) for i, v in enumerate(value)
-    ]
 
 
 def setting(settings: Mapping[str, Any], key: str) -> Any:
@@ -160,50 +201,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_extraction_settings(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults filled in and every value checked; ``crop_size`` becomes (height, width).
+def check_extraction_settings(
+    settings: Mapping[str, Any] | ExtractionSettings | None = None,
+) -> dict[str, Any]:
+    """The settings as the extraction uses them: checked by :class:`ExtractionSettings`
+    (defaults filled in for a dict; a model is taken as it is), ``crop_size`` as (height,
+    width), the numbers as floats.
 
     The keys of :data:`OMITTED_AT_DEFAULT` (``crop_mode``, ``thresholds``) are left out
     while they hold their default, so older configurations keep their settings digest; read
-    them with :func:`setting`. Raises :class:`~podium.core.config.ParameterError` naming
+    them with :func:`setting`. Raises :class:`~podium.core.params.ParametersInvalid` naming
     ``deepfake.extraction.<key>``.
     """
-    settings = dict(settings or {})
-    check_keys(PARAMETER, settings, DEFAULT_SETTINGS)
-    s = {**DEFAULT_SETTINGS, **settings}
-    s["n_frames"] = _check_int("n_frames", s["n_frames"], 1)
-    s["batch_size"] = _check_int("batch_size", s["batch_size"], 1)
-    s["seek_gap"] = _check_int("seek_gap", s["seek_gap"], 1)
-    s["window"] = _check_int("window", s["window"], 1)
-    s["keep"] = check_choice(_param("keep"), s["keep"], KEEP_CHOICES)
-    s["min_confidence"] = float(
-        check_range(_param("min_confidence"), s["min_confidence"], low=0.0, high=1.0)
-    )
-    s["margin"] = float(check_range(_param("margin"), s["margin"], low=0.0, high=5.0))
-    s["downscale"] = float(check_range(_param("downscale"), s["downscale"], low=0.0, high=1.0))
-    if s["downscale"] <= 0:
-        raise ParameterError(_param("downscale"), "must be in (0, 1]; 1 = full size")
-    s["mask_threshold"] = float(
-        check_range(_param("mask_threshold"), s["mask_threshold"], low=0, high=255)
-    )
-    s["mask_blur"] = float(check_range(_param("mask_blur"), s["mask_blur"], low=0.0, high=50.0))
-    s["crop_size"] = _check_crop_size(s["crop_size"])
-    s["crop_mode"] = check_choice(_param("crop_mode"), s["crop_mode"], CROP_MODES)
-    if s["crop_mode"] == "isotropic_pad" and s["crop_size"][0] != s["crop_size"][1]:
-        raise ParameterError(
-            _param("crop_size"),
-            f"crop_mode isotropic_pad pads to a square: crop_size must be one integer, got "
-            f"{list(s['crop_size'])}",
-        )
-    s["thresholds"] = _check_thresholds(s["thresholds"])
-    device = s["device"]
-    if not isinstance(device, str) or not (
-        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
-    ):
-        raise ParameterError(
-            _param("device"),
-            f"{device!r} is not allowed; allowed values: auto, cpu, cuda, cuda:<k>",
-        )
+    if not isinstance(settings, ExtractionSettings):
+        settings = ExtractionSettings.model_validate(dict(settings or {}))
+    s = dict(settings)
+    s["crop_size"] = settings.crop_hw()
+    s["thresholds"] = [float(t) for t in settings.thresholds]
+    for key in _FLOATS:
+        s[key] = float(s[key])
     for key in OMITTED_AT_DEFAULT:
         if s[key] == DEFAULT_SETTINGS[key]:
             del s[key]

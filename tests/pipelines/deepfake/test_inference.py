@@ -17,11 +17,8 @@ from podium.core.config import ParameterError
 from podium.core.distributed import dask_client, iter_items
 from podium.pipelines.deepfake import inference, nodes
 from podium.pipelines.deepfake.extraction import extract_videos, face_index, face_rows
-from podium.pipelines.deepfake.training import (
-    _network,
-    check_training_settings,
-    predict_frame_models,
-)
+from podium.pipelines.deepfake.params import InferenceParams, TrainingParams
+from podium.pipelines.deepfake.training import _network, predict_frame_models
 from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
 
 EXTRACTION = {"n_frames": 4, "crop_size": 64}
@@ -42,7 +39,7 @@ SETTINGS = {"videos_per_task": 2, "prefetch": 1, "window": 4, "device": "cpu"}
 
 def _state_dicts() -> dict:
     """Two models x two folds of untrained networks, each its own seed."""
-    config = check_training_settings(TRAINING)
+    config = TrainingParams.model_validate(TRAINING)
     out = {}
     for i, spec in enumerate(config["models"]):
         for fold in range(2):
@@ -252,12 +249,12 @@ def test_timings_budget_and_costs_are_computed_from_the_report():
 
 def test_bad_settings_and_inputs_name_the_fix(tmp_path):
     with pytest.raises(ParameterError, match="videos_per_tsk.*did you mean 'videos_per_task'") as e:
-        inference.check_inference_settings({"videos_per_tsk": 2})
+        InferenceParams.model_validate({"videos_per_tsk": 2})
     assert "conf/base/parameters_deepfake_inference.yml" in str(e.value)
     with pytest.raises(ParameterError, match="deepfake_inference.fallback"):
-        inference.check_inference_settings({"fallback": "half"})
+        InferenceParams.model_validate({"fallback": "half"})
     with pytest.raises(ParameterError, match="budget_action"):
-        inference.check_inference_settings({"budget_action": "abort"})
+        InferenceParams.model_validate({"budget_action": "abort"})
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     for folder in ("x", "y"):

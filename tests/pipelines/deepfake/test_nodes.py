@@ -188,5 +188,5 @@ def test_a_target_prior_shifts_the_test_videos_only_and_misspelt_keys_stop_it():
     before = np.log(base_test["prob"] / (1 - base_test["prob"]))
     np.testing.assert_allclose(log_odds - before, np.log(1.0) - np.log(0.75 / 0.25))
     assert fitted["target_shift"] == 0.0 and moved["target_shift"] == pytest.approx(-np.log(3))
-    with pytest.raises(ParameterError, match="deepfake.calibration.*'factr'"):
+    with pytest.raises(ParameterError, match=r"deepfake\.calibration\.factr.*'factor'"):
         ensemble_and_calibrate(oof, test, None, None, off, {**CALIBRATION, "factr": 0.5})

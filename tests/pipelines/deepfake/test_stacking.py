@@ -99,9 +99,9 @@ def test_stacker_scores_test_videos_including_one_without_faces():
 def test_lgbm_params_need_one_round_count_and_leave_objective_to_podium():
     features, y = _videos(20, seed=3)
     no_rounds = {k: v for k, v in PARAMS.items() if k != "num_boost_round"}
-    with pytest.raises(ParameterError, match=r"deepfake\.stacking\.lgbm_params"):
+    with pytest.raises(ParameterError, match=r"deepfake\.stacking\.lgbm"):
         fit_stacker(features, y, no_rounds, seed=0)
-    with pytest.raises(ParameterError, match=r"deepfake\.stacking\.lgbm_params\.objective"):
+    with pytest.raises(ParameterError, match=r"deepfake\.stacking\.lgbm\.objective"):
         fit_stacker(features, y, {**PARAMS, "objective": "regression"}, seed=0)
 
 

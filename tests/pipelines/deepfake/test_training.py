@@ -9,12 +9,8 @@ import torch
 
 from podium.core.config import ParameterError
 from podium.core.ensemble import logit, sigmoid
-from podium.pipelines.deepfake.training import (
-    DEFAULTS,
-    check_training_settings,
-    predict_frame_models,
-    train_frame_models,
-)
+from podium.pipelines.deepfake.params import TrainingParams
+from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
 
 RUNTIME = {"device": "cpu", "precision": "fp32", "num_workers": 0, "channels_last": False}
 SIZE = 32
@@ -224,18 +220,22 @@ def test_defaults_are_valid_and_in_step_with_conf_base():
 
     from tests.conftest import REPO
 
-    config = check_training_settings(None)
-    assert config["models"][0]["architecture"] == "unet_multitask"
+    config = TrainingParams()
+    assert config.models[0].architecture == "unet_multitask"
     conf = yaml.safe_load((REPO / "conf/base/parameters_deepfake.yml").read_text())
     block = conf["deepfake"]["training"]
-    assert set(block) == set(DEFAULTS)
-    for key in ("optimizer", "scheduler", "loss_weights"):
-        assert set(block[key]) == set(DEFAULTS[key]), key
-    assert check_training_settings(block) == config
-    assert set(DEFAULTS) >= {"models", "image_size", "epochs", "augment", "loss_weights"}
+    assert set(block) == set(TrainingParams.model_fields)
+    assert TrainingParams.model_validate(block) == config
+    assert set(TrainingParams.model_fields) >= {
+        "models",
+        "image_size",
+        "epochs",
+        "augment",
+        "loss_weights",
+    }
     from podium.core.augment import build_transforms
 
-    build_transforms(DEFAULTS["augment"], parameter="deepfake.training.augment")
+    build_transforms(list(config.augment), parameter="deepfake.training.augment")
 
 
 def test_several_models_and_seeds():
@@ -328,7 +328,7 @@ def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
         ]
     )
     with pytest.raises(ParameterError, match=r"models\[0\]\.mask_stride"):
-        check_training_settings(bad)
+        TrainingParams.model_validate(bad)
 
 
 def test_class_balanced_weights_give_each_class_half_the_draws():

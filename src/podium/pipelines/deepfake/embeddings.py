@@ -27,6 +27,7 @@ import importlib.util
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
-from podium.core.config import ParameterError, check_choice, check_range
+from podium.core.config import ParameterError
+from podium.pipelines.deepfake.params import EmbeddingParams
 
 __all__ = [
     "EMBED_METHODS",
@@ -181,6 +183,14 @@ def _embed_facenet(crops: np.ndarray, weights: str | Path | None, batch_size: in
     return np.concatenate(out).astype(np.float32)
 
 
+def _check_options(arguments: dict[str, Any]) -> None:
+    """The arguments named as ``deepfake.embedding``'s keys, checked by its model."""
+    given = {k: v for k, v in arguments.items() if k in EmbeddingParams.model_fields}
+    if given.get("facenet_weights") is not None:
+        given["facenet_weights"] = str(given["facenet_weights"])
+    EmbeddingParams.model_validate(given)
+
+
 def embed_faces(
     crops: np.ndarray,
     method: str,
@@ -203,18 +213,12 @@ def embed_faces(
     values; the pipeline passes every one from parameters. ``pca`` is fitted on the crops given, so embed
     all the videos to compare in one call.
     """
-    method = check_choice(f"{_SECTION}.method", method, EMBED_METHODS)
+    _check_options(locals())
     arr = _check_crops(crops)
     if method == "pca":
-        check_range(f"{_SECTION}.size", size, low=4)
-        check_range(f"{_SECTION}.inner_fraction", inner_fraction, low=0.1, high=1.0)
-        check_range(f"{_SECTION}.n_components", n_components, low=1)
         return _embed_pca(arr, int(size), float(inner_fraction), int(n_components), whiten, seed)
     if method == "dlib":
-        check_range(f"{_SECTION}.crop_margin", crop_margin, low=0.0)
-        check_range(f"{_SECTION}.num_jitters", num_jitters, low=0)
         return _l2(_embed_dlib(arr, float(crop_margin), int(num_jitters)))
-    check_range(f"{_SECTION}.batch_size", batch_size, low=1)
     return _l2(_embed_facenet(arr, facenet_weights, int(batch_size)))
 
 
@@ -236,11 +240,7 @@ def embed_videos(
     (``size`` x ``size`` floats) and fits on all of them at the end; ``dlib`` and
     ``facenet`` (``extractor_options``: see :func:`embed_faces`) embed each video as it comes.
     """
-    method = check_choice(f"{_SECTION}.method", method, EMBED_METHODS)
-    if method == "pca":
-        check_range(f"{_SECTION}.size", size, low=4)
-        check_range(f"{_SECTION}.inner_fraction", inner_fraction, low=0.1, high=1.0)
-        check_range(f"{_SECTION}.n_components", n_components, low=1)
+    _check_options(locals())
     parts, owners = [], []
     for name, crops in videos:
         arr = _check_crops(crops)

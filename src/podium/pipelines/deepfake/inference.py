@@ -43,9 +43,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from podium.core.config import ParameterError, check_choice, check_int, check_keys, check_range
+from podium.core.config import check_range
 from podium.core.device import resolve_runtime
 from podium.core.distributed import ItemError, dask_client, iter_items
+from podium.core.params import TypedBlock
 from podium.faces.video import (
     NoFaceError,
     check_extraction_settings,
@@ -56,20 +57,19 @@ from podium.faces.video import (
 from podium.layouts.dfdc import VideoReadError
 from podium.pipelines.deepfake import scoring, stacking
 from podium.pipelines.deepfake.extraction import content_key, face_rows, stored_content_changed
-from podium.pipelines.deepfake.training import (
-    check_state_dicts,
-    check_training_settings,
-    fold_network,
-    predict_videos,
+from podium.pipelines.deepfake.params import (
+    InferenceParams,
+    TrainingParams,
+    VideoScoreParams,
+    typed,
 )
+from podium.pipelines.deepfake.training import check_state_dicts, fold_network, predict_videos
 
 __all__ = [
-    "DEFAULT_SETTINGS",
     "RESULT_KEYS",
     "STATUSES",
     "budget_verdict",
     "build_scorer",
-    "check_inference_settings",
     "check_scorer",
     "cost_table",
     "pending_videos",
@@ -89,7 +89,6 @@ log = logging.getLogger(__name__)
 
 #: Parameter path of the settings block (conf/base/parameters_deepfake_inference.yml).
 PARAMETER = "deepfake_inference"
-PARAMETERS_FILE = "conf/base/parameters_deepfake_inference.yml"
 SCORER_FORMAT = 1
 #: ``scored``: a probability from the models; the others get the fallback.
 STATUSES = ("scored", "no_face", "unreadable", "failed")
@@ -113,68 +112,17 @@ RESULT_KEYS = (
     "content_mtime_ns",
 )
 
-#: Every ``deepfake_inference`` setting with its default.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "videos_folder": "data/01_raw/dfdc/test_videos",  # every *.mp4 in it is scored
-    "model_run_id": None,  # null: the latest local ensemble; else that MLflow run's
-    "fallback": "prior",  # prior (as the training run scores a faceless video) | 0..1
-    "device": "auto",  # auto | cpu | cuda (one GPU per Dask worker)
-    # MTCNN's three thresholds when scoring (the DFDC winner: [0.7, 0.8, 0.8] at inference,
-    # stricter for training crops); null: the training crops' own, which reproduces the
-    # training run's test predictions exactly
-    "thresholds": None,
-    "videos_per_task": 4,  # videos a Dask task scores in a row (decode overlaps the model)
-    "prefetch": 2,  # videos decoded and detected ahead of the model, per task
-    "window": 16,  # tasks in flight; finished results are saved before more are held
-    "budget_seconds_per_video": 8.1,  # DFDC: 9 GPU-hours for 4,000 videos
-    "budget_action": "warn",  # warn | fail, when the run's seconds per video exceed it
-    "projected_videos": 4000,  # N in "hours for N videos" (DFDC's private test set)
-    # instance types for the cost table: price per hour and videos per hour (null: this
-    # run's measured rate), like the DFDC organisers' p3 versus g4 comparison
-    "instances": {},
-}
-
-
-# ---------------------------------------------------------------------------- settings
-
 
 def _param(key: str) -> str:
     return f"{PARAMETER}.{key}"
 
 
-def check_inference_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults filled in and every value checked (errors name ``deepfake_inference.<key>``)."""
-    settings = dict(settings or {})
-    check_keys(PARAMETER, settings, DEFAULT_SETTINGS, where=PARAMETERS_FILE)
-    s = {**DEFAULT_SETTINGS, **settings}
-    fallback = s["fallback"]
-    if fallback != "prior":
-        if isinstance(fallback, bool) or not isinstance(fallback, int | float):
-            raise ParameterError(_param("fallback"), f"expected prior or 0..1, got {fallback!r}")
-        s["fallback"] = float(check_range(_param("fallback"), fallback, low=0.0, high=1.0))
-    s["device"] = check_choice(_param("device"), s["device"], ("auto", "cpu", "cuda"))
-    for key in ("videos_per_task", "prefetch", "window", "projected_videos"):
-        s[key] = check_int(_param(key), s[key], low=1)
-    s["budget_seconds_per_video"] = float(
-        check_range(_param("budget_seconds_per_video"), s["budget_seconds_per_video"], low=0.0)
-    )
-    s["budget_action"] = check_choice(_param("budget_action"), s["budget_action"], BUDGET_ACTIONS)
-    run_id = s["model_run_id"]
-    if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
-        raise ParameterError(_param("model_run_id"), f"expected a run id or null, got {run_id!r}")
-    instances = s["instances"] or {}
-    if not isinstance(instances, Mapping):
-        raise ParameterError(_param("instances"), "expected a mapping of instance name -> {...}")
-    for name, spec in instances.items():
-        where = _param(f"instances.{name}")
-        if not isinstance(spec, Mapping):
-            raise ParameterError(where, "expected {price_per_hour, videos_per_hour}")
-        check_keys(where, spec, {"price_per_hour": None, "videos_per_hour": None, "note": None})
-        check_range(f"{where}.price_per_hour", spec.get("price_per_hour"), low=0.0)
-        if spec.get("videos_per_hour") is not None:
-            check_range(f"{where}.videos_per_hour", spec["videos_per_hour"], low=0.0)
-    s["instances"] = {str(k): dict(v) for k, v in instances.items()}
-    return s
+def _configured(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A block as the configuration wrote it, in JSON types (what a scorer keeps: its
+    digest names the stored results, so it stays what the YAML says)."""
+    if isinstance(block, TypedBlock):
+        return block.as_logged()
+    return json.loads(json.dumps(dict(block), default=list))
 
 
 # ---------------------------------------------------------------------------- the scorer
@@ -210,9 +158,9 @@ def build_scorer(
     runtime = runtime or {}
     scorer = {
         "format": SCORER_FORMAT,
-        "training": json.loads(json.dumps(dict(training), default=list)),
-        "extraction": json.loads(json.dumps(dict(extraction), default=list)),
-        "video_score": dict(video_score),
+        "training": _configured(training),
+        "extraction": _configured(extraction),
+        "video_score": _configured(video_score),
         "prior": float(prior),
         "calibration": {
             **{k: float(calibration[k]) for k in ("factor", "shift", "low", "high")},
@@ -238,9 +186,9 @@ def check_scorer(scorer: Mapping[str, Any]) -> dict[str, Any]:
             f"{scorer.get('format')!r}); fix: run the deepfake training pipeline again, which "
             "saves deepfake_scorer beside the frame models"
         )
-    check_training_settings(scorer["training"])
+    TrainingParams.model_validate(scorer["training"])
     check_extraction_settings(scorer["extraction"])
-    check_choice("deepfake.video_score.rule", scorer["video_score"]["rule"], scoring.SCORE_RULES)
+    VideoScoreParams.model_validate(scorer["video_score"])
     check_range("deepfake_scorer.prior", scorer["prior"], low=0.0, high=1.0)
     return dict(scorer)
 
@@ -274,18 +222,18 @@ class LoadedEnsemble:
     """The fold networks of a scorer, built once (per process, on its device)."""
 
     def __init__(self, state_dicts: Mapping[str, Any], scorer: Mapping[str, Any], device: str):
-        self.config = check_training_settings(scorer["training"])
+        self.config = TrainingParams.model_validate(scorer["training"])
         self.extraction = check_extraction_settings({**scorer["extraction"], "device": device})
         self.runtime = resolve_runtime(
             {**scorer.get("runtime", {}), "device": device, "num_workers": 0}
         )
         keys = check_state_dicts(state_dicts, self.config)
         self.networks = {
-            spec["name"]: [
+            spec.name: [
                 fold_network(spec, self.config, state_dicts[key]).to(self.runtime.device)
-                for key in keys[spec["name"]]
+                for key in keys[spec.name]
             ]
-            for spec in self.config["models"]
+            for spec in self.config.models
         }
         self.scorer = scorer
         self.booster = _booster(scorer["stacker"])
@@ -578,7 +526,7 @@ def stream_scores(
     pipeline, so a re-run scores them). ``failed`` results carry ``prob`` None:
     :func:`submission_table` gives them the fallback.
     """
-    s = check_inference_settings(settings)
+    s = typed(InferenceParams, settings)
     scorer = check_scorer(scorer)
     digest = scorer_digest(scorer)
     device, workers, resources = scoring_workers(s["device"], dask)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from podium.core.config import check_keys
+from podium.core.params import RuntimeParams
 from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import (
@@ -44,19 +44,23 @@ from podium.pipelines.deepfake.extraction import (
     settings_key,
     stream_extraction,
 )
+from podium.pipelines.deepfake.params import (
+    CalibrationParams,
+    DiagnosticsParams,
+    EmbeddingParams,
+    ExtractionParams,
+    InferenceParams,
+    PersonClusterParams,
+    SplitParams,
+    StackingParams,
+    TrainingParams,
+    VideoScoreParams,
+    typed,
+)
 from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
 from podium.pipelines.tracking import as_metrics
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
-CALIBRATION_KEYS = (
-    "factor",
-    "shift",
-    "scale_bounds",
-    "clip_low",
-    "clip_high",
-    "eps",
-    "target_prior",
-)
 #: How many names a console warning lists before "... and N more".
 _LISTED = 10
 
@@ -98,7 +102,7 @@ def extract_faces(
     videos: pd.DataFrame,
     test_videos: pd.DataFrame,
     cached_rows: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    extraction: ExtractionParams,
     dask: Mapping[str, Any],
     cached_records: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[dict[str, dict], dict[str, pd.DataFrame], pd.DataFrame, dict]]:
@@ -184,7 +188,7 @@ def index_faces(
     face_rows_store: Mapping[str, Any],
     videos: pd.DataFrame,
     test_videos: pd.DataFrame,
-    extraction: Mapping[str, Any],
+    extraction: ExtractionParams,
 ) -> pd.DataFrame:
     """The per-crop face index of this run's videos (training and test), from the small
     per-video rows that extraction wrote beside each record; no record is opened.
@@ -216,9 +220,12 @@ def index_faces(
     return index
 
 
-def measure_detection_recall(index: pd.DataFrame, dfdc_root: Path, iou: float) -> dict:
+def measure_detection_recall(
+    index: pd.DataFrame, dfdc_root: Path, diagnostics: DiagnosticsParams
+) -> dict:
     """MTCNN recall on the sampled frames of REAL videos against the sample's truth boxes
     (diagnostics: real DFDC has no truth, and then nothing is logged)."""
+    iou = typed(DiagnosticsParams, diagnostics).iou
     truth = load_truth_boxes(dfdc_root)
     real = index[(index["label"] == "REAL") & index["partition"].isin(list(truth))]
     if real.empty:
@@ -232,8 +239,8 @@ def measure_detection_recall(index: pd.DataFrame, dfdc_root: Path, iou: float) -
 def _person_clusters(
     videos: pd.DataFrame,
     loaders: Mapping[str, Any],
-    embedding: Mapping[str, Any],
-    clustering: Mapping[str, Any],
+    embedding: EmbeddingParams,
+    clustering: PersonClusterParams,
     seed: int,
 ) -> pd.Series:
     """Cluster id per REAL video from its faces, read one video at a time; a REAL without
@@ -243,9 +250,9 @@ def _person_clusters(
         (v, loaders[p]()["crops"]) for v, p in zip(reals["video"], reals["partition"], strict=True)
     )
     options = {k: v for k, v in embedding.items() if k != "method"}
-    faces, owners = embeddings.embed_videos(crops, embedding["method"], seed=seed, **options)
+    faces, owners = embeddings.embed_videos(crops, embedding.method, seed=seed, **options)
     per_video = embeddings.video_embeddings(faces, owners)
-    labels = splits.cluster_people(per_video, seed=seed, **clustering)
+    labels = splits.cluster_people(per_video, seed=seed, **dict(clustering))
     clusters = pd.Series(labels, index=per_video.index, name="person_cluster")
     faceless = videos.loc[(videos["label"] == "REAL") & ~videos["video"].isin(clusters.index)]
     extra = pd.Series(
@@ -277,10 +284,10 @@ def assign_folds(
     videos: pd.DataFrame,
     index: pd.DataFrame,
     faces: Mapping[str, Any],
-    split: Mapping[str, Any],
-    embedding: Mapping[str, Any],
-    person_cluster: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    split: SplitParams,
+    embedding: EmbeddingParams,
+    person_cluster: PersonClusterParams,
+    extraction: ExtractionParams,
     seed: int,
 ) -> pd.DataFrame:
     """The videos with their validation fold (fakes always with their original) and
@@ -288,14 +295,17 @@ def assign_folds(
 
     Only ``person_cluster`` opens records (the REAL videos' crops, one at a time); every
     other strategy reads the face index alone."""
+    split = typed(SplitParams, split)
     clusters = None
     loaders = record_loaders(faces, settings_key(extraction))
     _check_records(loaders, index["partition"].unique())
-    if split["strategy"] == "person_cluster":
+    if split.strategy == "person_cluster":
         with_faces = {p: loaders[p] for p in index["partition"].unique() if p in loaders}
+        embedding = typed(EmbeddingParams, embedding)
+        person_cluster = typed(PersonClusterParams, person_cluster)
         clusters = _person_clusters(videos, with_faces, embedding, person_cluster, seed)
     folds = splits.assign_video_folds(
-        videos, split["strategy"], split["n_folds"], seed, person_clusters=clusters
+        videos, split.strategy, split.n_folds, seed, person_clusters=clusters
     )
     table = videos.assign(fold=folds, has_faces=videos["partition"].isin(index["partition"]))
     if clusters is not None:
@@ -343,9 +353,9 @@ def train_models(
     faces: Mapping[str, Any],
     index: pd.DataFrame,
     folds: pd.DataFrame,
-    training: Mapping[str, Any],
-    runtime: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    training: TrainingParams,
+    runtime: RuntimeParams,
+    extraction: ExtractionParams,
     seed: int,
     deterministic: bool,
     checkpoints: Path,
@@ -382,9 +392,9 @@ def predict_test_frames(
     index: pd.DataFrame,
     test_videos: pd.DataFrame,
     models: Mapping[str, Any],
-    training: Mapping[str, Any],
-    runtime: Mapping[str, Any],
-    extraction: Mapping[str, Any],
+    training: TrainingParams,
+    runtime: RuntimeParams,
+    extraction: ExtractionParams,
 ) -> dict:
     """Per-crop FAKE probabilities of the test videos, streamed video by video."""
     loaders = record_loaders(faces, settings_key(extraction))
@@ -400,10 +410,11 @@ def score_videos(
     test_frame_probs: Mapping[str, Mapping[str, np.ndarray]],
     folds: pd.DataFrame,
     test_videos: pd.DataFrame,
-    video_score: Mapping[str, Any],
+    video_score: VideoScoreParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One score per video and model (the rule is a parameter); a video without a usable
     face gets the training share of FAKE."""
+    video_score = typed(VideoScoreParams, video_score)
     prior = scoring.training_prior(folds["target"].astype(int))
     options = {k: v for k, v in video_score.items() if k != "rule"}
 
@@ -411,7 +422,7 @@ def score_videos(
         scores = videos.copy()
         for model, probs in frame_probs.items():
             per_video = scoring.score_videos(
-                probs, list(videos["partition"]), video_score["rule"], prior, **options
+                probs, list(videos["partition"]), video_score.rule, prior, **options
             )
             scores[f"score_{model}"] = per_video.to_numpy()
         return scores
@@ -447,20 +458,21 @@ def stack_videos(
     folds: pd.DataFrame,
     test_videos: pd.DataFrame,
     index: pd.DataFrame,
-    stacking_params: Mapping[str, Any],
+    stacking_params: StackingParams,
     eps: float,
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
     """LightGBM on per-video features, out of fold with the CNNs' folds, reported beside
     the plain mean of frame scores (the write-up found stacking did not pay); also the
     stacker fitted on every training video, as LightGBM's model text (None when off)."""
-    if not stacking_params["enabled"]:
+    stacking_params = typed(StackingParams, stacking_params)
+    if not stacking_params.enabled:
         empty = pd.DataFrame(columns=["partition", "stacked"])
         return empty, empty, {}, None
     y = folds["target"].astype(int).to_numpy()
     train = _features(oof_frame_probs, folds, index)
-    oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params["lgbm"], seed)
-    model = stacking.fit_stacker(train, y, stacking_params["lgbm"], seed)
+    oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params.lgbm, seed)
+    model = stacking.fit_stacker(train, y, stacking_params.lgbm, seed)
     test = _features(test_frame_probs, test_videos, index)
     test_probs = stacking.predict_stacker(model, test) if len(test) else np.empty(0)
     prior = scoring.training_prior(y)
@@ -488,32 +500,33 @@ def ensemble_and_calibrate(
     test_scores: pd.DataFrame,
     oof_stacked: pd.DataFrame,
     test_stacked: pd.DataFrame,
-    stacking_params: Mapping[str, Any],
-    calibration: Mapping[str, Any],
+    stacking_params: StackingParams,
+    calibration: CalibrationParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """Average the models' logits (or take the stacker's score, with
     ``stacking.replace_mean``), then scale the logit by ``c`` < 1 and shift it by ``b``
     (each fixed, or fitted on the out-of-fold scores) and clip: confident mistakes cost the
     most log loss, and the shift restores the prior that class-balanced training hid.
     Also the calibration as fitted (``factor, shift, low, high``), for the scorer."""
-    if stacking_params["enabled"] and stacking_params.get("replace_mean", False):
+    stacking_params = typed(StackingParams, stacking_params)
+    calibration = typed(CalibrationParams, calibration)
+    if stacking_params.enabled and stacking_params.replace_mean:
         oof_scores = _scores_from_stacker(oof_scores, oof_stacked)
         test_scores = _scores_from_stacker(test_scores, test_stacked)
-    check_keys("deepfake.calibration", calibration, CALIBRATION_KEYS)
     models = [c for c in oof_scores.columns if c.startswith("score_")]
     y = oof_scores["target"].astype(int).to_numpy()
-    target_shift = scoring.prior_shift(scoring.training_prior(y), calibration.get("target_prior"))
+    target_shift = scoring.prior_shift(scoring.training_prior(y), calibration.target_prior)
     oof_raw = scoring.average_logits([oof_scores[m] for m in models])
     factor, shift = scoring.fit_calibration(
         y,
         oof_raw,
-        factor=calibration["factor"],
-        shift=calibration.get("shift", 0.0),
-        bounds=tuple(calibration["scale_bounds"]),
+        factor=calibration.factor,
+        shift=calibration.shift,
+        bounds=tuple(calibration.scale_bounds),
     )
-    clip = calibration["clip_low"], calibration["clip_high"]
+    clip = calibration.clip_low, calibration.clip_high
     before_after = scoring.log_loss_before_after(
-        y, oof_raw, factor, *clip, calibration["eps"], shift=shift
+        y, oof_raw, factor, *clip, calibration.eps, shift=shift
     )
     oof = oof_scores.assign(
         ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip, shift=shift)
@@ -544,16 +557,17 @@ def package_scorer(
     folds: pd.DataFrame,
     stacker: str | None,
     calibration: Mapping[str, float],
-    training: Mapping[str, Any],
-    extraction: Mapping[str, Any],
-    video_score: Mapping[str, Any],
-    stacking_params: Mapping[str, Any],
-    runtime: Mapping[str, Any],
+    training: TrainingParams,
+    extraction: ExtractionParams,
+    video_score: VideoScoreParams,
+    stacking_params: StackingParams,
+    runtime: RuntimeParams,
 ) -> dict:
     """What scores a new video beside the fold models' weights (``deepfake_scorer``): the
     settings, the training prior, the fitted calibration, the precision the test videos
     were predicted at and, with ``replace_mean``, the stacker; the ``deepfake_inference``
     pipeline and the MLflow model read it."""
+    stacking_params = typed(StackingParams, stacking_params)
     return inference.build_scorer(
         training=training,
         extraction=extraction,
@@ -561,7 +575,7 @@ def package_scorer(
         prior=scoring.training_prior(folds["target"].astype(int)),
         calibration=calibration,
         stacker=stacker,
-        replace_mean=bool(stacking_params["enabled"] and stacking_params.get("replace_mean")),
+        replace_mean=stacking_params.enabled and stacking_params.replace_mean,
         weights=inference.weights_digest(frame_models),
         runtime=runtime,
     )
@@ -604,7 +618,7 @@ def plot_roc(oof: pd.DataFrame) -> Figure:
 def plot_face_grid(
     faces: Mapping[str, Any],
     oof: pd.DataFrame,
-    extraction: Mapping[str, Any],
+    extraction: ExtractionParams,
     n_videos: int,
 ) -> Figure:
     """A face crop of each of ``n_videos`` videos (half FAKE) with its manipulation mask
@@ -627,9 +641,9 @@ def plot_face_grid(
 # ---------------------------------------------------------------------------- inference
 
 
-def list_videos_to_score(settings: Mapping[str, Any]) -> pd.DataFrame:
+def list_videos_to_score(settings: InferenceParams) -> pd.DataFrame:
     """Every ``*.mp4`` of ``deepfake_inference.videos_folder`` (``video``, ``path``)."""
-    return inference.video_table(inference.check_inference_settings(settings)["videos_folder"])
+    return inference.video_table(typed(InferenceParams, settings).videos_folder)
 
 
 def _checked_ensemble(
@@ -650,7 +664,7 @@ def score_new_videos(
     frame_models: Mapping[str, Any],
     scorer: Mapping[str, Any],
     stored: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: InferenceParams,
     dask: Mapping[str, Any],
 ) -> Iterator[tuple[dict[str, dict], dict]]:
     """Score the videos without a current result for this ensemble, saving each task's
@@ -659,7 +673,7 @@ def score_new_videos(
 
     Each yield: the new results (``<scorer digest>/<video stem>`` -> result; ``failed``
     ones are not kept, so the next run tries them again) and the run's timing so far."""
-    s = inference.check_inference_settings(settings)
+    s = typed(InferenceParams, settings)
     scorer = _checked_ensemble(frame_models, scorer, s)
     digest = inference.scorer_digest(scorer)
     table = inference.video_table(videos)
@@ -670,7 +684,7 @@ def score_new_videos(
             len(stale),
             _listed(stale),
         )
-    device, workers, _ = inference.scoring_workers(s["device"], dask)
+    device, workers, _ = inference.scoring_workers(s.device, dask)
     log.info(
         "score_new_videos: %d of %d video(s) to score with ensemble %s (%d already scored) "
         "on %d %s worker(s)",
@@ -719,12 +733,12 @@ def write_inference_submission(
     stored: Mapping[str, Any],
     timing: Mapping[str, Any],
     scorer: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: InferenceParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
     """The submission (one row per listed video, in DFDC's ``filename, label``), the
     per-video report (status, reason, timings), the seconds per video by stage with the
     projected hours (as MLflow metrics) and the cost table of the configured instances."""
-    s = inference.check_inference_settings(settings)
+    s = typed(InferenceParams, settings)
     scorer = inference.scoring_scorer(scorer, s)
     digest = inference.scorer_digest(scorer)
     table = inference.video_table(videos)
@@ -740,7 +754,7 @@ def write_inference_submission(
                 "prob": None,
                 "reason": timing["failed"][video],
             }
-    submission, report = inference.submission_table(table, results, scorer, s["fallback"])
+    submission, report = inference.submission_table(table, results, scorer, s.fallback)
     fallback = report[report["status"] != "scored"]
     if len(fallback):
         log.warning(
@@ -755,12 +769,10 @@ def write_inference_submission(
         timing["wall_seconds"],
         timing["scored_this_run"],
         timing["workers"],
-        s["projected_videos"],
+        s.projected_videos,
     )
     here = f"this machine ({timing['workers']} {timing['device']} worker(s))"
-    costs = inference.cost_table(
-        s["instances"], summary["videos_per_hour"], s["projected_videos"], here
-    )
+    costs = inference.cost_table(s.instances, summary["videos_per_hour"], s.projected_videos, here)
     log.info(
         "write_inference_submission: %d video(s), %.3f s a video (decode %.3f, detect %.3f, "
         "model %.3f), %.1f h for %d videos",
@@ -770,24 +782,24 @@ def write_inference_submission(
         summary["detect_seconds_per_video"],
         summary["model_seconds_per_video"],
         summary["projected_hours"],
-        s["projected_videos"],
+        s.projected_videos,
     )
     return submission, report, as_metrics(summary), costs
 
 
 def check_scoring_budget(
-    report: pd.DataFrame, timing: Mapping[str, Any], settings: Mapping[str, Any]
+    report: pd.DataFrame, timing: Mapping[str, Any], settings: InferenceParams
 ) -> None:
     """Warn, or fail the run (``budget_action: fail``), when this run's seconds per video
     exceed ``budget_seconds_per_video``; the submission is saved either way."""
-    s = inference.check_inference_settings(settings)
+    s = typed(InferenceParams, settings)
     summary = inference.timing_summary(
         report, timing["wall_seconds"], timing["scored_this_run"], timing["workers"], 1
     )
     verdict = inference.budget_verdict(
-        summary["wall_seconds_per_video"], s["budget_seconds_per_video"]
+        summary["wall_seconds_per_video"], s.budget_seconds_per_video
     )
-    if verdict and s["budget_action"] == "fail":
+    if verdict and s.budget_action == "fail":
         raise RuntimeError(f"{verdict}; the submission was saved")
     if verdict:
         log.warning("check_scoring_budget: %s", verdict)
@@ -797,19 +809,19 @@ def score_video_files(
     videos: Any,
     frame_models: Mapping[str, Any],
     scorer: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: InferenceParams,
     dask: Mapping[str, Any],
 ) -> pd.DataFrame:
     """The MLflow model's one node: ``filename, label, status, reason`` of each video of
     ``videos`` (paths, or a table with a ``path`` column), nothing stored. Scored in the
     calling process (no cluster started per ``predict``), or on the Dask cluster at
     ``runtime.dask.scheduler_address`` when the run set one."""
-    s = inference.check_inference_settings(settings)
+    s = typed(InferenceParams, settings)
     scorer = _checked_ensemble(frame_models, scorer, s)
     table = inference.video_table(videos)
     cluster = {"n_workers": 0, "scheduler_address": dask.get("scheduler_address")}
     results: dict[str, dict] = {}
     for chunk in inference.stream_scores(table, frame_models, scorer, s, cluster, progress=False):
         results.update((r["video"], r) for r in chunk)
-    submission, report = inference.submission_table(table, results, scorer, s["fallback"])
+    submission, report = inference.submission_table(table, results, scorer, s.fallback)
     return submission.assign(status=report["status"], reason=report["reason"])

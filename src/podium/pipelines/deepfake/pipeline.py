@@ -44,7 +44,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.measure_detection_recall,
-                ["deepfake_face_index", "dfdc_raw", "params:deepfake.diagnostics.iou"],
+                ["deepfake_face_index", "dfdc_raw", "params:deepfake.diagnostics"],
                 "deepfake_detection_metrics",
                 name="measure_detection_recall",
             ),

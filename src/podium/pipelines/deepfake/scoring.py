@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
-from podium.core.config import ParameterError, check_choice, check_range
+from podium.core.config import ParameterError, check_range
 from podium.core.ensemble import logit, scale_logits, sigmoid, soft_vote
+from podium.pipelines.deepfake.params import CalibrationParams, VideoScoreParams
 
 __all__ = [
     "SCORE_RULES",
@@ -127,8 +128,8 @@ def prior_shift(training_prior: float, target_prior: float | None) -> float:
     share of FAKE ``target_prior``: the difference of their log-odds (0 for None)."""
     if target_prior is None:
         return 0.0
-    check_range(f"{_CALIBRATION}.target_prior", target_prior, low=0.0, high=1.0)
-    if not 0.0 < target_prior < 1.0 or not 0.0 < training_prior < 1.0:
+    CalibrationParams.model_validate({"target_prior": target_prior})
+    if not 0.0 < training_prior < 1.0:
         raise ParameterError(
             f"{_CALIBRATION}.target_prior",
             f"a prior shift needs both priors inside (0, 1), got training {training_prior} and "
@@ -154,11 +155,8 @@ def video_score(
     with p < band_low or p > band_high pooled together, else the plain mean). No usable
     frame -> ``prior``.
     """
-    rule = check_choice(f"{_SCORE}.rule", rule, SCORE_RULES)
+    VideoScoreParams.model_validate({"rule": rule, "band_low": band_low, "band_high": band_high})
     prior = _check_prior(prior)
-    if rule in ("confident_mean", "confident_strategy"):
-        check_range(f"{_SCORE}.band_low", band_low, low=0.0, high=1.0)
-        check_range(f"{_SCORE}.band_high", band_high, low=band_low, high=1.0)
     p = np.asarray(frame_probs, dtype=np.float64).ravel()
     p = p[np.isfinite(p)]
     if len(p) == 0:
@@ -202,13 +200,9 @@ def average_logits(
     return sigmoid(soft_vote([logit(p, eps) for p in prob_list], weights))
 
 
-def _check_bounds(bounds: Sequence[float]) -> tuple[float, float]:
-    low, high = (float(b) for b in bounds)
-    if not 0 <= low < high:
-        raise ParameterError(
-            f"{_CALIBRATION}.scale_bounds", f"expected 0 <= low < high, got {bounds!r}"
-        )
-    return low, high
+def _bounds(bounds: Sequence[float]) -> tuple[float, float]:
+    low, high = CalibrationParams.model_validate({"scale_bounds": tuple(bounds)}).scale_bounds
+    return float(low), float(high)
 
 
 def _shifted(p: Sequence[float] | np.ndarray, factor: float, shift: float, eps: float):
@@ -228,7 +222,7 @@ def fit_logit_scale(
 ) -> float:
     """The ``c`` in ``bounds`` minimising the log loss of ``sigmoid(c * logit(p) + shift)``
     on ``y`` (bounded Brent search; fit it on out-of-fold predictions, never on the test set)."""
-    low, high = _check_bounds(bounds)
+    low, high = _bounds(bounds)
     y_arr = np.asarray(y)
 
     def loss(c: float) -> float:
@@ -257,16 +251,12 @@ def fit_calibration(
     ``factor="fit", shift=0`` is the write-ups' constant; ``shift="fit"`` adds the intercept
     of Platt scaling. Fit on out-of-fold predictions only.
     """
-    for key, value in (("factor", factor), ("shift", shift)):
-        if value != "fit" and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ParameterError(
-                f"{_CALIBRATION}.{key}", f"expected fit or a number, got {value!r}"
-            )
+    CalibrationParams.model_validate({"factor": factor, "shift": shift})
     if shift != "fit":
         c = fit_logit_scale(y, p, bounds, eps, float(shift)) if factor == "fit" else float(factor)
         return c, float(shift)
     y_arr = np.asarray(y)
-    c_bounds = _check_bounds(bounds) if factor == "fit" else (float(factor),) * 2
+    c_bounds = _bounds(bounds) if factor == "fit" else (float(factor),) * 2
 
     def loss(params: np.ndarray) -> float:
         return binary_log_loss(y_arr, _shifted(p, params[0], params[1], eps), eps)
@@ -285,8 +275,7 @@ def calibrate(
     shift: float = 0.0,
 ) -> np.ndarray:
     """``sigmoid(factor * logit(p) + shift)`` clipped to ``[clip_low, clip_high]``."""
-    check_range(f"{_CALIBRATION}.clip_low", clip_low, low=0.0, high=0.5)
-    check_range(f"{_CALIBRATION}.clip_high", clip_high, low=0.5, high=1.0)
+    CalibrationParams.model_validate({"clip_low": clip_low, "clip_high": clip_high})
     return np.clip(_shifted(p, factor, shift, eps), clip_low, clip_high)
 
 

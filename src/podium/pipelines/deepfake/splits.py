@@ -29,8 +29,9 @@ from sklearn.cluster import DBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from podium.core.config import ParameterError, check_choice, check_range
+from podium.core.config import ParameterError, check_range
 from podium.core.splits import assign_folds, check_group_disjoint
+from podium.pipelines.deepfake.params import PersonClusterParams, SplitParams
 
 __all__ = [
     "CLUSTER_METHODS",
@@ -128,9 +129,8 @@ def assign_video_folds(
     need one, FAKEs follow their original) or is a sequence aligned with the rows.
     Whatever the strategy, a FAKE and its original share a fold (checked before returning).
     """
-    check_choice(f"{_SPLIT}.strategy", strategy, STRATEGIES)
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
-        raise ParameterError(f"{_SPLIT}.n_folds", f"expected an integer >= 2, got {n_folds!r}")
+    n_folds = int(n_folds) if isinstance(n_folds, np.integer) else n_folds
+    SplitParams.model_validate({"strategy": strategy, "n_folds": n_folds})
     if len(videos) == 0:
         raise ValueError("no videos to split")
     family = families(videos)
@@ -187,7 +187,16 @@ def cluster_people(
     ``eps`` and ``min_samples``. DBSCAN's noise points each become a singleton cluster:
     no video is dropped.
     """
-    method = check_choice(f"{_CLUSTER}.method", method, CLUSTER_METHODS)
+    PersonClusterParams.model_validate(
+        {
+            "method": method,
+            "n_clusters": int(n_clusters) if isinstance(n_clusters, np.integer) else n_clusters,
+            "eps": eps,
+            "min_samples": min_samples,
+            "pca_components": pca_components,
+            "perplexity": perplexity,
+        }
+    )
     x = np.asarray(video_embeddings, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"expected (n_videos, dim) embeddings, got shape {x.shape}")
@@ -195,25 +204,9 @@ def cluster_people(
         raise ValueError("video embeddings contain NaN or inf")
     n = len(x)
     if method == "kmeans":
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
-            raise ParameterError(
-                f"{_CLUSTER}.n_clusters", f"expected an integer, got {n_clusters!r}"
-            )
         check_range(f"{_CLUSTER}.n_clusters", int(n_clusters), low=1, high=n)
         model = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=seed)
         return model.fit_predict(x).astype(np.int64)
-    for key, value in (
-        ("eps", eps),
-        ("min_samples", min_samples),
-        ("pca_components", pca_components),
-        ("perplexity", perplexity),
-    ):
-        if value is None:
-            raise ParameterError(f"{_CLUSTER}.{key}", "tsne_dbscan needs it; got nothing")
-    check_range(f"{_CLUSTER}.eps", eps, low=0)
-    check_range(f"{_CLUSTER}.min_samples", min_samples, low=1)
-    check_range(f"{_CLUSTER}.pca_components", pca_components, low=1)
-    check_range(f"{_CLUSTER}.perplexity", perplexity, low=0)
     if n < 3:  # t-SNE needs a few points; so few videos are one cluster each
         return np.arange(n, dtype=np.int64)
     k = int(min(pca_components, n, x.shape[1]))

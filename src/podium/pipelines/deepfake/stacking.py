@@ -27,6 +27,7 @@ __all__ = [
     "compare_with_mean",
     "feature_table",
     "fit_stacker",
+    "lgbm_settings",
     "predict_stacker",
     "stack_out_of_fold",
     "video_features",
@@ -88,21 +89,24 @@ def feature_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     return table.astype(np.float64)
 
 
-def _params(lgbm_params: Mapping | None, seed: int) -> tuple[dict, int]:
+def lgbm_settings(lgbm_params: Mapping | None, seed: int) -> tuple[dict, int]:
+    """LightGBM's parameters with podium's (``objective``, ``seed``, ...) and the number of
+    rounds, given exactly once (``num_boost_round`` or an alias); errors name
+    ``deepfake.stacking.lgbm.<key>``."""
     params = dict(lgbm_params or {})
     rounds = [k for k in _ROUNDS_KEYS if k in params]
     if len(rounds) != 1:
         raise ParameterError(
-            f"{_SECTION}.lgbm_params",
+            f"{_SECTION}.lgbm",
             f"give the number of boosting rounds exactly once as num_boost_round, got "
             f"{rounds or 'none'}",
         )
     n_rounds = params.pop(rounds[0])
-    check_range(f"{_SECTION}.lgbm_params.{rounds[0]}", n_rounds, low=1)
+    check_range(f"{_SECTION}.lgbm.{rounds[0]}", n_rounds, low=1)
     for key in ("objective", "seed", "random_state"):
         if key in params:
             raise ParameterError(
-                f"{_SECTION}.lgbm_params.{key}",
+                f"{_SECTION}.lgbm.{key}",
                 "is set by podium (binary objective; the run's seed); remove it",
             )
     return {**params, **_FIXED, "seed": int(seed)}, int(n_rounds)
@@ -126,7 +130,7 @@ def fit_stacker(
     dict with ``num_boost_round``; on ~50 videos set e.g. ``min_data_in_leaf: 3`` and
     ``min_data_in_bin: 1`` or it grows no tree."""
     x, y_arr = _check_inputs(features, y)
-    params, n_rounds = _params(lgbm_params, seed)
+    params, n_rounds = lgbm_settings(lgbm_params, seed)
     data = lgb.Dataset(x, label=y_arr, free_raw_data=True, params={"verbosity": -1})
     return lgb.train(params, data, num_boost_round=n_rounds)
 

@@ -18,8 +18,9 @@ Here is only the competition's part: the lazy crop dataset, the losses, the vali
 ``training.fit`` (AMP, channels_last, a checkpoint every epoch, resume), ``ddp.launch``
 (each (model, fold) in ``runtime.distributed`` processes, or with ``strategy: jobs`` the
 (model, fold) trainings side by side, one process each; one process: in the caller) and
-``seeding.training_seed``. Settings: the ``deepfake.training`` block, every key in
-:data:`DEFAULTS`; errors name ``deepfake.training.<key>``.
+``seeding.training_seed``. Settings: the ``deepfake.training`` block, its keys and defaults
+in :class:`~podium.pipelines.deepfake.params.TrainingParams`; errors name
+``deepfake.training.<key>``.
 
 Seeding: each process seeds itself with ``training_seed(seed + seed_offset, model=<name>,
 fold=<k>, rank=<rank>)`` and ``deepfake.deterministic``, so a fold model is the same whether
@@ -44,7 +45,6 @@ processes get the load functions pickled (PartitionedDataset's are). No kedro or
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -62,24 +62,10 @@ from torch.utils.data import DataLoader, Dataset
 from podium.core import ddp
 from podium.core.augment import build_transforms
 from podium.core.checkpoints import cpu_state_dict
-from podium.core.config import (
-    ParameterError,
-    check_choice,
-    check_int,
-    check_keys,
-    check_range,
-    check_size,
-)
+from podium.core.config import ParameterError
 from podium.core.device import Runtime, autocast, eval_mode, resolve_runtime, to_channels_last
 from podium.core.ensemble import sigmoid
-from podium.core.models import check_backbone
-from podium.core.optim import (
-    OPTIMIZER_KEYS,
-    SCHEDULER_KEYS,
-    build_optimizer,
-    build_scheduler,
-    check_optimization,
-)
+from podium.core.optim import build_optimizer, build_scheduler
 from podium.core.resume import (
     RESUME_FROM,
     check_resume_from,
@@ -98,14 +84,12 @@ from podium.core.training import (
     split_batch,
     updates_per_epoch,
 )
-from podium.pipelines.deepfake.networks import ARCHITECTURES, build_network
+from podium.pipelines.deepfake.networks import build_network
+from podium.pipelines.deepfake.params import KEY_SEP, TrainingParams, typed
 
 __all__ = [
-    "DEFAULTS",
     "RESUME_FROM",
-    "SEGMENTATION_LOSSES",
     "check_state_dicts",
-    "check_training_settings",
     "fold_network",
     "predict_frame_models",
     "predict_videos",
@@ -118,97 +102,17 @@ log = logging.getLogger(__name__)
 
 #: Parameter path of the settings block in conf/base/parameters_deepfake.yml.
 PARAMETER = "deepfake.training"
-SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
-#: Keys of one entry of ``models``.
-MODEL_KEYS = (
-    "name",
-    "architecture",
-    "backbone",
-    "seed_offset",
-    "mask_stride",
-    "decoder_channels",
-)
-#: Separates the model name from the fold in state-dict keys: ``"<model>/fold<k>"``.
-KEY_SEP = "/"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Settings that change neither a fold model nor its predictions (left out of the digest).
 _NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_from")
-
-#: Every ``deepfake.training`` setting with its default (CPU-sized: minutes on the sample).
-DEFAULTS: dict[str, Any] = {
-    # One entry per model trained over the folds (backbone x seed x architecture):
-    #   name: key of its outputs ("<name>/fold<k>"; no "/"),
-    #   architecture: classifier | unet_multitask,
-    #   backbone: any timm model name (unet_multitask needs features_only support),
-    #   seed_offset: added to the run seed (several seeds of one backbone = an ensemble),
-    #   mask_stride: unet_multitask only, the finest stride its decoder reaches (1 = full
-    #     resolution; 4 keeps the dense mask supervision at a fraction of the CPU cost),
-    #   decoder_channels: unet_multitask only, the widest decoder block (null: UNet taper).
-    "models": [
-        {
-            "name": "unet_r10t",
-            "architecture": "unet_multitask",
-            "backbone": "resnet10t",
-            "mask_stride": 4,
-            "decoder_channels": 32,
-            "seed_offset": 0,
-        }
-    ],
-    "image_size": 112,  # crops are resized to image_size x image_size (int or [h, w])
-    "epochs": 20,
-    "batch_size": 32,  # the global batch, split evenly over runtime.distributed processes
-    "predict_batch_size": 64,  # validation / OOF / test batches (no gradients)
-    # core.optim's shape: any timm optimizer, also betas, eps, decay_norm_and_bias (false:
-    # no weight decay on norm weights and biases).
-    "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "momentum": 0.9},
-    # core.optim's shape: cosine | step | multistep | plateau (on val_loss) | poly |
-    # constant | none, also warmup_lr, milestones, mode, monitor, power.
-    "scheduler": {
-        "name": "cosine",
-        "per": "epoch",  # epoch | step
-        "warmup_epochs": 0,
-        "min_lr": 1e-6,  # cosine, poly and plateau floor
-        "step_size": 1,  # step: epochs between decays
-        "decay_rate": 0.5,  # step, multistep, plateau: the multiplier at each decay
-        "patience": 1,  # plateau: epochs without val_loss improvement before decaying
-    },
-    "grad_clip": None,  # max gradient norm, null = no clipping
-    # micro-batches per optimizer step: the effective batch is accumulate x batch_size (a
-    # big backbone at full resolution whose batch does not fit the GPU)
-    "accumulate": 1,
-    # Draw REAL and FAKE crops equally often (sampling with replacement): DFDC is ~80% FAKE,
-    # and a network that sees few reals learns the prior before the artifacts. The
-    # calibration step puts the real prior back.
-    "balance_classes": True,
-    "drop_rate": 0.2,  # dropout before the classification layer
-    "pretrained": False,  # timm ImageNet weights: needs the hub or a local cache
-    # albumentations 2.x transforms applied (after the resize) to each training crop and its
-    # mask, checked by core.augment. Flips only on the sample (its fakes differ by blur and
-    # resolution loss, which the write-ups' heavy list, in conf/full, would erase).
-    "augment": [{"name": "HorizontalFlip", "p": 0.5}],
-    # unet_multitask: total loss = classification * BCE(logit) + segmentation * seg_loss
-    "loss_weights": {"classification": 1.0, "segmentation": 1.0},
-    "segmentation_loss": "bce_dice",  # bce | dice | bce_dice (unet_multitask only)
-    "folds_to_train": None,  # null = every fold in `videos.fold`; else a list of folds
-    # With a checkpoint folder: null = start every fold afresh (deleting an earlier run's
-    # checkpoint); latest = continue its checkpoint, or take its result if it finished.
-    "resume_from": None,
-    "record_cache": 4,  # video records each DataLoader worker keeps open (LRU)
-    "progress": True,  # per-epoch progress bars
+#: The optimizer and scheduler keys a checkpoint's settings digest always holds (conf/base
+#: sets them); a key set beyond them joins the digest, one left at its default does not, so
+#: the digest of a configuration stays what it was when the shared shapes grow a key.
+_DIGESTED = {
+    "optimizer": ("name", "lr", "weight_decay", "momentum"),
+    "scheduler": ("name", "per", "warmup_epochs", "min_lr", "step_size", "decay_rate", "patience"),
 }
-
-#: Nested blocks merged key by key, with the keys each accepts.
-_NESTED = {
-    "optimizer": OPTIMIZER_KEYS,
-    "scheduler": SCHEDULER_KEYS,
-    "loss_weights": ("classification", "segmentation"),
-}
-_FLAT_KEYS_HINT = (
-    "lr, weight_decay and momentum live in the optimizer block, scheduler_params in the "
-    "scheduler block: optimizer: {name, lr, weight_decay, momentum}, scheduler: {name, per, "
-    "warmup_epochs, min_lr, ...}; see training.DEFAULTS"
-)
 
 
 # ---------------------------------------------------------------------------- settings
@@ -218,123 +122,25 @@ def _param(key: str) -> str:
     return f"{PARAMETER}.{key}"
 
 
-def _check_int(key: str, value: Any, low: int) -> int:
-    return check_int(_param(key), value, low=low)
-
-
-def _check_number(key: str, value: Any, low: float, *, strict: bool = False) -> float:
-    check_range(_param(key), value, low=low)
-    if strict and value <= low:
-        raise ParameterError(_param(key), f"expected a number > {low}, got {value!r}")
-    return float(value)
-
-
-def _check_image_size(value: Any) -> tuple[int, int]:
-    return check_size(_param("image_size"), value, minimum=16)
-
-
-def _check_models(models: Any) -> list[dict[str, Any]]:
-    if not isinstance(models, Sequence) or isinstance(models, str) or not models:
-        raise ParameterError(_param("models"), f"expected a non-empty list, got {models!r}")
-    specs: list[dict[str, Any]] = []
-    names: set[str] = set()
-    for i, spec in enumerate(models):
-        where = _param(f"models[{i}]")
-        check_keys(where, spec, MODEL_KEYS, required=("architecture", "backbone"))
-        architecture = check_choice(f"{where}.architecture", spec["architecture"], ARCHITECTURES)
-        backbone = check_backbone(spec["backbone"], f"{where}.backbone")
-        offset = spec.get("seed_offset", 0)
-        if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 0:
-            raise ParameterError(
-                f"{where}.seed_offset", f"expected an integer >= 0, got {offset!r}"
-            )
-        mask_stride = spec.get("mask_stride", 1)
-        if mask_stride not in (1, 2, 4, 8, 16, 32) or isinstance(mask_stride, bool):
-            raise ParameterError(
-                f"{where}.mask_stride", f"expected 1, 2, 4, 8, 16 or 32, got {mask_stride!r}"
-            )
-        decoder_channels = spec.get("decoder_channels")
-        if decoder_channels is not None:
-            decoder_channels = check_int(f"{where}.decoder_channels", decoder_channels, low=1)
-        name = spec.get("name") or f"{architecture}_{backbone}_s{offset}"
-        if not isinstance(name, str) or KEY_SEP in name or not name.strip():
-            raise ParameterError(
-                f"{where}.name", f"expected a non-empty string without {KEY_SEP!r}, got {name!r}"
-            )
-        if name in names:
-            raise ParameterError(f"{where}.name", f"{name!r} is used by another model")
-        names.add(name)
-        specs.append(
-            {
-                "name": name,
-                "architecture": architecture,
-                "backbone": backbone,
-                "seed_offset": offset,
-                "mask_stride": int(mask_stride),
-                "decoder_channels": decoder_channels,
-            }
-        )
-    return specs
-
-
-def check_training_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``DEFAULTS`` updated with ``settings`` (nested blocks merged key by key), validated.
-
-    Returns the merged settings with ``models`` normalised (names filled in) and
-    ``image_size`` as ``(height, width)``. The optimizer and scheduler blocks are checked
-    by ``core.optim`` (errors name ``deepfake.training.optimizer.<key>``); augmentations
-    are validated when built.
-    """
-    settings = {} if settings is None else settings
-    check_keys(PARAMETER, settings, DEFAULTS, hint=_FLAT_KEYS_HINT)
-    merged = copy.deepcopy(DEFAULTS)
-    for key, value in settings.items():
-        if key in _NESTED and value is not None:
-            if not isinstance(value, Mapping):
-                raise ParameterError(_param(key), f"expected a block, got {value!r}")
-            check_keys(_param(key), value, _NESTED[key], hint=_FLAT_KEYS_HINT)
-            merged[key].update(copy.deepcopy(dict(value)))
-        else:
-            merged[key] = copy.deepcopy(value)
-    merged["models"] = _check_models(merged["models"])
-    merged["image_size"] = _check_image_size(merged["image_size"])
-    for key, low in (
-        ("epochs", 1),
-        ("batch_size", 1),
-        ("predict_batch_size", 1),
-        ("record_cache", 1),
-        ("accumulate", 1),
-    ):
-        merged[key] = _check_int(key, merged[key], low)
-    check_optimization(
-        merged["optimizer"], merged["scheduler"], epochs=merged["epochs"], parameter=PARAMETER
-    )
-    merged["drop_rate"] = float(
-        check_range(_param("drop_rate"), merged["drop_rate"], low=0, high=1)
-    )
-    check_choice(_param("segmentation_loss"), merged["segmentation_loss"], SEGMENTATION_LOSSES)
-    check_resume_from(_param("resume_from"), merged["resume_from"])
-    weights = merged["loss_weights"]
-    for key in ("classification", "segmentation"):
-        _check_number(f"loss_weights.{key}", weights[key], 0.0)
-    if weights["classification"] + weights["segmentation"] <= 0:
-        raise ParameterError(_param("loss_weights"), "the weights cannot both be 0")
-    if merged["grad_clip"] is not None:
-        merged["grad_clip"] = _check_number("grad_clip", merged["grad_clip"], 0.0, strict=True)
-    for key in ("pretrained", "progress", "balance_classes"):
-        if not isinstance(merged[key], bool):
-            raise ParameterError(_param(key), f"expected true or false, got {merged[key]!r}")
-    folds = merged["folds_to_train"]
-    if folds is not None and (
-        not isinstance(folds, Sequence)
-        or isinstance(folds, str)
-        or not folds
-        or not all(isinstance(f, int | np.integer) and not isinstance(f, bool) for f in folds)
-    ):
-        raise ParameterError(
-            _param("folds_to_train"), f"expected null or a non-empty list of folds, got {folds!r}"
-        )
-    return merged
+def shaping_settings(config: TrainingParams) -> dict[str, Any]:
+    """The settings part of a checkpoint folder's digest: every setting that shapes a fold
+    model, as plain JSON-able values (``image_size`` as [height, width])."""
+    shaping: dict[str, Any] = {}
+    for key in type(config).model_fields:
+        if key in _NOT_SHAPING:
+            continue
+        value = config[key]
+        if key in _DIGESTED:
+            keys = [*_DIGESTED[key], *sorted(value.model_fields_set - set(_DIGESTED[key]))]
+            value = {k: value[k] for k in keys}
+        elif key == "image_size":
+            value = config.image_hw()
+        elif key == "augment":
+            value = list(value.root)
+        elif key == "loss_weights":
+            value = dict(value)
+        shaping[key] = value
+    return shaping
 
 
 # ---------------------------------------------------------------------------- data
@@ -615,9 +421,9 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     with_masks = spec["architecture"] == "unet_multitask"
     loss_fn = _make_loss(spec["architecture"], config["loss_weights"], config["segmentation_loss"])
     network = _network(spec, config, pretrained=config["pretrained"])
-    augment = build_transforms(config["augment"], parameter=_param("augment"))
+    augment = build_transforms(list(config.augment), parameter=_param("augment"))
     rows, labels, held_out = job["rows"], job["labels"], job["in_fold"]
-    common = (_resize(config["image_size"]), with_masks, config["record_cache"])
+    common = (_resize(config.image_hw()), with_masks, config.record_cache)
 
     def crops(chosen: np.ndarray, transforms: A.Compose | None) -> _FrameDataset:
         resize, masks, cache = common
@@ -702,7 +508,8 @@ def train_frame_models(
             None), called inside the DataLoader workers.
         index: the face index (``partition``, ``crop``: one row per crop).
         videos: one row per training video: ``partition``, ``label`` (REAL/FAKE), ``fold``.
-        settings: the ``deepfake.training`` block (see :data:`DEFAULTS`).
+        settings: the ``deepfake.training`` block (:class:`TrainingParams`, or a mapping
+            validated by it).
         runtime: the ``runtime`` block: device, precision, num_workers, channels_last and
             ``distributed`` (processes per (model, fold), see ``core.ddp``).
         seed: the run seed; model ``m`` fold ``k`` rank ``r`` is seeded with
@@ -720,25 +527,22 @@ def train_frame_models(
         model -> partition -> float32 per-crop FAKE probabilities from the fold model that
         did not train on that video (every video of the trained folds).
     """
-    config = check_training_settings(settings)
+    config = typed(TrainingParams, settings)
     rt = resolve_runtime(runtime)
     processes = ddp.resolve_distributed(runtime.get("distributed"), device=rt.device)
-    resume = check_resume_from(_param("resume_from"), config["resume_from"], checkpoint_dir)
+    resume = check_resume_from(_param("resume_from"), config.resume_from, checkpoint_dir)
     videos = _check_videos(videos)
     folds = sorted(int(f) for f in videos["fold"].unique())
     if len(folds) < 2:
         raise ValueError(f"videos.fold has {len(folds)} distinct fold(s): K-fold needs >= 2")
-    trained = (
-        folds if config["folds_to_train"] is None else [int(f) for f in config["folds_to_train"]]
-    )
+    trained = folds if config.folds_to_train is None else [int(f) for f in config.folds_to_train]
     unknown = sorted(set(trained) - set(folds))
     if unknown:
         raise ParameterError(
             _param("folds_to_train"), f"fold(s) {unknown} not in videos.fold (folds: {folds})"
         )
-    # Validate the augmentations and the batch split before any (long) loading or training.
-    build_transforms(config["augment"], parameter=_param("augment"), seed=0)
-    ddp.local_batch_size(config["batch_size"], processes.world_size, parameter=_param("batch_size"))
+    # The batch split checked before any (long) loading or training.
+    ddp.local_batch_size(config.batch_size, processes.world_size, parameter=_param("batch_size"))
 
     unknown_records = sorted(set(videos["partition"]) - set(records))
     if unknown_records:
@@ -764,7 +568,7 @@ def train_frame_models(
     root = None
     if checkpoint_dir is not None:
         shaping = {
-            "settings": {k: v for k, v in config.items() if k not in _NOT_SHAPING},
+            "settings": shaping_settings(config),
             "seed": int(seed),
             "deterministic": bool(deterministic),
             "runtime": runtime_shaping(rt, processes.world_size),
@@ -775,7 +579,7 @@ def train_frame_models(
     epochs: list[dict[str, Any]] = []
     out_of_fold: dict[str, dict[str, np.ndarray]] = {}
     jobs, trained_folds = [], []
-    for spec in config["models"]:
+    for spec in config.models:
         for fold in trained:
             in_fold = fold_of == fold
             if not in_fold.any() or in_fold.all():
@@ -794,7 +598,11 @@ def train_frame_models(
             }
             # a model's folder follows its own spec: adding a model keeps the others' folds
             name = spec["name"]
-            folder = None if root is None else root / f"{name}-{short_digest(spec)}" / f"fold{fold}"
+            folder = (
+                None
+                if root is None
+                else root / f"{name}-{short_digest(spec.as_dict())}" / f"fold{fold}"
+            )
             jobs.append((job, folder))
             trained_folds.append((name, fold, in_fold))
     results = run_jobs(train_fold, jobs, settings=processes)
@@ -825,11 +633,13 @@ def _fold_keys(state_dicts: Mapping[str, Any], name: str) -> list[str]:
 
 
 def check_state_dicts(
-    state_dicts: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]
+    state_dicts: Mapping[str, Mapping[str, torch.Tensor]],
+    config: TrainingParams | Mapping[str, Any],
 ) -> dict[str, list[str]]:
-    """The fold keys of every model of ``config`` (checked settings): each model has at least
-    one ``"<name>/fold<k>"`` entry and every entry belongs to a model of the settings."""
-    names = [spec["name"] for spec in config["models"]]
+    """The fold keys of every model of ``config`` (the ``deepfake.training`` settings): each
+    model has at least one ``"<name>/fold<k>"`` entry and every entry belongs to a model of
+    the settings."""
+    names = [spec.name for spec in typed(TrainingParams, config).models]
     strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
     if strays:
         raise ParameterError(
@@ -873,13 +683,14 @@ def predict_videos(
     records: Mapping[str, Any],
     index: pd.DataFrame,
     networks: Mapping[str, Callable[[], Iterable[nn.Module]]],
-    config: Mapping[str, Any],
+    config: TrainingParams | Mapping[str, Any],
     rt: Runtime,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-crop FAKE probabilities: model -> partition -> float32 array, each model's the
     ``sigmoid`` of the mean of its fold models' logits. ``networks``: per model name, a
     function giving its fold networks (built one at a time, or already loaded); ``config``:
-    checked settings."""
+    the ``deepfake.training`` settings."""
+    config = typed(TrainingParams, config)
     partitions = sorted(index["partition"].unique())
     rows = _crop_rows(index, partitions)
     lengths = rows.groupby("partition", sort=False).size().loc[partitions].tolist()
@@ -887,8 +698,8 @@ def predict_videos(
         records,
         rows,
         np.zeros(len(rows)),
-        _resize(config["image_size"]),
-        cache_size=config["record_cache"],
+        _resize(config.image_hw()),
+        cache_size=config.record_cache,
     )
     batches = video_batches(lengths, config["predict_batch_size"])
     loader = seeded_loader(
@@ -936,7 +747,7 @@ def predict_frame_models(
     ``state_dicts``, and every entry must belong to a model of the settings. Fold models
     are built one at a time.
     """
-    config = check_training_settings(settings)
+    config = typed(TrainingParams, settings)
     rt = resolve_runtime(runtime)
     keys = check_state_dicts(state_dicts, config)
 
@@ -948,5 +759,5 @@ def predict_frame_models(
 
         return build
 
-    networks = {spec["name"]: folds(spec) for spec in config["models"]}
+    networks = {spec.name: folds(spec) for spec in config.models}
     return predict_videos(records, index, networks, config, rt)

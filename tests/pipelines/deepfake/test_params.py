@@ -1,0 +1,321 @@
+"""The deepfake and deepfake_inference typed blocks: conf/base and conf/full validate, each
+block names a bad key or value with what is allowed and the file, the defaults are conf/base's,
+the settings digests stay what they were, and a typo in a late block stops a real run before
+its first node."""
+
+from __future__ import annotations
+
+import json
+import time
+import typing
+from pathlib import Path
+
+import mlflow
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from podium.core.params import ParametersInvalid, RuntimeParams
+from podium.core.resume import short_digest
+from podium.pipelines.deepfake import embeddings, networks, scoring, splits
+from podium.pipelines.deepfake import params as p
+from podium.pipelines.deepfake.extraction import settings_key
+from podium.pipelines.deepfake.training import shaping_settings
+from tests.conftest import REPO, TINY_DEEPFAKE, kedro_run, make_project
+
+FILE = "conf/base/parameters_deepfake.yml"
+INFERENCE_FILE = "conf/base/parameters_deepfake_inference.yml"
+
+#: Every block a node reads, by its parameter path.
+BLOCKS = {
+    "deepfake.extraction": p.ExtractionParams,
+    "deepfake.diagnostics": p.DiagnosticsParams,
+    "deepfake.split": p.SplitParams,
+    "deepfake.embedding": p.EmbeddingParams,
+    "deepfake.person_cluster": p.PersonClusterParams,
+    "deepfake.training": p.TrainingParams,
+    "deepfake.video_score": p.VideoScoreParams,
+    "deepfake.stacking": p.StackingParams,
+    "deepfake.calibration": p.CalibrationParams,
+    "deepfake_inference": p.InferenceParams,
+}
+
+
+def _parameters(env: str) -> dict:
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO / "conf"),
+        base_env="base",
+        default_run_env=env,
+        merge_strategy={"parameters": "soft"},
+    )
+    return loader["parameters"]
+
+
+def _at(parameters: dict, path: str):
+    value = parameters
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return _parameters("base")
+
+
+@pytest.fixture(scope="module")
+def full() -> dict:
+    return _parameters("full")
+
+
+# ------------------------------------------------------------------ the configuration
+
+
+@pytest.mark.parametrize("env", ["base", "full"])
+def test_conf_base_and_conf_full_blocks_validate(env):
+    parameters = _parameters(env)
+    for path, model in BLOCKS.items():
+        written = _at(parameters, path)
+        block = model.model_validate(written)
+        assert model.block == path and isinstance(block, model)
+        # MLflow logs, and a scorer keeps, exactly what the YAML wrote (an integer stays one)
+        assert block.as_logged() == json.loads(json.dumps(written)), path
+    RuntimeParams.model_validate(parameters["runtime"])
+
+
+def test_conf_full_is_read_as_written(full):
+    training = p.TrainingParams.model_validate(full["deepfake"]["training"])
+    assert [m.name for m in training.models] == ["b4_s0", "b4_s1", "b7_s0", "b4_unet"]
+    assert training.optimizer.lr == 3e-4 and training.optimizer.name == "adamw"  # soft merge
+    assert len(training.augment) == 8 and training.image_hw() == (380, 380)
+    extraction = p.ExtractionParams.model_validate(full["deepfake"]["extraction"])
+    assert extraction.crop_mode == "isotropic_pad" and extraction.thresholds == [0.85, 0.95, 0.95]
+    inference = p.InferenceParams.model_validate(full["deepfake_inference"])
+    assert inference.thresholds == [0.7, 0.8, 0.8] and inference.videos_per_task == 8
+
+
+def _same_where_written(default, written, path: str) -> None:
+    """Every value conf/base writes equals the default, nested blocks key by key."""
+    if isinstance(written, dict) and isinstance(default, dict):
+        for key, value in written.items():
+            assert key in default, f"{path}.{key} is not a key of the model"
+            _same_where_written(default[key], value, f"{path}.{key}")
+    else:
+        assert default == written, f"{path}: the default {default!r} != conf/base's {written!r}"
+
+
+def test_every_default_is_conf_base_value(base):
+    """A key left out behaves as conf/base: the models' defaults are conf/base's values."""
+    for path, model in BLOCKS.items():
+        written = _at(base, path)
+        _same_where_written(model().as_dict(), written, path)
+        # where conf/base sets every key, the block read is exactly the defaults
+        if set(written) == set(model.model_fields):
+            assert model.model_validate(written) == model(), path
+    # the blocks conf/base writes whole
+    for path in ("deepfake.extraction", "deepfake.training", "deepfake.calibration"):
+        assert set(_at(base, path)) == set(BLOCKS[path].model_fields), path
+
+
+def test_the_choices_are_the_building_blocks_own():
+    def choices(model, key):
+        annotation = model.model_fields[key].annotation
+        return set(typing.get_args(annotation))
+
+    assert choices(p.SplitParams, "strategy") == set(splits.STRATEGIES)
+    assert choices(p.PersonClusterParams, "method") == set(splits.CLUSTER_METHODS)
+    assert choices(p.EmbeddingParams, "method") == set(embeddings.EMBED_METHODS)
+    assert choices(p.VideoScoreParams, "rule") == set(scoring.SCORE_RULES)
+    assert choices(p.ModelEntry, "architecture") == set(networks.ARCHITECTURES)
+
+
+# ------------------------------------------------------------------ the digests
+
+
+def test_the_settings_digests_stay_what_they_were(base, full):
+    """Cached faces and checkpoints are found again: the extraction settings digest and the
+    checkpoint folders' digests of conf/base, conf/full and the tests' tiny configuration
+    are the ones computed before the blocks were typed."""
+    tiny = {**base["deepfake"]["extraction"], **TINY_DEEPFAKE["deepfake"]["extraction"]}
+    for given, key in (
+        (base["deepfake"]["extraction"], "c035aa0ff7"),
+        (full["deepfake"]["extraction"], "db742578d2"),
+        (tiny, "bdb96acd03"),
+    ):
+        assert settings_key(p.ExtractionParams.model_validate(given)) == key
+        assert settings_key(given) == key  # a plain dict: the same digest
+    assert settings_key({"n_frames": 4, "crop_size": 64, "margin": 0.5}) == "bdb96acd03"
+
+    def digests(block):
+        config = p.TrainingParams.model_validate(block)
+        specs = [short_digest(m.as_dict()) for m in config.models]
+        return short_digest(shaping_settings(config)), specs
+
+    assert digests(base["deepfake"]["training"]) == ("6ace9fd095acc11e", ["296a9621c8e7faf8"])
+    assert digests({}) == digests(base["deepfake"]["training"])
+    assert digests(full["deepfake"]["training"]) == (
+        "b7e417ae5eaada63",
+        ["23a830b56af58389", "d774515a13d23aea", "eda26c26947ab8f0", "194ccc651220a152"],
+    )
+    tiny_training = {**base["deepfake"]["training"], **TINY_DEEPFAKE["deepfake"]["training"]}
+    assert digests(tiny_training) == ("44b9d0beaf18d5cf", ["efa58f50ffd87f86"])
+    partial = {"epochs": 2, "optimizer": {"lr": 0.01}, "scheduler": {"name": "step"}}
+    assert digests(partial) == ("52ce449e884cbb32", ["296a9621c8e7faf8"])
+
+
+# ------------------------------------------------------------------ the errors
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "path", "told"),
+    [
+        (p.ExtractionParams, {"n_frame": 8}, "deepfake.extraction.n_frame", "'n_frames'"),
+        (p.ExtractionParams, {"keep": "biggest"}, "deepfake.extraction.keep", "all, largest"),
+        (p.ExtractionParams, {"downscale": 0}, "deepfake.extraction.downscale", "> 0"),
+        (p.ExtractionParams, {"device": "gpu"}, "deepfake.extraction.device", "cuda:<k>"),
+        (
+            p.ExtractionParams,
+            {"crop_mode": "isotropic_pad", "crop_size": [64, 48]},
+            "deepfake.extraction.crop_size",
+            "one integer",
+        ),
+        (p.ExtractionParams, {"thresholds": [0.6, 1.5, 0.7]}, "deepfake.extraction.thresholds[1]", "<= 1"),
+        (p.DiagnosticsParams, {"iuo": 0.5}, "deepfake.diagnostics.iuo", "'iou'"),
+        (p.DiagnosticsParams, {"iou": 1.5}, "deepfake.diagnostics.iou", "<= 1"),
+        (p.SplitParams, {"n_fold": 3}, "deepfake.split.n_fold", "'n_folds'"),
+        (p.SplitParams, {"n_folds": 1}, "deepfake.split.n_folds", ">= 2"),
+        (p.SplitParams, {"strategy": "people"}, "deepfake.split.strategy", "person_cluster"),
+        (p.EmbeddingParams, {"methd": "pca"}, "deepfake.embedding.methd", "'method'"),
+        (p.EmbeddingParams, {"method": "arcface"}, "deepfake.embedding.method", "dlib, facenet"),
+        (p.EmbeddingParams, {"inner_fraction": 0.05}, "deepfake.embedding.inner_fraction", ">= 0.1"),
+        (p.PersonClusterParams, {"n_cluster": 6}, "deepfake.person_cluster.n_cluster", "'n_clusters'"),
+        (p.PersonClusterParams, {"method": "tsne_dbscan"}, "deepfake.person_cluster.eps", "needs it"),
+        (p.PersonClusterParams, {"n_clusters": 0}, "deepfake.person_cluster.n_clusters", ">= 1"),
+        (p.TrainingParams, {"epoch": 3}, "deepfake.training.epoch", "'epochs'"),
+        (p.TrainingParams, {"epochs": 0}, "deepfake.training.epochs", ">= 1"),
+        (p.TrainingParams, {"lr": 0.1}, "deepfake.training.lr", "optimizer: {name, lr"),
+        (
+            p.TrainingParams,
+            {"models": [{"architecture": "classifier", "backbone": "resnet10tt"}]},
+            "deepfake.training.models[0].backbone",
+            "resnet10t",
+        ),
+        (
+            p.TrainingParams,
+            {"models": [{"architecture": "classifer", "backbone": "resnet10t"}]},
+            "deepfake.training.models[0].architecture",
+            "'classifier'",
+        ),
+        (
+            p.TrainingParams,
+            {"models": [{"architecture": "classifier", "backbone": "resnet10t", "seed": 1}]},
+            "deepfake.training.models[0].seed",
+            "seed_offset",
+        ),
+        (
+            p.TrainingParams,
+            {"models": [{"name": "a", "architecture": "classifier", "backbone": "resnet10t"}] * 2},
+            "deepfake.training.models[1].name",
+            "used by another model",
+        ),
+        (p.TrainingParams, {"optimizer": {"lrr": 0.1}}, "deepfake.training.optimizer.lrr", "'lr'"),
+        (p.TrainingParams, {"optimizer": {"name": "adamm"}}, "deepfake.training.optimizer.name", "adamw"),
+        (p.TrainingParams, {"scheduler": {"name": "onecycle"}}, "deepfake.training.scheduler.name", "cosine"),
+        (
+            p.TrainingParams,
+            {"epochs": 2, "scheduler": {"warmup_epochs": 2}},
+            "deepfake.training.scheduler.warmup_epochs",
+            "epochs",
+        ),
+        (p.TrainingParams, {"augment": [{"name": "HorizontalFlp"}]}, "deepfake.training.augment[0].name", "HorizontalFlip"),
+        (p.TrainingParams, {"loss_weights": {"classificaton": 1.0}}, "deepfake.training.loss_weights.classificaton", "'classification'"),
+        (p.TrainingParams, {"segmentation_loss": "focal"}, "deepfake.training.segmentation_loss", "bce, bce_dice, dice"),
+        (p.TrainingParams, {"resume_from": "best"}, "deepfake.training.resume_from", "latest"),
+        (p.TrainingParams, {"drop_rate": 1.5}, "deepfake.training.drop_rate", "<= 1"),
+        (p.VideoScoreParams, {"rul": "mean"}, "deepfake.video_score.rul", "'rule'"),
+        (p.VideoScoreParams, {"rule": "max"}, "deepfake.video_score.rule", "confident_strategy"),
+        (p.VideoScoreParams, {"band_low": 0.9}, "deepfake.video_score.band_high", ">= band_low"),
+        (p.StackingParams, {"enable": True}, "deepfake.stacking.enable", "'enabled'"),
+        (p.StackingParams, {"enabled": "yes"}, "deepfake.stacking.enabled", "valid boolean"),
+        (p.StackingParams, {"lgbm": {"objective": "regression", "num_boost_round": 5}}, "deepfake.stacking.lgbm.objective", "remove it"),
+        (p.CalibrationParams, {"factr": 0.5}, "deepfake.calibration.factr", "'factor'"),
+        (p.CalibrationParams, {"factor": "fitted"}, "deepfake.calibration.factor", "fit"),
+        (p.CalibrationParams, {"clip_low": 0.7}, "deepfake.calibration.clip_low", "<= 0.5"),
+        (p.CalibrationParams, {"scale_bounds": [1.0, 0.5]}, "deepfake.calibration.scale_bounds", "low < high"),
+        (p.CalibrationParams, {"target_prior": 1.0}, "deepfake.calibration.target_prior", "< 1"),
+        (p.InferenceParams, {"videos_per_tsk": 2}, "deepfake_inference.videos_per_tsk", "'videos_per_task'"),
+        (p.InferenceParams, {"device": "gpu"}, "deepfake_inference.device", "auto, cpu, cuda"),
+        (p.InferenceParams, {"budget_action": "abort"}, "deepfake_inference.budget_action", "fail, warn"),
+        (p.InferenceParams, {"fallback": 1.5}, "deepfake_inference.fallback", "<= 1"),
+        (p.InferenceParams, {"model_run_id": " "}, "deepfake_inference.model_run_id", "run id"),
+        (
+            p.InferenceParams,
+            {"instances": {"p3": {"price": 3.0}}},
+            "deepfake_inference.instances.p3.price",
+            "price_per_hour",
+        ),
+    ],
+)  # fmt: skip
+def test_each_block_names_the_bad_key_what_is_allowed_and_the_file(model, given, path, told):
+    with pytest.raises(ParametersInvalid) as error:
+        model.model_validate(given)
+    text = str(error.value)
+    assert any(where == path for where, _ in error.value.problems), text
+    assert told in text, text
+    assert (INFERENCE_FILE if path.startswith("deepfake_inference") else FILE) in text
+
+
+def test_a_model_entry_is_named_by_the_rule_and_logged_as_written():
+    entry = {"architecture": "classifier", "backbone": "resnet10t", "seed_offset": 2}
+    training = p.TrainingParams.model_validate({"models": [entry]})
+    assert training.models[0].name == "classifier_resnet10t_s2"
+    assert training.as_logged() == {"models": [entry]}  # the name is filled in, not logged
+    with pytest.raises(ParametersInvalid, match=r"models\[0\]\.name"):
+        p.TrainingParams.model_validate({"models": [{**entry, "name": "a/b"}]})
+    with pytest.raises(ParametersInvalid, match=r"models\[0\]\.mask_stride"):
+        p.TrainingParams.model_validate({"models": [{**entry, "mask_stride": True}]})
+
+
+def test_the_inference_run_id_comes_from_the_command_line_too(base):
+    """--params=deepfake_inference.model_run_id=<id> reaches the block (and the catalog)."""
+    given = {**base["deepfake_inference"], "model_run_id": "0123abcd"}
+    assert p.InferenceParams.model_validate(given).model_run_id == "0123abcd"
+    assert p.InferenceParams.model_validate(base["deepfake_inference"]).model_run_id is None
+
+
+def test_a_plain_dictionary_still_works_for_the_building_blocks():
+    """Notebooks pass dictionaries: validated at the building block's door, the missing
+    keys at conf/base's (the training) or the library's (the extraction) defaults."""
+    from podium.faces.video import check_extraction_settings
+    from podium.pipelines.deepfake.training import predict_frame_models
+
+    assert check_extraction_settings({"crop_size": 96})["crop_size"] == (96, 96)
+    with pytest.raises(ParametersInvalid, match=r"deepfake\.extraction\.keep"):
+        check_extraction_settings({"keep": "biggest"})
+    with pytest.raises(ParametersInvalid, match=r"deepfake\.training\.epochz"):
+        predict_frame_models({}, None, {}, {"epochz": 1}, {"device": "cpu"})
+    assert p.typed(p.SplitParams, {"n_folds": 5}) == p.SplitParams(n_folds=5)
+    block = p.SplitParams()
+    assert p.typed(p.SplitParams, block) is block
+
+
+# ------------------------------------------------------------------ a real run
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    root = make_project(tmp_path / "project", TINY_DEEPFAKE, git=False)
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
+    """deepfake.calibration is read after extraction and training; its typo costs seconds."""
+    started = time.monotonic()
+    with pytest.raises(ParametersInvalid, match=r"deepfake\.calibration\.factr.*'factor'"):
+        kedro_run(project, "deepfake", {"deepfake": {"calibration": {"factr": 0.5}}})
+    assert time.monotonic() - started < 10
+    written = [f for f in (project / "data").rglob("*") if f.is_file()]
+    assert not [f for f in written if f.name != ".gitkeep"], written
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("podium")
+    assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
