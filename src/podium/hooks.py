@@ -38,6 +38,7 @@ import logging
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class ReproducibilityHooks:
             )
         if mlflow.active_run() is not None:
             mlflow.set_tags(tags)
+            log_raw_inputs(read, fingerprints)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
@@ -207,6 +209,20 @@ class ReproducibilityHooks:
                 f"{fingerprint['sha256']} ({fingerprint['files']} files, {fingerprint['bytes']} bytes)"
             )
         mlflow.set_tags(tags)
+
+
+def log_raw_inputs(locations: Mapping[str, Path], fingerprints: Mapping[str, Any]) -> None:
+    """Each raw input the run read as an MLflow dataset input (its path and fingerprint), so
+    the run page's Datasets section lists what it trained on."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, path in locations.items():
+        with warnings.catch_warnings():  # MLflow finds two local sources for a folder
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path))
+        digest = fingerprints[name]["sha256"][:16]
+        mlflow.log_input(MetaDataset(source, name=name, digest=digest), context="raw")
 
 
 def _run_seed(

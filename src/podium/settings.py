@@ -6,7 +6,9 @@ keep each run's MLflow status truthful, one run per project folder (the lock
 data/.podium-run.lock; RunGuardHooks); a training run logs its inference pipeline as an
 MLflow model (InferenceModelHooks); kedro-mlflow's own hooks register through its
 entry point and open one MLflow run per ``kedro run``; typed parameter blocks are checked
-when the context is created and logged leaf by leaf (TypedParametersHooks).
+when the context is created and logged leaf by leaf (TypedParametersHooks); each run is
+named after its --params, carries its pipeline's headline metric and a description, and
+ends with a line giving both and the run id (RunSummaryHooks).
 """
 
 from kedro.config import OmegaConfigLoader
@@ -14,12 +16,16 @@ from kedro.config import OmegaConfigLoader
 from podium.hooks import ReproducibilityHooks, TypedParametersHooks
 from podium.inference_models import InferenceModelHooks
 from podium.run_guard import RunGuardHooks
+from podium.run_summary import RunSummaryHooks
 
+SUMMARY = RunSummaryHooks()
 HOOKS = (
     TypedParametersHooks(),
     ReproducibilityHooks(),
     RunGuardHooks(),
     InferenceModelHooks(),
+    SUMMARY,
+    SUMMARY.last_line,
 )
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

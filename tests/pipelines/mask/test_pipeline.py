@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -42,11 +43,38 @@ def _scores(run) -> dict[str, float]:
 
 
 @pytest.mark.slow
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
-    kedro_run(project, "mask", ONE_DASK_WORKER)
+    summary = logging.getLogger("podium.run_summary")  # Kedro's logging config resets root
+    lines = _Lines()
+    summary.addHandler(lines)
+    try:
+        kedro_run(project, "mask", ONE_DASK_WORKER)
+    finally:
+        summary.removeHandler(lines)
     client, run = _only_run(project)
-    assert run.info.run_name == "mask" and run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED"
+    # named after the command line's --params; the headline metric and the description
+    assert run.info.run_name == "mask: runtime.dask.n_workers=1"
     metrics = run.data.metrics
+    assert metrics["mask/score"] == metrics["eval.submission.f1_macro"]
+    assert run.data.tags["mlflow.note.content"].startswith(
+        f"mask/score = {metrics['mask/score']:.4g} (evaluation macro F1 of the submission, "
+        "higher is better) · variant: multihead · backbones: resnet10t · age threshold: 58"
+    )
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert lines.lines[-1].startswith("mask/score = ") and run.info.run_id in lines.lines[-1]
+    (raw,) = [d.dataset for d in run.inputs.dataset_inputs]  # the raw folder it read
+    assert raw.name == "mask_raw" and raw.digest == run.data.tags["data_fingerprint.mask_raw"][:16]
     for prefix in ("oof.soft", "oof.hard", "eval.soft", "eval.hard", "eval.submission"):
         for key in ("f1_macro", "accuracy", "mask.f1_macro", "gender.accuracy", "age.f1_macro"):
             assert 0.0 <= metrics[f"{prefix}.{key}"] <= 1.0, f"{prefix}.{key}"
