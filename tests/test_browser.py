@@ -111,10 +111,29 @@ def test_kedro_viz_draws_the_deepfake_pipeline(browser, tmp_path):
         page.wait_for_selector("svg .pipeline-node", timeout=60_000)
         labels = page.locator(".pipeline-node text").all_text_contents()  # SVG: no innerText
         text = " ".join(labels).lower().replace(" ", "_")
+        # One band (svg rect.pipeline-layer) per layer, its name beside it (li.pipeline-layer-
+        # name); none at all when the layers are in a cycle (see DRAWN_ELSEWHERE in
+        # tests/test_catalog_layers.py).
+        page.wait_for_selector(".pipeline-layer-name", timeout=30_000)
+        layer_names = [
+            name.strip() for name in page.locator(".pipeline-layer-name").all_text_contents()
+        ]
+        bands = page.locator("svg rect.pipeline-layer").count()
         path = screenshot(page, "kedro_viz_deepfake.png")
         page.close()
     for node in ("extract_faces", "train_frame_models", "ensemble_and_calibrate"):
         assert node in text, f"{node} not drawn; labels: {labels[:40]}"
+    # deepfake's datasets are in seven of Kedro's eight layers (no 04_feature), in order
+    assert layer_names == [
+        "raw",
+        "intermediate",
+        "primary",
+        "model_input",
+        "models",
+        "model_output",
+        "reporting",
+    ]
+    assert bands == len(layer_names)
     assert path.stat().st_size > 10_000
 
 
