@@ -24,6 +24,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Small enough that the four generators together take seconds, large enough that every
 # generator still writes its whole layout.
+#: The generator's single face-swap manipulation and no test distractors: the data the
+#: deepfake tests were written against (a direct generator call takes a partial mapping).
+ONE_FAMILY = {"families": {"face_swap": 1.0}, "test_distractors": {"share": 0.0}}
+
 TINY_SAMPLE = {
     "sample_data": {
         "dfdc": {
@@ -36,6 +40,17 @@ TINY_SAMPLE = {
             "seconds": 1.0,
             "width": 160,
             "height": 120,
+            # today's single manipulation and no test distractors: the pipeline tests'
+            # data (every family is set, since parameters merge softly over conf/base's mix)
+            "families": {
+                "face_swap": 1.0,
+                "autoencoder_256": 0.0,
+                "morphable_mask": 0.0,
+                "talking_head": 0.0,
+                "poisson_blend": 0.0,
+                "gan_face": 0.0,
+            },
+            "test_distractors": {"share": 0.0},
         },
         "mask": {"n_people": 6, "n_eval_people": 2, "width": 96, "height": 128},
         "uda": {

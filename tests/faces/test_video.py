@@ -17,6 +17,7 @@ from podium.faces.video import (
 )
 from podium.layouts.dfdc import VideoReadError
 from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from tests.conftest import ONE_FAMILY
 
 SAMPLE = {
     "n_parts": 1,
@@ -34,7 +35,7 @@ SETTINGS = {"n_frames": 4, "crop_size": [48, 40], "margin": 0.4}
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("dfdc")
-    for relpath, data in generate_dfdc_sample(SAMPLE, seed=3).items():
+    for relpath, data in generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=3).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     folder = root / "dfdc_train_part_0"

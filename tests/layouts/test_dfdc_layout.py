@@ -21,7 +21,7 @@ from podium.layouts.dfdc import (
     read_frames,
 )
 from podium.sample_data.dfdc import generate_dfdc_sample
-from tests.conftest import write_tree
+from tests.conftest import ONE_FAMILY, write_tree
 
 TINY = {
     "n_parts": 2,
@@ -40,7 +40,9 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:
-    return write_tree(generate_dfdc_sample(TINY, seed=2), tmp_path_factory.mktemp("dfdc"))
+    return write_tree(
+        generate_dfdc_sample({**TINY, **ONE_FAMILY}, seed=2), tmp_path_factory.mktemp("dfdc")
+    )
 
 
 @pytest.fixture

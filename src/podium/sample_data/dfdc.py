@@ -19,18 +19,34 @@ over time (translation, scale, small in-plane rotation, talking mouth) under dri
 light. Actors recur across videos, mostly within one part folder; a share of them
 (``cross_folder_actor_share``) also appears in the next part folder, as in DFDC, so that a
 split by folder and a split by person differ. Each REAL original has ``fakes_per_real``
-FAKEs: frame by frame the inner face region is replaced by another actor's face rendered
-at the same pose, blended with a feathered mask, with artifacts (colour mismatch,
-resolution/blur mismatch, boundary seams, temporal flicker) whose strength follows
-``difficulty``. Outside the face a fake is pixel-identical to its original before
-encoding (same camera noise), and fakes use the same codec settings as reals, so
-compression is no shortcut.
+FAKEs, each made by one manipulation family drawn per fake (``families``: {family: share},
+see :mod:`podium.sample_data.manipulations`), as DFDC's fakes came from several methods:
+``face_swap`` (a low-resolution autoencoder swap: the inner face replaced by another
+actor's, rendered at the same pose, resampled, blended with a feathered mask, colour
+mismatch, seams, flicker), ``autoencoder_256`` (a sharper swap with the decoder's smoothed
+texture and faint grid), ``morphable_mask`` (a fitted, hard-edged paste that wobbles),
+``talking_head`` (the target's whole head re-rendered from one source frame, its texture
+static), ``poisson_blend`` (a gradient-domain blend, no colour seam) and ``gan_face`` (a
+generated face with an upsampling checkerboard). Their artifacts' strength follows
+``difficulty``. Outside its region (the face; the head for ``talking_head``) a fake is
+pixel-identical to its original before encoding (same camera noise), and fakes use the same
+codec settings as reals, so compression is no shortcut. ``families: {face_swap: 1.0}`` gives
+the files of the single-method generator, byte for byte: the family and distractor draws
+have random streams of their own.
+
+Test videos (REAL and FAKE alike, never training videos) may carry a DFDC-style distractor
+(``test_distractors``: a share of them re-encoded at another crf, resized down and up,
+played at another frame rate over the same duration, or overlaid with a caption, a logo or
+a flower crown that follows the head).
 
 ``_truth.json`` (per part folder and for ``test_videos``) holds, per video, the actor id,
-for fakes the swapped-in actor id, and the per-frame face boxes (x1, y1, x2, y2: forehead to
-chin, ear to ear, in pixels), plus each actor's appearance. It exists for diagnostics,
-plots and tests only: no training or inference node may read it (the real DFDC has no
-such file, and reading it would leak the answer).
+for fakes the swapped-in actor id (null for ``talking_head``: the target's own identity)
+and the manipulation ``family`` (null for reals), for test videos the ``distractor`` (null
+or ``{"kind": ..., its settings}``; a frame-rate change rewrites ``frames``, ``fps`` and
+the boxes), and the per-frame face boxes (x1, y1, x2, y2: forehead to chin, ear to ear, in
+pixels), plus each actor's appearance. It exists for diagnostics, plots and tests only: no
+training or inference node may read it (the real DFDC has no such file, and reading it
+would leak the answer). ``metadata.json`` stays DFDC's: it never names the family.
 
 No kedro or mlflow imports.
 """
@@ -43,13 +59,14 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import av
 import cv2
 import numpy as np
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
+from podium.core.config import ParameterError, describe_choices
 from podium.core.params import (
     Fraction,
     Int,
@@ -61,16 +78,26 @@ from podium.core.params import (
 )
 from podium.sample_data.faces import (
     Appearance,
-    face_region_mask,
     random_appearance,
     render_face,
     render_shoulders,
 )
+from podium.sample_data.manipulations import (
+    DISTRACTORS,
+    FAMILIES,
+    OWN_IDENTITY,
+    apply_distractor,
+    draw_distractors,
+    draw_families,
+    render_family,
+)
+from podium.sample_data.manipulations import finish as _finish
 from podium.sample_data.params import span
 
 __all__ = [
     "TRUTH_FILE",
     "DfdcSampleParams",
+    "DistractorParams",
     "VideoFormat",
     "contact_sheet",
     "encode_mp4",
@@ -119,6 +146,73 @@ class VideoFormat(Params):
     seconds: PositiveFloat = 10.0
 
     _frames = field_validator("seconds")(_at_least_one_frame)
+
+
+#: DFDC-like mix of manipulation families (see conf/base/parameters_sample_data.yml).
+DEFAULT_FAMILIES = {
+    "face_swap": 0.3,
+    "autoencoder_256": 0.2,
+    "morphable_mask": 0.15,
+    "talking_head": 0.15,
+    "poisson_blend": 0.1,
+    "gan_face": 0.1,
+}
+#: Relative weights of the test-video distractor kinds.
+DEFAULT_DISTRACTOR_KINDS = {
+    "reencode": 0.2,
+    "resize": 0.2,
+    "frame_rate": 0.15,
+    "text": 0.15,
+    "logo": 0.15,
+    "flower_crown": 0.15,
+}
+
+
+def _check_shares(shares: dict[str, float], allowed: tuple[str, ...], path: str, noun: str):
+    """Known names only, shares summing to 1 (errors name ``<path>.<name>``)."""
+    for name in shares:
+        if name not in allowed:
+            raise ParameterError(
+                f"{path}.{name}",
+                f"unknown {noun}; {describe_choices(name, list(allowed), noun + ' names')}",
+            )
+    total = float(sum(shares.values()))
+    if abs(total - 1.0) > 1e-6:
+        listed = ", ".join(f"{k}: {v:g}" for k, v in shares.items()) or "nothing"
+        raise ParameterError(
+            path,
+            f"the shares must sum to 1, got {total:.6g} ({listed}); scale them so they add up "
+            f"to 1. An override (conf/local, --params) merges into conf/base's mapping: give "
+            f"share 0 to each {noun} you do not want rather than leaving it out",
+        )
+    return shares
+
+
+class DistractorParams(Params):
+    """``test_distractors``: DFDC-style augmentations of some test videos (never training
+    videos), each recorded in test_videos/_truth.json."""
+
+    share: Fraction = 0.3
+    """Share of test videos (REAL and FAKE alike) given one distractor (exactly
+    round(share * n_test_videos) of them)."""
+    kinds: dict[str, NonNegativeFloat] = Field(
+        default_factory=lambda: dict(DEFAULT_DISTRACTOR_KINDS)
+    )
+    """{kind: share} among those videos, summing to 1: reencode (another crf), resize (down
+    then up to the same size), frame_rate (another fps, same duration: frames dropped or
+    duplicated), text (a caption), logo (a box in a corner), flower_crown (flowers over the
+    head); a kind left out has share 0."""
+    reencode_crf: span(0, 51, int) = (32, 40)
+    """reencode: libx264 crf range [low, high] of the re-encoded video."""
+    resize_scale: span(0.1, 1.0) = (0.3, 0.6)
+    """resize: range [low, high] of the intermediate size (fraction of the frame)."""
+    frame_rate_factors: Annotated[list[PositiveFloat], Field(min_length=1)] = [0.5, 2.0]
+    """frame_rate: new fps = fps x one of these (rounded, at least 1)."""
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: dict[str, float]) -> dict[str, float]:
+        return _check_shares(kinds, DISTRACTORS, "sample_data.dfdc.test_distractors.kinds", "kind")
 
 
 class DfdcSampleParams(Params):
@@ -185,8 +279,23 @@ class DfdcSampleParams(Params):
     """0 = subtle, hard to see ... 1 = obvious, easy artifacts."""
     feather: NonNegativeFloat = 0.05
     """Blend-mask feather (Gaussian sigma / face height) at difficulty 0."""
+    families: dict[str, NonNegativeFloat] = Field(default_factory=lambda: dict(DEFAULT_FAMILIES))
+    """{family: share} of the manipulation methods of the fakes, summing to 1 (a family left
+    out has share 0, but conf/local and --params merge into conf/base's mapping, so an
+    override gives unwanted families 0): face_swap (low-resolution autoencoder swap), autoencoder_256 (sharp
+    swap, decoder texture), morphable_mask (MM/NN: hard-edged fitted paste, wobble),
+    talking_head (NTH: the whole head re-rendered from one frame), poisson_blend (FSGAN-like
+    gradient-domain blend), gan_face (generated face, upsampling checkerboard). Drawn per
+    fake from the seed; recorded in _truth.json, never in metadata.json."""
+    test_distractors: DistractorParams = DistractorParams()
+    """Augmentations of test videos, as DFDC's test set had."""
 
     _frames = field_validator("seconds")(_at_least_one_frame)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: dict[str, float]) -> dict[str, float]:
+        return _check_shares(families, FAMILIES, f"{cls.block}.families", "family")
 
     @field_validator("test_actors")
     @classmethod
@@ -354,75 +463,6 @@ def _render_real(rng, p, actor_id, appearance: Appearance, name: str, n: int) ->
     return _Original(name, actor_id, clean, noise, poses, boxes, kind)
 
 
-def _finish(frame: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-    if noise is None:
-        return frame
-    return np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-
-
-def _render_fake(
-    rng, p, orig: _Original, target: Appearance, donor: Appearance
-) -> list[np.ndarray]:
-    """Swap ``donor``'s face into ``orig`` frame by frame, with difficulty-scaled artifacts."""
-    d = float(p["difficulty"])
-    H, W = orig.clean[0].shape[:2]
-    # per-video artifact settings
-    colour_match = 1.0 - 0.35 * d  # how much the donor's colours are pulled to the target's
-    direction = rng.normal(0, 1, 3)
-    direction /= np.linalg.norm(direction) + 1e-9
-    colour_shift = direction * (1.0 + 10.0 * d) * rng.uniform(0.7, 1.3)
-    down = 1.05 + 1.2 * d * rng.uniform(0.7, 1.3)  # resolution loss inside the mask
-    blur = 0.15 + 0.6 * d
-    feather = max(0.004, float(p["feather"]) * (1.0 - 0.8 * d))
-    seam = (2.0 + 14.0 * d) * rng.choice([-1.0, 1.0])
-    flicker = 0.8 + 5.0 * d  # per-frame colour jitter (grey levels)
-    jitter = 0.3 + 1.2 * d  # per-frame mask/pose jitter (pixels)
-    out = []
-    for frame, noise, pose in zip(orig.clean, orig.noise, orig.poses, strict=True):
-        jx, jy = rng.normal(0, jitter, 2)
-        donor_layer = frame.copy()
-        render_face(
-            donor_layer,
-            donor,
-            (pose.cx + jx * 0.5, pose.cy + jy * 0.5),
-            pose.fh,
-            pose.angle,
-            pose.light,
-            mouth_open=pose.mouth,
-            layers="face",
-        )
-        mask = face_region_mask(
-            (H, W), target, (pose.cx + jx, pose.cy + jy), pose.fh, pose.angle, feather
-        )
-        ys, xs = np.nonzero(mask > 0.003)
-        if len(ys) == 0:
-            out.append(_finish(frame, noise))
-            continue
-        y0, y1 = max(0, ys.min() - 4), min(H, ys.max() + 5)
-        x0, x1 = max(0, xs.min() - 4), min(W, xs.max() + 5)
-        crop = donor_layer[y0:y1, x0:x1].astype(np.float32)
-        base = frame[y0:y1, x0:x1].astype(np.float32)
-        m = mask[y0:y1, x0:x1]
-        ch, cw = crop.shape[:2]
-        small = cv2.resize(
-            crop, (max(2, int(cw / down)), max(2, int(ch / down))), interpolation=cv2.INTER_AREA
-        )
-        crop = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        crop = cv2.GaussianBlur(crop, (0, 0), blur)
-        inner = m > 0.5
-        if inner.any():
-            delta = base[inner].mean(0) - crop[inner].mean(0)
-            crop += delta * colour_match
-        crop += colour_shift + rng.normal(0, flicker, 3)
-        ring = (4.0 * m * (1.0 - m))[..., None]
-        alpha = np.clip(m * (1.0 - abs(rng.normal(0, 0.04 * d))), 0, 1)[..., None]
-        blended = base * (1 - alpha) + crop * alpha + seam * ring
-        result = frame.copy()
-        result[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        out.append(_finish(result, noise))
-    return out
-
-
 # ---------------------------------------------------------------------------- cast
 
 
@@ -477,6 +517,12 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
     root = np.random.SeedSequence(int(seed))
     cast_ss, name_ss, video_ss = root.spawn(3)
     cast_rng, name_rng = np.random.default_rng(cast_ss), np.random.default_rng(name_ss)
+    # families and distractors draw from streams of their own, spawned after the three
+    # above: with a single family and no distractors the files are what they always were
+    family_ss, distractor_ss = root.spawn(2)
+    family_rng = np.random.default_rng(family_ss)
+    distractor_rng = np.random.default_rng(distractor_ss)
+    families = dict(p["families"])
 
     def video_rng() -> np.random.Generator:  # one independent stream per original video
         return np.random.default_rng(video_ss.spawn(1)[0])
@@ -497,16 +543,24 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
 
     def make_fakes(
         rng, orig: _Original, pool: list[str], count: int, q: Mapping = p
-    ) -> list[tuple[str, str, list]]:
+    ) -> list[tuple[str, str | None, str, list]]:
         donors = [a for a in pool if a != orig.actor] or [a for a in cast if a != orig.actor]
         chosen = _pick_donors(rng, cast, orig.actor, donors, count)
         names = _names(name_rng, count, taken)
+        kinds = draw_families(family_rng, families, count)
         return [
-            (nm, donor, _render_fake(rng, q, orig, cast[orig.actor], cast[donor]))
-            for nm, donor in zip(names, chosen, strict=True)
+            (
+                nm,
+                None if family in OWN_IDENTITY else donor,
+                family,
+                render_family(family, rng, q, orig, cast[orig.actor], cast[donor]),
+            )
+            for nm, donor, family in zip(names, chosen, kinds, strict=True)
         ]
 
-    def truth_entry(label, orig: _Original, donor=None, original=None, q: Mapping = p) -> dict:
+    def truth_entry(
+        label, orig: _Original, donor=None, original=None, q: Mapping = p, **extra: Any
+    ) -> dict:
         return {
             "label": label,
             "actor": orig.actor,
@@ -519,6 +573,7 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
             "background": orig.background,
             "difficulty": float(p["difficulty"]) if label == "FAKE" else None,
             "boxes": orig.boxes,
+            **extra,
         }
 
     def truth_doc(entries: dict, actors: list[str]) -> bytes:
@@ -545,11 +600,12 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
                 [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **q_enc
             )
             metadata[name] = {"label": "REAL", "split": "train", "original": None}
-            truth[name] = truth_entry("REAL", orig, q=q)
-            for fname, donor, frames in make_fakes(rng, orig, roster, int(q["fakes_per_real"]), q):
+            truth[name] = truth_entry("REAL", orig, q=q, family=None)
+            count = int(q["fakes_per_real"])
+            for fname, donor, family, frames in make_fakes(rng, orig, roster, count, q):
                 files[f"{folder}/{fname}"] = encode_mp4(frames, **q_enc)
                 metadata[fname] = {"label": "FAKE", "split": "train", "original": name}
-                truth[fname] = truth_entry("FAKE", orig, donor, name, q=q)
+                truth[fname] = truth_entry("FAKE", orig, donor, name, q=q, family=family)
         files[f"{folder}/metadata.json"] = (
             json.dumps(metadata, indent=1, sort_keys=True) + "\n"
         ).encode()
@@ -577,6 +633,20 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
         n_orig = max(n_real, 1 if n_fake else 0)
         truth, labels = {}, []
         origs = []
+        # one distractor (or none) per written test video, reals first, in writing order
+        distractors = iter(draw_distractors(distractor_rng, n_test, p["test_distractors"]))
+
+        def write_test(name: str, frames: list, orig: _Original, entry: dict) -> None:
+            spec = next(distractors)
+            frames, fps, index, crf = apply_distractor(frames, enc["fps"], orig.boxes, spec)
+            files[f"{TEST_FOLDER}/{name}"] = encode_mp4(
+                frames, **{**enc, "fps": fps, "crf": enc["crf"] if crf is None else crf}
+            )
+            if spec is not None and spec["kind"] == "frame_rate":
+                entry = {**entry, "fps": fps, "frames": len(index)}
+                entry["boxes"] = [orig.boxes[i] for i in index]
+            truth[name] = {**entry, "distractor": spec}
+
         for j in range(n_orig):
             rng = video_rng()
             actor = test_ids[j % len(test_ids)]
@@ -584,10 +654,8 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
             orig = _render_real(rng, p, actor, cast[actor], name, n)
             origs.append((rng, orig))
             if j < n_real:  # a hidden original (only when every test video is fake) is not written
-                files[f"{TEST_FOLDER}/{name}"] = encode_mp4(
-                    [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)], **enc
-                )
-                truth[name] = truth_entry("REAL", orig)
+                frames = [_finish(f, z) for f, z in zip(orig.clean, orig.noise, strict=True)]
+                write_test(name, frames, orig, truth_entry("REAL", orig, family=None))
                 labels.append((name, 0))
         per = (
             [n_fake // n_orig + (1 if j < n_fake % n_orig else 0) for j in range(n_orig)]
@@ -595,10 +663,10 @@ def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes
             else []
         )
         for (rng, orig), count in zip(origs, per, strict=True):
-            for fname, donor, frames in make_fakes(rng, orig, test_ids, count):
-                files[f"{TEST_FOLDER}/{fname}"] = encode_mp4(frames, **enc)
+            for fname, donor, family, frames in make_fakes(rng, orig, test_ids, count):
                 original = orig.name if orig.name in truth else None
-                truth[fname] = truth_entry("FAKE", orig, donor, original)
+                entry = truth_entry("FAKE", orig, donor, original, family=family)
+                write_test(fname, frames, orig, entry)
                 labels.append((fname, 1))
         files[f"{TEST_FOLDER}/{TRUTH_FILE}"] = truth_doc(truth, test_ids)
         csv = "filename,label\n" + "".join(f"{nm},{lab}\n" for nm, lab in sorted(labels))
@@ -620,8 +688,10 @@ def _decode_one(data: bytes, index: int) -> np.ndarray:
 def contact_sheet(files: Mapping[str, bytes], n: int = 8):
     """A matplotlib Figure (Agg) of ``n`` frames from REAL and FAKE videos of a sample.
 
-    Each tile shows the middle frame with its label, actor ids and the truth face box.
-    Pairs an original with one of its fakes where possible.
+    Each tile shows the middle frame with its label, the fake's manipulation family, actor
+    ids, a test video's distractor and the truth face box. Pairs an original with one of
+    its fakes where possible, one family after another, so a sheet of 2 x (number of
+    families) tiles shows every family present.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -640,17 +710,39 @@ def contact_sheet(files: Mapping[str, bytes], n: int = 8):
                 reals.append((path, entry))
             else:
                 fakes.setdefault(f"{folder}/{entry['original']}", []).append((path, entry))
+    shown: set = set()
+
+    def take(item: tuple[str, dict]) -> None:
+        picks.append(item)
+        shown.add(item[1].get("family"))
+
+    real_at = dict(reals)
+    for family in FAMILIES:  # first one original and fake per family
+        for orig_path, own in fakes.items():
+            hit = next((f for f in own if f[1].get("family") == family), None)
+            if hit is None or len(picks) >= n:
+                continue
+            if orig_path in real_at and (orig_path, real_at[orig_path]) not in picks:
+                if len(picks) < n - 1:
+                    take((orig_path, real_at[orig_path]))
+            take(hit)
+            break
     for path, entry in reals:
         if len(picks) >= n:
             break
-        picks.append((path, entry))
-        if fakes.get(path) and len(picks) < n:
-            picks.append(fakes[path][0])
-    if len(picks) < n:
-        for lst in fakes.values():
-            for item in lst:
-                if len(picks) < n and item not in picks:
-                    picks.append(item)
+        if (path, entry) in picks:
+            continue
+        take((path, entry))
+        own = fakes.get(path, [])
+        own = [f for f in own if f not in picks]
+        if own and len(picks) < n:
+            take(next((f for f in own if f[1].get("family") not in shown), own[0]))
+    rest = [item for lst in fakes.values() for item in lst]
+    for unseen_first in (True, False):
+        for item in rest:
+            if len(picks) < n and item not in picks:
+                if not unseen_first or item[1].get("family") not in shown:
+                    take(item)
     cols = min(4, max(1, len(picks)))
     rows = max(1, math.ceil(len(picks) / cols))
     fig = Figure(figsize=(3.2 * cols, 2.7 * rows), dpi=100)
@@ -664,12 +756,15 @@ def contact_sheet(files: Mapping[str, bytes], n: int = 8):
         ax.add_patch(
             Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.2)
         )
-        who = (
-            entry["actor"]
-            if entry["label"] == "REAL"
-            else f"{entry['actor']} <- {entry['swap_actor']}"
-        )
-        ax.set_title(f"{entry['label']}  {who}\n{path}", fontsize=7)
+        if entry["label"] == "REAL":
+            what = f"REAL  {entry['actor']}"
+        else:
+            donor = entry["swap_actor"] or "itself"
+            what = f"FAKE {entry.get('family') or ''}  {entry['actor']} <- {donor}"
+        extra = entry.get("distractor")
+        if extra:
+            what += f"  [{extra['kind']}]"
+        ax.set_title(f"{what}\n{path}", fontsize=7)
         ax.axis("off")
     if not picks:
         ax = fig.add_subplot(1, 1, 1)
