@@ -5,8 +5,8 @@ random photo and Monet batches (in [-1, 1], the generators' range), on the same 
 in the same precision (``runtime.precision``; ``--precision`` overrides it), in one
 process:
 
-- **podium**: ``podium.pipelines.monet.cyclegan.CycleGAN.step``, the object
-  ``train_cyclegan`` builds (its four networks from ``networks.py``, its two Adams, its
+- **podium**: ``podium.pipelines.monet.train.CycleGAN.step``, the object
+  ``train_cyclegan`` builds (its four networks from ``model.py``, its two Adams, its
   image pools, its GradScaler, channels_last where the runtime asks for it): both
   generators, all six generator losses, the discriminator update from the pools;
 - **reference**: the same iteration written here from the CycleGAN authors' published
@@ -472,7 +472,7 @@ def measure(setting: Setting, runtime: Any, repeats: int, seed: int) -> dict:
     """One setting: build both sides, check them, time them; its table row."""
     from podium.core.device import to_channels_last
     from podium.core.seeding import make_generator, seed_everything
-    from podium.pipelines.monet.cyclegan import SUB_MODELS, CycleGAN, check_training
+    from podium.pipelines.monet.train import SUB_MODELS, CycleGAN, check_training
 
     m = setting.monet
     check_training(m["data"], m["train"], m["loss"], m["optimizer"], m["model"])

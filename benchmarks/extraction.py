@@ -180,7 +180,7 @@ def load_videos(root: Path, count: int, settings: Mapping[str, Any]) -> list[Vid
     """The first ``count`` REAL videos under ``root`` with truth boxes, frames decoded."""
     from podium.faces.video import read_sampled_frames
     from podium.layouts.dfdc import index_dfdc
-    from podium.pipelines.deepfake.extraction import load_truth_boxes, partition_name
+    from podium.pipelines.deepfake.data import load_truth_boxes, partition_name
 
     truth = load_truth_boxes(root)
     table = index_dfdc(root).videos
@@ -280,7 +280,7 @@ class EndToEnd:
     ``save_seconds`` adds up the time spent saving."""
 
     def __init__(self, settings: Mapping[str, Any], folder: Path) -> None:
-        from podium.pipelines.deepfake.extraction import settings_key
+        from podium.pipelines.deepfake.data import settings_key
 
         self.settings, self.folder = settings, folder / settings_key(settings)
         self.save_seconds = 0.0
@@ -293,7 +293,7 @@ class EndToEnd:
         AtomicPickleDataset(filepath=str(path), backend="joblib", save_args=save_args).save(data)
 
     def __call__(self, video: Video) -> Found:
-        from podium.pipelines.deepfake.extraction import extract_group, face_rows
+        from podium.pipelines.deepfake.data import extract_group, face_rows
 
         member = {
             "video": video.name,
@@ -341,7 +341,7 @@ class Case:
 def recall(videos: Sequence[Video], found: Sequence[Found], iou: float) -> tuple[float, float]:
     """(share of the sampled frames with a found box at IoU >= ``iou`` with the truth box,
     boxes per frame)."""
-    from podium.pipelines.deepfake.extraction import box_iou
+    from podium.pipelines.deepfake.data import box_iou
 
     hits = frames = boxes = 0
     for video, per_frame in zip(videos, found, strict=True):

@@ -136,7 +136,7 @@ def _merge(base: Any, override: Any) -> Any:
 def describe(training: Mapping[str, Any], state_dicts: Mapping[str, Any]) -> str:
     """``unet_multitask resnet10t x 3 folds @112`` for every model of the ensemble."""
     from podium.pipelines.deepfake.params import TrainingParams
-    from podium.pipelines.deepfake.training import check_state_dicts
+    from podium.pipelines.deepfake.train import check_state_dicts
 
     config = TrainingParams.of(training)
     keys = check_state_dicts(state_dicts, config)
@@ -161,7 +161,7 @@ def untrained_ensemble(parameters: Mapping[str, Any], name: str) -> Ensemble:
     a training run would save around them (prior 0.5, identity calibration, no stacker)."""
     from podium.pipelines.deepfake import inference
     from podium.pipelines.deepfake.params import TrainingParams
-    from podium.pipelines.deepfake.training import _network
+    from podium.pipelines.deepfake.train import _network
 
     deepfake = parameters["deepfake"]
     config = TrainingParams.of(deepfake["training"])

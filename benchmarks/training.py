@@ -480,7 +480,7 @@ def _deepfake_prepare(parameters: dict, plan: Plan, scratch: Path, context: Any)
 
 
 def _deepfake_train(inputs: dict, runtime: dict, probe: Probe) -> None:
-    from podium.pipelines.deepfake import training
+    from podium.pipelines.deepfake import train as training
 
     with patched(training, "fit", None) as real_fit:
         training.fit = measuring_fit(real_fit, probe)
@@ -712,7 +712,7 @@ def _monet_prepare(parameters: dict, plan: Plan, scratch: Path, context: Any) ->
 
 def _monet_train(inputs: dict, runtime: dict, probe: Probe) -> None:
     from podium.core.device import resolve_runtime, to_channels_last
-    from podium.pipelines.monet import cyclegan
+    from podium.pipelines.monet import train as cyclegan
     from podium.pipelines.monet.data import JpegImages
 
     m, plan = inputs["monet"], probe.plan

@@ -22,6 +22,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import ONE_FAMILY
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "mask": {
@@ -137,7 +139,7 @@ def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking
     positive finite figures and each detecting case a recall in [0, 1]."""
     from podium.sample_data.dfdc import generate_dfdc_sample
 
-    for relative, data in generate_dfdc_sample(TINY_DFDC, seed=0).items():
+    for relative, data in generate_dfdc_sample({**TINY_DFDC, **ONE_FAMILY}, seed=0).items():
         path = tmp_path / "raw" / "dfdc" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -290,7 +292,7 @@ def test_the_scoring_suite_splits_seconds_per_video_and_takes_its_ratios(
     from podium.pipelines.deepfake.inference import STATUSES
     from podium.sample_data.dfdc import generate_dfdc_sample
 
-    for relative, data in generate_dfdc_sample(TINY_TEST_VIDEOS, seed=0).items():
+    for relative, data in generate_dfdc_sample({**TINY_TEST_VIDEOS, **ONE_FAMILY}, seed=0).items():
         path = tmp_path / "raw" / "dfdc" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

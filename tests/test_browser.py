@@ -99,7 +99,20 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+def _dismiss_overlays(page) -> None:
+    """kedro-viz's release banner and its first-visit tour cover part of the flowchart."""
+    for name in ("Dismiss", "Close"):
+        button = page.get_by_role("button", name=name)
+        if button.count():
+            button.first.click()
+    tour = page.locator(".feature-hints__close, [aria-label='Close']")
+    if tour.count():
+        tour.first.click()
+
+
 def test_kedro_viz_draws_the_deepfake_pipeline(browser, tmp_path):
+    """Collapsed, the flowchart is the write-up's recipe: one box per stage (a namespace
+    deepfake.<stage>), in order; expanded, every node sits in the layer bands of its data."""
     project = make_project(tmp_path / "project", git=False)
     port = free_port()
     kedro = Path(sys.executable).with_name("kedro")
@@ -108,19 +121,31 @@ def test_kedro_viz_draws_the_deepfake_pipeline(browser, tmp_path):
     with serve(command, project, f"{url}/api/main", tmp_path / "viz.log"):
         page = browser.new_page()
         page.goto(f"{url}/?pid=deepfake", wait_until="networkidle")
-        page.wait_for_selector("svg .pipeline-node", timeout=60_000)
-        labels = page.locator(".pipeline-node text").all_text_contents()  # SVG: no innerText
-        text = " ".join(labels).lower().replace(" ", "_")
+        page.wait_for_selector("svg .pipeline-node--modularPipeline", timeout=60_000)
+        _dismiss_overlays(page)
+        page.locator(".pipeline-node--modularPipeline").first.click()  # deepfake: its stages
+        page.wait_for_selector("text=deepfake.scoring", timeout=30_000)
+        page.wait_for_timeout(1_000)  # the layout settles
+        stages = page.locator(".pipeline-node--modularPipeline text").all_text_contents()
+        collapsed = screenshot(page, "kedro_viz_deepfake_stages.png")
+
+        page.goto(f"{url}/?pid=deepfake&expandAllPipelines=true", wait_until="networkidle")
+        page.wait_for_selector("svg .pipeline-node--task", timeout=60_000)
+        _dismiss_overlays(page)
+        labels = page.locator(".pipeline-node--task text").all_text_contents()
         # One band (svg rect.pipeline-layer) per layer, its name beside it (li.pipeline-layer-
         # name); none at all when the layers are in a cycle (see DRAWN_ELSEWHERE in
-        # tests/test_catalog_layers.py).
+        # tests/test_catalog_layers.py and podium.pipelines.stages).
         page.wait_for_selector(".pipeline-layer-name", timeout=30_000)
         layer_names = [
             name.strip() for name in page.locator(".pipeline-layer-name").all_text_contents()
         ]
         bands = page.locator("svg rect.pipeline-layer").count()
-        path = screenshot(page, "kedro_viz_deepfake.png")
+        expanded = screenshot(page, "kedro_viz_deepfake.png")
         page.close()
+    names = ("data", "faces", "split", "models", "scoring", "submission", "report")
+    assert sorted(stages) == sorted(f"deepfake.{name}" for name in names), stages
+    text = " ".join(labels).lower().replace(" ", "_")
     for node in ("extract_faces", "train_frame_models", "ensemble_and_calibrate"):
         assert node in text, f"{node} not drawn; labels: {labels[:40]}"
     # deepfake's datasets are in seven of Kedro's eight layers (no 04_feature), in order
@@ -134,7 +159,7 @@ def test_kedro_viz_draws_the_deepfake_pipeline(browser, tmp_path):
         "reporting",
     ]
     assert bands == len(layer_names)
-    assert path.stat().st_size > 10_000
+    assert collapsed.stat().st_size > 10_000 and expanded.stat().st_size > 10_000
 
 
 def test_mlflow_ui_compares_an_ablations_runs_with_their_parameters(
@@ -173,4 +198,37 @@ def test_mlflow_ui_compares_an_ablations_runs_with_their_parameters(
     assert "deepfake.split.strategy" in content and "deepfake.seed" in content
     assert ">original<" in content and ">folder<" in content
     assert "deepfake.oof_log_loss" in content
+    assert path.stat().st_size > 10_000
+
+
+def test_mlflow_ui_lists_the_runs_by_their_headline_metric(browser, ablated_project, tmp_path):
+    """The experiment opens on its runs table (model development, not GenAI), sorted by
+    deepfake/score, each run's name telling its point and seed."""
+    client, runs = tracked_runs(ablated_project)
+    children = [r for r in runs if r.data.tags.get("kind") == "ablation_run"]
+    scores = {r.info.run_name: r.data.metrics["deepfake/score"] for r in children}
+    experiment = client.get_experiment(children[0].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    store = f"sqlite:///{ablated_project / 'mlflow.db'}"
+    command = [str(mlflow), "ui", "--backend-store-uri", store, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    order = "orderByKey=metrics.%60deepfake%2Fscore%60&orderByAsc=true"
+    with serve(command, ablated_project, f"{url}/health", tmp_path / "mlflow.log"):
+        page = browser.new_page()
+        page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs?{order}")
+        page.wait_for_selector("text=deepfake:folder:seed1", timeout=60_000)
+        close = page.get_by_role("button", name="Close")  # the assistant side panel
+        if close.count():
+            close.first.click()
+        page.wait_for_selector("text=deepfake/score", timeout=60_000)
+        content = page.content()
+        rows = page.locator("[role=row]").all_inner_texts()
+        path = screenshot(page, "mlflow_runs_headline.png")
+        page.close()
+    assert "deepfake/score" in content
+    drawn = [name for text in rows for name in scores if name in text]
+    assert drawn == sorted(scores, key=scores.get), (drawn, scores)  # best (lowest) first
     assert path.stat().st_size > 10_000

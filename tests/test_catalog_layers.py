@@ -48,7 +48,7 @@ PARAMETERS = ("params:", "parameters")
 DRAWN_ELSEWHERE = {
     # 06_models, but fitted on the frame models' out-of-fold output (model_output)
     "deepfake_scorer": "model_output",
-    # 08_reporting, but uda_write_submission gives its test images empty masks
+    # 08_reporting, but uda.submission.write_submission gives its test images empty masks
     "uda_bad_images": "intermediate",
     # 08_reporting, but write_inference_submission reads it for the submission's rows
     "deepfake_inference_timing": "model_output",

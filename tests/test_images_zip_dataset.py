@@ -19,7 +19,7 @@ from PIL import Image
 
 from podium.datasets import ImagesZipDataset
 from podium.datasets.images_zip import ZipMembers
-from podium.pipelines.monet.evaluation import decode_jpeg, encode_jpeg
+from podium.pipelines.monet.evaluate import decode_jpeg, encode_jpeg
 
 
 def _jpg(seed: int) -> bytes:

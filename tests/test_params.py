@@ -146,3 +146,16 @@ def test_typed_blocks_reach_kedro_mlflow_as_the_dictionaries_the_configuration_w
     inputs = {"params:runtime": runtime, "data": [1, 2]}
     TypedParametersHooks().before_node_run(node=None, inputs=inputs)
     assert inputs == {"params:runtime": {"device": "cpu", "dask": {"n_workers": 3}}, "data": [1, 2]}
+
+
+def test_a_list_of_blocks_is_logged_entry_by_entry_and_reproduce_compares_it_so():
+    from podium.ablation.reproduce import param_drift
+    from podium.core.augment import Transforms
+
+    augment = Transforms.at("mask.augment").model_validate([{"name": "HorizontalFlip", "p": 0.5}])
+    inputs = {"params:mask.augment": augment}
+    TypedParametersHooks().before_node_run(node=None, inputs=inputs)
+    assert inputs == {"params:mask.augment": {"0": {"name": "HorizontalFlip", "p": 0.5}}}
+    logged = {"mask.augment.0.name": "HorizontalFlip", "mask.augment.0.p": "0.5"}
+    now = {"mask": {"augment": [{"name": "HorizontalFlip", "p": 0.7}]}}
+    assert param_drift(logged, now) == {"mask.augment.0.p": ("0.5", "0.7")}

@@ -170,7 +170,9 @@ def test_ctrl_c_mid_training_ends_the_run_killed(project):
     assert hit(proc, signal.SIGINT) == 1, output(proc)[-3000:]  # click's "Aborted!"
     run = client_of(project).get_run(lock["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.info.end_time
-    assert run.data.tags[TAG_REASON] == "SIGINT (Ctrl-C) received in node train_cyclegan"
+    assert (
+        run.data.tags[TAG_REASON] == "SIGINT (Ctrl-C) received in node monet.models.train_cyclegan"
+    )
     assert run.data.tags[TAG_PID] == str(proc.pid)
     assert run.data.tags[TAG_HOST] == socket.gethostname()
     assert not (project / LOCK_PATH).exists()
@@ -194,7 +196,7 @@ def test_a_second_run_is_refused_while_the_first_trains_which_sigterm_then_kills
     assert hit(first, signal.SIGTERM) == -signal.SIGTERM, output(first)[-3000:]  # 143 in a shell
     run = client_of(project).get_run(lock["mlflow_run_id"])
     assert run.info.status == "KILLED"
-    assert run.data.tags[TAG_REASON] == "SIGTERM received in node train_cyclegan"
+    assert run.data.tags[TAG_REASON] == "SIGTERM received in node monet.models.train_cyclegan"
     assert not (project / LOCK_PATH).exists()
 
 
@@ -230,7 +232,7 @@ def test_sigkill_leaves_running_until_prune_or_the_next_run_which_fails_in_a_nod
     )
     assert failed.info.status == "FAILED"
     reason = failed.data.tags[TAG_REASON]
-    assert reason.startswith("ParameterError in node train_cyclegan: ")
+    assert reason.startswith("ParameterError in node monet.models.train_cyclegan: ")
     assert "monet.train.resume_from" in reason
     assert not (project / LOCK_PATH).exists()
 

@@ -51,7 +51,7 @@ from kedro.pipeline import Pipeline
 
 from podium.core.ddp import resolve_distributed
 from podium.core.device import check_runtime_keys, resolve_runtime
-from podium.core.params import ParametersInvalid, TypedBlock
+from podium.core.params import ParametersInvalid, TypedBlock, by_position
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
 
@@ -93,7 +93,18 @@ class TypedParametersHooks:
     def before_node_run(self, node: Any, inputs: dict[str, Any]) -> None:
         for name, value in inputs.items():
             if isinstance(value, TypedBlock):
-                inputs[name] = value.as_logged()
+                inputs[name] = logged_entries(value.as_logged())
+
+
+def logged_entries(value: Any) -> Any:
+    """Lists of blocks (model entries, transforms) as ``{"0": ..., "1": ...}``, so
+    kedro-mlflow logs each entry's keys (``deepfake.training.models.0.backbone``) instead
+    of one string for the list; ``kedro reproduce`` compares them the same way
+    (``ablation.grid.flatten(..., entries=True)``)."""
+    value = by_position(value) or value
+    if isinstance(value, Mapping):
+        return {key: logged_entries(item) for key, item in value.items()}
+    return value
 
 
 def check_typed_parameters(

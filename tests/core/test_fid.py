@@ -32,7 +32,7 @@ from podium.core.fid import (
     mifid,
     resolve_inception_weights,
 )
-from podium.pipelines.monet.evaluation import extractor_for, score
+from podium.pipelines.monet.evaluate import extractor_for, score
 from podium.pipelines.monet.running_fid import RunningMemorization
 
 #: Inception-v3's smallest input: keeps the extractor fast.

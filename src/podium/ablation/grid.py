@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from podium.core.params import by_position
+
 REQUIRED = ("name", "pipeline", "metric", "greater_is_better", "baseline", "points")
 OPTIONAL = ("description", "seeds", "params", "metrics")
 # Names end up in MLflow tags, run names and report folders.
@@ -178,13 +180,20 @@ def lookup(parameters: Mapping[str, Any], key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def flatten(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of every leaf (lists are leaves), as kedro-mlflow logs them."""
+def flatten(
+    parameters: Mapping[str, Any], prefix: str = "", *, entries: bool = False
+) -> dict[str, Any]:
+    """Dotted keys of every leaf (lists are leaves: an ablation axis sets a whole list).
+
+    ``entries``: a list of blocks (model entries, transforms) is flattened by position too
+    (``deepfake.training.models.0.backbone``), as podium logs it to MLflow."""
     flat: dict[str, Any] = {}
     for key, value in parameters.items():
         dotted = f"{prefix}{key}"
+        if entries and by_position(value) is not None:
+            value = by_position(value)
         if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{dotted}."))
+            flat.update(flatten(value, f"{dotted}.", entries=entries))
         else:
             flat[dotted] = value
     return flat

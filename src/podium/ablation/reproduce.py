@@ -224,7 +224,7 @@ def param_drift(
 ) -> dict[str, tuple[str, str]]:
     """Logged parameters whose value in today's configuration differs:
     ``key -> (logged, now)``. Values are compared as kedro-mlflow logs them (str)."""
-    current = {key: str(value) for key, value in flatten(parameters).items()}
+    current = {key: str(value) for key, value in flatten(parameters, entries=True).items()}
     drift = {}
     for key, value in logged.items():
         if len(value) >= MAX_PARAM_LENGTH or key not in current:

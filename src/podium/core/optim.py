@@ -91,6 +91,15 @@ class OptimizerParams(Params):
             raise ValueError(f"{name!r} is not a timm optimizer; {choices}")
         return name
 
+    def not_applicable(self) -> set[str]:
+        from timm.optim import get_optimizer_info
+
+        info = get_optimizer_info(self.name.lower())
+        unused = set() if info.has_momentum else {"momentum"}
+        unused |= set() if info.has_betas else {"betas"}
+        unused |= set() if info.has_eps else {"eps"}
+        return unused if self.lr_multipliers else unused | {"lr_multipliers"}
+
 
 SchedulerName = Literal["cosine", "step", "multistep", "plateau", "poly", "constant", "none"]
 
@@ -111,6 +120,23 @@ class SchedulerParams(Params):
     mode: Literal["min", "max"] = "min"
     monitor: str | None = None
     power: NonNegativeFloat = 1.0
+
+    def not_applicable(self) -> set[str]:
+        uses = {
+            "cosine": {"min_lr"},
+            "step": {"step_size", "decay_rate"},
+            "multistep": {"milestones", "decay_rate"},
+            "plateau": {"min_lr", "decay_rate", "patience", "mode", "monitor"},
+            "poly": {"min_lr", "power"},
+            "constant": set(),
+            "none": set(),
+        }[self.name]
+        specific = {"min_lr", "step_size", "milestones", "decay_rate", "patience", "mode"}
+        specific |= {"monitor", "power"}
+        warmup = set() if self.warmup_epochs else {"warmup_lr"}
+        if self.name == "none":
+            warmup |= {"per", "warmup_epochs", "warmup_lr"}
+        return (specific - uses) | warmup
 
 
 OPTIMIZER_KEYS = tuple(OptimizerParams.model_fields)

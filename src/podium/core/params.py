@@ -88,10 +88,20 @@ class TypedBlock:
         except ValidationError as error:
             raise ParametersInvalid.from_validation(cls, error) from None
 
-    def as_logged(self) -> Any:
-        """What the configuration set, as the MLflow parameters log it: the keys written in
-        the YAML or on the command line, not the defaults filled in for the others."""
+    def as_configured(self) -> Any:
+        """What the configuration set: the keys written in the YAML or on the command line,
+        not the defaults filled in for the others (JSON types: lists, not tuples)."""
         return self.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
+
+    def not_applicable(self) -> set[str]:
+        """Keys that mean nothing under the chosen options (a scheduler's ``step_size``
+        under cosine): not logged, so the MLflow runs table shows what a run used."""
+        return set()
+
+    def as_logged(self) -> Any:
+        """:meth:`as_configured` without the keys that do not apply, nested blocks too:
+        what the MLflow parameters show."""
+        return _without_inapplicable(self, self.as_configured())
 
 
 def _rebuild_at(base: type, block: str, state: dict[str, Any]) -> Any:
@@ -339,7 +349,27 @@ class RuntimeParams(Params):
 
 
 def configured(value: Any) -> Any:
-    """What the configuration set, as plain data: a typed block's :meth:`~TypedBlock.as_logged`,
-    anything else as it is. Settings digests (cache folders, checkpoints) hash this, so a
-    typed block keys them exactly as the dictionary it was built from did."""
-    return value.as_logged() if isinstance(value, TypedBlock) else value
+    """What the configuration set, as plain data: a typed block's
+    :meth:`~TypedBlock.as_configured`, anything else as it is. Settings digests (cache
+    folders, checkpoints) hash this, so a typed block keys them exactly as the dictionary
+    it was built from did."""
+    return value.as_configured() if isinstance(value, TypedBlock) else value
+
+
+def _without_inapplicable(model: Any, data: Any) -> Any:
+    if not isinstance(model, BaseModel) or not isinstance(data, dict):
+        return data
+    dropped = model.not_applicable() if isinstance(model, TypedBlock) else set()
+    return {
+        key: _without_inapplicable(getattr(model, key, None), value)
+        for key, value in data.items()
+        if key not in dropped
+    }
+
+
+def by_position(value: Any) -> dict[str, Any] | None:
+    """A non-empty list of blocks (model entries, transforms) as ``{"0": ..., "1": ...}``,
+    how MLflow logs one parameter per entry key; None for anything else."""
+    if isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        return {str(i): item for i, item in enumerate(value)}
+    return None

@@ -22,7 +22,7 @@ from podium.pipelines.deepfake.splits import (
     leakage,
 )
 from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
-from tests.conftest import write_tree
+from tests.conftest import ONE_FAMILY, write_tree
 
 SAMPLE = {
     "n_parts": 2,
@@ -58,7 +58,9 @@ def faces(tmp_path_factory):
     """Face crops of the sample's REAL videos (two frames each, cut at the true boxes), the
     video of each crop, the actor of each REAL video; plus the videos table and the actor of
     every video (``.videos``, ``.actor_of``) for the end-to-end split test."""
-    root = write_tree(generate_dfdc_sample(SAMPLE, seed=1), tmp_path_factory.mktemp("dfdc"))
+    root = write_tree(
+        generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
+    )
     videos, _ = index_dfdc(root)
     truth = {}
     for doc in root.glob(f"*/{TRUTH_FILE}"):

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from podium.pipelines.deepfake.evaluation import (
+from podium.pipelines.deepfake.evaluate import (
     constant_prior_log_loss,
     face_grid_figure,
     overlay_mask,
     per_folder_log_loss,
     roc_figure,
-    submission_frame,
     video_metrics,
 )
+from podium.pipelines.deepfake.submission import submission_frame
 
 EPS = 1e-15
 

@@ -8,7 +8,7 @@ import pytest
 
 import podium.faces.video as video_module
 from podium.layouts.dfdc import index_dfdc
-from podium.pipelines.deepfake.extraction import (
+from podium.pipelines.deepfake.data import (
     BAD_VIDEO_COLUMNS,
     INDEX_COLUMNS,
     detection_recall,
@@ -20,6 +20,7 @@ from podium.pipelines.deepfake.extraction import (
     stream_extraction,
 )
 from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from tests.conftest import ONE_FAMILY
 
 SAMPLE = {
     "n_parts": 1,
@@ -39,7 +40,7 @@ FOLDER = "dfdc_train_part_0"
 def sample(tmp_path_factory):
     """The tiny sample plus a truncated mp4 and a face-less mp4 listed as REAL videos."""
     root = tmp_path_factory.mktemp("dfdc")
-    for relpath, data in generate_dfdc_sample(SAMPLE, seed=5).items():
+    for relpath, data in generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     videos = index_dfdc(root).videos
@@ -254,7 +255,7 @@ def _records_in_memory() -> int:
 def many_videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("dfdc_many")
     sample = {**SAMPLE, "reals_per_part": 4, "fakes_per_real": 2, "actors_per_part": 2}
-    for relpath, data in generate_dfdc_sample(sample, seed=6).items():
+    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=6).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     return index_dfdc(root).videos
@@ -300,7 +301,7 @@ def test_full_size_videos_are_extracted_at_half_size_detection(tmp_path):
         "full_size_reals": 1,
         "full_size": {"seconds": 0.4},  # 12 frames: the format, not the length, is the point
     }
-    for relpath, data in generate_dfdc_sample(sample, seed=8).items():
+    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=8).items():
         (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relpath).write_bytes(data)
     videos = index_dfdc(tmp_path).videos
@@ -386,7 +387,7 @@ class _Loaded:
 
 def test_new_settings_at_their_defaults_keep_the_settings_digest():
     """crop_mode and thresholds at their defaults leave the digest (and the cache) as it was."""
-    from podium.pipelines.deepfake.extraction import settings_key
+    from podium.pipelines.deepfake.data import settings_key
 
     key = settings_key(SETTINGS)
     assert key == "bdb96acd03"  # SETTINGS' digest before crop_mode and thresholds existed

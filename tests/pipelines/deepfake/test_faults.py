@@ -21,9 +21,10 @@ import pytest
 from podium.datasets import CachedPartitionsDataset, LazyPartitionsDataset
 from podium.layouts.dfdc import DfdcLayoutError, index_test_videos
 from podium.pipelines.deepfake import nodes
-from podium.pipelines.deepfake.extraction import content_key, settings_key
+from podium.pipelines.deepfake.data import content_key, settings_key
 from podium.sample_data.dfdc import generate_dfdc_sample
 from tests.conftest import (
+    ONE_FAMILY,
     TINY_DEEPFAKE,
     TINY_SAMPLE,
     kedro_run,
@@ -56,7 +57,11 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     os.chdir(project)
     try:
         kedro_run(project, "sample_data", tags=["dfdc"])
-        kedro_run(project, "deepfake", nodes=["index_training_videos", "index_test_videos"])
+        kedro_run(
+            project,
+            "deepfake",
+            nodes=["deepfake.data.index_training_videos", "deepfake.data.index_test_videos"],
+        )
     finally:
         os.chdir(cwd)
     videos = 2 * 4 * (1 + 2) + 2
@@ -64,7 +69,7 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     faces = project / "data" / "03_primary" / "deepfake" / "faces"
     kedro = Path(sys.executable).with_name("kedro")
     run = subprocess.Popen(
-        [str(kedro), "run", "--pipelines=deepfake", "--nodes=extract_faces"],
+        [str(kedro), "run", "--pipelines=deepfake", "--nodes=deepfake.faces.extract_faces"],
         cwd=project,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"},
         stdout=subprocess.PIPE,
@@ -85,7 +90,9 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     records = {p.relative_to(faces) for p in _saved(faces)}
     assert {p.relative_to(rows) for p in kept} <= records  # rows only ever follow a record
 
-    kedro_run(project, "deepfake", nodes=["extract_faces", "index_faces"])
+    kedro_run(
+        project, "deepfake", nodes=["deepfake.faces.extract_faces", "deepfake.faces.index_faces"]
+    )
     _, runs = tracked_runs(project)
     metrics = runs[-1].data.metrics
     assert metrics["extraction.skipped_existing"] == len(kept)
@@ -149,7 +156,7 @@ def first_run(tmp_path_factory):
     """The tiny sample (2 REAL, 2 FAKE) and its face cache after a first extraction."""
     base = tmp_path_factory.mktemp("faults")
     root = base / "dfdc"
-    for relpath, data in generate_dfdc_sample(TINY, seed=5).items():
+    for relpath, data in generate_dfdc_sample({**TINY, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     videos, _ = nodes.index_training_videos(root)

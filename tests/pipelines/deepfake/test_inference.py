@@ -16,10 +16,12 @@ import torch
 from podium.core.config import ParameterError
 from podium.core.distributed import dask_client, iter_items
 from podium.pipelines.deepfake import inference, nodes
-from podium.pipelines.deepfake.extraction import extract_videos, face_index, face_rows
+from podium.pipelines.deepfake.data import extract_videos, face_index, face_rows
 from podium.pipelines.deepfake.params import InferenceParams, TrainingParams
-from podium.pipelines.deepfake.training import _network, predict_frame_models
+from podium.pipelines.deepfake.submission import submission_table
+from podium.pipelines.deepfake.train import _network, predict_frame_models
 from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from tests.conftest import ONE_FAMILY
 
 EXTRACTION = {"n_frames": 4, "crop_size": 64}
 TRAINING = {
@@ -65,7 +67,7 @@ def videos(tmp_path_factory):
     }
     folder = root / "videos"
     folder.mkdir()
-    for relpath, data in generate_dfdc_sample(sample, seed=3).items():
+    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=3).items():
         if relpath.endswith(".mp4"):
             (folder / relpath.rsplit("/", 1)[-1]).write_bytes(data)
     first = sorted(folder.glob("*.mp4"))[0].read_bytes()
@@ -209,13 +211,13 @@ def test_the_submission_has_one_row_per_video_and_no_nan(ensemble):
         "a.mp4": {"video": "a.mp4", "status": "scored", "prob": 0.9, "reason": None},
         "b.mp4": {"video": "b.mp4", "status": "failed", "prob": None, "reason": "lost"},
     }
-    submission, report = inference.submission_table(table, results, scorer, 0.5)
+    submission, report = submission_table(table, results, scorer, 0.5)
     assert list(submission.columns) == ["filename", "label"]
     assert list(submission["filename"]) == ["a.mp4", "b.mp4", "c.mp4"]
     assert list(submission["label"]) == [0.9, 0.5, 0.5]
     assert list(report["status"]) == ["scored", "failed", "failed"]
     assert report["reason"].iloc[2] == "no result (not scored)"
-    prior_fill = inference.submission_table(table, {}, scorer, "prior")[0]["label"]
+    prior_fill = submission_table(table, {}, scorer, "prior")[0]["label"]
     assert prior_fill.nunique() == 1 and 0.5 < prior_fill.iloc[0] < 0.75  # calibrated prior
 
 

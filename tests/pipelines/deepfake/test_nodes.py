@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from podium.core.config import ParameterError
-from podium.pipelines.deepfake.extraction import settings_key
+from podium.pipelines.deepfake.data import settings_key
 from podium.pipelines.deepfake.nodes import assign_folds, ensemble_and_calibrate, stack_videos
 
 CALIBRATION = {

@@ -16,10 +16,11 @@ from kedro.config import OmegaConfigLoader
 
 from podium.core.params import ParametersInvalid, RuntimeParams
 from podium.core.resume import short_digest
-from podium.pipelines.deepfake import embeddings, networks, scoring, splits
+from podium.pipelines.deepfake import embeddings, scoring, splits
 from podium.pipelines.deepfake import params as p
-from podium.pipelines.deepfake.extraction import settings_key
-from podium.pipelines.deepfake.training import shaping_settings
+from podium.pipelines.deepfake.data import settings_key
+from podium.pipelines.deepfake.model import ARCHITECTURES
+from podium.pipelines.deepfake.train import shaping_settings
 from tests.conftest import REPO, TINY_DEEPFAKE, kedro_run, make_project
 
 FILE = "conf/base/parameters_deepfake.yml"
@@ -77,8 +78,9 @@ def test_conf_base_and_conf_full_blocks_validate(env):
         written = _at(parameters, path)
         block = model.model_validate(written)
         assert model.block == path and isinstance(block, model)
-        # MLflow logs, and a scorer keeps, exactly what the YAML wrote (an integer stays one)
-        assert block.as_logged() == json.loads(json.dumps(written)), path
+        # a scorer keeps exactly what the YAML wrote (an integer stays one); MLflow logs it
+        # less the keys that do not apply (an Adam's momentum)
+        assert block.as_configured() == json.loads(json.dumps(written)), path
     RuntimeParams.model_validate(parameters["runtime"])
 
 
@@ -125,7 +127,7 @@ def test_the_choices_are_the_building_blocks_own():
     assert choices(p.PersonClusterParams, "method") == set(splits.CLUSTER_METHODS)
     assert choices(p.EmbeddingParams, "method") == set(embeddings.EMBED_METHODS)
     assert choices(p.VideoScoreParams, "rule") == set(scoring.SCORE_RULES)
-    assert choices(p.ModelEntry, "architecture") == set(networks.ARCHITECTURES)
+    assert choices(p.ModelEntry, "architecture") == set(ARCHITECTURES)
 
 
 # ------------------------------------------------------------------ the digests
@@ -268,7 +270,7 @@ def test_a_model_entry_is_named_by_the_rule_and_logged_as_written():
     entry = {"architecture": "classifier", "backbone": "resnet10t", "seed_offset": 2}
     training = p.TrainingParams.model_validate({"models": [entry]})
     assert training.models[0].name == "classifier_resnet10t_s2"
-    assert training.as_logged() == {"models": [entry]}  # the name is filled in, not logged
+    assert training.as_configured() == {"models": [entry]}  # the name is filled in, not set
     with pytest.raises(ParametersInvalid, match=r"models\[0\]\.name"):
         p.TrainingParams.model_validate({"models": [{**entry, "name": "a/b"}]})
     with pytest.raises(ParametersInvalid, match=r"models\[0\]\.mask_stride"):
@@ -286,7 +288,7 @@ def test_a_plain_dictionary_still_works_for_the_building_blocks():
     """Notebooks pass dictionaries: validated at the building block's door, the missing
     keys at conf/base's (the training) or the library's (the extraction) defaults."""
     from podium.faces.video import check_extraction_settings
-    from podium.pipelines.deepfake.training import predict_frame_models
+    from podium.pipelines.deepfake.train import predict_frame_models
 
     assert check_extraction_settings({"crop_size": 96})["crop_size"] == (96, 96)
     with pytest.raises(ParametersInvalid, match=r"deepfake\.extraction\.keep"):

@@ -126,7 +126,7 @@ def test_a_second_run_extracts_nothing_again(deepfake_project):
     faces = deepfake_project / "data" / "03_primary" / "deepfake" / "faces"
     before = {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")}
     assert before
-    kedro_run(deepfake_project, "deepfake", nodes=["extract_faces"])
+    kedro_run(deepfake_project, "deepfake", nodes=["deepfake.faces.extract_faces"])
     _, runs = tracked_runs(deepfake_project)
     metrics = runs[-1].data.metrics
     assert metrics["extraction.extracted"] == 0
@@ -164,7 +164,7 @@ def test_a_bad_parameter_stops_the_run_naming_it_and_the_allowed_values(
             deepfake_project,
             "deepfake",
             params={"deepfake": {"training": override}},
-            nodes=["train_frame_models"],
+            nodes=["deepfake.models.train_frame_models"],
         )
     assert named in str(error.value) and allowed in str(error.value)
 

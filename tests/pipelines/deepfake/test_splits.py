@@ -19,7 +19,7 @@ from podium.pipelines.deepfake.splits import (
     leakage,
 )
 from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
-from tests.conftest import write_tree
+from tests.conftest import ONE_FAMILY, write_tree
 
 # three part folders, three home actors each, one of them also filming in the next folder
 SAMPLE = {
@@ -41,7 +41,9 @@ SEED = 7
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """(videos table, video -> actor) of a freshly generated sample."""
-    root = write_tree(generate_dfdc_sample(SAMPLE, seed=1), tmp_path_factory.mktemp("dfdc"))
+    root = write_tree(
+        generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
+    )
     videos, _ = index_dfdc(root)
     actors = {}
     for truth in root.glob(f"*/{TRUTH_FILE}"):

@@ -10,7 +10,7 @@ import torch
 from podium.core.config import ParameterError
 from podium.core.ensemble import logit, sigmoid
 from podium.pipelines.deepfake.params import TrainingParams
-from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
+from podium.pipelines.deepfake.train import predict_frame_models, train_frame_models
 
 RUNTIME = {"device": "cpu", "precision": "fp32", "num_workers": 0, "channels_last": False}
 SIZE = 32
@@ -306,7 +306,7 @@ def test_predict_needs_matching_settings(trained):
 
 
 def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
-    from podium.pipelines.deepfake.networks import build_network
+    from podium.pipelines.deepfake.model import build_network
 
     x = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
     full = build_network("unet_multitask", "test_efficientnet", mask_stride=1)
@@ -332,7 +332,7 @@ def test_unet_mask_stride_trims_the_decoder_not_the_mask_size():
 
 
 def test_class_balanced_weights_give_each_class_half_the_draws():
-    from podium.pipelines.deepfake.training import _FrameDataset, _resize
+    from podium.pipelines.deepfake.train import _FrameDataset, _resize
 
     records = {
         f"v{i}": {"crops": np.zeros((n, 8, 8, 3), np.uint8)} for i, n in enumerate((4, 4, 4, 2))
@@ -348,7 +348,7 @@ def test_class_balanced_weights_give_each_class_half_the_draws():
 def test_frames_are_read_lazily_one_record_at_a_time():
     """The dataset holds no crop: each item opens its video's record through its loader,
     at most ``cache_size`` stay open, and the tensors are the records' own crops and masks."""
-    from podium.pipelines.deepfake.training import _FrameDataset, _resize
+    from podium.pipelines.deepfake.train import _FrameDataset, _resize
 
     records, _ = _data(n_videos=5, n_crops=3, seed=6)
     opened = []

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from podium.core import resume
-from podium.pipelines.deepfake import training
-from podium.pipelines.deepfake.training import train_frame_models
+from podium.pipelines.deepfake import train
+from podium.pipelines.deepfake.train import train_frame_models
 from tests.pipelines.deepfake.test_training import (  # noqa: F401 (one_thread: autouse)
     RUNTIME,
     _data,
@@ -68,13 +68,13 @@ def test_the_seed_decides_the_weights(stored):
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_deterministic_reaches_torch_inside_training(stored, monkeypatch, deterministic):
     seen = []
-    real_fit = training.fit
+    real_fit = train.fit
 
     def spy(*args, **kwargs):
         seen.append(torch.are_deterministic_algorithms_enabled())
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setattr(train, "fit", spy)
     torch.use_deterministic_algorithms(not deterministic)  # the opposite, to be overridden
     try:
         _train(stored, _fold0(epochs=1), deterministic=deterministic)
@@ -125,7 +125,7 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
     runtime = {**RUNTIME, "num_workers": 1}
     settings = _fold0(augment=[{"name": "HorizontalFlip", "p": 0.5}])
     reference = _train(stored, settings, runtime)
-    real_fit = training.fit
+    real_fit = train.fit
     calls = []
 
     def killed_after_one_epoch(*args, **kwargs):
@@ -141,14 +141,14 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
         raise AssertionError("a finished fold was trained again")
 
     checkpoints = tmp_path / "checkpoints"
-    monkeypatch.setattr(training, "fit", killed_after_one_epoch)
+    monkeypatch.setattr(train, "fit", killed_after_one_epoch)
     with pytest.raises(Killed):
         _train(stored, settings, runtime, checkpoint_dir=checkpoints)
     (folder,) = _folders(checkpoints)
-    checkpoint = folder / resume.CHECKPOINTS / training.CHECKPOINT_FILE
+    checkpoint = folder / resume.CHECKPOINTS / train.CHECKPOINT_FILE
     assert folder.name == "fold0" and checkpoint.exists()
 
-    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setattr(train, "fit", spy)
     latest = {**settings, "resume_from": "latest"}
     resumed = _train(stored, latest, runtime, checkpoint_dir=checkpoints)
     assert calls == [(checkpoint, True)]  # the pipeline passed it
@@ -158,13 +158,13 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
         np.testing.assert_array_equal(resumed[2]["tiny"][partition], probabilities)
     assert (folder / resume.RESULT_FILE).exists() and not checkpoint.exists()
 
-    monkeypatch.setattr(training, "fit", must_not_train)
+    monkeypatch.setattr(train, "fit", must_not_train)
     reused = _train(stored, latest, runtime, checkpoint_dir=checkpoints)
     assert _same_weights(reused[0]["tiny/fold0"], reference[0]["tiny/fold0"])
     pd.testing.assert_frame_equal(reused[1], reference[1])
 
     calls.clear()
-    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setattr(train, "fit", spy)
     _train(stored, settings, runtime, checkpoint_dir=checkpoints)  # resume_from: null
     assert calls == [(checkpoint, False)]  # started afresh
 
@@ -176,11 +176,11 @@ def test_a_killed_fold_resumes_from_its_checkpoint_and_a_finished_one_is_reused(
 
 
 def test_resume_latest_needs_a_checkpoint_folder(stored):
-    with pytest.raises(training.ParameterError, match=r"deepfake\.training\.resume_from"):
+    with pytest.raises(train.ParameterError, match=r"deepfake\.training\.resume_from"):
         _train(stored, _fold0(resume_from="latest"))
 
 
 def test_the_global_batch_must_split_over_the_processes(stored):
     runtime = {**RUNTIME, "distributed": {"nproc_per_node": 3, "backend": "gloo"}}
-    with pytest.raises(training.ParameterError, match=r"deepfake\.training\.batch_size"):
+    with pytest.raises(train.ParameterError, match=r"deepfake\.training\.batch_size"):
         _train(stored, _fold0(), runtime)

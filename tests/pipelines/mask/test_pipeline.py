@@ -42,7 +42,6 @@ def _scores(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k.startswith(("oof.", "eval."))}
 
 
-@pytest.mark.slow
 class _Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -52,6 +51,7 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+@pytest.mark.slow
 def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
     summary = logging.getLogger("podium.run_summary")  # Kedro's logging config resets root
     lines = _Lines()

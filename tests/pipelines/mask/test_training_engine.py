@@ -209,7 +209,7 @@ def test_the_pipeline_gives_training_the_catalog_checkpoint_folder(tmp_path, mon
     catalog = yaml.safe_load((REPO / "conf" / "base" / "catalog_mask.yml").read_text())
     assert catalog["mask_checkpoints"]["type"] == "podium.datasets.FolderStoreDataset"
     assert catalog["mask_checkpoints"]["path"] == "data/06_models/mask/checkpoints"
-    (node,) = [n for n in create_pipeline().nodes if n.name == "train_models"]
+    (node,) = [n for n in create_pipeline().nodes if n.name == "mask.models.train_models"]
     assert "mask_checkpoints" in node.inputs
 
     seen = {}

@@ -16,7 +16,6 @@ from podium.core.device import resolve_runtime
 from podium.datasets import ImagesZipDataset
 from podium.layouts.monet import index_monet, read_images
 from podium.pipelines.monet import nodes
-from podium.pipelines.monet.cyclegan import train_cyclegan
 from podium.pipelines.monet.data import (
     JpegImages,
     LazyEntries,
@@ -24,8 +23,9 @@ from podium.pipelines.monet.data import (
     encode_jpeg,
     to_tensor_images,
 )
-from podium.pipelines.monet.translate import translate, translated_jpegs
-from tests.pipelines.monet.test_cyclegan import (
+from podium.pipelines.monet.submission import translate, translated_jpegs
+from podium.pipelines.monet.train import train_cyclegan
+from tests.pipelines.monet.test_train import (
     DATA,
     LOSS,
     MODEL,
@@ -61,7 +61,7 @@ def _paths(raw: Path, domain: str) -> list[str]:
 
 
 def _generator_weights() -> dict[str, torch.Tensor]:
-    from podium.pipelines.monet.networks import build_generator
+    from podium.pipelines.monet.model import build_generator
 
     torch.manual_seed(0)
     return build_generator(MODEL).state_dict()

@@ -23,7 +23,8 @@ from podium.core.params import ParametersInvalid, RuntimeParams
 from podium.core.resume import CHECKPOINT_FORMAT, short_digest
 from podium.hooks import check_typed_parameters
 from podium.layouts.monet import SOURCES
-from podium.pipelines.monet import cyclegan, nodes
+from podium.pipelines.monet import nodes
+from podium.pipelines.monet import train as training
 from podium.pipelines.monet.params import (
     MonetDataParams,
     MonetEvaluationParams,
@@ -99,7 +100,7 @@ def test_conf_base_and_full_validate(env):
     monet = params["monet"]
     blocks = {name: model.model_validate(monet[name]) for name, model in MODELS.items()}
     assert {type(b) for b in blocks.values()} == set(MODELS.values())
-    cyclegan.check_training(*(monet[k] for k in ("data", "train", "loss", "optimizer", "model")))
+    training.check_training(*(monet[k] for k in ("data", "train", "loss", "optimizer", "model")))
     RuntimeParams.model_validate(params["runtime"])
     assert monet["source"] in get_args(Source)
 
@@ -129,7 +130,7 @@ def test_every_ablation_point_validates(grid_path, env):
         point = merged(params, nest(run.overrides))
         check(point)
         monet = point["monet"]
-        blocks = cyclegan.check_training(
+        blocks = training.check_training(
             *(monet[k] for k in ("data", "train", "loss", "optimizer", "model"))
         )
         for key, value in run.overrides.items():  # each override reached its block
@@ -208,14 +209,14 @@ def test_every_bad_block_is_reported_at_once_and_runtime_names_its_own_file(base
 
 def test_a_plain_dict_is_validated_where_a_building_block_takes_it():
     """From a notebook: the builders and scorers validate a dictionary as the block."""
-    from podium.pipelines.monet.networks import build_generator
+    from podium.pipelines.monet.model import build_generator
 
     with pytest.raises(ParametersInvalid, match=r"monet\.model\.generator.*resnet, unet"):
         build_generator({"generator": "resnet9"})
     with pytest.raises(ParametersInvalid, match=r"monet\.train\.epoch_size.*max, min"):
-        cyclegan.check_training({}, {"epoch_size": "all"}, {}, {}, {})
+        training.check_training({}, {"epoch_size": "all"}, {}, {}, {})
     with pytest.raises(ParameterError, match=r"monet\.model\.unet_downs.*crop_size"):
-        cyclegan.check_training({}, {}, {}, {}, {"generator": "unet", "unet_downs": 7})
+        training.check_training({}, {}, {}, {}, {"generator": "unet", "unet_downs": 7})
     net = build_generator({"ngf": 4, "n_blocks": 1})  # the rest from the defaults
     assert sum(p.numel() for p in net.parameters()) > 0
 
@@ -251,7 +252,7 @@ def _folder(monkeypatch, tmp_path, blocks: dict, runtime: Any) -> str:
     def stop(*args, checkpoint, **kwargs):
         raise Stop(Path(checkpoint).parent.name)
 
-    monkeypatch.setattr(nodes.cyclegan, "train_cyclegan", stop)
+    monkeypatch.setattr(training, "train_cyclegan", stop)
     monkeypatch.setattr(nodes, "_resume_file", lambda *args: None)  # nothing saved here
     with pytest.raises(Stop) as caught:
         nodes.train_cyclegan(
@@ -305,7 +306,7 @@ def test_a_typo_in_the_scoring_block_stops_the_run_before_any_node(project):
     assert raw and all("01_raw" in p.parts for p in raw)
     started = time.monotonic()
     with pytest.raises(ParametersInvalid) as caught:
-        # monet.evaluation is read by score_images, the last node
+        # monet.evaluation is read by monet.report.score_images, the last node
         kedro_run(project, "monet", {"monet": {"evaluation": {"batch_sise": 8}}})
     elapsed = time.monotonic() - started
     message = str(caught.value)

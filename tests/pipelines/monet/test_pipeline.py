@@ -109,9 +109,14 @@ def test_an_unknown_generator_fails_the_run_naming_the_parameter(project):
         kedro_run(project, "monet", {"monet": {"model": {"generator": "resnet9"}}})
 
 
-#: The stages a scale benchmark times one by one, each in its own session.
-STAGES = [["index_images", "check_images"], ["train_cyclegan"], ["write_images_zip"],
-          ["score_images"]]  # fmt: skip
+#: The stages a scale benchmark times one by one, each in its own session (full node names,
+#: as ``kedro run --nodes`` takes them).
+STAGES = [
+    ["monet.data.index_images", "monet.data.check_images"],
+    ["monet.models.train_cyclegan"],
+    ["monet.submission.write_images_zip"],
+    ["monet.report.score_images"],
+]
 
 
 @pytest.mark.slow
@@ -132,7 +137,7 @@ def test_stages_run_one_by_one_give_the_figures_of_one_whole_run(project):
 
 
 def test_the_tfrecord_half_gives_the_same_tables_as_the_jpgs(project):
-    prepare = ["index_images", "check_images"]
+    prepare = ["monet.data.index_images", "monet.data.check_images"]
     tables = {}
     for source in ("jpg", "tfrec"):
         kedro_run(project, "monet", {"monet": {"source": source}}, nodes=prepare)

@@ -17,9 +17,10 @@ import torch
 
 from podium.core.config import ParameterError
 from podium.layouts.monet import index_monet
-from podium.pipelines.monet import cyclegan, nodes
+from podium.pipelines.monet import nodes
+from podium.pipelines.monet import train as training
 from podium.pipelines.monet.data import encode_jpeg
-from tests.pipelines.monet.test_cyclegan import DATA, LOSS, MODEL, OPTIMIZER, TRAIN
+from tests.pipelines.monet.test_train import DATA, LOSS, MODEL, OPTIMIZER, TRAIN
 
 ROOT = Path(__file__).resolve().parents[3]
 READY = "READY-TO-BE-KILLED"
@@ -52,7 +53,7 @@ def _node(raw: Path, checkpoints: Path, saved: dict, **train) -> tuple:
 
 def _as_saved(outputs: tuple, version: str) -> dict:
     """The node's outputs as ``monet_saved_sub_models`` lists them once saved."""
-    files = dict(zip([*cyclegan.SUB_MODELS, nodes.TRAINING_STATE], outputs[:5], strict=True))
+    files = dict(zip([*training.SUB_MODELS, nodes.TRAINING_STATE], outputs[:5], strict=True))
     return {
         f"{name}.safetensors/{version}/{name}": (lambda value=value: value)
         for name, value in files.items()
@@ -60,7 +61,7 @@ def _as_saved(outputs: tuple, version: str) -> dict:
 
 
 def _weights(outputs: tuple) -> dict:
-    return dict(zip(cyclegan.SUB_MODELS, outputs[:4], strict=True))
+    return dict(zip(training.SUB_MODELS, outputs[:4], strict=True))
 
 
 def _same_weights(a: dict, b: dict) -> bool:
@@ -71,7 +72,7 @@ def child(raw: str, checkpoints: str, first: str) -> None:
     """Continue the saved first run with latest; once epoch KILL_AFTER is checkpointed say
     so and wait to be killed."""
     torch.set_num_threads(1)
-    save = cyclegan.save_training_checkpoint
+    save = training.save_training_checkpoint
 
     def save_then_wait(path, **kwargs):
         save(path, **kwargs)
@@ -79,7 +80,7 @@ def child(raw: str, checkpoints: str, first: str) -> None:
             print(READY, flush=True)
             time.sleep(600)
 
-    cyclegan.save_training_checkpoint = save_then_wait
+    training.save_training_checkpoint = save_then_wait
     saved = _as_saved(torch.load(first, weights_only=True), "v1")
     _node(Path(raw), Path(checkpoints), saved, resume_from="latest")
 
@@ -110,9 +111,9 @@ def test_latest_continues_a_split_run_and_then_a_killed_one_bit_for_bit(tmp_path
     # killed after epoch 2: its checkpoint is further on than v1, so latest continues it
     (checkpoint,) = checkpoints.glob(f"*/{nodes.CHECKPOINT_FILE}")
     assert nodes._epochs_done(checkpoint) == KILL_AFTER
-    saves, save = [], cyclegan.save_training_checkpoint
+    saves, save = [], training.save_training_checkpoint
     monkeypatch.setattr(
-        cyclegan,
+        training,
         "save_training_checkpoint",
         lambda path, **kw: saves.append(kw["epoch"]) or save(path, **kw),
     )

@@ -14,7 +14,7 @@ from podium.core.fid import (
     memorization_distance,
     mifid,
 )
-from podium.pipelines.monet.evaluation import score
+from podium.pipelines.monet.evaluate import score
 from podium.pipelines.monet.running_fid import RunningMemorization
 
 EVALUATION = {

@@ -20,11 +20,11 @@ from podium.layouts.monet import (
     read_record,
 )
 from podium.pipelines.monet import nodes
-from podium.pipelines.monet.cyclegan import train_cyclegan
 from podium.pipelines.monet.data import JpegImages
+from podium.pipelines.monet.train import train_cyclegan
 from podium.sample_data.monet import generate_monet_sample, tfrecord_shards
 from tests.conftest import write_tree
-from tests.pipelines.monet.test_cyclegan import (
+from tests.pipelines.monet.test_train import (
     DATA,
     LOSS,
     MODEL,

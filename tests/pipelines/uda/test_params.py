@@ -20,7 +20,7 @@ from podium.core.params import ParametersInvalid
 from podium.hooks import check_typed_parameters
 from podium.pipelines.uda import params
 from podium.pipelines.uda.inference import inference_settings
-from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.pipeline import create_pipeline
 from tests.conftest import REPO, kedro_run, make_project
 from tests.pipelines.uda.conftest import TINY_PARAMS

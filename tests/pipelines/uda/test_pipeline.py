@@ -83,7 +83,7 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
     assert sets == {("m1", "student"), ("m1", "ema")}
 
     # the same seed on CPU trains bit-identical weights again, from the stored tables
-    kedro_run(project, "uda", nodes=["uda_train_models"])
+    kedro_run(project, "uda", nodes=["uda.models.train_models"])
     first, second = sorted(
         (project / "data" / "06_models" / "uda" / "weights.safetensors").glob("*/*")
     )
@@ -99,5 +99,5 @@ def test_a_label_of_the_wrong_size_stops_the_run_naming_the_file(project):
             project,
             "uda",
             params={"runtime": {"dask": {"n_workers": 0}}},  # in-process: no cluster to start
-            nodes=["uda_index_data", "uda_inspect_images"],
+            nodes=["uda.data.index_data", "uda.data.inspect_images"],
         )

@@ -22,7 +22,7 @@ from podium.datasets.streams import ClassMapsDataset, CsvChunksDataset
 from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES, UdaLayoutError
 from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import data, evaluate, nodes
-from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.params import ModelsParams
 from podium.pipelines.uda.submission import rle_encode, to_submission_size
 from tests.conftest import REPO

@@ -182,7 +182,7 @@ def test_the_paired_loader_gives_an_epoch_of_epoch_seeded_rare_class_pairs(table
 def test_the_pipeline_gives_training_the_catalog_checkpoint_folder(tmp_path, monkeypatch):
     catalog = yaml.safe_load((REPO / "conf" / "base" / "catalog_uda.yml").read_text())
     assert catalog["uda_checkpoints"]["type"] == "podium.datasets.FolderStoreDataset"
-    (node,) = [n for n in create_pipeline().nodes if n.name == "uda_train_models"]
+    (node,) = [n for n in create_pipeline().nodes if n.name == "uda.models.train_models"]
     assert "uda_checkpoints" in node.inputs
     seen = {}
 

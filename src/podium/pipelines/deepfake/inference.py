@@ -5,7 +5,7 @@ The **scorer** (:func:`build_scorer`) is everything a trained run knows beyond t
 models' weights: the extraction and model settings, the video rule and the training prior,
 the fitted calibration and, with ``stacking.replace_mean``, the LightGBM stacker. With the
 weights it scores a video exactly as the training run scored its test videos: the same
-extraction code, the same per-video batches (:func:`~podium.pipelines.deepfake.training.
+extraction code, the same per-video batches (:func:`~podium.pipelines.deepfake.train.
 video_batches`) and the same rule, ensemble and calibration functions, so one video's
 probability does not depend on where, when or with what else it is scored.
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -56,14 +55,14 @@ from podium.faces.video import (
 )
 from podium.layouts.dfdc import VideoReadError
 from podium.pipelines.deepfake import scoring, stacking
-from podium.pipelines.deepfake.extraction import content_key, face_rows, stored_content_changed
+from podium.pipelines.deepfake.data import content_key, face_rows, stored_content_changed
 from podium.pipelines.deepfake.params import (
     InferenceParams,
     TrainingParams,
     VideoScoreParams,
     typed,
 )
-from podium.pipelines.deepfake.training import check_state_dicts, fold_network, predict_videos
+from podium.pipelines.deepfake.train import check_state_dicts, fold_network, predict_videos
 
 __all__ = [
     "RESULT_KEYS",
@@ -72,6 +71,8 @@ __all__ = [
     "build_scorer",
     "check_scorer",
     "cost_table",
+    "failed_results",
+    "fallback_probability",
     "pending_videos",
     "result_partition",
     "score_task",
@@ -79,7 +80,6 @@ __all__ = [
     "scorer_digest",
     "scoring_scorer",
     "stream_scores",
-    "submission_table",
     "timing_summary",
     "video_table",
     "weights_digest",
@@ -121,7 +121,7 @@ def _configured(block: Mapping[str, Any]) -> dict[str, Any]:
     """A block as the configuration wrote it, in JSON types (what a scorer keeps: its
     digest names the stored results, so it stays what the YAML says)."""
     if isinstance(block, TypedBlock):
-        return block.as_logged()
+        return block.as_configured()
     return json.loads(json.dumps(dict(block), default=list))
 
 
@@ -297,7 +297,11 @@ def ensemble_probability(
     return float(scoring.calibrate(raw, c["factor"], c["low"], c["high"], shift=shift)[0])
 
 
-def _fallback(scorer: Mapping[str, Any], fallback: float | str, booster: Any = None) -> float:
+def fallback_probability(
+    scorer: Mapping[str, Any], fallback: float | str, booster: Any = None
+) -> float:
+    """The probability of a video without a usable result: ``prior`` scores it as the
+    training run scores a faceless video; a number is taken as it is."""
     if fallback == "prior":
         return ensemble_probability(scorer, None, booster=booster)
     return float(fallback)
@@ -384,7 +388,7 @@ def score_task(job: Mapping[str, Any], shared: Mapping[str, Any]) -> list[dict[s
                 scorer, ensemble.frame_probs(record), features, ensemble.booster
             )
         else:
-            prob = _fallback(scorer, fallback, ensemble.booster)
+            prob = fallback_probability(scorer, fallback, ensemble.booster)
         end = time.perf_counter()
         results.append(
             {
@@ -479,7 +483,8 @@ def pending_videos(
     return videos[np.array(todo, dtype=bool)], stale
 
 
-def _failed(videos: Sequence[Mapping[str, Any]], reason: str, digest: str) -> list[dict]:
+def failed_results(videos: Sequence[Mapping[str, Any]], reason: str, digest: str) -> list[dict]:
+    """A ``failed`` result (:data:`RESULT_KEYS`) with ``reason`` for each video."""
     return [
         {
             **dict.fromkeys(RESULT_KEYS),
@@ -524,7 +529,7 @@ def stream_scores(
     box) one worker per GPU, each task asking for the worker resource ``GPU``. A task that
     fails even after Dask's retries gives its videos ``status: failed`` (not stored by the
     pipeline, so a re-run scores them). ``failed`` results carry ``prob`` None:
-    :func:`submission_table` gives them the fallback.
+    :func:`~podium.pipelines.deepfake.submission.submission_table` gives them the fallback.
     """
     s = typed(InferenceParams, settings)
     scorer = check_scorer(scorer)
@@ -578,48 +583,11 @@ def _results_of(job: Mapping[str, Any], result: Any, digest: str) -> list[dict[s
             result.error,
             len(job["videos"]),
         )
-        return _failed(job["videos"], f"task failed: {result.error}", digest)
+        return failed_results(job["videos"], f"task failed: {result.error}", digest)
     return result
 
 
 # ---------------------------------------------------------------------------- the outputs
-
-
-def submission_table(
-    videos: pd.DataFrame,
-    results: Mapping[str, Mapping[str, Any]],
-    scorer: Mapping[str, Any],
-    fallback: float | str,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(submission, report)``: exactly one row per video of ``videos``, in its order.
-
-    ``results``: video name -> result. The submission is DFDC's ``filename, label``; a video
-    without a result or without a probability gets the fallback, and its reason is in the
-    report (``video, path, status, reason, prob, n_faces`` and the timings)."""
-    fill = _fallback(scorer, fallback)
-    report = []
-    for row in videos.itertuples(index=False):
-        found = results.get(row.video)
-        if found is None:
-            found = _failed([{"video": row.video, "path": row.path}], "no result (not scored)", "")[
-                0
-            ]
-        entry = {
-            k: found.get(k)
-            for k in RESULT_KEYS
-            if k not in ("content", "content_size", "content_mtime_ns")
-        }
-        prob = entry.get("prob")
-        if prob is None or not math.isfinite(float(prob)):
-            entry["prob"] = fill
-        report.append(entry)
-    report_frame = pd.DataFrame(
-        report, columns=[k for k in RESULT_KEYS if not k.startswith("content")]
-    )
-    submission = pd.DataFrame(
-        {"filename": report_frame["video"], "label": report_frame["prob"].astype(float)}
-    )
-    return submission, report_frame
 
 
 def timing_summary(

@@ -1,5 +1,6 @@
-"""Nodes of the deepfake pipeline: thin wrappers that connect catalog entries to the
-modules beside this file (extraction, splits, training, scoring, stacking, evaluation)."""
+"""Nodes of the deepfake and deepfake_inference pipelines: thin wrappers that connect
+catalog entries to the modules beside this file (data, splits, embeddings, train, scoring,
+stacking, inference, evaluate, submission)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ from podium.core.plots import reliability_diagram_figure
 from podium.layouts.dfdc import index_dfdc, index_test_videos
 from podium.pipelines.deepfake import (
     embeddings,
-    evaluation,
     inference,
     scoring,
     splits,
     stacking,
 )
-from podium.pipelines.deepfake.extraction import (
+from podium.pipelines.deepfake.data import (
     BAD_VIDEO_COLUMNS,
     TRUTH_FILE,
     ExtractionStats,
@@ -44,6 +44,13 @@ from podium.pipelines.deepfake.extraction import (
     settings_key,
     stream_extraction,
 )
+from podium.pipelines.deepfake.evaluate import (
+    constant_prior_log_loss,
+    face_grid_figure,
+    per_folder_log_loss,
+    roc_figure,
+    video_metrics,
+)
 from podium.pipelines.deepfake.params import (
     CalibrationParams,
     DiagnosticsParams,
@@ -57,7 +64,8 @@ from podium.pipelines.deepfake.params import (
     VideoScoreParams,
     typed,
 )
-from podium.pipelines.deepfake.training import predict_frame_models, train_frame_models
+from podium.pipelines.deepfake.submission import submission_frame, submission_table
+from podium.pipelines.deepfake.train import predict_frame_models, train_frame_models
 from podium.pipelines.tracking import as_metrics
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
@@ -212,28 +220,15 @@ def index_faces(
     if stale:
         log.warning(
             "index_faces: %d video(s) left out of the face index, their cached faces do not "
-            "match the video now (scored with the prior; run extract_faces to extract them "
-            "again):%s",
+            "match the video now (scored with the prior; kedro run --pipelines=deepfake "
+            "--nodes=deepfake.faces.extract_faces extracts them again):%s",
             len(stale),
             _listed(stale),
         )
     return index
 
 
-def measure_detection_recall(
-    index: pd.DataFrame, dfdc_root: Path, diagnostics: DiagnosticsParams
-) -> dict:
-    """MTCNN recall on the sampled frames of REAL videos against the sample's truth boxes
-    (diagnostics: real DFDC has no truth, and then nothing is logged)."""
-    iou = typed(DiagnosticsParams, diagnostics).iou
-    truth = load_truth_boxes(dfdc_root)
-    real = index[(index["label"] == "REAL") & index["partition"].isin(list(truth))]
-    if real.empty:
-        return {}
-    return as_metrics({"mtcnn_recall_iou50": detection_recall(real, truth, iou)})
-
-
-# ---------------------------------------------------------------------------- splits
+# ---------------------------------------------------------------------------- split
 
 
 def _person_clusters(
@@ -263,9 +258,9 @@ def _person_clusters(
 
 def _check_records(loaders: Mapping[str, Any], partitions: Iterable[str]) -> None:
     """Before any training: every indexed video's record is there and not empty (a
-    ``stat`` each). extract_faces re-extracts such records when it is given the records
-    (``cached_records``); this stops the run with the files and the fix otherwise, never
-    with a bare ``EOFError`` from a record that cannot be unpickled."""
+    ``stat`` each). deepfake.faces.extract_faces re-extracts such records when it is given
+    the records (``cached_records``); this stops the run with the files and the fix
+    otherwise, never with a bare ``EOFError`` from a record that cannot be unpickled."""
     problems = {
         p: (f"no record for {p}" if p not in loaders else record_problem(loaders[p]))
         for p in partitions
@@ -276,7 +271,8 @@ def _check_records(loaders: Mapping[str, Any], partitions: Iterable[str]) -> Non
             f"{len(problems)} face record(s) of the face index are missing or empty (an older "
             f"run killed while saving?):{_listed(problems)}\nfix: delete each such record "
             "and its rows (the file of the same name under deepfake_face_rows' folder), then "
-            "run extract_faces again: it extracts exactly those videos"
+            "run `kedro run --pipelines=deepfake --nodes=deepfake.faces.extract_faces`: it "
+            "extracts exactly those videos"
         )
 
 
@@ -387,6 +383,9 @@ def train_models(
     return states, history, oof, curves
 
 
+# --------------------------------------------------------------------------- scoring
+
+
 def predict_test_frames(
     faces: Mapping[str, Any],
     index: pd.DataFrame,
@@ -400,9 +399,6 @@ def predict_test_frames(
     loaders = record_loaders(faces, settings_key(extraction))
     test_index = index[index["partition"].isin(test_videos["partition"])]
     return predict_frame_models(loaders, test_index, models, training, runtime)
-
-
-# ---------------------------------------------------------------------------- scores
 
 
 def score_videos(
@@ -581,30 +577,33 @@ def package_scorer(
     )
 
 
-# ---------------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------------- submission
 
 
-def evaluate(
-    oof: pd.DataFrame, test: pd.DataFrame, eps: float
-) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def write_submission(test: pd.DataFrame) -> pd.DataFrame:
+    """The test videos' calibrated probabilities in DFDC's format (``filename, label``)."""
+    return submission_frame(list(test["video"]), test["prob"].to_numpy())
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, pd.DataFrame]:
     """Video-level log loss (the DFDC metric), AUC and accuracy out of fold and on the test
-    videos (when labelled), beside the constant-prior log loss; per-folder log loss;
-    the submission in DFDC's format."""
+    videos (when labelled), beside the constant-prior log loss; per-folder log loss."""
     y = oof["target"].astype(int).to_numpy()
-    values = {f"oof_{k}": v for k, v in evaluation.video_metrics(y, oof["prob"], eps).items()}
-    values["oof_prior_log_loss"] = evaluation.constant_prior_log_loss(y, y, eps)
+    values = {f"oof_{k}": v for k, v in video_metrics(y, oof["prob"], eps).items()}
+    values["oof_prior_log_loss"] = constant_prior_log_loss(y, y, eps)
     if len(test) and test["target"].notna().all():
         y_test = test["target"].astype(int).to_numpy()
-        scored = evaluation.video_metrics(y_test, test["prob"], eps)
+        scored = video_metrics(y_test, test["prob"], eps)
         values.update({f"test_{k}": v for k, v in scored.items()})
-        values["test_prior_log_loss"] = evaluation.constant_prior_log_loss(y, y_test, eps)
+        values["test_prior_log_loss"] = constant_prior_log_loss(y, y_test, eps)
         if "prob_training_prior" in test:  # the same scores before the deployment prior shift
             values["test_log_loss_training_prior"] = scoring.binary_log_loss(
                 y_test, test["prob_training_prior"].to_numpy(), eps
             )
-    per_folder = evaluation.per_folder_log_loss(oof, eps)
-    submission = evaluation.submission_frame(list(test["video"]), test["prob"].to_numpy())
-    return as_metrics(values), per_folder, submission
+    return as_metrics(values), per_folder_log_loss(oof, eps)
 
 
 def plot_reliability(oof: pd.DataFrame, n_bins: int) -> Figure:
@@ -612,7 +611,7 @@ def plot_reliability(oof: pd.DataFrame, n_bins: int) -> Figure:
 
 
 def plot_roc(oof: pd.DataFrame) -> Figure:
-    return evaluation.roc_figure(oof["target"].astype(int), oof["prob"])
+    return roc_figure(oof["target"].astype(int), oof["prob"])
 
 
 def plot_face_grid(
@@ -635,10 +634,23 @@ def plot_face_grid(
         masks.append(None if record["masks"] is None else record["masks"][middle])
         scores.append(row.prob)
         titles.append(f"{row.label} {row.video}")
-    return evaluation.face_grid_figure(crops, masks, scores, titles)
+    return face_grid_figure(crops, masks, scores, titles)
 
 
-# ---------------------------------------------------------------------------- inference
+def measure_detection_recall(
+    index: pd.DataFrame, dfdc_root: Path, diagnostics: DiagnosticsParams
+) -> dict:
+    """MTCNN recall on the sampled frames of REAL videos against the sample's truth boxes
+    (diagnostics: real DFDC has no truth, and then nothing is logged)."""
+    iou = typed(DiagnosticsParams, diagnostics).iou
+    truth = load_truth_boxes(dfdc_root)
+    real = index[(index["label"] == "REAL") & index["partition"].isin(list(truth))]
+    if real.empty:
+        return {}
+    return as_metrics({"mtcnn_recall_iou50": detection_recall(real, truth, iou)})
+
+
+# ---------------------------------------------------------------- deepfake_inference
 
 
 def list_videos_to_score(settings: InferenceParams) -> pd.DataFrame:
@@ -754,7 +766,7 @@ def write_inference_submission(
                 "prob": None,
                 "reason": timing["failed"][video],
             }
-    submission, report = inference.submission_table(table, results, scorer, s.fallback)
+    submission, report = submission_table(table, results, scorer, s.fallback)
     fallback = report[report["status"] != "scored"]
     if len(fallback):
         log.warning(
@@ -823,5 +835,5 @@ def score_video_files(
     results: dict[str, dict] = {}
     for chunk in inference.stream_scores(table, frame_models, scorer, s, cluster, progress=False):
         results.update((r["video"], r) for r in chunk)
-    submission, report = inference.submission_table(table, results, scorer, s.fallback)
+    submission, report = submission_table(table, results, scorer, s.fallback)
     return submission.assign(status=report["status"], reason=report["reason"])

@@ -253,7 +253,7 @@ def _default_models() -> list[ModelEntry]:
 
 
 class TrainingParams(Params):
-    """``deepfake.training``: a timm CNN per model x fold on face crops (see training.py)."""
+    """``deepfake.training``: a timm CNN per model x fold on face crops (see train.py)."""
 
     block: ClassVar[str] = "deepfake.training"
 

@@ -1,15 +1,34 @@
 """deepfake: DFDC videos -> faces -> folds -> CNNs -> video scores -> stacking ->
-calibrated ensemble -> metrics and submission. Wiring only; see nodes.py."""
+calibrated ensemble -> submission and report. Wiring only; see nodes.py.
+
+The nodes are grouped in the write-up's stages (podium.pipelines.stages): each a namespace
+``deepfake.<stage>`` and a tag ``<stage>``; a node's full name is
+``deepfake.<stage>.<name>``.
+
+* ``data``: index the videos.
+* ``faces``: extract the faces (into the face cache, video by video) and index them.
+* ``split``: the folds (person clustering, ...) and the split diagnostics.
+* ``models``: the frame models, fold by fold.
+* ``scoring``: test frame predictions, video scores, stacking, ensemble and calibration,
+  the scorer package.
+* ``submission``: DFDC's submission file.
+* ``report``: metrics, figures and the detection recall.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
 from podium.pipelines.deepfake import nodes
+from podium.pipelines.stages import stage
 
 EXTRACTION = "params:deepfake.extraction"
+#: The stages of the deepfake pipelines, in the write-up's words.
+STAGES = ("data", "faces", "split", "models", "scoring", "submission", "report")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    data = Pipeline(
+    data = stage(
+        "deepfake",
+        "data",
         [
             Node(
                 nodes.index_training_videos,
@@ -18,6 +37,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="index_training_videos",
             ),
             Node(nodes.index_test, "dfdc_raw", "deepfake_test_videos", name="index_test_videos"),
+        ],
+    )
+    faces = stage(
+        "deepfake",
+        "faces",
+        [
             Node(
                 nodes.extract_faces,
                 [
@@ -42,15 +67,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_face_index",
                 name="index_faces",
             ),
-            Node(
-                nodes.measure_detection_recall,
-                ["deepfake_face_index", "dfdc_raw", "params:deepfake.diagnostics"],
-                "deepfake_detection_metrics",
-                name="measure_detection_recall",
-            ),
-        ]
+        ],
     )
-    split = Pipeline(
+    split = stage(
+        "deepfake",
+        "split",
         [
             Node(
                 nodes.assign_folds,
@@ -73,9 +94,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_split_metrics",
                 name="split_diagnostics",
             ),
-        ]
+        ],
     )
-    models = Pipeline(
+    models = stage(
+        "deepfake",
+        "models",
         [
             Node(
                 nodes.train_models,
@@ -98,6 +121,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="train_frame_models",
             ),
+        ],
+    )
+    scoring = stage(
+        "deepfake",
+        "scoring",
+        [
             Node(
                 nodes.predict_test_frames,
                 [
@@ -112,10 +141,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_test_frame_probs",
                 name="predict_test_frames",
             ),
-        ]
-    )
-    scores = Pipeline(
-        [
             Node(
                 nodes.score_videos,
                 [
@@ -182,9 +207,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_scorer",
                 name="package_scorer",
             ),
-        ]
+        ],
     )
-    report = Pipeline(
+    submission = stage(
+        "deepfake",
+        "submission",
+        [
+            Node(
+                nodes.write_submission,
+                "deepfake_test_predictions",
+                "deepfake_submission",
+                name="write_submission",
+            ),
+        ],
+    )
+    report = stage(
+        "deepfake",
+        "report",
         [
             Node(
                 nodes.evaluate,
@@ -193,7 +232,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "deepfake_test_predictions",
                     "params:deepfake.evaluation.eps",
                 ],
-                ["deepfake_metrics", "deepfake_per_folder_log_loss", "deepfake_submission"],
+                ["deepfake_metrics", "deepfake_per_folder_log_loss"],
                 name="evaluate",
             ),
             Node(
@@ -214,6 +253,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_face_grid",
                 name="plot_face_grid",
             ),
-        ]
+            Node(
+                nodes.measure_detection_recall,
+                ["deepfake_face_index", "dfdc_raw", "params:deepfake.diagnostics"],
+                "deepfake_detection_metrics",
+                name="measure_detection_recall",
+            ),
+        ],
     )
-    return data + split + models + scores + report
+    return data + faces + split + models + scoring + submission + report

@@ -1,11 +1,18 @@
 """deepfake_inference: a folder of new mp4s + a trained deepfake ensemble -> faces ->
 frame probabilities -> video scores -> calibration -> submission, fanned out over Dask.
 Wiring only: the nodes are the deepfake package's (``deepfake/nodes.py``, its inference
-section), so scoring shares the training run's code."""
+section), so scoring shares the training run's code.
+
+Each node is in a namespace ``deepfake_inference.<stage>`` and tagged ``<stage>`` (and
+``inference``), as the deepfake pipeline's: ``data`` (the videos to score), ``scoring``
+(faces, frame probabilities, video scores, calibration), ``submission`` (the submission,
+its per-video report, seconds per video and costs) and ``report`` (the scoring budget).
+"""
 
 from kedro.pipeline import Node, Pipeline
 
 from podium.pipelines.deepfake import nodes
+from podium.pipelines.stages import stage
 
 #: The inference pipeline's inputs that a training run saves (inference name -> training
 #: name): the MLflow model logged by a training run carries these files as its artifacts.
@@ -22,7 +29,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     """deepfake_inference: a folder of mp4s + a trained ensemble (the latest local one,
     or an MLflow run's) -> per-video results, saved as they finish -> submission, report,
     seconds per video and cost table. Wiring only; see nodes.py."""
-    return Pipeline(
+    data = stage(
+        "deepfake_inference",
+        "data",
         [
             Node(
                 nodes.list_videos_to_score,
@@ -30,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 INFERENCE_INPUT,
                 name="list_videos_to_score",
             ),
+        ],
+    )
+    scoring = stage(
+        "deepfake_inference",
+        "scoring",
+        [
             Node(
                 nodes.score_new_videos,
                 [
@@ -42,6 +57,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["deepfake_inference_results", "deepfake_inference_timing"],
                 name="score_new_videos",
             ),
+        ],
+    )
+    submission = stage(
+        "deepfake_inference",
+        "submission",
+        [
             Node(
                 nodes.write_inference_submission,
                 [
@@ -59,6 +80,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="write_inference_submission",
             ),
+        ],
+    )
+    report = stage(
+        "deepfake_inference",
+        "report",
+        [
             Node(
                 nodes.check_scoring_budget,
                 ["deepfake_inference_report", "deepfake_inference_timing", INFERENCE_SETTINGS],
@@ -66,14 +93,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="check_scoring_budget",
             ),
         ],
-        tags="inference",
     )
+    return Pipeline([data, scoring, submission, report], tags="inference")
 
 
 def create_scoring_model_pipeline() -> Pipeline:
     """The pipeline inside the MLflow model a training run logs: video paths in, one
-    ``filename, label, status, reason`` row per video out, nothing stored."""
-    return Pipeline(
+    ``filename, label, status, reason`` row per video out, nothing stored. Its one node is
+    ``deepfake_inference.scoring.score_video_files``."""
+    scoring = stage(
+        "deepfake_inference",
+        "scoring",
         [
             Node(
                 nodes.score_video_files,
@@ -82,5 +112,5 @@ def create_scoring_model_pipeline() -> Pipeline:
                 name="score_video_files",
             )
         ],
-        tags="inference",
     )
+    return Pipeline([scoring], tags="inference")

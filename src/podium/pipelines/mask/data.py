@@ -153,8 +153,9 @@ def read_entry(path: Path, output: tuple[int, int] | None = None) -> tuple[np.nd
             crop, status, reason = entry["crop"], str(entry["status"]), str(entry["reason"])
     except FileNotFoundError:
         raise CropEntryError(
-            f"crop entry {path} is missing; run the crop node again "
-            "(kedro run --pipelines=mask --nodes=crop_training_images,crop_evaluation_images)"
+            f"crop entry {path} is missing; run the crop nodes again (kedro run "
+            "--pipelines=mask --nodes=mask.crops.crop_training_images,"
+            "mask.crops.crop_evaluation_images)"
         ) from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise CropEntryError(

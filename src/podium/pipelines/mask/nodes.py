@@ -1,4 +1,5 @@
-"""Nodes of the mask pipeline: thin wrappers over data.py, train.py and evaluate.py.
+"""Nodes of the mask pipeline: thin wrappers over data.py, train.py, evaluate.py and
+submission.py (model.py's networks are built by train.py).
 
 Each node turns parameters into arguments and catalog data into the shapes the modules
 expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metrics dataset.
@@ -29,7 +30,6 @@ from podium.layouts.mask import (
 )
 from podium.pipelines.mask import evaluate
 from podium.pipelines.mask.data import (
-    CROPPED,
     FACE_NOT_FOUND,
     REPORT_COLUMNS,
     USABLE,
@@ -50,6 +50,7 @@ from podium.pipelines.mask.params import (
     MaskSchedulerParams,
     MaskTrainParams,
 )
+from podium.pipelines.mask.submission import submission_report, submission_table
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
 from podium.pipelines.tracking import Metrics, as_metrics
 
@@ -150,7 +151,7 @@ def report_unusable(crop_index: pd.DataFrame, shown: int = 5) -> int:
 
 
 #: Catalog split name and crop node of each split, for error messages.
-_SPLITS = {"train": "crop_training_images", "eval": "crop_evaluation_images"}
+_SPLITS = {"train": "mask.crops.crop_training_images", "eval": "mask.crops.crop_evaluation_images"}
 
 
 def _check_aligned(index: pd.DataFrame, crop_index: pd.DataFrame, split: str) -> None:
@@ -278,19 +279,10 @@ def write_submission(
     submission report: each row with its photo's crop status and reason and whether its
     answer came from a blank crop (an unreadable or uncroppable photo)."""
     method = MaskEnsembleParams.of(ensemble).submission_vote
-    answers = votes.set_index("ImageID")[method]
-    submission = pd.DataFrame(
-        {"ImageID": eval_index["ImageID"], "ans": answers.loc[eval_index["ImageID"]].to_numpy()}
-    )
-    if crop_index is None:
-        status = pd.Series(CROPPED, index=submission.index)
-        reason = pd.Series(None, index=submission.index, dtype=object)
-    else:
+    submission = submission_table(eval_index, votes, method)
+    if crop_index is not None:
         _check_aligned(eval_index, crop_index, "eval")
-        status, reason = crop_index["status"].to_numpy(), crop_index["reason"].to_numpy()
-    report = submission.assign(crop_status=status, reason=reason)
-    report["blank_crop"] = ~report["crop_status"].isin(USABLE)
-    return submission, report
+    return submission, submission_report(submission, crop_index)
 
 
 def vote_out_of_fold(

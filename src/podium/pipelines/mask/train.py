@@ -48,7 +48,7 @@ from podium.core.seeding import seed_everything, training_seed
 from podium.core.training import fit, predict, seeded_loader, updates_per_epoch
 from podium.layouts.mask import AGE_NAMES
 from podium.pipelines.mask.data import CropDataset, CropFiles, oversample_minority
-from podium.pipelines.mask.models import (
+from podium.pipelines.mask.model import (
     TASK_COLUMNS,
     SummedLoss,
     build_network,

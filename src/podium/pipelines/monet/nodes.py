@@ -1,4 +1,5 @@
-"""Nodes of the monet pipeline: thin wrappers over data.py, cyclegan.py and evaluation.py.
+"""Nodes of the monet pipeline: thin wrappers over data.py, train.py, submission.py and
+evaluate.py.
 
 Each node turns parameters into arguments and catalog data into the shapes the modules
 expect; metrics leave as ``{name: {"value", "step"}}`` for kedro-mlflow's metrics dataset.
@@ -26,7 +27,8 @@ from podium.core.params import RuntimeParams
 from podium.core.plots import curves_figure, image_grid_figure
 from podium.core.resume import checkpoint_folder, data_digest, runtime_shaping
 from podium.layouts.monet import index_monet, read_images
-from podium.pipelines.monet import cyclegan, evaluation, translate
+from podium.pipelines.monet import evaluate, submission
+from podium.pipelines.monet import train as training
 from podium.pipelines.monet.data import (
     ImageChecks,
     JpegImages,
@@ -113,7 +115,7 @@ def _saved_runs(saved: Mapping[str, Callable[[], Any]]) -> dict[str, dict[str, C
         parts = partition.split("/")
         if len(parts) == 3:
             runs.setdefault(parts[1], {})[parts[2]] = loader
-    wanted = {*cyclegan.SUB_MODELS, TRAINING_STATE}
+    wanted = {*training.SUB_MODELS, TRAINING_STATE}
     return {version: files for version, files in runs.items() if wanted <= set(files)}
 
 
@@ -216,7 +218,7 @@ def train_cyclegan(
     ``_resume_file``). The curves and the table hold the epochs trained since the saved
     state it started from.
     """
-    blocks = cyclegan.check_training(data, train, loss, optimizer, model)
+    blocks = training.check_training(data, train, loss, optimizer, model)
     settings = resolve_runtime(runtime)
     resume_from = blocks["train"].resume_from
     plain = {name: block.as_dict() for name, block in blocks.items()}
@@ -225,7 +227,7 @@ def train_cyclegan(
     checkpoint = folder / CHECKPOINT_FILE
     load_size = blocks["data"].load_size
     with tempfile.TemporaryDirectory(prefix="monet-resume-") as scratch:
-        result = cyclegan.train_cyclegan(
+        result = training.train_cyclegan(
             JpegImages(photos["path"], load_size),
             JpegImages(monets["path"], load_size),
             **blocks,
@@ -240,11 +242,11 @@ def train_cyclegan(
     # curves: an MLflow metric history cannot be empty.
     curves = {
         key: [{"step": int(row["epoch"]), "value": float(row[key])} for row in result.history]
-        for key in ("lr", *cyclegan.LOSS_NAMES)
+        for key in ("lr", *training.LOSS_NAMES)
         if result.history
     }
-    history = pd.DataFrame(result.history, columns=["epoch", "lr", *cyclegan.LOSS_NAMES])
-    weights = [result.weights[name] for name in cyclegan.SUB_MODELS]
+    history = pd.DataFrame(result.history, columns=["epoch", "lr", *training.LOSS_NAMES])
+    weights = [result.weights[name] for name in training.SUB_MODELS]
     return (*weights, state, curves, history)
 
 
@@ -279,7 +281,7 @@ def write_images_zip(
         logger.warning("monet: photo %s left out of images.zip: %s", name, reason)
 
     return LazyEntries(
-        lambda: translate.translated_jpegs(
+        lambda: submission.translated_jpegs(
             generator_weights,
             JpegImages(rows["path"], input_size),
             rows["name"].tolist(),
@@ -316,8 +318,8 @@ def plot_translation_grid(
         batch_size=generate.batch_size,
         runtime=resolve_runtime(runtime),
     )
-    painted = translate.translate(photo_to_monet, shown, **settings)
-    back = translate.translate(monet_to_photo, list(painted), **settings)
+    painted = submission.translate(photo_to_monet, shown, **settings)
+    back = submission.translate(monet_to_photo, list(painted), **settings)
     small = to_tensor_images(shown, input_size).permute(0, 2, 3, 1).numpy()
     cells = [im for row in zip(small, painted, back, strict=True) for im in row]
     titles = ["photo", "photo -> Monet", "-> photo again"] * len(shown)
@@ -342,7 +344,7 @@ def score_images(
     names = sorted(images_zip)
     generated = make_loader(ZipJpegs(images_zip, names), settings, batch_size=batch_size)
     paintings = make_loader(JpegImages(monets["path"]), settings, batch_size=batch_size)
-    scores = evaluation.score(
+    scores = evaluate.score(
         generated,
         (batch.permute(0, 2, 3, 1) for batch in paintings),  # (n, H, W, 3), as decoded
         evaluation_params,

@@ -62,7 +62,7 @@ class MonetDataParams(Params):
 
 
 class MonetModelParams(Params):
-    """``monet.model``: the generators and PatchGAN discriminators (networks.py)."""
+    """``monet.model``: the generators and PatchGAN discriminators (model.py)."""
 
     block: ClassVar[str] = "monet.model"
 
@@ -127,7 +127,7 @@ class MonetTrainParams(Params):
     """Epochs of the linear decay (paper: 100); 0 is a constant rate in every epoch."""
     lr_decay_timing: Literal["reference", "after_n_epochs"] = "reference"
     """reference (the authors' timing) | after_n_epochs (podium's earlier one, one epoch
-    later): see cyclegan.lr_factor."""
+    later): see train.lr_factor."""
     batch_size: PositiveInt = 4
     """Images per domain per step (paper: 1)."""
     epoch_size: Literal["max", "min"] = "max"

@@ -1,16 +1,20 @@
-"""monet: index -> check -> CycleGAN -> images.zip -> FID, MiFID; curves and sample grid.
+"""monet, in four stages, each a namespace ``monet.<stage>`` whose nodes carry the stage's
+tag (``kedro run --pipelines=monet --namespaces=monet.<stage>`` or ``--tags=<stage>``):
 
-The images come from the jpg folders or the TFRecord shards (``monet.source``).
+- ``data``: index the photos and Monets (the jpg folders or the TFRecord shards,
+  ``monet.source``), then decode each once: the tables of readable images, no pixels kept;
+- ``models``: the CycleGAN's training, resumable (the four sub-models, the training state);
+- ``submission``: every photo translated by the photo -> Monet generator into images.zip;
+- ``report``: FID and MiFID of images.zip, the loss curves and the translation grid.
 
-The stages, by node name (``kedro run --pipelines=monet --nodes=...``): ``index_images``
-and ``check_images`` (prepare: the tables of readable photos and Monets, no pixels kept),
-``train_cyclegan`` (train), ``write_images_zip`` (translate), ``score_images`` (FID, MiFID).
 Each stage reads what the one before wrote to disk, so each can run in its own process.
+Dataset and parameter names carry no namespace.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from podium.pipelines.monet import nodes
+from podium.pipelines.stages import stage
 
 SUB_MODELS = [
     "monet_generator_photo_to_monet",
@@ -20,8 +24,13 @@ SUB_MODELS = [
 ]
 
 
+def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+    return stage("monet", name, stage_nodes)
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
+    data = _stage(
+        "data",
         [
             Node(
                 nodes.index_images,
@@ -40,6 +49,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="check_images",
             ),
+        ],
+    )
+    models = _stage(
+        "models",
+        [
             Node(
                 nodes.train_cyclegan,
                 {
@@ -59,12 +73,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [*SUB_MODELS, "monet_training_state", "monet_training_curves", "monet_history"],
                 name="train_cyclegan",
             ),
-            Node(
-                nodes.plot_training_curves,
-                "monet_history",
-                "monet_loss_curves_plot",
-                name="plot_training_curves",
-            ),
+        ],
+    )
+    submission = _stage(
+        "submission",
+        [
             Node(
                 nodes.write_images_zip,
                 [
@@ -77,6 +90,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "monet_images_zip",
                 name="write_images_zip",
+            ),
+        ],
+    )
+    report = _stage(
+        "report",
+        [
+            Node(
+                nodes.plot_training_curves,
+                "monet_history",
+                "monet_loss_curves_plot",
+                name="plot_training_curves",
             ),
             Node(
                 nodes.plot_translation_grid,
@@ -106,5 +130,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="score_images",
             ),
         ],
-        tags="monet",
     )
+    return Pipeline([data, models, submission, report], tags="monet")

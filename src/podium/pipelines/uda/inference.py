@@ -24,7 +24,7 @@ from podium.core.config import ParameterError
 from podium.core.device import Runtime, autocast, eval_mode, to_channels_last
 from podium.layouts.uda import NUM_CLASSES
 from podium.pipelines.uda import background as bg
-from podium.pipelines.uda.network import SegmentationNet, build_network
+from podium.pipelines.uda.model import SegmentationNet, build_network
 from podium.pipelines.uda.params import InferenceParams
 from podium.pipelines.uda.segmentation import tta_probabilities
 

@@ -216,7 +216,8 @@ def _labeled_pairs(frame: pd.DataFrame, predictions: Mapping[str, Callable[[], n
     for row in frame.itertuples(index=False):
         if row.id not in predictions:
             raise ValueError(
-                f"no prediction for {row.split} image {row.id}; fix: rerun its prediction node"
+                f"no prediction for {row.split} image {row.id}; fix: rerun its prediction "
+                f"node, `kedro run --pipelines=uda --nodes=uda.scoring.predict_{row.split}`"
             )
         prediction = predictions[row.id]()
         yield prediction, read_label(row.gt_path, prediction.shape)

@@ -1,10 +1,17 @@
-"""uda: index -> image table and class statistics (read image by image) -> training
-(source_only | self_training) -> sliding-window TTA prediction streamed to per-image class
-maps -> per-class IoU accumulated image by image, figures -> RLE submission appended image
-by image, and the share of its pixels in a class mask."""
+"""uda, in five stages, each a namespace ``uda.<stage>`` whose nodes carry the stage's tag:
+
+- ``data``: index -> image table and class statistics (read image by image);
+- ``models``: training (source_only | self_training);
+- ``scoring``: sliding-window TTA prediction streamed to per-image class maps;
+- ``report``: per-class IoU accumulated image by image, mIoU, figures, and the share of the
+  submission's pixels in a class mask;
+- ``submission``: the RLE submission appended image by image.
+
+Dataset and parameter names carry no namespace."""
 
 from kedro.pipeline import Node, Pipeline
 
+from podium.pipelines.stages import stage
 from podium.pipelines.uda import nodes
 
 PREDICTORS = {
@@ -14,37 +21,31 @@ PREDICTORS = {
 }
 
 
+def _stage(name: str, stage_nodes: list[Node]) -> Pipeline:
+    return stage("uda", name, stage_nodes)
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    predictions = [
-        Node(
-            predict,
-            {
-                "weights": "uda_model_weights",
-                "images": "uda_images",
-                "data": "params:uda.data",
-                "models": "params:uda.models",
-                "inference": "params:uda.inference",
-                "runtime": "params:runtime",
-            },
-            f"uda_{split}_predictions",
-            name=f"uda_predict_{split}",
-        )
-        for split, predict in PREDICTORS.items()
-    ]
-    return Pipeline(
+    data = _stage(
+        "data",
         [
             Node(
                 nodes.index_data,
                 "uda_raw",
                 ["uda_index", "uda_submission_ids"],
-                name="uda_index_data",
+                name="index_data",
             ),
             Node(
                 nodes.inspect_images,
                 ["uda_index", "params:uda.data", "params:runtime.dask"],
                 ["uda_images", "uda_source_class_pixels", "uda_bad_images"],
-                name="uda_inspect_images",
+                name="inspect_images",
             ),
+        ],
+    )
+    models = _stage(
+        "models",
+        [
             Node(
                 nodes.train_models,
                 {
@@ -59,9 +60,32 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "checkpoints": "uda_checkpoints",
                 },
                 ["uda_model_weights", "uda_training_curves"],
-                name="uda_train_models",
+                name="train_models",
             ),
-            *predictions,
+        ],
+    )
+    scoring = _stage(
+        "scoring",
+        [
+            Node(
+                predict,
+                {
+                    "weights": "uda_model_weights",
+                    "images": "uda_images",
+                    "data": "params:uda.data",
+                    "models": "params:uda.models",
+                    "inference": "params:uda.inference",
+                    "runtime": "params:runtime",
+                },
+                f"uda_{split}_predictions",
+                name=f"predict_{split}",
+            )
+            for split, predict in PREDICTORS.items()
+        ],
+    )
+    report = _stage(
+        "report",
+        [
             Node(
                 nodes.score_predictions,
                 [
@@ -71,28 +95,33 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:uda.evaluation",
                 ],
                 "uda_class_iou",
-                name="uda_score_predictions",
+                name="score_predictions",
             ),
-            Node(nodes.iou_metrics, "uda_class_iou", "uda_eval_metrics", name="uda_iou_metrics"),
-            Node(nodes.plot_iou, "uda_class_iou", "uda_iou_figure", name="uda_plot_iou"),
+            Node(nodes.iou_metrics, "uda_class_iou", "uda_eval_metrics", name="iou_metrics"),
+            Node(nodes.plot_iou, "uda_class_iou", "uda_iou_figure", name="plot_iou"),
             Node(
                 nodes.plot_target_overlays,
                 ["uda_images", "uda_val_target_predictions", "params:uda.evaluation"],
                 "uda_target_overlays",
-                name="uda_plot_target_overlays",
-            ),
-            Node(
-                nodes.write_submission,
-                ["uda_test_predictions", "uda_submission_ids", "uda_bad_images"],
-                "uda_submission",
-                name="uda_write_submission",
+                name="plot_target_overlays",
             ),
             Node(
                 nodes.submission_metrics,
                 "uda_test_predictions",
                 "uda_submission_metrics",
-                name="uda_submission_metrics",
+                name="submission_metrics",
             ),
         ],
-        tags="uda",
     )
+    submission = _stage(
+        "submission",
+        [
+            Node(
+                nodes.write_submission,
+                ["uda_test_predictions", "uda_submission_ids", "uda_bad_images"],
+                "uda_submission",
+                name="write_submission",
+            ),
+        ],
+    )
+    return Pipeline([data, models, scoring, report, submission], tags="uda")

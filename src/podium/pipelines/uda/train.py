@@ -46,7 +46,7 @@ from podium.layouts.uda import IGNORE_INDEX, NUM_CLASSES
 from podium.pipelines.uda import background as bg
 from podium.pipelines.uda import selftraining as st
 from podium.pipelines.uda.data import PairedDataset, rare_class_image_weights
-from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.params import ModelParams, ModelsParams, TrainingParams
 
 log = logging.getLogger(__name__)

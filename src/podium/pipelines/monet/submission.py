@@ -1,5 +1,8 @@
-"""Translation with a trained CycleGAN generator: batches in dataset order, a preview of a
-few images, and the competition's jpgs streamed one batch at a time. No kedro or mlflow."""
+"""The competition's submission: every photo translated by the trained photo -> Monet
+generator into the jpgs of images.zip, streamed one batch at a time
+(:func:`translated_jpegs`), in dataset order (:func:`iter_translations`); and
+:func:`translate`, all at once, for the few images of the report's grid. No kedro or
+mlflow."""
 
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from podium.core.device import Runtime, autocast, to_channels_last
-from podium.pipelines.monet.cyclegan import to_model_range, to_uint8
 from podium.pipelines.monet.data import Tolerant, as_images, encode_jpeg, make_loader
-from podium.pipelines.monet.networks import build_generator
+from podium.pipelines.monet.model import build_generator
+from podium.pipelines.monet.train import to_model_range, to_uint8
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from podium.core.config import ParameterError
-from podium.pipelines.monet.networks import (
+from podium.pipelines.monet.model import (
     ResnetGenerator,
     build_discriminator,
     build_generator,

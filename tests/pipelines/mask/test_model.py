@@ -9,7 +9,7 @@ from torch import nn
 
 from podium.core.config import ParameterError
 from podium.layouts.mask import encode_class
-from podium.pipelines.mask.models import (
+from podium.pipelines.mask.model import (
     FocalLoss,
     SummedLoss,
     build_variant,

@@ -1,4 +1,4 @@
-"""Video-level metrics, the DFDC submission table and the figures of the deepfake pipeline.
+"""Video-level metrics and the figures of the deepfake pipeline.
 
 DFDC scored submissions by binary log loss with clipped probabilities; ``eps`` (the clip
 margin) is a parameter. AUC needs both classes: when the evaluated videos hold only one,
@@ -24,18 +24,14 @@ from podium.core.plots import image_grid_figure
 from podium.pipelines.deepfake.scoring import binary_log_loss
 
 __all__ = [
-    "SUBMISSION_COLUMNS",
     "constant_prior_log_loss",
     "face_grid_figure",
     "overlay_mask",
     "per_folder_log_loss",
     "roc_figure",
-    "submission_frame",
     "video_metrics",
 ]
 
-#: Columns of DFDC's submission.csv: the video file name and its FAKE probability.
-SUBMISSION_COLUMNS = ["filename", "label"]
 _SECTION = "deepfake.evaluation"
 
 
@@ -110,23 +106,6 @@ def constant_prior_log_loss(
         raise ValueError("no training labels")
     y_ev = np.asarray(y_eval, dtype=np.float64)
     return binary_log_loss(y_ev, np.full(len(y_ev), y_tr.mean()), eps)
-
-
-def submission_frame(filenames: Sequence[str], probs: Sequence[float] | np.ndarray) -> pd.DataFrame:
-    """DFDC's submission table: ``filename`` (the mp4 name) and ``label`` (FAKE probability),
-    in the given order. Refuses NaN, probabilities outside [0, 1] and repeated names."""
-    names = [str(f) for f in filenames]
-    p = np.asarray(probs, dtype=np.float64)
-    if p.shape != (len(names),):
-        raise ValueError(f"{len(p)} probabilities for {len(names)} file names")
-    if not np.isfinite(p).all():
-        raise ValueError("submission probabilities contain NaN or inf")
-    if ((p < 0) | (p > 1)).any():
-        raise ValueError("submission probabilities must lie in [0, 1]")
-    repeated = pd.Index(names)[pd.Index(names).duplicated()]
-    if len(repeated):
-        raise ValueError(f"file names repeat in the submission: {list(repeated[:5])}")
-    return pd.DataFrame({"filename": names, "label": p}, columns=SUBMISSION_COLUMNS)
 
 
 def roc_figure(

@@ -6,7 +6,7 @@ predicts its own fold's videos, so every video gets out-of-fold (OOF) frame prob
 from the one fold model that never saw it. Unseen (test) videos get the mean of a model's
 fold-model **logits**, turned into a probability.
 
-Architectures (:mod:`podium.pipelines.deepfake.networks`): ``classifier`` and
+Architectures (:mod:`podium.pipelines.deepfake.model`): ``classifier`` and
 ``unet_multitask`` (a UNet decoder predicts the manipulation mask, the record's ``masks``,
 beside a classification branch at the encoder's end); its loss is ``w_cls * BCE(logit) +
 w_seg * seg_loss(mask)``, ``seg_loss`` one of ``bce``, ``dice``, ``bce_dice``; a FAKE whose
@@ -84,7 +84,7 @@ from podium.core.training import (
     split_batch,
     updates_per_epoch,
 )
-from podium.pipelines.deepfake.networks import build_network
+from podium.pipelines.deepfake.model import build_network
 from podium.pipelines.deepfake.params import KEY_SEP, TrainingParams, typed
 
 __all__ = [
@@ -105,6 +105,8 @@ PARAMETER = "deepfake.training"
 LABELS = {"REAL": 0.0, "FAKE": 1.0}
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Settings that change neither a fold model nor its predictions (left out of the digest).
+#: How an error asks for a node of the deepfake pipeline to be run again.
+_RERUN = "kedro run --pipelines=deepfake --nodes="
 _NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_from")
 #: The optimizer and scheduler keys a checkpoint's settings digest always holds (conf/base
 #: sets them); a key set beyond them joins the digest, one left at its default does not, so
@@ -152,7 +154,7 @@ def _check_record(partition: str, record: Any) -> dict:
         raise ValueError(
             f"record {partition!r}: `crops` must be a uint8 array (n, H, W, 3), got "
             f"{getattr(crops, 'shape', type(crops).__name__)}; fix: delete the record and "
-            "re-run extract_faces"
+            f"run {_RERUN}deepfake.faces.extract_faces"
         )
     return record
 
@@ -168,7 +170,7 @@ def _crop_rows(index: pd.DataFrame, partitions: Sequence[str]) -> pd.DataFrame:
     if absent:
         raise ValueError(
             f"{len(absent)} video(s) have no crops in the face index, e.g. {absent[:3]}; fix: "
-            "re-run index_faces (or mark them has_faces = false)"
+            f"run {_RERUN}deepfake.faces.index_faces (or mark them has_faces = false)"
         )
     rows = rows.assign(_order=rows["partition"].map(order).to_numpy())
     return rows.sort_values(["_order", "crop"], kind="stable").drop(columns="_order")
@@ -547,8 +549,8 @@ def train_frame_models(
     unknown_records = sorted(set(videos["partition"]) - set(records))
     if unknown_records:
         raise KeyError(
-            f"video partition(s) {unknown_records[:3]} have no extraction record; fix: re-run "
-            "extract_faces"
+            f"video partition(s) {unknown_records[:3]} have no extraction record; fix: "
+            f"run {_RERUN}deepfake.faces.extract_faces"
         )
     rows = _crop_rows(index, list(videos["partition"]))
     video_of = videos.set_index("partition")

@@ -51,7 +51,7 @@ from podium.pipelines.monet.data import (
     as_images,
     make_loader,
 )
-from podium.pipelines.monet.networks import build_discriminator, build_generator
+from podium.pipelines.monet.model import build_discriminator, build_generator
 from podium.pipelines.monet.params import (
     LR_DECAY_TIMINGS,
     MonetDataParams,

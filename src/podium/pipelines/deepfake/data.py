@@ -1,4 +1,5 @@
-"""Face extraction for the DFDC videos, fanned out over Dask distributed, streamed to disk.
+"""The deepfake pipeline's inputs: the DFDC videos' faces, extracted over Dask distributed and
+streamed to disk, and the face index.
 
 :func:`plan_extraction` checks the ``videos`` table of
 :func:`podium.layouts.dfdc.index_dfdc` and the settings, and plans the work;

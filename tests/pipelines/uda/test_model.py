@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from podium.core.config import ParameterError
-from podium.pipelines.uda.network import build_network
+from podium.pipelines.uda.model import build_network
 
 SPEC = {"encoder": "regnetx_002", "decoder": "daformer", "channels": 8, "dilations": [1, 2]}
 

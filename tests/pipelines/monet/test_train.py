@@ -11,7 +11,9 @@ import torch
 
 from podium.core.config import ParameterError
 from podium.core.device import resolve_runtime
-from podium.pipelines.monet.cyclegan import (
+from podium.pipelines.monet.data import to_tensor_images
+from podium.pipelines.monet.submission import translate
+from podium.pipelines.monet.train import (
     LR_DECAY_TIMINGS,
     SUB_MODELS,
     ImagePool,
@@ -21,8 +23,6 @@ from podium.pipelines.monet.cyclegan import (
     to_uint8,
     train_cyclegan,
 )
-from podium.pipelines.monet.data import to_tensor_images
-from podium.pipelines.monet.translate import translate
 
 MODEL = {
     "generator": "resnet",
