@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,11 +127,18 @@ CASES: dict[str, Case] = {
         stages=(
             Stage(
                 "extract",
-                ("deepfake.data.index_training_videos", "deepfake.data.index_test_videos", "deepfake.faces.extract_faces", "deepfake.faces.index_faces"),
+                (
+                    "deepfake.data.index_training_videos",
+                    "deepfake.data.index_test_videos",
+                    "deepfake.faces.extract_faces",
+                    "deepfake.faces.index_faces",
+                ),
                 "videos",
             ),
             Stage("split", ("deepfake.split.assign_folds",), "train_videos"),
-            Stage("train (1 epoch, 1 fold)", ("deepfake.models.train_frame_models",), "train_videos"),
+            Stage(
+                "train (1 epoch, 1 fold)", ("deepfake.models.train_frame_models",), "train_videos"
+            ),
             Stage("predict", ("deepfake.scoring.predict_test_frames",), "test_videos"),
         ),
         count=_dfdc_count,
@@ -271,6 +279,17 @@ def _kedro(project: Path, env: dict, *args: str) -> tuple[float, Peak, str]:
     return seconds, peak, output[-2000:]
 
 
+def _in_checkout(wanted: Sequence[str], known: set[str], pipeline: str) -> list[str]:
+    """The checkout's names for ``wanted``: the full name, or in an older checkout (nodes
+    without namespaces, or a node it lacks) the same short name; none at all is an error."""
+    short = {name.rsplit(".", 1)[-1]: name for name in known}
+    found = [n if n in known else short.get(n.rsplit(".", 1)[-1]) for n in wanted]
+    found = [n for n in found if n]
+    if not found:
+        raise RuntimeError(f"{pipeline}: none of {list(wanted)} is a node of this checkout")
+    return found
+
+
 def _node_names(pipeline: str, env: dict) -> set[str]:
     script = (
         f"from podium.pipelines.{pipeline}.pipeline import create_pipeline\n"
@@ -332,10 +351,11 @@ def measure(case: Case, multiplier: int, source: Path, label: str, keep: Path | 
     counts = case.count(project)
     known = _node_names(case.pipeline, env)
     run = ("run", f"--pipelines={case.pipeline}")
-    startup, idle, _ = _kedro(project, env, *run, f"--nodes={case.probe}")
+    (probe,) = _in_checkout([case.probe], known, case.pipeline)
+    startup, idle, _ = _kedro(project, env, *run, f"--nodes={probe}")
     rows = []
     for stage in case.stages:
-        nodes = [n for n in stage.nodes if n in known]  # an older checkout may lack some
+        nodes = _in_checkout(stage.nodes, known, case.pipeline)
         seconds, peak, _ = _kedro(project, env, *run, f"--nodes={','.join(nodes)}")
         items = int(counts[stage.items])
         work = max(seconds - startup, 0.0)

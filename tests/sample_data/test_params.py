@@ -157,7 +157,7 @@ def test_a_generator_takes_a_plain_dictionary_and_checks_it_at_its_door(generate
     given = TINY_SAMPLE["sample_data"][competition]
     typed = model.of(given)
     assert model.of(typed) is typed  # a model passes through as it is
-    assert all(typed[key] == value for key, value in given.items())
+    assert all(typed.as_configured()[key] == value for key, value in given.items())
     left_out = next(key for key in model.model_fields if key not in given)
     assert typed[left_out] == model.model_fields[left_out].default
     with pytest.raises(ParametersInvalid, match=rf"sample_data\.{competition}\.n_typo"):

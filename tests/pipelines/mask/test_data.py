@@ -206,7 +206,7 @@ def test_a_run_killed_mid_write_does_not_break_the_next_run(mask_root, tmp_path)
     stray.write_bytes(b"")
     with pytest.raises(CropEntryError, match=rf"{entries[1]}.*damaged.*crop node"):
         _files(store, first)[1]
-    nodes = r"--nodes=mask\.data\.crop_training_images,mask\.data\.crop_evaluation_images"
+    nodes = r"--nodes=mask\.crops\.crop_training_images,mask\.crops\.crop_evaluation_images"
     with pytest.raises(CropEntryError, match=rf"{entries[0]} is missing.*{nodes}"):
         _files(store, first)[0]
 

@@ -69,7 +69,7 @@ def test_photos_without_a_usable_crop_are_told_on_the_console(caplog):
 def test_a_crop_index_of_other_photos_stops_with_the_node_to_run(pristine_mask_root):
     index = nodes.index_training_images(pristine_mask_root, 58)
     stale = pd.DataFrame({"path": index["path"][:-1], "status": CROPPED, "crop": "x"})
-    message = r"mask_train_crop_index.*--nodes=mask\.data\.crop_training_images`"
+    message = r"mask_train_crop_index.*--nodes=mask\.crops\.crop_training_images`"
     with pytest.raises(ValueError, match=message):
         nodes.assign_person_folds(index, stale, {"n_splits": 3}, seed=1)
 
