@@ -321,3 +321,12 @@ def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name("podium")
     assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+
+
+def test_the_confidence_band_is_logged_only_for_the_rules_that_use_it():
+    from podium.pipelines.deepfake.params import VideoScoreParams
+
+    band = {"band_low": 0.1, "band_high": 0.9}
+    assert VideoScoreParams.model_validate({"rule": "mean", **band}).as_logged() == {"rule": "mean"}
+    winner = VideoScoreParams.model_validate({"rule": "confident_strategy", **band})
+    assert winner.as_logged() == {"rule": "confident_strategy", **band}

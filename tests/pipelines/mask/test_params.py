@@ -102,3 +102,10 @@ def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name("podium")
     assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+
+
+def test_a_key_the_chosen_option_does_not_use_is_not_logged():
+    focal = params.MaskLossParams.model_validate({"name": "focal", "gamma": 1.5})
+    plain = params.MaskLossParams.model_validate({"name": "ce", "gamma": 1.5})
+    assert focal.as_logged() == {"name": "focal", "gamma": 1.5}
+    assert plain.as_logged() == {"name": "ce"} and plain.as_configured()["gamma"] == 1.5

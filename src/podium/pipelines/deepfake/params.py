@@ -359,6 +359,10 @@ class VideoScoreParams(Params):
             )
         return self
 
+    def not_applicable(self) -> set[str]:
+        confident = self.rule in ("confident_strategy", "confident_mean")
+        return set() if confident else {"band_low", "band_high"}
+
 
 def _default_lgbm() -> dict[str, Any]:
     return {

@@ -83,6 +83,9 @@ class MaskLossParams(Params):
     gamma: NonNegativeFloat = 2.0
     """focal only."""
 
+    def not_applicable(self) -> set[str]:
+        return set() if self.name == "focal" else {"gamma"}
+
 
 class MaskOptimizerParams(OptimizerParams):
     block: ClassVar[str] = "mask.optimizer"
