@@ -111,9 +111,14 @@ def check_typed_parameters(
     parameters: Mapping[str, Any], pipelines: Mapping[str, Pipeline]
 ) -> None:
     """Raise :class:`ParametersInvalid` unless every block a node of ``pipelines`` reads as a
-    typed model (its annotation, found by Kedro's own type extractor) validates."""
+    typed model (its annotation, found by Kedro's own type extractor) validates, and no
+    block under a pipeline's name that holds the blocks nodes read has a key that no node
+    of ``pipelines`` reads (a misspelt block, ``deepfake.trainng``; ``seed`` and
+    ``deterministic`` of ``<pipeline>`` are the run's, read by ReproducibilityHooks)."""
     from kedro.validation.type_extractor import TypeExtractor
     from kedro.validation.utils import _MISSING, _unwrap_optional, resolve_nested_dict_path
+
+    from podium.core.config import describe_choices
 
     errors: list[ParametersInvalid] = []
     for key, expected in TypeExtractor(dict(pipelines)).extract_types_from_pipelines().items():
@@ -125,6 +130,32 @@ def check_typed_parameters(
             model.model_validate(value)
         except ParametersInvalid as error:
             errors.append(error)
+    read = {
+        name.removeprefix("params:")
+        for pipeline in pipelines.values()
+        for name in pipeline.inputs()
+        if name.startswith("params:")
+    }
+    children: dict[str, set[str]] = {}
+    for key in read:
+        parts = key.split(".")
+        for depth in range(1, len(parts)):
+            children.setdefault(".".join(parts[:depth]), set()).add(parts[depth])
+    unknown: list[tuple[str, str]] = []
+    for parent, known in sorted(children.items()):
+        if parent in read or parent.split(".")[0] not in pipelines:
+            continue  # read whole (its node or typed model checks it), or no pipeline's block
+        value = resolve_nested_dict_path(dict(parameters), parent)
+        if not isinstance(value, Mapping):
+            continue
+        allowed = sorted(known | ({"seed", "deterministic"} if "." not in parent else set()))
+        unknown += [
+            (f"{parent}.{k}", f"unknown key; {describe_choices(str(k), allowed, 'keys')}")
+            for k in value
+            if k not in allowed
+        ]
+    if unknown:
+        errors.append(ParametersInvalid(unknown))
     if errors:
         raise ParametersInvalid.combine(errors)
 

@@ -102,6 +102,13 @@ def check_images(
         for path, reason in zip(bad["path"], bad["reason"], strict=True):
             logger.warning("monet: skipping unreadable %s image %s: %s", domain, path, reason)
     report = pd.concat(reports, ignore_index=True)
+    if len(report):
+        logger.warning(
+            "monet: %d of %d image(s) unreadable and skipped, listed in the unreadable-images "
+            "report",
+            len(report),
+            len(index),
+        )
     return tables[0], tables[1], report, as_metrics(counts)
 
 
