@@ -138,6 +138,21 @@ def kedro_run(
             mlflow.end_run()
 
 
+def data_files(project: Path) -> set[Path]:
+    """Every file under the project's data/ folder."""
+    return {p for p in (project / "data").rglob("*") if p.is_file()}
+
+
+def assert_refused_at_the_door(project: Path, before: set[Path]) -> None:
+    """A run stopped before its first node: data/ holds exactly what it held before (no
+    node wrote anything), and the project's MLflow store has no run."""
+    after = data_files(project)
+    assert after == before, sorted(after ^ before)
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("podium")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
 def tracked_runs(project: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("podium")

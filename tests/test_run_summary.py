@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from podium.run_summary import HEADLINES, description, flat_overrides, run_name
+from podium.ablation.grid import flatten
+from podium.run_summary import HEADLINES, description, run_name
 
 
 def test_a_run_is_named_after_its_pipeline_and_what_the_command_line_changed():
@@ -17,7 +18,7 @@ def test_a_run_is_named_after_its_pipeline_and_what_the_command_line_changed():
 
 
 def test_overrides_are_flattened_whether_given_nested_or_dotted():
-    assert flat_overrides({"a": {"b": 1, "c": {"d": None}}, "e.f": [1, 2]}) == {
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e.f": [1, 2]}) == {
         "a.b": 1,
         "a.c.d": None,
         "e.f": [1, 2],

@@ -120,10 +120,11 @@ def check_typed_parameters(
 
     from podium.core.config import describe_choices
 
+    parameters = dict(parameters)
     errors: list[ParametersInvalid] = []
     for key, expected in TypeExtractor(dict(pipelines)).extract_types_from_pipelines().items():
         model = _unwrap_optional(expected)
-        value = resolve_nested_dict_path(dict(parameters), key)
+        value = resolve_nested_dict_path(parameters, key)
         if value is _MISSING or value is None or not issubclass(model, TypedBlock):
             continue
         try:
@@ -145,7 +146,7 @@ def check_typed_parameters(
     for parent, known in sorted(children.items()):
         if parent in read or parent.split(".")[0] not in pipelines:
             continue  # read whole (its node or typed model checks it), or no pipeline's block
-        value = resolve_nested_dict_path(dict(parameters), parent)
+        value = resolve_nested_dict_path(parameters, parent)
         if not isinstance(value, Mapping):
             continue
         allowed = sorted(known | ({"seed", "deterministic"} if "." not in parent else set()))

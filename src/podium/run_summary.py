@@ -27,6 +27,8 @@ import mlflow
 from kedro.framework.hooks import hook_impl
 from mlflow.tracking import MlflowClient
 
+from podium.ablation.grid import flatten
+
 log = logging.getLogger(__name__)
 
 #: The MLflow UI's experiment type for training runs (its other kind is GenAI development).
@@ -96,18 +98,6 @@ HEADLINES: dict[str, Headline] = {
 }
 
 
-def flat_overrides(runtime_params: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}`` (``--params`` reach Kedro nested or dotted)."""
-    flat: dict[str, Any] = {}
-    for key, value in (runtime_params or {}).items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_overrides(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
-
-
 def run_name(pipelines: list[str], runtime_params: Mapping[str, Any] | None) -> str:
     """``deepfake: split.strategy=folder, seed=1``: the pipeline and what the command line
     changed, keys under the pipeline's own block written without its name."""
@@ -115,7 +105,7 @@ def run_name(pipelines: list[str], runtime_params: Mapping[str, Any] | None) -> 
     own = f"{pipelines[0]}." if len(pipelines) == 1 else None
     overrides = [
         f"{key.removeprefix(own) if own else key}={_short(value)}"
-        for key, value in sorted(flat_overrides(runtime_params).items())
+        for key, value in sorted(flatten(runtime_params or {}).items())
     ]
     name = f"{head}: {', '.join(overrides)}" if overrides else head
     return name if len(name) <= MAX_NAME else f"{name[: MAX_NAME - 1]}…"

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from kedro.config import OmegaConfigLoader
 
@@ -27,7 +26,13 @@ from podium.sample_data.mask import generate_mask_sample
 from podium.sample_data.monet import generate_monet_sample
 from podium.sample_data.uda import generate_uda_sample
 from podium.settings import CONFIG_LOADER_ARGS
-from tests.conftest import TINY_SAMPLE, kedro_run, make_project
+from tests.conftest import (
+    TINY_SAMPLE,
+    assert_refused_at_the_door,
+    data_files,
+    kedro_run,
+    make_project,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FILE = "conf/base/parameters_sample_data.yml"
@@ -179,6 +184,7 @@ def test_a_typo_stops_the_run_before_the_first_generator(tmp_path, monkeypatch):
     after the DFDC videos, the mask photos and the UDA images were drawn."""
     root = make_project(tmp_path / "project", TINY_SAMPLE, git=False)
     monkeypatch.chdir(root)
+    before = data_files(root)
     started = time.monotonic()
     with pytest.raises(
         ParametersInvalid,
@@ -186,8 +192,4 @@ def test_a_typo_stops_the_run_before_the_first_generator(tmp_path, monkeypatch):
     ):
         kedro_run(root, "sample_data", {"sample_data": {"monet": {"n_photoz": 3}}})
     assert time.monotonic() - started < 10
-    written = [p for p in (root / "data").rglob("*") if p.is_file() and p.name != ".gitkeep"]
-    assert not written, written
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("podium")
-    assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+    assert_refused_at_the_door(root, before)

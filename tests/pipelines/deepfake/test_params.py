@@ -10,7 +10,6 @@ import time
 import typing
 from pathlib import Path
 
-import mlflow
 import pytest
 from kedro.config import OmegaConfigLoader
 
@@ -21,7 +20,14 @@ from podium.pipelines.deepfake import params as p
 from podium.pipelines.deepfake.data import settings_key
 from podium.pipelines.deepfake.model import ARCHITECTURES
 from podium.pipelines.deepfake.train import shaping_settings
-from tests.conftest import REPO, TINY_DEEPFAKE, kedro_run, make_project
+from tests.conftest import (
+    REPO,
+    TINY_DEEPFAKE,
+    assert_refused_at_the_door,
+    data_files,
+    kedro_run,
+    make_project,
+)
 
 FILE = "conf/base/parameters_deepfake.yml"
 INFERENCE_FILE = "conf/base/parameters_deepfake_inference.yml"
@@ -312,15 +318,12 @@ def project(tmp_path, monkeypatch) -> Path:
 
 def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
     """deepfake.calibration is read after extraction and training; its typo costs seconds."""
+    before = data_files(project)
     started = time.monotonic()
     with pytest.raises(ParametersInvalid, match=r"deepfake\.calibration\.factr.*'factor'"):
         kedro_run(project, "deepfake", {"deepfake": {"calibration": {"factr": 0.5}}})
     assert time.monotonic() - started < 10
-    written = [f for f in (project / "data").rglob("*") if f.is_file()]
-    assert not [f for f in written if f.name != ".gitkeep"], written
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("podium")
-    assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+    assert_refused_at_the_door(project, before)
 
 
 def test_the_confidence_band_is_logged_only_for_the_rules_that_use_it():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from podium.sample_data.mask import generate_mask_sample
-from tests.conftest import write_tree
+from tests.conftest import make_project, write_tree
 
 TINY_SAMPLE = {
     "n_people": 12,
@@ -42,6 +42,15 @@ ONE_DASK_WORKER = {"runtime": {"dask": {"n_workers": 1}}}
 def pristine_mask_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mask_sample") / "mask"
     return write_tree(generate_mask_sample(TINY_SAMPLE, seed=SAMPLE_SEED), root)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, pristine_mask_root) -> Path:
+    """A throwaway project with the tiny sample and TINY_PARAMS, as the working folder."""
+    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
+    shutil.copytree(pristine_mask_root, root / "data" / "01_raw" / "mask")
+    monkeypatch.chdir(root)
+    return root
 
 
 @pytest.fixture

@@ -3,18 +3,14 @@ the first node of a real run."""
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
-import mlflow
 import pytest
 
 from podium.core.params import ParametersInvalid
 from podium.pipelines.mask import params
 from podium.pipelines.mask.data import crop_settings
-from tests.conftest import kedro_run, make_project
-from tests.pipelines.mask.conftest import TINY_PARAMS
+from tests.conftest import assert_refused_at_the_door, data_files, kedro_run
 
 FILE = "conf/base/parameters_mask.yml"
 
@@ -81,27 +77,16 @@ def test_a_plain_dictionary_still_works_for_the_building_blocks():
         crop_settings({"method": "middle"})
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch, pristine_mask_root) -> Path:
-    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
-    shutil.copytree(pristine_mask_root, root / "data" / "01_raw" / "mask")
-    monkeypatch.chdir(root)
-    return root
-
-
 def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
     """mask.ensemble is read only after training; its typo costs seconds, not a training."""
+    before = data_files(project)
     started = time.monotonic()
     with pytest.raises(
         ParametersInvalid, match=r"mask\.ensemble\.submision_vote.*'submission_vote'"
     ):
         kedro_run(project, "mask", {"mask": {"ensemble": {"submision_vote": "hard"}}})
     assert time.monotonic() - started < 10
-    written = [p for p in (project / "data").rglob("*") if p.is_file() and "01_raw" not in p.parts]
-    assert not [p for p in written if p.name != ".gitkeep"], written
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("podium")
-    assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+    assert_refused_at_the_door(project, before)
 
 
 def test_a_key_the_chosen_option_does_not_use_is_not_logged():

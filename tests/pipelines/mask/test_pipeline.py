@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,16 +12,8 @@ from safetensors import safe_open
 
 from podium.core.config import ParameterError
 from podium.layouts.mask import MaskLayoutError
-from tests.conftest import kedro_run, make_project
-from tests.pipelines.mask.conftest import ONE_DASK_WORKER, TINY_PARAMS
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch, pristine_mask_root) -> Path:
-    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
-    shutil.copytree(pristine_mask_root, root / "data" / "01_raw" / "mask")
-    monkeypatch.chdir(root)
-    return root
+from tests.conftest import kedro_run
+from tests.pipelines.mask.conftest import ONE_DASK_WORKER
 
 
 def _only_run(project: Path):

@@ -39,7 +39,14 @@ from podium.pipelines.monet.params import (
 from podium.pipelines.monet.pipeline import create_pipeline
 from podium.sample_data.monet import generate_monet_sample
 from podium.settings import CONFIG_LOADER_ARGS
-from tests.conftest import TINY_SAMPLE, kedro_run, make_project, write_tree
+from tests.conftest import (
+    TINY_SAMPLE,
+    assert_refused_at_the_door,
+    data_files,
+    kedro_run,
+    make_project,
+    write_tree,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 FILE = "conf/base/parameters_monet.yml"
@@ -302,7 +309,7 @@ def test_a_typo_in_the_scoring_block_stops_the_run_before_any_node(project):
     # it when the context is created) takes seconds of schema migrations, no part of this.
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     client.search_experiments()
-    raw = {p for p in (project / "data").rglob("*") if p.is_file()}
+    raw = data_files(project)
     assert raw and all("01_raw" in p.parts for p in raw)
     started = time.monotonic()
     with pytest.raises(ParametersInvalid) as caught:
@@ -313,8 +320,4 @@ def test_a_typo_in_the_scoring_block_stops_the_run_before_any_node(project):
     assert "monet.evaluation.batch_sise" in message and "did you mean 'batch_size'" in message
     assert FILE in message
     assert elapsed < 10, f"took {elapsed:.1f} s"
-    written = {p for p in (project / "data").rglob("*") if p.is_file()}
-    assert written == raw  # nothing indexed, checked, trained or scored
-    experiment = client.get_experiment_by_name("podium")
-    runs = [] if experiment is None else client.search_runs([experiment.experiment_id])
-    assert runs == []  # no MLflow run was started
+    assert_refused_at_the_door(project, raw)  # nothing indexed, checked, trained or scored

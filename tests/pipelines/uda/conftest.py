@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from podium.sample_data.uda import generate_uda_sample
-from tests.conftest import write_tree
+from tests.conftest import make_project, write_tree
 
 TINY_SAMPLE = {
     "n_train_source": 4,
@@ -46,3 +47,12 @@ TINY_PARAMS = {
 def pristine_uda_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("uda_sample") / "uda"
     return write_tree(generate_uda_sample(TINY_SAMPLE, seed=SAMPLE_SEED), root)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, pristine_uda_root) -> Path:
+    """A throwaway project with the tiny sample and TINY_PARAMS, as the working folder."""
+    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
+    shutil.copytree(pristine_uda_root, root / "data" / "01_raw" / "uda")
+    monkeypatch.chdir(root)
+    return root

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import copy
 import pickle
-import shutil
 import time
-from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
@@ -22,8 +19,7 @@ from podium.pipelines.uda import params
 from podium.pipelines.uda.inference import inference_settings
 from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.pipeline import create_pipeline
-from tests.conftest import REPO, kedro_run, make_project
-from tests.pipelines.uda.conftest import TINY_PARAMS
+from tests.conftest import REPO, assert_refused_at_the_door, data_files, kedro_run
 
 FILE = "conf/base/parameters_uda.yml"
 BASE = yaml.safe_load((REPO / FILE).read_text())["uda"]
@@ -318,22 +314,11 @@ def test_an_ablation_point_with_a_bad_value_is_caught():
         check_typed_parameters(parameters, {"uda": create_pipeline()})
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch, pristine_uda_root) -> Path:
-    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
-    shutil.copytree(pristine_uda_root, root / "data" / "01_raw" / "uda")
-    monkeypatch.chdir(root)
-    return root
-
-
 def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
     """uda.evaluation is read only after training and prediction; its typo costs seconds."""
+    before = data_files(project)
     started = time.monotonic()
     with pytest.raises(ParametersInvalid, match=r"uda\.evaluation\.overlay\b.*'overlays'"):
         kedro_run(project, "uda", {"uda": {"evaluation": {"overlay": 2}}})
     assert time.monotonic() - started < 10
-    written = [p for p in (project / "data").rglob("*") if p.is_file() and "01_raw" not in p.parts]
-    assert not [p for p in written if p.name != ".gitkeep"], written
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("podium")
-    assert experiment is None or not mlflow.search_runs([experiment.experiment_id]).shape[0]
+    assert_refused_at_the_door(project, before)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,8 @@ from safetensors import safe_open
 from podium.core.checkpoints import load_state_dict
 from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 from podium.pipelines.uda.submission import rle_decode
-from tests.conftest import kedro_run, make_project, tracked_runs
-from tests.pipelines.uda.conftest import TINY_PARAMS, TINY_SAMPLE
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch, pristine_uda_root) -> Path:
-    root = make_project(tmp_path / "project", TINY_PARAMS, git=False)
-    shutil.copytree(pristine_uda_root, root / "data" / "01_raw" / "uda")
-    monkeypatch.chdir(root)
-    return root
+from tests.conftest import kedro_run, tracked_runs
+from tests.pipelines.uda.conftest import TINY_SAMPLE
 
 
 def _versioned(path: Path) -> Path:
