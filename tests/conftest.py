@@ -2,25 +2,93 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
+from podium.pipelines.stages import STAGE_WORDS
+
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Every process this session starts inherits this mark (through fork and exec alike), so
+# one that outlives its parent is found, and told from any other process on the machine.
+SESSION_MARK = "PODIUM_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+SESSION_START = time.time()
+ORPHAN_GRACE = 30  # seconds for an orphan to notice its parent's death and exit by itself
+
+
+def orphans() -> list[psutil.Process]:
+    """This session's processes that are no longer below it: their parent died without
+    them (a server's child when only the server was stopped, a killed run's workers)."""
+    me, mark = os.getpid(), os.environ[SESSION_MARK]
+    found = []
+    for proc in psutil.process_iter(["create_time"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == me or proc.info["create_time"] < SESSION_START - 1:
+                continue
+            if proc.environ().get(SESSION_MARK) != mark:
+                continue
+            if me not in {parent.pid for parent in proc.parents()}:
+                found.append(proc)
+    return found
+
+
+def end_orphans() -> list[str]:
+    """Wait for this session's orphans to exit, then kill those left; what they were."""
+    _, alive = psutil.wait_procs(orphans(), timeout=ORPHAN_GRACE)
+    left = []
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            left.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:300]}")
+            proc.kill()
+    return left
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(request):
+    """Fails the test after which a process is left running without its parent (it, or
+    a fixture torn down before it, started the process), and ends that process."""
+    yield
+    left = end_orphans()
+    if left:
+        pytest.fail(
+            f"left running after {request.node.nodeid}, their parent gone (killed now):\n"
+            + "\n".join(left),
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_session():
+    yield
+    left = end_orphans()
+    if left:
+        pytest.fail(
+            "left running by a fixture, their parent gone (killed now):\n" + "\n".join(left),
+            pytrace=False,
+        )
+
 
 # Small enough that the four generators together take seconds, large enough that every
 # generator still writes its whole layout.
@@ -196,15 +264,30 @@ TINY_ABLATION_PARAMETERS = {
 TINY_ABLATION_GRID = {
     "name": "tiny_split",
     "pipeline": "deepfake",
-    "metric": "deepfake.oof_log_loss",
+    "metric": "deepfake/report/oof/log_loss",
     "greater_is_better": False,
     "baseline": "original",
-    "metrics": ["deepfake.test_log_loss"],
+    "metrics": ["deepfake/report/test/log_loss"],
     "points": {
         "original": {"deepfake.split.strategy": "original"},
         "folder": {"deepfake.split.strategy": "folder"},
     },
 }
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True`` and every process of its
+    group: kedro viz and the MLflow UI serve from children of the command started."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)  # whatever of the group is left
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=30)
 
 
 def kedro_cli(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -242,3 +325,16 @@ def ablated_project(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     root.joinpath("ablate.log").write_text(done.stdout + done.stderr)
     return root
+
+
+# ------------------------------------------------------------------ metric names
+
+STAGE = "|".join(STAGE_WORDS)
+SEGMENT = r"[A-Za-z0-9_\-]+"
+
+
+def assert_metric_names(metrics, pipeline: str) -> None:
+    """Every key of ``metrics`` is ``<pipeline>/score`` or ``<pipeline>/<stage>/...``."""
+    name = re.compile(rf"{pipeline}/(score|({STAGE})(/{SEGMENT})+)")
+    wrong = sorted(key for key in metrics if not name.fullmatch(key))
+    assert not wrong, f"{pipeline}: metrics outside <pipeline>/<stage>/...: {wrong[:10]}"

@@ -41,7 +41,7 @@ def test_each_point_and_seed_is_one_child_run_of_one_parent(ablated_project):
         assert params["deepfake.split.strategy"] == point
         assert params["deepfake.seed"] == seed == tags["seed"]
         assert tags["git_commit"] == parent.data.tags["git_commit"]
-        assert "deepfake.oof_log_loss" in run.data.metrics
+        assert "deepfake/report/oof/log_loss" in run.data.metrics
     assert seen == {(p, s) for p in ("original", "folder") for s in ("0", "1")}
 
 
@@ -49,7 +49,7 @@ def test_the_summary_has_every_run_and_is_logged_to_the_parent(ablated_project):
     client, parents, children = ablation_runs(ablated_project)
     folder = ablated_project / "data/08_reporting/ablations/tiny_split"
     runs = pd.read_csv(folder / "runs.csv")
-    metrics = {r.info.run_id: r.data.metrics["deepfake.oof_log_loss"] for r in children}
+    metrics = {r.info.run_id: r.data.metrics["deepfake/report/oof/log_loss"] for r in children}
     assert sorted(runs.run_id) == sorted(metrics)
     for row in runs.itertuples():
         assert row.value == metrics[row.run_id]
@@ -66,7 +66,7 @@ def test_the_summary_has_every_run_and_is_logged_to_the_parent(ablated_project):
     parent = parents[0]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "ablation")}
     assert {"ablation/summary.md", "ablation/summary.csv", "ablation/summary.png"} <= artifacts
-    assert "folder.diff_mean" in parent.data.metrics
+    assert "ablation/folder/diff_mean" in parent.data.metrics
     assert json.loads(parent.data.tags["ablation.seeds"]) == [0, 1]
 
 

@@ -41,7 +41,7 @@ PARAMS = {
 GRID = {
     "name": "deepfake_split",
     "pipeline": "deepfake",
-    "metric": "deepfake.oof_log_loss",
+    "metric": "deepfake/report/oof/log_loss",
     "greater_is_better": False,
     "baseline": "folder",
     "points": {

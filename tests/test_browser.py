@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, make_project, tracked_runs
+from tests.conftest import REPO, free_port, make_project, stop_group, tracked_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -78,19 +77,6 @@ def serve(command: list[str], cwd: Path, url: str, log: Path, timeout: float = 1
             yield server
         finally:
             stop_group(server)
-
-
-def stop_group(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(server.pid, signal.SIGKILL)  # whatever of the group is left
-    except ProcessLookupError:
-        pass
-    server.wait(timeout=30)
 
 
 def screenshot(page, name: str) -> Path:
@@ -198,7 +184,7 @@ def test_mlflow_ui_compares_an_ablations_runs_with_their_parameters(
         assert run.info.run_name in content
     assert "deepfake.split.strategy" in content and "deepfake.seed" in content
     assert ">original<" in content and ">folder<" in content
-    assert "deepfake.oof_log_loss" in content
+    assert "deepfake/report/oof/log_loss" in content
     assert path.stat().st_size > 10_000
 
 

@@ -128,7 +128,7 @@ CASES: list[Case] = [
         "monet-unreadable-photo",
         "held",
         "a truncated or non-JPEG monet photo (also one PIL was told to load truncated)",
-        "skipped, named with its reason, counted (data.photo.unreadable) and listed in "
+        "skipped, named with its reason, counted (monet/data/photo/unreadable) and listed in "
         "unreadable_images.csv; never a crash",
         (
             f"{MONET_LAYOUT}::test_read_images_reports_truncated_unreadable_and_missing",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import REPO, free_port, kedro_run, tracked_runs
+from tests.conftest import REPO, free_port, kedro_run, stop_group, tracked_runs
 
 
 def test_registry_holds_only_pipelines_with_nodes():
@@ -84,6 +84,7 @@ def test_kedro_viz_serves_the_registered_pipelines(tmp_path):
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # kedro viz serves from a child process: stop both together
     )
     try:
         payload = None
@@ -113,6 +114,5 @@ def test_kedro_viz_serves_the_registered_pipelines(tmp_path):
             deepfake = {n["name"] for n in json.load(reply)["nodes"]}
         assert {"extract_faces", "train_frame_models", "deepfake_submission"} <= deepfake
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_group(server)
         log.close()

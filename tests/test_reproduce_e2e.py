@@ -47,7 +47,11 @@ def test_a_deterministic_cpu_run_reproduces_bit_identically(ablated_project):
     assert copy.data.tags["reproduce.metrics"] == "identical"
     assert copy.data.tags["reproduce.data"] == "match"
     assert copy.data.params == original.data.params
-    for name in ("deepfake.oof_log_loss", "deepfake.test_log_loss", "calibration.logit_scale"):
+    for name in (
+        "deepfake/report/oof/log_loss",
+        "deepfake/report/test/log_loss",
+        "deepfake/scoring/calibration/logit_scale",
+    ):
         assert copy.data.metrics[name] == original.data.metrics[name], name
     report = ablated_project / "data/08_reporting/reproduce" / original.info.run_id
     assert (report / copy.info.run_id / "report.md").read_text().count("| identical |") > 10
@@ -100,12 +104,12 @@ def test_exit_codes_say_what_differs():
 
 
 def test_metrics_compare_exactly_or_within_tolerance():
-    recorded = {"loss": 0.5, "auc": 0.7, "extraction.seconds": 3.0, "gone": 1.0}
-    reproduced = {"loss": 0.5, "auc": 0.7000001, "extraction.seconds": 9.0}
+    recorded = {"loss": 0.5, "auc": 0.7, "deepfake/faces/seconds": 3.0, "gone": 1.0}
+    reproduced = {"loss": 0.5, "auc": 0.7000001, "deepfake/faces/seconds": 9.0}
     exact = compare_metrics(recorded, reproduced, True, 0.01, 1e-4).set_index("metric").verdict
     assert exact.to_dict() == {
         "auc": "differs",
-        "extraction.seconds": "ignored",
+        "deepfake/faces/seconds": "ignored",
         "gone": "missing",
         "loss": "identical",
     }

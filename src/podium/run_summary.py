@@ -57,7 +57,7 @@ class Headline:
 
 HEADLINES: dict[str, Headline] = {
     "deepfake": Headline(
-        "deepfake.test_log_loss",
+        "deepfake/report/test/log_loss",
         "test video log loss",
         "lower",
         {
@@ -68,13 +68,13 @@ HEADLINES: dict[str, Headline] = {
         },
     ),
     "deepfake_inference": Headline(
-        "inference.wall_seconds_per_video",
+        "deepfake_inference/submission/wall_seconds_per_video",
         "wall seconds per video scored",
         "lower",
         {"device": "runtime.device", "workers": "runtime.dask.n_workers"},
     ),
     "mask": Headline(
-        "eval.submission.f1_macro",
+        "mask/report/eval/submission/f1_macro",
         "evaluation macro F1 of the submission",
         "higher",
         {
@@ -84,13 +84,13 @@ HEADLINES: dict[str, Headline] = {
         },
     ),
     "uda": Headline(
-        "eval.target_miou",
+        "uda/report/target_miou",
         "target mIoU",
         "higher",
         {"regime": "uda.training.regime", "models": "uda.models"},
     ),
     "monet": Headline(
-        "monet.mifid",
+        "monet/report/mifid",
         "MiFID",
         "lower",
         {"generator": "monet.model.generator", "epochs": "monet.train.n_epochs"},

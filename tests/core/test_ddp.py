@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +27,7 @@ from podium.core.optim import build_optimizer, build_scheduler
 from podium.core.seeding import seed_everything
 from podium.core.training import fit, seeded_loader
 
+ROOT = Path(__file__).resolve().parents[2]
 N_SAMPLES, BATCH, EPOCHS, RESUME_AFTER = 48, 12, 4, 2
 TWO_RANKS = ddp.DistributedSettings(nproc_per_node=2, backend="gloo")
 
@@ -200,3 +207,86 @@ def test_distributed_settings_are_validated():
         {"nproc_per_node": 2, "nnodes": 2, "rdzv_endpoint": "10.0.0.1:29400", "rdzv_id": "job"}
     )
     assert settings.world_size == 4 and settings.enabled
+
+
+# ------------------------------------------------------------------ a killed launcher
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a job started in the background
+
+
+def survivors_of_sigkill(
+    code: str, folder: Path, ready: int, *, wait: float = 180, grace: float = 15
+) -> list[str]:
+    """Run ``python -c code`` with SIGINT ignored; once ``ready`` files named ``ready-*``
+    are in ``folder``, SIGKILL it. Returns the command lines of its descendants still alive
+    ``grace`` seconds later (every one of them is killed afterwards)."""
+    log = folder / "launcher.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_ignore_sigint,
+        )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + wait
+        while len(list(folder.glob("ready-*"))) < ready:
+            assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=grace)
+        left = []
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                left.append(" ".join(child.cmdline()))
+        return left
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+def _report_and_wait(folder: str) -> None:
+    """A rank that says it is running, then waits for ever: only its parent's death ends it."""
+    Path(folder, f"ready-{ddp.rank()}").touch()
+    time.sleep(3600)
+
+
+def launch_off_the_main_thread(folder: str) -> None:
+    """``ddp.launch`` as a thread runner calls it: where the elastic agent installs no
+    signal handlers (with SIGINT ignored, torch's own death signal then does nothing)."""
+    thread = threading.Thread(
+        target=ddp.launch, args=(_report_and_wait, folder), kwargs={"settings": TWO_RANKS}
+    )
+    thread.start()
+    thread.join()
+
+
+def test_the_ranks_die_with_a_sigkilled_launcher(tmp_path):
+    code = (
+        "from tests.core.test_ddp import launch_off_the_main_thread; "
+        f"launch_off_the_main_thread({str(tmp_path)!r})"
+    )
+    assert survivors_of_sigkill(code, tmp_path, ready=2) == []
+
+
+def orphan_watch(folder: str) -> None:
+    """A child that polls its parent, the fallback where prctl is missing."""
+    Path(folder, "ready-0").touch()
+    ddp._exit_when_orphaned(os.getppid(), 0.1)
+
+
+def test_without_prctl_a_thread_notices_the_parents_death(tmp_path):
+    child = f"from tests.core.test_ddp import orphan_watch; orphan_watch({str(tmp_path)!r})"
+    code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    assert survivors_of_sigkill(code, tmp_path, ready=1, grace=10) == []

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import threading
+import time
+from pathlib import Path
+
 import pytest
 from distributed import LocalCluster
 
@@ -88,3 +93,32 @@ def test_iter_items_reports_failures_and_cancels_the_rest_when_stopped():
     assert dict(iter_items(None, _inverse, [1, 3], progress=False))[1] == 1.0
     with pytest.raises(ValueError, match="window"):
         next(iter_items(None, _inverse, [1], window=0))
+
+
+def _report_and_wait(folder: str) -> None:
+    """A task that says it is running, then waits for ever: only its worker's end ends it."""
+    Path(folder, f"ready-{os.getpid()}").touch()
+    time.sleep(3600)
+
+
+def work_off_the_main_thread(folder: str) -> None:
+    """A run whose local worker process (no daemon, as ``run_jobs`` starts them) is busy,
+    its cluster held off the main thread."""
+
+    def run() -> None:
+        with dask_client(n_workers=1, processes=True, daemon=False) as client:
+            client.submit(_report_and_wait, folder, pure=False).result()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+def test_the_local_workers_die_with_a_sigkilled_run(tmp_path):
+    from tests.core.test_ddp import survivors_of_sigkill
+
+    code = (
+        "from tests.core.test_distributed import work_off_the_main_thread; "
+        f"work_off_the_main_thread({str(tmp_path)!r})"
+    )
+    assert survivors_of_sigkill(code, tmp_path, ready=1) == []

@@ -44,11 +44,11 @@ VOLATILE_METRICS = (
     "*per_second*",
     "*duration*",
     "*skipped_existing*",
-    "extraction.extracted",
-    "extraction.frames",
-    "extraction.frames_with_face",
-    "extraction.faces",
-    "extraction.face_frame_rate",
+    "deepfake/faces/extracted",
+    "deepfake/faces/frames",
+    "deepfake/faces/frames_with_face",
+    "deepfake/faces/faces",
+    "deepfake/faces/face_frame_rate",
 )
 # kedro run options kedro-mlflow records as tags, as `kedro run --config` names them.
 RUN_OPTIONS = (

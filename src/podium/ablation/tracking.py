@@ -142,9 +142,9 @@ def settle_child(
 
 
 def resolve_metric(metrics: Mapping[str, float], metric: str, pipeline: str) -> str | None:
-    """The logged key for ``metric``: itself, or with the pipeline's prefix
-    (``oof_log_loss`` -> ``deepfake.oof_log_loss``)."""
-    for key in (metric, f"{pipeline}.{metric}"):
+    """The logged key for ``metric``: itself, or under the pipeline's name
+    (``report/oof/log_loss`` -> ``deepfake/report/oof/log_loss``)."""
+    for key in (metric, f"{pipeline}/{metric}"):
         if key in metrics:
             return key
     return None
@@ -181,13 +181,14 @@ def log_summary(
     files: Iterable[str],
     seeds: Sequence[int],
 ) -> None:
-    """Per point mean / std / paired difference as parent metrics (comparable in the UI),
+    """Per point mean / std / paired difference as parent metrics
+    (``ablation/<point>/<stat>``, comparable in the UI),
     the report files as artifacts under ``ablation/``."""
     client.set_tag(parent_id, "ablation.seeds", json.dumps(list(seeds)))
     for row in summary_rows:
         for stat in ("mean", "std", "diff_mean", "t_p", "wilcoxon_p"):
             value = row.get(stat)
             if value is not None and value == value:  # NaN is not logged
-                client.log_metric(parent_id, f"{row['point']}.{stat}", float(value))
+                client.log_metric(parent_id, f"ablation/{row['point']}/{stat}", float(value))
     for path in files:
         client.log_artifact(parent_id, str(path), artifact_path="ablation")

@@ -43,12 +43,15 @@ The runtime block::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -71,6 +74,7 @@ BACKENDS = ("auto", "gloo", "nccl")
 #: one process (one GPU) each (``core.resume.run_jobs``).
 STRATEGIES = ("ddp", "jobs")
 RESULT_FILE = "rank0_result.pt"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -349,6 +353,36 @@ def _signal_handlers_kept() -> Iterator[None]:
             os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = env
 
 
+def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
+    """End this process as soon as its parent ``parent_pid`` is gone, however it died.
+
+    torch's spawn asks the kernel for SIGINT at the parent's death, which a rank ignores
+    when its launcher started with SIGINT ignored (a job started in the background) and
+    ran the elastic agent off the main thread, where the agent installs no handlers (e.g.
+    Kedro's ThreadRunner): a SIGKILLed ``kedro run`` then left its ranks training, and then
+    waiting for a reader, for ever. On Linux the kernel sends SIGKILL instead (tied to the
+    launching thread, which blocks in ``launch`` for the ranks' whole life); elsewhere a
+    daemon thread polls the parent.
+    """
+    if not (sys.platform.startswith("linux") and _kill_me_with_my_parent()):
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid, poll_s), daemon=True).start()
+    if os.getppid() != parent_pid:  # died before the request: no signal will come
+        os._exit(1)
+
+
+def _kill_me_with_my_parent() -> bool:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)``; whether the kernel took it."""
+    unused = ctypes.c_ulong(0)  # prctl is variadic: unsigned longs at their full width
+    signum = ctypes.c_ulong(signal.SIGKILL)
+    return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signum, unused, unused, unused) == 0
+
+
+def _exit_when_orphaned(parent_pid: int, poll_s: float) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
+
+
 @record  # writes the failing rank's traceback where the agent reports it
 def _worker(
     fn: Callable[..., Any],
@@ -358,10 +392,13 @@ def _worker(
     backend: str,
     threads: int,
     log_level: int = logging.INFO,
+    parent_pid: int | None = None,
 ) -> None:
     """One DDP process: join the group, run ``fn``, rank 0 writes the result atomically."""
     from podium.core.checkpoints import atomic_path
 
+    if parent_pid is not None:  # a killed run loses its work in flight, not its memory
+        die_with_parent(parent_pid)
     _log_from_rank(int(os.environ.get("RANK", "0")), log_level)
     torch.set_num_threads(threads)
     if backend == "nccl":
@@ -404,7 +441,8 @@ def launch(
     process fails, the others are stopped and a ``ChildFailedError`` names the rank and its
     traceback. Rank 0 writes its result to ``result_dir`` (a temporary folder by default;
     with several machines use a folder they share) and the caller reads it; a caller on a
-    machine without rank 0 and without that folder gets None.
+    machine without rank 0 and without that folder gets None. The processes die with the
+    caller, SIGKILL included (:func:`die_with_parent`).
     """
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -440,6 +478,7 @@ def launch(
                 settings.backend,
                 threads,
                 logging.getLogger().getEffectiveLevel(),
+                os.getpid(),
             )
         if not result_path.exists():
             return None

@@ -4,6 +4,7 @@ from podium.datasets.atomic import AtomicPickleDataset
 from podium.datasets.file_tree import FileTreeDataset
 from podium.datasets.folder_store import FolderStoreDataset
 from podium.datasets.images_zip import ImagesZipDataset
+from podium.datasets.metrics import MetricsDataset
 from podium.datasets.mlflow_tags import MlflowTagsDataset
 from podium.datasets.models import SafetensorsModelsDataset
 from podium.datasets.partitions import CachedPartitionsDataset, LazyPartitionsDataset
@@ -28,6 +29,7 @@ __all__ = [
     "FolderStoreDataset",
     "ImagesZipDataset",
     "LazyPartitionsDataset",
+    "MetricsDataset",
     "MlflowTagsDataset",
     "RunArtifactDataset",
     "SafetensorsModelsDataset",

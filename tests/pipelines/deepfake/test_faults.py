@@ -95,8 +95,8 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     )
     _, runs = tracked_runs(project)
     metrics = runs[-1].data.metrics
-    assert metrics["extraction.skipped_existing"] == len(kept)
-    assert metrics["extraction.extracted"] == videos - len(kept)
+    assert metrics["deepfake/faces/skipped_existing"] == len(kept)
+    assert metrics["deepfake/faces/extracted"] == videos - len(kept)
     assert len(_saved(rows)) == videos
 
 

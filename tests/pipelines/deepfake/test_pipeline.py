@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import (
     TINY_DEEPFAKE,
     TINY_SAMPLE,
+    assert_metric_names,
     kedro_cli,
     kedro_run,
     make_project,
@@ -73,27 +74,28 @@ def test_the_run_is_tracked_with_the_dfdc_metrics(deepfake_project):
     run = runs[-1]
     assert run.info.run_name == "deepfake" and run.info.status == "FINISHED"
     metrics = run.data.metrics
+    assert_metric_names(metrics, "deepfake")
     for name in (
-        "deepfake.oof_log_loss",
-        "deepfake.oof_prior_log_loss",
-        "deepfake.test_log_loss",
-        "extraction.face_frame_rate",
-        "detection.mtcnn_recall_iou50",
-        "split.leakage_mean",
-        "calibration.log_loss_after",
-        "stacking.log_loss_stacked",
+        "deepfake/report/oof/log_loss",
+        "deepfake/report/oof/prior_log_loss",
+        "deepfake/report/test/log_loss",
+        "deepfake/faces/face_frame_rate",
+        "deepfake/report/detection/mtcnn_recall_iou50",
+        "deepfake/split/leakage_mean",
+        "deepfake/scoring/calibration/log_loss_after",
+        "deepfake/scoring/stacker/log_loss_stacked",
     ):
         assert name in metrics, name
         assert metrics[name] == metrics[name], f"{name} is NaN"
-    assert metrics["detection.mtcnn_recall_iou50"] >= 0.9
+    assert metrics["deepfake/report/detection/mtcnn_recall_iou50"] >= 0.9
     # The logged leakage is the split's, recomputed from what the run wrote (its folds, the
     # sample's actor truth): per fold, the share of validation videos whose actor trains.
     # The "original" split keeps families together, not people: with 2 actors for 3
     # families, some validation video may share its actor with training.
     mean, worst = written_split_leakage(deepfake_project)
-    assert metrics["split.leakage_mean"] == pytest.approx(mean)
-    assert metrics["split.leakage_max"] == pytest.approx(worst)
-    assert any(k.startswith("training.tiny.fold0.") for k in metrics)
+    assert metrics["deepfake/split/leakage_mean"] == pytest.approx(mean)
+    assert metrics["deepfake/split/leakage_max"] == pytest.approx(worst)
+    assert any(k.startswith("deepfake/models/tiny/fold0/") for k in metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "deepfake")}
     assert {"deepfake/roc_curve.png", "deepfake/face_grid.png"} <= artifacts
     assert run.data.params["deepfake.split.strategy"] == "original"
@@ -129,8 +131,8 @@ def test_a_second_run_extracts_nothing_again(deepfake_project):
     kedro_run(deepfake_project, "deepfake", nodes=["deepfake.faces.extract_faces"])
     _, runs = tracked_runs(deepfake_project)
     metrics = runs[-1].data.metrics
-    assert metrics["extraction.extracted"] == 0
-    assert metrics["extraction.skipped_existing"] == metrics["extraction.videos"]
+    assert metrics["deepfake/faces/extracted"] == 0
+    assert metrics["deepfake/faces/skipped_existing"] == metrics["deepfake/faces/videos"]
     assert {p: p.stat().st_mtime_ns for p in faces.rglob("*.joblib")} == before
 
 
@@ -202,9 +204,14 @@ def test_deepfake_inference_scores_the_test_videos_as_the_training_run_did(deepf
     _, runs = tracked_runs(root)
     metrics = runs[-1].data.metrics
     assert runs[-1].info.run_name == "deepfake_inference"
-    assert metrics["inference.videos"] == metrics["inference.scored"] == len(first)
-    assert metrics["inference.model_seconds_per_video"] > 0
-    assert metrics["inference.projected_hours"] > 0
+    assert_metric_names(metrics, "deepfake_inference")
+    assert (
+        metrics["deepfake_inference/submission/videos"]
+        == metrics["deepfake_inference/submission/scored"]
+        == len(first)
+    )
+    assert metrics["deepfake_inference/submission/model_seconds_per_video"] > 0
+    assert metrics["deepfake_inference/submission/projected_hours"] > 0
 
 
 @pytest.mark.slow

@@ -62,8 +62,8 @@ def test_scores_overall_and_per_task():
     wrong_age = truth.copy()
     wrong_age[1] = encode_class(1, 1, 1)
     result = scores(truth, wrong_age)
-    assert result["mask.accuracy"] == 1.0 and result["gender.accuracy"] == 1.0
-    assert result["age.accuracy"] == pytest.approx(2 / 3)
+    assert result["mask/accuracy"] == 1.0 and result["gender/accuracy"] == 1.0
+    assert result["age/accuracy"] == pytest.approx(2 / 3)
     assert result["accuracy"] == pytest.approx(2 / 3)
 
 

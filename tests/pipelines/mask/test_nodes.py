@@ -105,9 +105,9 @@ def test_scoring_the_true_answers_gives_one(pristine_mask_root):
         {"ImageID": truth["ImageID"], "soft": truth["ans"], "hard": (truth["ans"] + 1) % 18}
     )
     metrics = nodes.score_evaluation(submission, votes, pristine_mask_root)
-    assert metrics["submission.accuracy"] == {"value": 1.0, "step": 0}
-    assert metrics["soft.accuracy"]["value"] == 1.0
-    assert metrics["hard.accuracy"]["value"] == 0.0
+    assert metrics["submission/accuracy"] == {"value": 1.0, "step": 0}
+    assert metrics["soft/accuracy"]["value"] == 1.0
+    assert metrics["hard/accuracy"]["value"] == 0.0
 
 
 def test_the_evaluation_truth_is_read_only_by_the_scoring_node(mask_root):
@@ -122,9 +122,9 @@ def test_crop_outcomes_are_counted():
     evaluation = pd.DataFrame({"status": [CROPPED], "reused": [False]})
     metrics = nodes.count_crop_outcomes(train, evaluation)
     assert metrics == {
-        "train.cropped": {"value": 2.0, "step": 0},
-        "train.unreadable": {"value": 1.0, "step": 0},
-        "train.reused": {"value": 1.0, "step": 0},
-        "eval.cropped": {"value": 1.0, "step": 0},
-        "eval.reused": {"value": 0.0, "step": 0},
+        "train/cropped": {"value": 2.0, "step": 0},
+        "train/unreadable": {"value": 1.0, "step": 0},
+        "train/reused": {"value": 1.0, "step": 0},
+        "eval/cropped": {"value": 1.0, "step": 0},
+        "eval/reused": {"value": 0.0, "step": 0},
     }

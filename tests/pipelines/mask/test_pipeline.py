@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from podium.core.config import ParameterError
 from podium.layouts.mask import MaskLayoutError
-from tests.conftest import kedro_run
+from tests.conftest import assert_metric_names, kedro_run
 from tests.pipelines.mask.conftest import ONE_DASK_WORKER
 
 
@@ -30,7 +30,11 @@ def _runs(project: Path):
 
 
 def _scores(run) -> dict[str, float]:
-    return {k: v for k, v in run.data.metrics.items() if k.startswith(("oof.", "eval."))}
+    return {
+        k: v
+        for k, v in run.data.metrics.items()
+        if k.startswith(("mask/report/oof/", "mask/report/eval/"))
+    }
 
 
 class _Lines(logging.Handler):
@@ -56,7 +60,8 @@ def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
     # named after the command line's --params; the headline metric and the description
     assert run.info.run_name == "mask: runtime.dask.n_workers=1"
     metrics = run.data.metrics
-    assert metrics["mask/score"] == metrics["eval.submission.f1_macro"]
+    assert_metric_names(metrics, "mask")
+    assert metrics["mask/score"] == metrics["mask/report/eval/submission/f1_macro"]
     assert run.data.tags["mlflow.note.content"].startswith(
         f"mask/score = {metrics['mask/score']:.4g} (evaluation macro F1 of the submission, "
         "higher is better) · variant: multihead · backbones: resnet10t · age threshold: 58"
@@ -66,11 +71,11 @@ def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
     assert lines.lines[-1].startswith("mask/score = ") and run.info.run_id in lines.lines[-1]
     (raw,) = [d.dataset for d in run.inputs.dataset_inputs]  # the raw folder it read
     assert raw.name == "mask_raw" and raw.digest == run.data.tags["data_fingerprint.mask_raw"][:16]
-    for prefix in ("oof.soft", "oof.hard", "eval.soft", "eval.hard", "eval.submission"):
-        for key in ("f1_macro", "accuracy", "mask.f1_macro", "gender.accuracy", "age.f1_macro"):
-            assert 0.0 <= metrics[f"{prefix}.{key}"] <= 1.0, f"{prefix}.{key}"
-    assert metrics["crop.train.cropped"] == 12 * 7
-    assert any(k.startswith("train.resnet10t/fold1/model/train_loss") for k in metrics)
+    for prefix in ("oof/soft", "oof/hard", "eval/soft", "eval/hard", "eval/submission"):
+        for key in ("f1_macro", "accuracy", "mask/f1_macro", "gender/accuracy", "age/f1_macro"):
+            assert 0.0 <= metrics[f"mask/report/{prefix}/{key}"] <= 1.0, f"{prefix}/{key}"
+    assert metrics["mask/report/crops/train/cropped"] == 12 * 7
+    assert any(k.startswith("mask/models/resnet10t/fold1/model/train_loss") for k in metrics)
     assert run.data.params["mask.model.variant"] == "multihead"
     # a typed block (MaskOptimizerParams) is logged leaf by leaf, as a dictionary is
     assert run.data.params["mask.optimizer.lr"] == "0.003"
@@ -144,9 +149,9 @@ def test_a_rerun_reuses_every_crop_scores_the_same_and_reports_a_broken_photo(pr
     kedro_run(project, "mask", ONE_DASK_WORKER)  # crops made by a Dask worker process
     kedro_run(project, "mask")  # crops found in the store
     first, second = _runs(project)
-    assert first.data.metrics["crop.train.reused"] == 0
-    assert second.data.metrics["crop.train.reused"] == 12 * 7
-    assert second.data.metrics["crop.eval.reused"] == 2 * 7
+    assert first.data.metrics["mask/report/crops/train/reused"] == 0
+    assert second.data.metrics["mask/report/crops/train/reused"] == 12 * 7
+    assert second.data.metrics["mask/report/crops/eval/reused"] == 2 * 7
     assert _scores(first) == _scores(second) and _scores(first)
     assert all(v == v for v in _scores(first).values())  # no NaN
 
@@ -156,9 +161,9 @@ def test_a_rerun_reuses_every_crop_scores_the_same_and_reports_a_broken_photo(pr
     kedro_run(project, "mask")
     third = _runs(project)[-1]
     assert third.info.status == "FINISHED"
-    assert third.data.metrics["crop.train.unreadable"] == 1
-    assert third.data.metrics["crop.train.cropped"] == 12 * 7 - 1
-    assert third.data.metrics["crop.train.reused"] == 12 * 7 - 1
+    assert third.data.metrics["mask/report/crops/train/unreadable"] == 1
+    assert third.data.metrics["mask/report/crops/train/cropped"] == 12 * 7 - 1
+    assert third.data.metrics["mask/report/crops/train/reused"] == 12 * 7 - 1
     report = pd.read_csv(project / "data" / "08_reporting" / "mask" / "train_crop_report.csv")
     assert len(report) == 12 * 7 and report["path"].tolist() == index["path"].tolist()
     assert report.loc[9, "status"] == "unreadable" and str(broken) in report.loc[9, "reason"]

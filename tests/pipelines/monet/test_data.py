@@ -225,7 +225,7 @@ def test_check_images_lists_unreadable_jpgs_and_keeps_no_pixels(raw):
     assert len(photos) == 7 and len(monets) == 3 and "zz-broken" not in set(photos["name"])
     assert report["path"].tolist() == [str(raw.resolve() / "photo_jpg" / "zz-broken.jpg")]
     assert report["reason"].str.startswith("unreadable").all()
-    assert metrics["photo.unreadable"]["value"] == 1 and metrics["photo.read"]["value"] == 7
+    assert metrics["photo/unreadable"]["value"] == 1 and metrics["photo/read"]["value"] == 7
 
 
 def test_zip_order_follows_file_names_not_stems():

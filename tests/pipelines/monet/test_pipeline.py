@@ -12,7 +12,14 @@ from PIL import Image
 
 from podium.core.config import ParameterError
 from podium.sample_data.monet import generate_monet_sample
-from tests.conftest import TINY_SAMPLE, kedro_run, make_project, tracked_runs, write_tree
+from tests.conftest import (
+    TINY_SAMPLE,
+    assert_metric_names,
+    kedro_run,
+    make_project,
+    tracked_runs,
+    write_tree,
+)
 
 #: Seconds instead of minutes: 16 px crops, 4 filters, 1 + 1 epochs, Inception at 75 px.
 TINY_PARAMS = {
@@ -54,12 +61,17 @@ def test_the_monet_pipeline_runs_end_to_end_resumes_and_tracks_everything(projec
     client, (run,) = tracked_runs(project)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
+    assert_metric_names(metrics, "monet")
     # MiFID = FID / (d + 1e-15) with d = 1 when nothing is memorised: a hair below FID
-    assert metrics["monet.fid"] > 0 and metrics["monet.mifid"] >= metrics["monet.fid"] * (1 - 1e-12)
-    assert 0 <= metrics["monet.memorization_distance"] <= 1
+    assert metrics["monet/report/fid"] > 0 and metrics["monet/report/mifid"] >= metrics[
+        "monet/report/fid"
+    ] * (1 - 1e-12)
+    assert 0 <= metrics["monet/report/memorization_distance"] <= 1
     # the broken photo: skipped, counted and listed with its reason; the run goes on
-    assert metrics["data.photo.read"] == N_PHOTOS and metrics["data.photo.unreadable"] == 1
-    assert metrics["monet.photos_missing_from_zip"] == 0
+    assert (
+        metrics["monet/data/photo/read"] == N_PHOTOS and metrics["monet/data/photo/unreadable"] == 1
+    )
+    assert metrics["monet/report/photos_missing_from_zip"] == 0
     report = pd.read_csv(project / "data/08_reporting/monet/unreadable_images.csv")
     assert report["path"].tolist() == [str(broken.resolve())]
     assert report["domain"].tolist() == ["photo"] and report["reason"][0].startswith("truncated")
@@ -93,7 +105,7 @@ def test_the_monet_pipeline_runs_end_to_end_resumes_and_tracks_everything(projec
     # authors' 1 + 1 epochs, 2e-4 * (1 - 1/2) in epoch 1 and 0 in the last one
     kedro_run(project, "monet", {"monet": {"train": {"resume_from": "latest"}}})
     client, runs = tracked_runs(project)
-    first, second = (client.get_metric_history(r.info.run_id, "train.lr") for r in runs)
+    first, second = (client.get_metric_history(r.info.run_id, "monet/models/lr") for r in runs)
     assert [(m.step, m.value) for m in first] == [(1, pytest.approx(1e-4))]
     assert [(m.step, m.value) for m in second] == [(2, 0.0)]
     assert len(_versions(project, "generator_photo_to_monet")) == 2
@@ -128,8 +140,8 @@ def test_stages_run_one_by_one_give_the_figures_of_one_whole_run(project):
     client, runs = tracked_runs(project)
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
     staged, whole = runs[3].data.metrics, runs[4].data.metrics
-    assert "monet.fid" in staged and "train.lr" in runs[1].data.metrics
-    for name in ("monet.fid", "monet.mifid", "monet.memorization_distance"):
+    assert "monet/report/fid" in staged and "monet/models/lr" in runs[1].data.metrics
+    for name in ("monet/report/fid", "monet/report/mifid", "monet/report/memorization_distance"):
         assert staged[name] == whole[name], name  # same seed on CPU: identical, not close
     zips = sorted((project / "data/07_model_output/monet/images.zip").glob("*/images.zip"))
     assert len(zips) == 2 and zips[0].read_bytes() == zips[1].read_bytes()

@@ -110,7 +110,7 @@ def test_a_corrupt_record_and_a_cut_shard_are_reported_not_dropped(root):
     # the pipeline's check lists them with their reasons and goes on with the rest
     good, _, report, metrics = nodes.check_images(index, RUNTIME_PARAMS)
     assert len(good) == 5 and sorted(report["path"]) == sorted(bad)
-    assert metrics["photo.unreadable"]["value"] == 3
+    assert metrics["photo/unreadable"]["value"] == 3
 
 
 def test_a_bad_tfrecord_layout_names_the_folder_and_the_fix(root, tmp_path):

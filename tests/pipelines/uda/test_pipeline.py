@@ -14,7 +14,7 @@ from safetensors import safe_open
 from podium.core.checkpoints import load_state_dict
 from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 from podium.pipelines.uda.submission import rle_decode
-from tests.conftest import kedro_run, tracked_runs
+from tests.conftest import assert_metric_names, kedro_run, tracked_runs
 from tests.pipelines.uda.conftest import TINY_SAMPLE
 
 
@@ -32,16 +32,17 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
     client, (run,) = tracked_runs(project)
     assert run.info.run_name == "uda" and run.info.status == "FINISHED"
     metrics = run.data.metrics
+    assert_metric_names(metrics, "uda")
     for split in ("target", "source"):
-        assert 0.0 <= metrics[f"eval.{split}_miou"] <= 1.0
-        per_class = [v for k, v in metrics.items() if k.startswith(f"eval.{split}_iou.")]
+        assert 0.0 <= metrics[f"uda/report/{split}_miou"] <= 1.0
+        per_class = [v for k, v in metrics.items() if k.startswith(f"uda/report/{split}_iou/")]
         assert len(per_class) == NUM_CLASSES  # every class is in the tiny sample's labels
-        assert metrics[f"eval.{split}_miou"] == pytest.approx(np.mean(per_class))
-    history = client.get_metric_history(run.info.run_id, "train.m1/train_target")
+        assert metrics[f"uda/report/{split}_miou"] == pytest.approx(np.mean(per_class))
+    history = client.get_metric_history(run.info.run_id, "uda/models/m1/train_target")
     assert [m.step for m in history] == [2, 4]  # one point per 2-iteration epoch
     # threshold 0: all confident (epoch 2, wholly after pseudo_label.start_iteration)
-    assert metrics["train.m1/train_pseudo_weight"] == pytest.approx(1.0)
-    assert 0.0 <= metrics["submission.labelled_share"] <= 1.0  # background: in no mask
+    assert metrics["uda/models/m1/train_pseudo_weight"] == pytest.approx(1.0)
+    assert 0.0 <= metrics["uda/report/submission/labelled_share"] <= 1.0  # background: in no mask
     assert run.data.params["uda.training.regime"] == "self_training"
     assert run.data.tags["seed"] == "42"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "uda")}

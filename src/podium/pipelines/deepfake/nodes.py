@@ -66,7 +66,7 @@ from podium.pipelines.deepfake.params import (
 )
 from podium.pipelines.deepfake.submission import submission_frame, submission_table
 from podium.pipelines.deepfake.train import predict_frame_models, train_frame_models
-from podium.pipelines.tracking import as_metrics
+from podium.pipelines.tracking import as_metrics, metric_curves
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
 #: How many names a console warning lists before "... and N more".
@@ -374,12 +374,11 @@ def train_models(
         checkpoint_dir=checkpoints,
         data_key=key,
     )
-    curves: dict[str, list[dict[str, float]]] = {}
-    for row in history.to_dict("records"):
-        for column in ("train_loss", "val_loss", "val_log_loss", "val_mask_iou"):
-            if column in row and pd.notna(row[column]):
-                name = f"{row['model']}.fold{row['fold']}.{column}"
-                curves.setdefault(name, []).append({"value": row[column], "step": row["epoch"]})
+    curves = metric_curves(
+        history.to_dict("records"),
+        ("train_loss", "val_loss", "val_log_loss", "val_mask_iou"),
+        name="{model}/fold{fold}/{metric}",
+    )
     return states, history, oof, curves
 
 
@@ -592,15 +591,15 @@ def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, p
     """Video-level log loss (the DFDC metric), AUC and accuracy out of fold and on the test
     videos (when labelled), beside the constant-prior log loss; per-folder log loss."""
     y = oof["target"].astype(int).to_numpy()
-    values = {f"oof_{k}": v for k, v in video_metrics(y, oof["prob"], eps).items()}
-    values["oof_prior_log_loss"] = constant_prior_log_loss(y, y, eps)
+    values = {f"oof/{k}": v for k, v in video_metrics(y, oof["prob"], eps).items()}
+    values["oof/prior_log_loss"] = constant_prior_log_loss(y, y, eps)
     if len(test) and test["target"].notna().all():
         y_test = test["target"].astype(int).to_numpy()
         scored = video_metrics(y_test, test["prob"], eps)
-        values.update({f"test_{k}": v for k, v in scored.items()})
-        values["test_prior_log_loss"] = constant_prior_log_loss(y, y_test, eps)
+        values.update({f"test/{k}": v for k, v in scored.items()})
+        values["test/prior_log_loss"] = constant_prior_log_loss(y, y_test, eps)
         if "prob_training_prior" in test:  # the same scores before the deployment prior shift
-            values["test_log_loss_training_prior"] = scoring.binary_log_loss(
+            values["test/log_loss_training_prior"] = scoring.binary_log_loss(
                 y_test, test["prob_training_prior"].to_numpy(), eps
             )
     return as_metrics(values), per_folder_log_loss(oof, eps)

@@ -94,15 +94,15 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     for task, true, pred in zip(
         TASK_NAMES, decode_class(np.asarray(y_true)), decode_class(np.asarray(y_pred)), strict=True
     ):
-        out[f"{task}.f1_macro"] = f1_score(true, pred, average="macro", zero_division=0)
-        out[f"{task}.accuracy"] = accuracy_score(true, pred)
+        out[f"{task}/f1_macro"] = f1_score(true, pred, average="macro", zero_division=0)
+        out[f"{task}/accuracy"] = accuracy_score(true, pred)
     return {key: float(value) for key, value in out.items()}
 
 
 def vote_scores(truth: np.ndarray, votes: pd.DataFrame) -> dict[str, float]:
-    """``{"<vote>.<score>": value}`` for both votes."""
+    """``{"<vote>/<score>": value}`` for both votes."""
     return {
-        f"{method}.{key}": value
+        f"{method}/{key}": value
         for method in ("soft", "hard")
         for key, value in scores(truth, votes[method].to_numpy()).items()
     }

@@ -52,7 +52,7 @@ from podium.pipelines.mask.params import (
 )
 from podium.pipelines.mask.submission import submission_report, submission_table
 from podium.pipelines.mask.train import predict_with_saved_models, train_cross_validated
-from podium.pipelines.tracking import Metrics, as_metrics
+from podium.pipelines.tracking import Metrics, as_metrics, metric_curves
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,11 @@ def train_models(
         checkpoints=checkpoints,
     )
     curves = {
-        f"{name}/{key}": [{"step": int(row["epoch"]), "value": float(row[key])} for row in history]
+        key: points
         for name, history in result.history.items()
-        for key in ("train_loss", "lr")
+        for key, points in metric_curves(
+            history, ("train_loss", "lr"), f"{name}/{{metric}}"
+        ).items()
     }
     return result.weights, pd.concat(result.out_of_fold, ignore_index=True), curves
 
@@ -314,7 +316,7 @@ def score_evaluation(submission: pd.DataFrame, votes: pd.DataFrame, raw_root: Pa
         truth.loc[submission["ImageID"]].to_numpy(), submission["ans"].to_numpy()
     )
     by_vote = evaluate.vote_scores(truth.loc[votes["ImageID"]].to_numpy(), votes)
-    return as_metrics({**{f"submission.{k}": v for k, v in submitted.items()}, **by_vote})
+    return as_metrics({**{f"submission/{k}": v for k, v in submitted.items()}, **by_vote})
 
 
 def count_crop_outcomes(train_report: pd.DataFrame, eval_report: pd.DataFrame) -> Metrics:
@@ -323,7 +325,7 @@ def count_crop_outcomes(train_report: pd.DataFrame, eval_report: pd.DataFrame) -
     counts = {}
     for split, report in (("train", train_report), ("eval", eval_report)):
         for status, n in report["status"].value_counts().items():
-            counts[f"{split}.{status}"] = n
+            counts[f"{split}/{status}"] = n
         if "reused" in report:
-            counts[f"{split}.reused"] = int(report["reused"].astype(bool).sum())
+            counts[f"{split}/reused"] = int(report["reused"].astype(bool).sum())
     return as_metrics(counts)

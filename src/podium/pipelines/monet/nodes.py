@@ -50,7 +50,7 @@ from podium.pipelines.monet.params import (
     Source,
     validated,
 )
-from podium.pipelines.tracking import Metrics, as_metrics
+from podium.pipelines.tracking import Metrics, as_metrics, metric_curves
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def check_images(
             raise ValueError(f"monet: none of the {len(rows)} {domain} jpgs could be read")
         tables.append(good[["domain", "path", "name"]].reset_index(drop=True))
         reports.append(bad[["domain", "path", "reason"]])
-        counts |= {f"{domain}.read": len(good), f"{domain}.unreadable": len(bad)}
+        counts |= {f"{domain}/read": len(good), f"{domain}/unreadable": len(bad)}
         for path, reason in zip(bad["path"], bad["reason"], strict=True):
             logger.warning("monet: skipping unreadable %s image %s: %s", domain, path, reason)
     report = pd.concat(reports, ignore_index=True)
@@ -247,11 +247,7 @@ def train_cyclegan(
     state = {STATE_KEY: torch.frombuffer(bytearray(checkpoint.read_bytes()), dtype=torch.uint8)}
     # A run with nothing left to train (resume_from latest on a finished run) logs no
     # curves: an MLflow metric history cannot be empty.
-    curves = {
-        key: [{"step": int(row["epoch"]), "value": float(row[key])} for row in result.history]
-        for key in ("lr", *training.LOSS_NAMES)
-        if result.history
-    }
+    curves = metric_curves(result.history, ("lr", *training.LOSS_NAMES))
     history = pd.DataFrame(result.history, columns=["epoch", "lr", *training.LOSS_NAMES])
     weights = [result.weights[name] for name in training.SUB_MODELS]
     return (*weights, state, curves, history)

@@ -74,10 +74,10 @@ def _iou_table(confusion: np.ndarray, background: str) -> pd.DataFrame:
 
 
 def iou_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
-    """``{prefix}_miou`` and ``{prefix}_iou.<class>`` for every class with a finite IoU."""
+    """``{prefix}_miou`` and ``{prefix}_iou/<class>`` for every class with a finite IoU."""
     iou = table.set_index("class")["iou"]
     finite = iou[np.isfinite(iou)]
-    metrics = {f"{prefix}_iou.{name.replace(' ', '_')}": float(v) for name, v in finite.items()}
+    metrics = {f"{prefix}_iou/{name.replace(' ', '_')}": float(v) for name, v in finite.items()}
     if len(finite):
         metrics[f"{prefix}_miou"] = float(finite.mean())
     return metrics

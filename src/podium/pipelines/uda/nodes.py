@@ -26,7 +26,7 @@ from podium.core.device import resolve_runtime
 from podium.core.distributed import dask_client
 from podium.core.params import RuntimeParams
 from podium.layouts.uda import NUM_CLASSES, SPLITS, index_uda, read_image, read_label
-from podium.pipelines.tracking import Metrics, as_metrics
+from podium.pipelines.tracking import Metrics, as_metrics, metric_curves
 from podium.pipelines.uda import data as data_module
 from podium.pipelines.uda import evaluate
 from podium.pipelines.uda.data import PredictDataset
@@ -144,22 +144,16 @@ def train_models(
     for name, result in results.items():
         for key in ("student", "ema"):
             weights.update({f"{name}/{key}/{t}": v for t, v in result[key].items()})
-        curves.update(_curves(name, result["history"], training.iterations_per_epoch))
+        curves.update(
+            metric_curves(
+                result["history"],
+                sorted({m for row in result["history"] for m in row} - {"epoch"}),
+                name=f"{name}/{{metric}}",
+                steps_per_unit=training.iterations_per_epoch,  # the iteration an epoch ends
+            )
+        )
         curves[f"{name}/train_seconds"] = [{"step": 0, "value": float(result["seconds"])}]
     return weights, curves
-
-
-def _curves(name: str, history: list[dict[str, float]], per_epoch: int) -> Metrics:
-    """``<member>/<metric>``: one point per epoch, at the iteration it ends."""
-    metrics = sorted({m for row in history for m in row} - {"epoch"})
-    return {
-        f"{name}/{metric}": [
-            {"step": int(row["epoch"]) * per_epoch, "value": float(row[metric])}
-            for row in history
-            if metric in row
-        ]
-        for metric in metrics
-    }
 
 
 def predict_split(
@@ -250,7 +244,7 @@ def score_predictions(
 
 
 def iou_metrics(table: pd.DataFrame) -> Metrics:
-    """``target_miou``, ``source_miou`` and ``<split>_iou.<class>``."""
+    """``target_miou``, ``source_miou`` and ``<split>_iou/<class>``."""
     metrics: dict[str, float] = {}
     for split, rows in table.groupby("split", sort=False):
         metrics.update(evaluate.iou_metrics(rows, str(split)))
