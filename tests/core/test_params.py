@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from typing import Annotated, Literal
 
 import cloudpickle
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from podium.core.augment import Transforms
 from podium.core.optim import OptimizerParams, SchedulerParams
 from podium.core.params import (
+    Int,
+    Only,
     ParametersInvalid,
     Params,
     PositiveInt,
@@ -115,6 +118,29 @@ def test_only_the_keys_the_chosen_schedule_uses_are_logged():
         "step_size": 2,
         "decay_rate": 0.5,
     }
+
+
+def test_a_key_marked_only_is_logged_under_its_choices_alone_and_still_accepted():
+    class Demo(Params):
+        kind: Literal["a", "b", "c"] = "a"
+        shared: Int = 1
+        for_a: Annotated[Int, Only("kind", "a")] = 2
+        for_b_or_c: Annotated[Int | None, Only("kind", "b", "c")] = None
+
+    every = {"shared": 1, "for_a": 2, "for_b_or_c": 3}
+    assert Demo.model_validate({"kind": "a", **every}).as_logged() == {
+        "kind": "a", "shared": 1, "for_a": 2
+    }  # fmt: skip
+    for kind in ("b", "c"):
+        model = Demo.model_validate({"kind": kind, **every})
+        assert model.not_applicable() == {"for_a"}
+        assert model.as_logged() == {"kind": kind, "shared": 1, "for_b_or_c": 3}
+        assert model.as_configured() == {"kind": kind, **every}  # digests keep every key
+    with pytest.raises(TypeError, match="Only\\(\\) names no field 'knd'"):
+
+        class Misspelt(Params):
+            kind: str = "a"
+            size: Annotated[Int, Only("knd", "a")] = 1
 
 
 def test_a_list_of_blocks_is_numbered_and_nothing_else_is():

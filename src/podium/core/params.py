@@ -46,6 +46,23 @@ NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
 
 
+class Only:
+    """Field metadata: the key means something only while the block's ``field`` is one of
+    ``values`` (``n_blocks: Annotated[NonNegativeInt, Only("generator", "resnet")] = 6``).
+    Under another choice it is still accepted, so an ablation can switch the choice alone,
+    but it is left out of the logged parameters (:meth:`TypedBlock.not_applicable`)."""
+
+    __slots__ = ("field", "values")
+
+    def __init__(self, field: str, *values: Any) -> None:
+        if not values:
+            raise TypeError(f"Only({field!r}): name the choices the key applies to")
+        self.field, self.values = field, values
+
+    def __repr__(self) -> str:
+        return f"Only({self.field!r}, {', '.join(map(repr, self.values))})"
+
+
 class TypedBlock:
     """What every typed block shares: its place in the configuration and podium's errors.
 
@@ -93,15 +110,36 @@ class TypedBlock:
         not the defaults filled in for the others (JSON types: lists, not tuples)."""
         return self.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)  # type: ignore[misc]
+        for name, only in _only_fields(cls):
+            if only.field not in cls.model_fields:  # type: ignore[attr-defined]
+                raise TypeError(f"{cls.__name__}.{name}: Only() names no field {only.field!r}")
+
     def not_applicable(self) -> set[str]:
         """Keys that mean nothing under the chosen options (a scheduler's ``step_size``
-        under cosine): not logged, so the MLflow runs table shows what a run used."""
-        return set()
+        under cosine): not logged, so the MLflow runs table shows what a run used. By
+        default the fields marked :class:`Only` whose choice is another."""
+        return {
+            name
+            for name, only in _only_fields(type(self))
+            if getattr(self, only.field) not in only.values
+        }
 
     def as_logged(self) -> Any:
         """:meth:`as_configured` without the keys that do not apply, nested blocks too:
         what the MLflow parameters show."""
         return _without_inapplicable(self, self.as_configured())
+
+
+def _only_fields(cls: type) -> list[tuple[str, Only]]:
+    return [
+        (name, meta)
+        for name, info in getattr(cls, "model_fields", {}).items()
+        for meta in info.metadata
+        if isinstance(meta, Only)
+    ]
 
 
 def _rebuild_at(base: type, block: str, state: dict[str, Any]) -> Any:
@@ -357,6 +395,8 @@ def configured(value: Any) -> Any:
 
 
 def _without_inapplicable(model: Any, data: Any) -> Any:
+    if isinstance(model, list | tuple) and isinstance(data, list) and len(model) == len(data):
+        return [_without_inapplicable(m, d) for m, d in zip(model, data, strict=True)]
     if not isinstance(model, BaseModel) or not isinstance(data, dict):
         return data
     dropped = model.not_applicable() if isinstance(model, TypedBlock) else set()

@@ -321,3 +321,11 @@ def test_a_typo_in_the_scoring_block_stops_the_run_before_any_node(project):
     assert FILE in message
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert_refused_at_the_door(project, raw)  # nothing indexed, checked, trained or scored
+
+
+def test_the_other_generators_depth_is_not_logged():
+    both = {"n_blocks": 9, "unet_downs": 5}
+    resnet = MonetModelParams.model_validate({"generator": "resnet", **both})
+    unet = MonetModelParams.model_validate({"generator": "unet", **both})
+    assert resnet.as_logged() == {"generator": "resnet", "n_blocks": 9}
+    assert unet.as_logged() == {"generator": "unet", "unet_downs": 5}

@@ -16,6 +16,7 @@ from podium.core.params import (
     Float,
     Fraction,
     NonNegativeFloat,
+    Only,
     Params,
     PositiveFloat,
     PositiveInt,
@@ -42,9 +43,9 @@ class MaskCropParams(Params):
     block: ClassVar[str] = "mask.crop"
 
     method: Literal["centre", "face"] = "centre"
-    centre: Size = Size(height=400, width=300)
+    centre: Annotated[Size, Only("method", "centre")] = Size(height=400, width=300)
     """The middle of the 512x384 photo: the whole head and hair."""
-    face: FaceCrop = FaceCrop()
+    face: Annotated[FaceCrop, Only("method", "face")] = FaceCrop()
     output: Size = Size(height=128, width=96)
     """Every crop resized to this (the model's input)."""
     window: PositiveInt = 64
@@ -80,11 +81,7 @@ class MaskLossParams(Params):
 
     name: Literal["ce", "focal", "weighted_ce"] = "focal"
     """weighted_ce: inverse class frequency per fold."""
-    gamma: NonNegativeFloat = 2.0
-    """focal only."""
-
-    def not_applicable(self) -> set[str]:
-        return set() if self.name == "focal" else {"gamma"}
+    gamma: Annotated[NonNegativeFloat, Only("name", "focal")] = 2.0
 
 
 class MaskOptimizerParams(OptimizerParams):

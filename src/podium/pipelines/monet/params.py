@@ -24,6 +24,7 @@ from podium.core.params import (
     Int,
     NonNegativeFloat,
     NonNegativeInt,
+    Only,
     Params,
     PositiveInt,
 )
@@ -72,9 +73,9 @@ class MonetModelParams(Params):
     """reflect (the paper's) | zero (the Keras tutorial's "same") | replicate."""
     ngf: PositiveInt = 16
     """Generator filters in the first layer (paper: 64)."""
-    n_blocks: NonNegativeInt = 6
+    n_blocks: Annotated[NonNegativeInt, Only("generator", "resnet")] = 6
     """resnet: residual blocks (paper: 9 at 256 px, 6 at 128 px)."""
-    unet_downs: PositiveInt = 6
+    unet_downs: Annotated[PositiveInt, Only("generator", "unet")] = 6
     """unet: stride-2 steps; 2**unet_downs must divide data.crop_size (paper: 8)."""
     ndf: PositiveInt = 16
     """PatchGAN filters in the first layer (paper: 64)."""
