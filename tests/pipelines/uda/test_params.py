@@ -99,7 +99,13 @@ def test_every_default_is_conf_base_s_value():
             params.ModelsParams,
             {"m1": {"encoder": "regnetx_002", "decoder": "unet"}},
             "uda.models.m1.decoder",
-            "daformer, fpn",
+            "daformer, fpn, segformer",
+        ),
+        (
+            params.ModelsParams,
+            {"m1": {"encoder": "mit_b6", "decoder": "segformer"}},
+            "uda.models.m1.encoder",
+            "mit_b5",
         ),
         (
             params.ModelsParams,
@@ -227,6 +233,22 @@ def test_each_block_names_the_bad_key_what_is_allowed_and_the_file(model, given,
     assert told in text and FILE in text
 
 
+def test_mit_encoders_and_the_segformer_decoder_are_members():
+    members = params.ModelsParams.model_validate(
+        {
+            "m1": {"encoder": "mit_b0", "decoder": "segformer"},
+            "m2": {"encoder": "mit_b5", "decoder": "daformer", "pretrained": True},
+            "m3": {"encoder": "regnetx_002", "decoder": "segformer"},
+        }
+    )
+    assert [(m.encoder, m.decoder) for m in members.values()] == [
+        ("mit_b0", "segformer"),
+        ("mit_b5", "daformer"),
+        ("regnetx_002", "segformer"),
+    ]
+    assert set(params.MIT_ENCODERS) == {f"mit_b{i}" for i in range(6)}
+
+
 def test_every_problem_is_told_at_once_under_its_member():
     with pytest.raises(ParametersInvalid) as error:
         params.ModelsParams.model_validate(
@@ -322,3 +344,20 @@ def test_a_typo_in_a_late_block_stops_the_run_before_the_first_node(project):
         kedro_run(project, "uda", {"uda": {"evaluation": {"overlay": 2}}})
     assert time.monotonic() - started < 10
     assert_refused_at_the_door(project, before)
+
+
+def test_what_the_chosen_regime_and_decoder_never_run_is_not_logged():
+    switches = {"mic": {"enabled": True}, "class_mix": {"enabled": True}, "ema_alpha": 0.9}
+    source_only = params.TrainingParams.model_validate({"regime": "source_only", **switches})
+    self_training = params.TrainingParams.model_validate({"regime": "self_training", **switches})
+    assert source_only.as_logged() == {"regime": "source_only", "ema_alpha": 0.9}
+    assert self_training.as_logged() == {"regime": "self_training", **switches}
+    member = {"encoder": "regnetx_002", "dilations": [1, 6]}
+    assert (
+        "dilations"
+        in params.ModelParams.model_validate({**member, "decoder": "daformer"}).as_logged()
+    )
+    assert (
+        "dilations"
+        not in params.ModelParams.model_validate({**member, "decoder": "fpn"}).as_logged()
+    )

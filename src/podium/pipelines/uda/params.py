@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
+import timm
 from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
 
 from podium.core.augment import Transforms
-from podium.core.config import ParameterError, check_keys
+from podium.core.config import ParameterError, check_keys, describe_choices
 from podium.core.models import check_backbone
 from podium.core.optim import OptimizerParams, SchedulerParams, check_optimization
 from podium.core.params import (
@@ -26,6 +27,7 @@ from podium.core.params import (
     Int,
     NonNegativeFloat,
     NonNegativeInt,
+    Only,
     ParametersInvalid,
     Params,
     PositiveFloat,
@@ -37,6 +39,8 @@ Background = Literal["class", "ignore"]
 #: Image sides in pixels: ``[height, width]``, or one integer for a square.
 Pair = tuple[Annotated[Int, Field(ge=8)], Annotated[Int, Field(ge=8)]]
 Window = tuple[PositiveInt, PositiveInt]
+#: SegFormer's Mix Transformer encoders, from segmentation-models-pytorch.
+MIT_ENCODERS = tuple(f"mit_b{i}" for i in range(6))
 
 
 def _square(value: Any) -> Any:
@@ -66,28 +70,41 @@ class DataParams(Params):
 # ----------------------------------------------------------------------------- models
 
 
+DAFORMER = Only("decoder", "daformer")
+
+
 class ModelParams(Params):
-    """One member of ``uda.models``: a timm encoder and a decoder."""
+    """One member of ``uda.models``: an encoder and a decoder."""
 
     encoder: str
-    """Any timm name with features_only support (a ``.tag`` suffix allowed)."""
+    """Any timm name with features_only support (a ``.tag`` suffix allowed), or SegFormer's
+    Mix Transformer ``mit_b0`` .. ``mit_b5`` (segmentation-models-pytorch)."""
     pretrained: Bool = False
-    decoder: Literal["daformer", "fpn"] = "daformer"
+    """ImageNet weights: timm's for the name (its tag), smp's ``imagenet`` for MiT."""
+    decoder: Literal["daformer", "fpn", "segformer"] = "daformer"
+    """daformer: multi-level context-aware fusion | fpn: feature pyramid | segformer:
+    SegFormer's all-MLP decoder (segmentation-models-pytorch); each takes any encoder."""
     channels: PositiveInt = 64
     """Decoder width."""
     out_indices: Annotated[list[NonNegativeInt], Field(min_length=1)] = [1, 2, 3, 4]
-    """Encoder levels fed to the decoder."""
-    dilations: Annotated[list[NonNegativeInt], Field(min_length=1)] = [1, 2, 3]
+    """Encoder levels fed to the decoder (MiT: 1..4, strides 4..32)."""
+    dilations: Annotated[list[NonNegativeInt], Field(min_length=1), DAFORMER] = [1, 2, 3]
     """DAFormer fusion branches."""
     dropout: Fraction = 0.1
 
     @field_validator("encoder")
     @classmethod
-    def _known_to_timm(cls, encoder: str) -> str:
+    def _known_encoder(cls, encoder: str) -> str:
+        if encoder in MIT_ENCODERS:
+            return encoder
         try:
             return check_backbone(encoder, "encoder")
-        except ParameterError as error:  # located by pydantic under this member's path
-            raise ValueError(error.problem) from None
+        except ParameterError:  # told below with the close matches of both families
+            pass
+        choices = describe_choices(encoder, [*timm.list_models(), *MIT_ENCODERS], "values")
+        raise ValueError(
+            f"{encoder!r} is not allowed; {choices} (see timm.list_models(); MiT: mit_b0..mit_b5)"
+        )
 
 
 class ModelsParams(TypedBlock, RootModel[dict[str, ModelParams]]):
@@ -249,6 +266,9 @@ class DualBranchParams(Params):
     _ordered = field_validator("scale")(_ordered_pair)
 
 
+SELF_TRAINING = Only("regime", "self_training")
+
+
 class TrainingParams(Params):
     """``uda.training``: the regime, the iteration budget and every self-training switch."""
 
@@ -285,13 +305,17 @@ class TrainingParams(Params):
              "contrast_limit": 0.2, "p": 0.5},
         ]
     )  # fmt: skip
-    target_augment: TargetAugment = TargetAugment([{"name": "HorizontalFlip", "p": 0.5}])
+    # what source_only never runs (it trains on the source batch alone, with the same EMA
+    # teacher, sampling, fisheye and dual branch): not logged for it
+    target_augment: Annotated[TargetAugment, SELF_TRAINING] = TargetAugment(
+        [{"name": "HorizontalFlip", "p": 0.5}]
+    )
     source_fisheye: FisheyeParams = FisheyeParams()
     rare_class_sampling: RareClassSamplingParams = RareClassSamplingParams()
-    pseudo_label: PseudoLabelParams = PseudoLabelParams()
-    strong_augment: StrongAugmentParams = StrongAugmentParams()
-    class_mix: ClassMixParams = ClassMixParams()
-    mic: MicParams = MicParams()
+    pseudo_label: Annotated[PseudoLabelParams, SELF_TRAINING] = PseudoLabelParams()
+    strong_augment: Annotated[StrongAugmentParams, SELF_TRAINING] = StrongAugmentParams()
+    class_mix: Annotated[ClassMixParams, SELF_TRAINING] = ClassMixParams()
+    mic: Annotated[MicParams, SELF_TRAINING] = MicParams()
     dual_branch: DualBranchParams = DualBranchParams()
 
     _squares = field_validator("crop_size", mode="before")(_square)
