@@ -15,6 +15,7 @@ from kedro.config import OmegaConfigLoader
 
 from podium.core.params import ParametersInvalid, RuntimeParams
 from podium.core.resume import short_digest
+from podium.faces.self_blend import LANDMARK_SOURCES
 from podium.pipelines.deepfake import embeddings, scoring, splits
 from podium.pipelines.deepfake import params as p
 from podium.pipelines.deepfake.data import settings_key
@@ -134,6 +135,7 @@ def test_the_choices_are_the_building_blocks_own():
     assert choices(p.EmbeddingParams, "method") == set(embeddings.EMBED_METHODS)
     assert choices(p.VideoScoreParams, "rule") == set(scoring.SCORE_RULES)
     assert choices(p.ModelEntry, "architecture") == set(ARCHITECTURES)
+    assert choices(p.SelfBlendParams, "landmarks") == set(LANDMARK_SOURCES)
 
 
 # ------------------------------------------------------------------ the digests
@@ -168,6 +170,54 @@ def test_the_settings_digests_stay_what_they_were(base, full):
     assert digests(tiny_training) == ("44b9d0beaf18d5cf", ["efa58f50ffd87f86"])
     partial = {"epochs": 2, "optimizer": {"lr": 0.01}, "scheduler": {"name": "step"}}
     assert digests(partial) == ("52ce449e884cbb32", ["296a9621c8e7faf8"])
+    # the pseudo-fake keys, written at their defaults, leave the digests as they were
+    none = {"pseudo_fakes": "none", "reals_only": False, "sbi": {"blur_kernels": [3, 9]}}
+    assert digests({**partial, **none}) == digests(partial)
+
+
+def test_pseudo_fakes_shape_the_checkpoints_and_their_block_is_logged_only_with_them():
+    def settings_digest(block):
+        return short_digest(shaping_settings(p.TrainingParams.model_validate(block)))
+
+    sbi = {"pseudo_fakes": "sbi"}
+    digests = {
+        settings_digest({}),
+        settings_digest(sbi),
+        settings_digest({**sbi, "reals_only": True}),
+        settings_digest({**sbi, "sbi": {"blend_ratios": [1.0]}}),
+    }
+    assert len(digests) == 4
+    block = {"sbi": {"landmarks": "ellipse"}, "reals_only": False}
+    assert p.TrainingParams.model_validate(block).as_logged() == {}
+    on = p.TrainingParams.model_validate({**block, **sbi}).as_logged()
+    assert on == {**block, **sbi}
+
+
+def test_keys_the_chosen_method_or_architecture_never_reads_are_not_logged():
+    embedding = {"size": 16, "crop_margin": 0.2, "batch_size": 8}
+    assert p.EmbeddingParams.model_validate({"method": "pca", **embedding}).as_logged() == {
+        "method": "pca", "size": 16
+    }  # fmt: skip
+    assert p.EmbeddingParams.model_validate({"method": "dlib", **embedding}).as_logged() == {
+        "method": "dlib", "crop_margin": 0.2
+    }  # fmt: skip
+    tsne = {"eps": 0.5, "min_samples": 2, "pca_components": 4, "perplexity": 5.0}
+    kmeans = p.PersonClusterParams.model_validate({"method": "kmeans", **tsne})
+    assert kmeans.as_logged() == {"method": "kmeans"}
+    dbscan = p.PersonClusterParams.model_validate(
+        {"method": "tsne_dbscan", "n_clusters": 3, **tsne}
+    )
+    assert dbscan.as_logged() == {"method": "tsne_dbscan", **tsne}
+    # each entry of the model list by its own architecture; the segmentation loss's settings
+    # only when some entry has the segmentation branch
+    unet = {"architecture": "unet_multitask", "backbone": "resnet10t", "mask_stride": 4}
+    plain = {**unet, "architecture": "classifier"}
+    losses = {"segmentation_loss": "dice", "loss_weights": {"segmentation": 2.0}}
+    classifier = {k: v for k, v in plain.items() if k != "mask_stride"}
+    both = p.TrainingParams.model_validate({"models": [plain, unet], **losses}).as_logged()
+    assert both == {"models": [classifier, unet], **losses}
+    alone = p.TrainingParams.model_validate({"models": [plain], **losses}).as_logged()
+    assert alone == {"models": [classifier]}
 
 
 # ------------------------------------------------------------------ the errors
@@ -239,6 +289,15 @@ def test_the_settings_digests_stay_what_they_were(base, full):
         (p.TrainingParams, {"segmentation_loss": "focal"}, "deepfake.training.segmentation_loss", "bce, bce_dice, dice"),
         (p.TrainingParams, {"resume_from": "best"}, "deepfake.training.resume_from", "latest"),
         (p.TrainingParams, {"drop_rate": 1.5}, "deepfake.training.drop_rate", "<= 1"),
+        (p.TrainingParams, {"pseudo_fakes": "blend"}, "deepfake.training.pseudo_fakes", "none, sbi"),
+        (p.TrainingParams, {"reals_only": True}, "deepfake.training.reals_only", "pseudo_fakes: sbi"),
+        (p.TrainingParams, {"sbi": {"landmark": "dlib"}}, "deepfake.training.sbi.landmark", "'landmarks'"),
+        (p.TrainingParams, {"sbi": {"landmarks": "mtcnn"}}, "deepfake.training.sbi.landmarks", "dlib, ellipse"),
+        (p.TrainingParams, {"sbi": {"blur_kernels": [4, 25]}}, "deepfake.training.sbi.blur_kernels", "odd"),
+        (p.TrainingParams, {"sbi": {"mask_size": [256, 192]}}, "deepfake.training.sbi.mask_size", "low <= high"),
+        (p.TrainingParams, {"sbi": {"blend_ratios": []}}, "deepfake.training.sbi.blend_ratios", "at least 1"),
+        (p.TrainingParams, {"sbi": {"blend_ratios": [0.0]}}, "deepfake.training.sbi.blend_ratios[0]", "> 0"),
+        (p.TrainingParams, {"sbi": {"fake_share": 1.5}}, "deepfake.training.sbi.fake_share", "<= 1"),
         (p.VideoScoreParams, {"rul": "mean"}, "deepfake.video_score.rul", "'rule'"),
         (p.VideoScoreParams, {"rule": "max"}, "deepfake.video_score.rule", "confident_strategy"),
         (p.VideoScoreParams, {"band_low": 0.9}, "deepfake.video_score.band_high", ">= band_low"),

@@ -22,10 +22,12 @@ from podium.core.params import (
     Int,
     NonNegativeFloat,
     NonNegativeInt,
+    Only,
     Params,
     PositiveFloat,
     PositiveInt,
 )
+from podium.faces.self_blend import BLEND_RATIOS, BlendSettings
 from podium.faces.video import CropSize, ExtractionSettings, Number
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "InferenceParams",
     "ModelEntry",
     "PersonClusterParams",
+    "SelfBlendParams",
     "SplitParams",
     "StackingParams",
     "TrainingParams",
@@ -91,6 +94,9 @@ class SplitParams(Params):
     n_folds: Annotated[Int, Field(ge=2)] = 3
 
 
+PCA, DLIB, FACENET = Only("method", "pca"), Only("method", "dlib"), Only("method", "facenet")
+
+
 class EmbeddingParams(Params):
     """``deepfake.embedding`` (person_cluster only): how faces become vectors."""
 
@@ -98,22 +104,25 @@ class EmbeddingParams(Params):
 
     method: Literal["pca", "dlib", "facenet"] = "pca"
     """pca (offline, always there) | dlib | facenet (local weights)."""
-    size: Annotated[Int, Field(ge=4)] = 32
+    size: Annotated[Int, Field(ge=4), PCA] = 32
     """pca: side of the grey face vector."""
-    inner_fraction: Annotated[Fraction, Field(ge=0.1)] = 0.7
+    inner_fraction: Annotated[Fraction, Field(ge=0.1), PCA] = 0.7
     """pca: the central share of the crop kept (the face, not the margin)."""
-    n_components: PositiveInt = 16
+    n_components: Annotated[PositiveInt, PCA] = 16
     """pca: components kept (capped by the number of crops)."""
-    whiten: Bool = False
+    whiten: Annotated[Bool, PCA] = False
     """pca: whiten the components."""
-    crop_margin: NonNegativeFloat = 0.0
+    crop_margin: Annotated[NonNegativeFloat, DLIB] = 0.0
     """dlib: the margin the crops were made with (to find the face box in a crop)."""
-    num_jitters: NonNegativeInt = 0
+    num_jitters: Annotated[NonNegativeInt, DLIB] = 0
     """dlib: re-samplings per face."""
-    facenet_weights: str | None = None
+    facenet_weights: Annotated[str | None, FACENET] = None
     """facenet: a local InceptionResnetV1 checkpoint (nothing is downloaded)."""
-    batch_size: PositiveInt = 32
+    batch_size: Annotated[PositiveInt, FACENET] = 32
     """facenet: crops per batch."""
+
+
+TSNE_DBSCAN = Only("method", "tsne_dbscan")
 
 
 class PersonClusterParams(Params):
@@ -123,15 +132,15 @@ class PersonClusterParams(Params):
 
     method: Literal["kmeans", "tsne_dbscan"] = "kmeans"
     """kmeans | tsne_dbscan."""
-    n_clusters: PositiveInt | None = 6
+    n_clusters: Annotated[PositiveInt | None, Only("method", "kmeans")] = 6
     """kmeans: clusters (at most the number of REAL videos with faces)."""
-    eps: NonNegativeFloat | None = None
+    eps: Annotated[NonNegativeFloat | None, TSNE_DBSCAN] = None
     """tsne_dbscan: DBSCAN's radius, in units of the t-SNE map's spread."""
-    min_samples: PositiveInt | None = None
+    min_samples: Annotated[PositiveInt | None, TSNE_DBSCAN] = None
     """tsne_dbscan: DBSCAN's core size."""
-    pca_components: PositiveInt | None = None
+    pca_components: Annotated[PositiveInt | None, TSNE_DBSCAN] = None
     """tsne_dbscan: PCA components before t-SNE."""
-    perplexity: NonNegativeFloat | None = None
+    perplexity: Annotated[NonNegativeFloat | None, TSNE_DBSCAN] = None
     """tsne_dbscan: t-SNE's perplexity (capped below the row count)."""
 
     @model_validator(mode="after")
@@ -149,6 +158,9 @@ _TSNE_KEYS = ("eps", "min_samples", "pca_components", "perplexity")
 # -------------------------------------------------------------------------- training
 
 
+UNET = Only("architecture", "unet_multitask")
+
+
 class ModelEntry(Params):
     """One entry of ``deepfake.training.models``: a model trained over the folds."""
 
@@ -160,9 +172,9 @@ class ModelEntry(Params):
     """Any timm model name (unet_multitask needs features_only support)."""
     seed_offset: NonNegativeInt = 0
     """Added to the run seed (several seeds of one backbone = an ensemble)."""
-    mask_stride: Int = 1
+    mask_stride: Annotated[Int, UNET] = 1
     """unet_multitask: the finest stride its decoder reaches (1, 2, 4, 8, 16 or 32)."""
-    decoder_channels: PositiveInt | None = None
+    decoder_channels: Annotated[PositiveInt | None, UNET] = None
     """unet_multitask: the widest decoder block (null: the UNet taper)."""
 
     @field_validator("name")
@@ -237,6 +249,63 @@ class LossWeights(Params):
         return self
 
 
+_MaskSide = Annotated[Int, Field(ge=8)]
+_Kernel = Annotated[Int, Field(ge=1)]
+
+
+class SelfBlendParams(Params):
+    """``deepfake.training.sbi`` (``pseudo_fakes: sbi``): how the Self-Blended Images are
+    made (podium.faces.self_blend) and drawn; the defaults are the paper's."""
+
+    block: ClassVar[str] = "deepfake.training.sbi"
+
+    landmarks: Literal["dlib", "ellipse"] = "dlib"
+    """dlib (68 points; an ellipse where they are unusable) | ellipse (always the ellipse)."""
+    blend_ratios: Annotated[list[Annotated[Fraction, Field(gt=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(BLEND_RATIOS)
+    )
+    """The mask is scaled by one of them, drawn uniformly."""
+    mask_size: tuple[_MaskSide, _MaskSide] = (192, 256)
+    """[low, high]: the mask is resized to sides drawn in it before the blurs."""
+    blur_kernels: tuple[_Kernel, _Kernel] = (5, 25)
+    """[low, high], odd: the two Gaussian blurs' kernel sizes (in the resized mask)."""
+    blur_sigma: tuple[PositiveFloat, PositiveFloat] = (5.0, 45.0)
+    """[low, high]: the second blur's sigma."""
+    elastic_alpha: NonNegativeFloat = 50.0
+    """The mask's elastic deformation: strength (0: none) ..."""
+    elastic_sigma: PositiveFloat = 7.0
+    """... and smoothness."""
+    fake_share: Fraction | None = None
+    """With real fakes and balance_classes: the share of the FAKE draws that are
+    pseudo-fakes; null: as many as their number (one per REAL crop) gives."""
+
+    @field_validator("mask_size", "blur_kernels", "blur_sigma")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"expected [low, high] with low <= high, got {list(bounds)}")
+        return bounds
+
+    @field_validator("blur_kernels")
+    @classmethod
+    def _odd(cls, kernels: tuple[int, int]) -> tuple[int, int]:
+        if any(k % 2 == 0 for k in kernels):
+            raise ValueError(f"expected odd kernel sizes (Gaussian kernels), got {list(kernels)}")
+        return kernels
+
+    def settings(self) -> BlendSettings:
+        """The blend's settings, as :func:`podium.faces.self_blend.self_blend` takes them."""
+        return BlendSettings(
+            blend_ratios=tuple(self.blend_ratios),
+            mask_size=tuple(self.mask_size),
+            blur_kernels=tuple(self.blur_kernels),
+            blur_sigma=tuple(self.blur_sigma),
+            elastic_alpha=self.elastic_alpha,
+            elastic_sigma=self.elastic_sigma,
+        )
+
+
+SBI = Only("pseudo_fakes", "sbi")
 _Side = Annotated[Int, Field(ge=16)]
 #: The keys of the old flat block, and where they went.
 _FLAT_KEYS = ("lr", "weight_decay", "momentum", "scheduler_params")
@@ -289,6 +358,14 @@ class TrainingParams(Params):
     loss_weights: LossWeights = LossWeights()
     segmentation_loss: Literal["bce", "dice", "bce_dice"] = "bce_dice"
     """bce | dice | bce_dice (unet_multitask only)."""
+    pseudo_fakes: Literal["none", "sbi"] = "none"
+    """none | sbi: each REAL training crop also serves as a Self-Blended Image, labelled FAKE
+    (its mask the unet_multitask target), made afresh every epoch (the sbi block)."""
+    reals_only: Annotated[Bool, SBI] = False
+    """true (with pseudo_fakes: sbi): the folds train on REAL crops and their pseudo-fakes
+    only; validation, out-of-fold and test predictions still cover every video."""
+    sbi: Annotated[SelfBlendParams, SBI] = SelfBlendParams()
+    """pseudo_fakes: sbi: how the pseudo-fakes are made and drawn."""
     folds_to_train: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
     """null: every fold of the split; else a list of folds."""
     resume_from: Literal["latest"] | None = None
@@ -320,11 +397,26 @@ class TrainingParams(Params):
         return models
 
     @model_validator(mode="after")
+    def _reals_only_needs_pseudo_fakes(self) -> TrainingParams:
+        if self.reals_only and self.pseudo_fakes == "none":
+            raise ParameterError(
+                f"{self.block}.reals_only",
+                "true needs pseudo_fakes: sbi (trained on REAL crops alone, the FAKE class "
+                "comes from the pseudo-fakes); set pseudo_fakes: sbi, or reals_only: false",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _optimization_builds(self) -> TrainingParams:
         # timm builds the optimizer and the schedule on a stand-in parameter: a wrong
         # combination (warm-up past the last epoch, ...) stops the run here
         check_optimization(self.optimizer, self.scheduler, epochs=self.epochs, parameter=self.block)
         return self
+
+    def not_applicable(self) -> set[str]:
+        # the segmentation branch's settings mean nothing without a unet_multitask model
+        unet = any(m.architecture == "unet_multitask" for m in self.models)
+        return super().not_applicable() | (set() if unet else {"loss_weights", "segmentation_loss"})
 
     def image_hw(self) -> tuple[int, int]:
         """``image_size`` as (height, width)."""

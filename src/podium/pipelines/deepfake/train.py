@@ -12,6 +12,16 @@ beside a classification branch at the encoder's end); its loss is ``w_cls * BCE(
 w_seg * seg_loss(mask)``, ``seg_loss`` one of ``bce``, ``dice``, ``bce_dice``; a FAKE whose
 record has no masks adds no segmentation loss.
 
+Pseudo-fakes (``pseudo_fakes: sbi``, :mod:`podium.faces.self_blend`): every REAL crop a
+fold trains on also serves as a Self-Blended Image, labelled FAKE, made afresh each epoch
+in the DataLoader workers; its mask (the unet_multitask target) is what the blend changed,
+thresholded as a fake's is against its original. A training set then holds its crops plus
+one pseudo-fake per REAL crop (the paper pairs each real face with its blend), so
+``balance_classes`` keeps REAL and FAKE draws equal, the pseudo-fakes sharing the FAKE half
+with the real fakes in proportion to their number (or ``sbi.fake_share``). ``reals_only``
+trains on the REAL crops and their pseudo-fakes alone; validation and out-of-fold
+predictions still cover every video of the fold.
+
 Here is only the competition's part: the lazy crop dataset, the losses, the validation pass
 (frame log loss, mask IoU) and the K-fold recipe. The engine is ``podium.core``: ``optim``
 (timm's optimizer and schedule factories, the shared ``optimizer`` / ``scheduler`` blocks),
@@ -46,6 +56,7 @@ processes get the load functions pickled (PartitionedDataset's are). No kedro or
 from __future__ import annotations
 
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -84,8 +95,10 @@ from podium.core.training import (
     split_batch,
     updates_per_epoch,
 )
+from podium.faces.self_blend import face_box_in_crop, face_landmarks, load_predictor, self_blend
+from podium.faces.video import DEFAULT_SETTINGS, manipulation_masks
 from podium.pipelines.deepfake.model import build_network
-from podium.pipelines.deepfake.params import KEY_SEP, TrainingParams, typed
+from podium.pipelines.deepfake.params import KEY_SEP, SelfBlendParams, TrainingParams, typed
 
 __all__ = [
     "RESUME_FROM",
@@ -108,6 +121,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 #: How an error asks for a node of the deepfake pipeline to be run again.
 _RERUN = "kedro run --pipelines=deepfake --nodes="
 _NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_from")
+#: Pseudo-fake settings: in the digest only when pseudo-fakes are on, so the digests of the
+#: configurations without them stay what they were before the keys existed.
+_PSEUDO_FAKE_KEYS = ("pseudo_fakes", "reals_only", "sbi")
 #: The optimizer and scheduler keys a checkpoint's settings digest always holds (conf/base
 #: sets them); a key set beyond them joins the digest, one left at its default does not, so
 #: the digest of a configuration stays what it was when the shared shapes grow a key.
@@ -129,7 +145,7 @@ def shaping_settings(config: TrainingParams) -> dict[str, Any]:
     model, as plain JSON-able values (``image_size`` as [height, width])."""
     shaping: dict[str, Any] = {}
     for key in type(config).model_fields:
-        if key in _NOT_SHAPING:
+        if key in _NOT_SHAPING or (key in _PSEUDO_FAKE_KEYS and config.pseudo_fakes == "none"):
             continue
         value = config[key]
         if key in _DIGESTED:
@@ -141,6 +157,8 @@ def shaping_settings(config: TrainingParams) -> dict[str, Any]:
             value = list(value.root)
         elif key == "loss_weights":
             value = dict(value)
+        elif key == "sbi":
+            value = value.as_dict()
         shaping[key] = value
     return shaping
 
@@ -193,6 +211,69 @@ def _check_videos(videos: pd.DataFrame) -> pd.DataFrame:
     return videos.reset_index(drop=True)
 
 
+class _PseudoFakes:
+    """The Self-Blended Images of a training set (``pseudo_fakes: sbi``).
+
+    ``sources``: the positions, among the dataset's stored crops, of the REAL crops each
+    pseudo-fake is made from (one pseudo-fake per REAL crop, as the paper pairs every real
+    face with its blend). Every draw of an item (its blend and the training augmentations)
+    comes from a generator seeded by ``(seed, epoch, index)``, the epoch read from
+    ``sampler`` (the training loader's, which ``fit`` moves on each epoch): the same item of
+    the same epoch is the same tensor in any DataLoader worker, DDP rank or resumed run.
+    """
+
+    def __init__(self, sources: np.ndarray, seed: int, params: SelfBlendParams) -> None:
+        self.sources = np.asarray(sources, dtype=np.int64)
+        self.seed = int(seed)
+        self.landmarks = params.landmarks
+        self.settings = params.settings()
+        self.fake_share = params.fake_share
+        self.sampler: Any = None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def generators(self, index: int) -> list[np.random.Generator]:
+        """The blend's and the augmentations' generators of item ``index`` this epoch."""
+        epoch = int(getattr(self.sampler, "epoch", 0))
+        return np.random.default_rng([self.seed, epoch, int(index)]).spawn(2)
+
+
+def _seed_transforms(transforms: A.Compose, rng: np.random.Generator) -> None:
+    seed = int(rng.integers(2**63))
+    transforms.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def _face_box(
+    record: Mapping[str, Any], j: int, crop_hw: tuple[int, int]
+) -> tuple[float, float, float, float] | None:
+    """Crop ``j``'s face box in crop pixels, from its detected box and the extraction's
+    margin and crop mode; None (the whole crop) for a record without them."""
+    boxes = record.get("boxes")
+    if boxes is None or record.get("height") is None or record.get("width") is None:
+        return None
+    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
+    frame_hw = (int(record["height"]), int(record["width"]))
+    return face_box_in_crop(
+        boxes[j], crop_hw, frame_hw, float(settings["margin"]), settings["crop_mode"]
+    )
+
+
+def _pseudo_fake(
+    record: Mapping[str, Any], j: int, pseudo: _PseudoFakes, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, mask)``: crop ``j``'s Self-Blended Image and its manipulation mask, the
+    pixels it changes by the extraction's own rule (``mask_threshold``, ``mask_blur``), as
+    a FAKE's mask is made against its original."""
+    image = record["crops"][j]
+    points, _ = face_landmarks(image, _face_box(record, j, image.shape[:2]), pseudo.landmarks)
+    blended, _ = self_blend(image, points, rng, pseudo.settings)
+    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
+    threshold, blur = float(settings["mask_threshold"]), float(settings["mask_blur"])
+    mask = manipulation_masks(blended[None], image[None], threshold=threshold, blur=blur)[0]
+    return blended, mask
+
+
 class _FrameDataset(Dataset):
     """One sample per face crop, read lazily: ``{"image": uint8 (3, H, W), "target": {...}}``.
 
@@ -201,6 +282,8 @@ class _FrameDataset(Dataset):
     opens a record when it first needs one of its crops and keeps the last ``cache_size``.
     The target holds ``label`` (float 0/1) and, ``with_masks``, ``mask`` (uint8 (1, H, W))
     and ``mask_weight`` (0 for a FAKE without masks: no segmentation loss for it).
+    ``pseudo`` (:class:`_PseudoFakes`): after the rows come their pseudo-fakes, labelled
+    FAKE, each with the mask of what its blend changed.
     """
 
     def __init__(
@@ -212,6 +295,7 @@ class _FrameDataset(Dataset):
         augment: A.Compose | None = None,
         with_masks: bool = False,
         cache_size: int = 4,
+        pseudo: _PseudoFakes | None = None,
     ) -> None:
         codes, names = pd.factorize(rows["partition"])
         self.names = list(names)
@@ -223,17 +307,29 @@ class _FrameDataset(Dataset):
         self.augment = augment
         self.with_masks = with_masks
         self.cache_size = cache_size
+        self.pseudo = pseudo
         self._open: OrderedDict[int, dict] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self.crop)
+        return len(self.crop) + (0 if self.pseudo is None else len(self.pseudo))
 
     def class_balanced_weights(self) -> np.ndarray:
-        """Per-crop sampling weights giving REAL and FAKE equal total weight."""
-        weights = np.zeros(len(self.labels), dtype=np.float64)
-        for value in np.unique(self.labels):
-            chosen = self.labels == value
+        """Per-crop sampling weights giving REAL and FAKE equal total weight.
+
+        With pseudo-fakes they are FAKE items like the others; ``fake_share`` (when the
+        rows hold FAKE crops too) gives them that share of the FAKE half instead."""
+        labels = self.labels
+        if self.pseudo is not None:
+            labels = np.concatenate([labels, np.ones(len(self.pseudo), np.float32)])
+        weights = np.zeros(len(labels), dtype=np.float64)
+        for value in np.unique(labels):
+            chosen = labels == value
             weights[chosen] = 1.0 / chosen.sum()
+        real_fakes = int((self.labels == 1.0).sum())
+        if self.pseudo is not None and self.pseudo.fake_share is not None and real_fakes:
+            share, stored = float(self.pseudo.fake_share), len(self.labels)
+            weights[:stored][self.labels == 1.0] = (1.0 - share) / real_fakes
+            weights[stored:] = share / len(self.pseudo)
         return weights
 
     def _record(self, v: int) -> dict:
@@ -248,26 +344,47 @@ class _FrameDataset(Dataset):
         return record
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.pseudo is not None:
+            blend_rng, augment_rng = self.pseudo.generators(i)
+            if self.augment is not None:
+                _seed_transforms(self.augment, augment_rng)
+            if i >= len(self.crop):
+                return self._pseudo_fake(int(self.pseudo.sources[i - len(self.crop)]), blend_rng)
         record = self._record(int(self.video[i]))
         j = int(self.crop[i])
-        image = record["crops"][j]
         label = self.labels[i]
+        mask = self._stored_mask(record, j, label) if self.with_masks else None
+        return self._sample(record["crops"][j], label, mask)
+
+    def _pseudo_fake(self, k: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The pseudo-fake of stored crop ``k`` (a REAL one), labelled FAKE."""
+        record = self._record(int(self.video[k]))
+        image, changed = _pseudo_fake(record, int(self.crop[k]), self.pseudo, rng)
+        return self._sample(image, np.float32(1.0), (changed, 1.0) if self.with_masks else None)
+
+    @staticmethod
+    def _stored_mask(record: Mapping[str, Any], j: int, label: float) -> tuple[np.ndarray, float]:
+        masks = record.get("masks")
+        if masks is not None:
+            return np.asarray(masks[j], dtype=np.uint8), 1.0
+        # a REAL: nothing manipulated; a FAKE without masks: ignored
+        return np.zeros(record["crops"].shape[1:3], np.uint8), float(label == 0.0)
+
+    def _sample(
+        self, image: np.ndarray, label: Any, mask: tuple[np.ndarray, float] | None
+    ) -> dict[str, Any]:
+        """The resized, augmented sample; ``mask``: (mask, weight) with ``with_masks``."""
         target: dict[str, Any] = {"label": torch.tensor(label)}
-        if not self.with_masks:
+        if mask is None:
             out = self.resize(image=image)
             if self.augment is not None:
                 out = self.augment(image=out["image"])
         else:
-            masks = record.get("masks")
-            if masks is not None:
-                mask, weight = np.asarray(masks[j], dtype=np.uint8), 1.0
-            else:  # a REAL: nothing manipulated; a FAKE without masks: ignored
-                mask, weight = np.zeros(image.shape[:2], np.uint8), float(label == 0.0)
-            out = self.resize(image=image, mask=mask)
+            out = self.resize(image=image, mask=mask[0])
             if self.augment is not None:
                 out = self.augment(image=out["image"], mask=out["mask"])
             target["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None]
-            target["mask_weight"] = torch.tensor(weight, dtype=torch.float32)
+            target["mask_weight"] = torch.tensor(mask[1], dtype=torch.float32)
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
         return {"image": tensor, "target": target}
 
@@ -403,6 +520,35 @@ def _network(spec: Mapping[str, Any], config: Mapping[str, Any], pretrained: boo
     )
 
 
+def _check_landmarks(config: TrainingParams) -> None:
+    """dlib's landmarks load here, before any training, or the run stops naming the key."""
+    if config.pseudo_fakes == "none" or config.sbi.landmarks != "dlib":
+        return
+    try:
+        load_predictor()
+    except (ImportError, RuntimeError) as error:
+        raise ParameterError(
+            _param("sbi.landmarks"), f"dlib's 68 points are unavailable ({error}); or use ellipse"
+        ) from error
+
+
+def _training_crops(
+    config: TrainingParams, labels: np.ndarray, held_out: np.ndarray, seed: int
+) -> tuple[np.ndarray, _PseudoFakes | None]:
+    """The crops a fold trains on (the other folds'; their REAL crops only with
+    ``reals_only``) and, with ``pseudo_fakes: sbi``, the pseudo-fakes of their REAL crops,
+    drawn from ``seed`` (the fold's loader seed)."""
+    chosen = ~held_out
+    if config.reals_only:
+        chosen = chosen & (labels == LABELS["REAL"])
+    if config.pseudo_fakes == "none":
+        return chosen, None
+    if config.sbi.landmarks == "dlib":
+        load_predictor()  # once, before the loader's workers fork: they share it
+    sources = np.flatnonzero(labels[chosen] == LABELS["REAL"])
+    return chosen, _PseudoFakes(sources, seed, config.sbi)
+
+
 def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[str, Any]:
     """Train one (model, fold) and predict its fold: the body every DDP process runs.
 
@@ -427,13 +573,16 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     rows, labels, held_out = job["rows"], job["labels"], job["in_fold"]
     common = (_resize(config.image_hw()), with_masks, config.record_cache)
 
-    def crops(chosen: np.ndarray, transforms: A.Compose | None) -> _FrameDataset:
+    def crops(
+        chosen: np.ndarray, transforms: A.Compose | None, pseudo: _PseudoFakes | None = None
+    ) -> _FrameDataset:
         resize, masks, cache = common
         return _FrameDataset(
-            job["records"], rows[chosen], labels[chosen], resize, transforms, masks, cache
+            job["records"], rows[chosen], labels[chosen], resize, transforms, masks, cache, pseudo
         )
 
-    train_set, val_set = crops(~held_out, augment), crops(held_out, None)
+    trained_on, pseudo = _training_crops(config, labels, held_out, loader_seed)
+    train_set, val_set = crops(trained_on, augment, pseudo), crops(held_out, None)
     optimizer = build_optimizer(network, config["optimizer"], parameter=_param("optimizer"))
     train_loader = seeded_loader(
         train_set,
@@ -444,6 +593,8 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
         sample_weights=train_set.class_balanced_weights() if config["balance_classes"] else None,
         distributed=True,  # one process draws what N processes draw together
     )
+    if pseudo is not None:  # the pseudo-fakes follow the epochs fit gives this sampler
+        pseudo.sampler = train_loader.sampler
     schedule = build_scheduler(
         optimizer,
         config["scheduler"],
@@ -545,6 +696,7 @@ def train_frame_models(
         )
     # The batch split checked before any (long) loading or training.
     ddp.local_batch_size(config.batch_size, processes.world_size, parameter=_param("batch_size"))
+    _check_landmarks(config)
 
     unknown_records = sorted(set(videos["partition"]) - set(records))
     if unknown_records:
@@ -586,6 +738,11 @@ def train_frame_models(
             in_fold = fold_of == fold
             if not in_fold.any() or in_fold.all():
                 raise ValueError(f"fold {fold}: no crops to train on or to validate")
+            if config.pseudo_fakes == "sbi" and not (~in_fold & (labels == 0.0)).any():
+                raise ValueError(
+                    f"fold {fold}: the other folds hold no REAL crop to make pseudo-fakes from "
+                    f"({_param('pseudo_fakes')}: sbi blends REAL crops)"
+                )
             job = {
                 "records": records,
                 "rows": rows,
