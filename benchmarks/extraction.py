@@ -1,6 +1,6 @@
 """Face extraction: decode + detect + crop + save against decode alone and stock MTCNN.
 
-Issue 18, part 2. On the REAL videos of the embedded DFDC sample (``data/01_raw/dfdc``,
+Issue 18, part 2. On the REAL videos of the embedded DFDC sample (``data/01_raw/deepfake``,
 written if absent; ``--frame-size=1920x1080`` writes a few REAL videos of that size into
 the scratch folder instead), with the configured ``deepfake.extraction`` settings
 (``--env`` chooses the configuration, ``--params`` overrides leaves, ``--frames`` the
@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_size,
         default=None,
         metavar="native|WxH",
-        help="native: the sample in data/01_raw/dfdc; WxH (e.g. 1920x1080): --videos REAL "
+        help="native: the sample in data/01_raw/deepfake; WxH (e.g. 1920x1080): --videos REAL "
         "videos of that size written into the scratch folder first (about 5 s a video at "
         "1080p on one core)",
     )
@@ -151,7 +151,7 @@ def _merge(base: Any, override: Any) -> Any:
 
 def _generated_root(context: Any, size: tuple[int, int], videos: int, frames: int) -> Path:
     """``videos`` REAL videos of ``size`` (the sample's generator, no fakes, no test set)."""
-    from podium.sample_data.dfdc import generate_dfdc_sample
+    from podium.sample_data.deepfake import generate_deepfake_sample
 
     width, height = size
     root = context.scratch / f"dfdc-{width}x{height}"
@@ -169,7 +169,7 @@ def _generated_root(context: Any, size: tuple[int, int], videos: int, frames: in
         "seconds": seconds,
     }
     seed = int((context.parameters.get("sample_data") or {}).get("seed", 0))
-    for relative, data in generate_dfdc_sample(params, seed).items():
+    for relative, data in generate_deepfake_sample(params, seed).items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -179,11 +179,11 @@ def _generated_root(context: Any, size: tuple[int, int], videos: int, frames: in
 def load_videos(root: Path, count: int, settings: Mapping[str, Any]) -> list[Video]:
     """The first ``count`` REAL videos under ``root`` with truth boxes, frames decoded."""
     from podium.faces.video import read_sampled_frames
-    from podium.layouts.dfdc import index_dfdc
+    from podium.layouts.deepfake import index_deepfake
     from podium.pipelines.deepfake.data import load_truth_boxes, partition_name
 
     truth = load_truth_boxes(root)
-    table = index_dfdc(root).videos
+    table = index_deepfake(root).videos
     chosen = []
     for row in table.sort_values(["folder", "video"]).to_dict("records"):
         partition = partition_name(row["folder"], row["video"])
@@ -465,7 +465,7 @@ def run(args: argparse.Namespace, context: Any) -> list[dict]:
     begun = time.perf_counter()
     with _torch_threads(threads):
         if args.frame_size is None:
-            root = context.raw("dfdc")
+            root = context.raw("deepfake")
         else:
             root = _generated_root(context, args.frame_size, args.videos, settings["n_frames"])
         videos = load_videos(root, args.videos, settings)

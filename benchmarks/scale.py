@@ -63,12 +63,12 @@ class Case:
     default_multipliers: tuple[int, ...] = (1, 8)
 
 
-def _dfdc_sample(m: int) -> dict:
+def _deepfake_sample(m: int) -> dict:
     return {"n_parts": 2 * m, "n_test_videos": 10 * m, "test_actors": 3 * m}
 
 
-def _dfdc_count(root: Path) -> dict:
-    raw = root / "data" / "01_raw" / "dfdc"
+def _deepfake_count(root: Path) -> dict:
+    raw = root / "data" / "01_raw" / "deepfake"
     train = sum(len(json.loads(p.read_text())) for p in raw.glob("dfdc_train_part_*/metadata.json"))
     test = len(list((raw / "test_videos").glob("*.mp4")))
     return {"videos": train + test, "train_videos": train, "test_videos": test}
@@ -116,8 +116,8 @@ def _monet_count(root: Path) -> dict:
 CASES: dict[str, Case] = {
     "deepfake": Case(
         pipeline="deepfake",
-        competition="dfdc",
-        sample=_dfdc_sample,
+        competition="deepfake",
+        sample=_deepfake_sample,
         run_parameters={
             "deepfake": {
                 "training": {"epochs": 1, "folds_to_train": [0], "progress": False},
@@ -141,7 +141,7 @@ CASES: dict[str, Case] = {
             ),
             Stage("predict", ("deepfake.scoring.predict_test_frames",), "test_videos"),
         ),
-        count=_dfdc_count,
+        count=_deepfake_count,
         probe="deepfake.data.index_test_videos",
         default_multipliers=(1, 4, 16),
     ),

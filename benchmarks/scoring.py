@@ -22,7 +22,7 @@ LightGBM does not exist, and its share of a video's time is a few milliseconds).
 ``data/06_models/deepfake/scorer.json`` and ``frame_models.safetensors`` that
 ``kedro run --pipelines=deepfake`` saved, checked to belong together).
 
-The videos: the DFDC sample's test videos (``data/01_raw/dfdc/test_videos``, written if
+The videos: the DFDC sample's test videos (``data/01_raw/deepfake/test_videos``, written if
 absent), ``--scoring-videos`` caps their count. On ``--device`` (cpu, or cuda on a GPU box:
 the inference settings' device follows), inside one process, the cases:
 
@@ -609,7 +609,7 @@ def run(args: argparse.Namespace, context: Any) -> list[dict]:
         else:
             ensemble = untrained_ensemble(parameters, getattr(args, "env", None) or "base")
         settings = _inference_settings(parameters, device)
-        table = inference.video_table(context.raw("dfdc") / "test_videos")
+        table = inference.video_table(context.raw("deepfake") / "test_videos")
         table = table.iloc[: args.scoring_videos].reset_index(drop=True)
         print(
             f"==> scoring: {len(table)} test videos with the {ensemble.name} ensemble "

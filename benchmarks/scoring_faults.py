@@ -14,7 +14,7 @@ copy of the project (``git clone`` of this repository's HEAD, its own data/ and
 mlflow.db, conf/local/parameters.yml written here; ``--keep`` keeps it):
 
 0. **setup**: the DFDC sample generator with ``n_test_videos: --videos`` and otherwise
-   tiny (160x120, 1 s videos), ``kedro run --pipelines=sample_data --tags=dfdc``, then
+   tiny (160x120, 1 s videos), ``kedro run --pipelines=sample_data --tags=deepfake``, then
    a tiny training, ``kedro run --pipelines=deepfake`` (one resnet10t, 2 folds, 1 epoch;
    its test predictions, for the same videos, are the reference of step 4).
 1. **worker killed**: ``deepfake_inference`` with ``videos_per_task=1``; once about 20% of
@@ -77,7 +77,7 @@ REPORT = REPO / "data" / "08_reporting" / "bench"
 KEDRO = Path(sys.executable).with_name("kedro")
 
 # Paths inside the project copy.
-TEST_VIDEOS = Path("data/01_raw/dfdc/test_videos")
+TEST_VIDEOS = Path("data/01_raw/deepfake/test_videos")
 RESULTS = Path("data/07_model_output/deepfake_inference/results")
 TIMING = Path("data/08_reporting/deepfake_inference/timing.json")
 INFERENCE_OUT = Path("data/07_model_output/deepfake_inference/submission.csv")
@@ -116,7 +116,7 @@ def local_parameters(videos: int, workers: int) -> dict[str, Any]:
     tiny frames, 1 s each) and a training as small as tests/conftest.py's TINY_DEEPFAKE."""
     return {
         "sample_data": {
-            "dfdc": {
+            "deepfake": {
                 "n_parts": 1,
                 "reals_per_part": 3,
                 "fakes_per_real": 1,
@@ -430,7 +430,7 @@ def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
 
 
 def setup(root: Path) -> list[Run]:
-    sample = kedro(root, "sample_data", "run", "--pipelines=sample_data", "--tags=dfdc")
+    sample = kedro(root, "sample_data", "run", "--pipelines=sample_data", "--tags=deepfake")
     if sample.rc != 0:
         raise SystemExit(f"sample_data failed, see {sample.log}")
     training = kedro(root, "training", "run", "--pipelines=deepfake")

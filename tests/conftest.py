@@ -98,7 +98,7 @@ ONE_FAMILY = {"families": {"face_swap": 1.0}, "test_distractors": {"share": 0.0}
 
 TINY_SAMPLE = {
     "sample_data": {
-        "dfdc": {
+        "deepfake": {
             "n_parts": 1,
             "reals_per_part": 2,
             "fakes_per_real": 1,
@@ -257,7 +257,7 @@ TINY_DEEPFAKE = {
 # The ablation compares split strategies, and a folder split needs two part folders.
 TINY_ABLATION_PARAMETERS = {
     "sample_data": {
-        "dfdc": {**TINY_SAMPLE["sample_data"]["dfdc"], "n_parts": 2, "reals_per_part": 2}
+        "deepfake": {**TINY_SAMPLE["sample_data"]["deepfake"], "n_parts": 2, "reals_per_part": 2}
     },
     **TINY_DEEPFAKE,
 }
@@ -318,7 +318,7 @@ def ablated_project(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        kedro_run(root, "sample_data", tags=["dfdc"])
+        kedro_run(root, "sample_data", tags=["deepfake"])
     finally:
         os.chdir(cwd)
     done = kedro_cli(root, "ablate", f"--grid={grid}", "--seeds=0,1")

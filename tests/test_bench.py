@@ -122,7 +122,7 @@ def test_one_tiny_case_is_recorded_in_json_markdown_and_mlflow(tmp_path, kept_tr
 
 EXTRACTION_FIGURES = ("frames_per_second", "seconds_per_video")
 #: One REAL 160x120 video of 15 frames, with its truth boxes: the DFDC sample's layout.
-TINY_DFDC = {
+TINY_DEEPFAKE_SAMPLE = {
     "n_parts": 1,
     "reals_per_part": 1,
     "fakes_per_real": 0,
@@ -137,9 +137,9 @@ TINY_DFDC = {
 def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking_uri):
     """One video, two frames, one repeat, full and half size: every case's row holds
     positive finite figures and each detecting case a recall in [0, 1]."""
-    from podium.sample_data.dfdc import generate_dfdc_sample
+    from podium.sample_data.deepfake import generate_deepfake_sample
 
-    for relative, data in generate_dfdc_sample({**TINY_DFDC, **ONE_FAMILY}, seed=0).items():
+    for relative, data in generate_deepfake_sample({**TINY_DEEPFAKE_SAMPLE, **ONE_FAMILY}, seed=0).items():
         path = tmp_path / "raw" / "dfdc" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -271,7 +271,7 @@ def test_the_cyclegan_suite_records_both_steps_and_the_same_computation(
 
 
 #: Two test videos (160x120, 15 frames) of the DFDC sample's layout, nothing else.
-TINY_TEST_VIDEOS = {**TINY_DFDC, "n_test_videos": 2, "test_actors": 1}
+TINY_TEST_VIDEOS = {**TINY_DEEPFAKE_SAMPLE, "n_test_videos": 2, "test_actors": 1}
 #: conf/base's ensemble (unet_multitask resnet10t), two folds at 32 px on two frames.
 TINY_SCORING = {
     "deepfake": {
@@ -290,9 +290,9 @@ def test_the_scoring_suite_splits_seconds_per_video_and_takes_its_ratios(
     the sum is the three stages', each ratio the quotient of the seconds measured, and
     every video comes back from both end-to-end cases with an allowed status."""
     from podium.pipelines.deepfake.inference import STATUSES
-    from podium.sample_data.dfdc import generate_dfdc_sample
+    from podium.sample_data.deepfake import generate_deepfake_sample
 
-    for relative, data in generate_dfdc_sample({**TINY_TEST_VIDEOS, **ONE_FAMILY}, seed=0).items():
+    for relative, data in generate_deepfake_sample({**TINY_TEST_VIDEOS, **ONE_FAMILY}, seed=0).items():
         path = tmp_path / "raw" / "dfdc" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

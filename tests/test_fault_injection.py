@@ -31,7 +31,7 @@ class Case(NamedTuple):
 
 
 HERE = "tests/test_fault_injection.py"
-DFDC_LAYOUT = "tests/layouts/test_dfdc_layout.py"
+DEEPFAKE_LAYOUT = "tests/layouts/test_deepfake_layout.py"
 MASK_LAYOUT = "tests/layouts/test_mask_layout.py"
 UDA_LAYOUT = "tests/layouts/test_uda_layout.py"
 MONET_LAYOUT = "tests/layouts/test_monet_layout.py"
@@ -46,8 +46,8 @@ CASES: list[Case] = [
         "a truncated or garbage .mp4 among the training videos",
         "skipped, listed in deepfake_bad_videos with its reason (VideoReadError naming the file)",
         (
-            f"{DFDC_LAYOUT}::test_truncated_or_missing_mp4_names_the_file",
-            f"{DFDC_LAYOUT}::test_truncated_data_with_index_up_front",
+            f"{DEEPFAKE_LAYOUT}::test_truncated_or_missing_mp4_names_the_file",
+            f"{DEEPFAKE_LAYOUT}::test_truncated_data_with_index_up_front",
             "tests/pipelines/deepfake/test_extraction.py::test_bad_videos_are_reported_with_a_reason",
         ),
     ),
@@ -65,14 +65,14 @@ CASES: list[Case] = [
         "a missing file, a FAKE without (or with a missing) original",
         "indexing stops with every problem at once, naming the file, the entry and the fix",
         (
-            f"{DFDC_LAYOUT}::test_malformed_json_names_the_file",
-            f"{DFDC_LAYOUT}::test_missing_metadata_and_missing_root",
-            f"{DFDC_LAYOUT}::test_unknown_label",
-            f"{DFDC_LAYOUT}::test_missing_label_field",
-            f"{DFDC_LAYOUT}::test_missing_listed_file",
-            f"{DFDC_LAYOUT}::test_fake_whose_original_is_missing",
-            f"{DFDC_LAYOUT}::test_fake_without_original_field",
-            f"{DFDC_LAYOUT}::test_all_problems_are_reported_together",
+            f"{DEEPFAKE_LAYOUT}::test_malformed_json_names_the_file",
+            f"{DEEPFAKE_LAYOUT}::test_missing_metadata_and_missing_root",
+            f"{DEEPFAKE_LAYOUT}::test_unknown_label",
+            f"{DEEPFAKE_LAYOUT}::test_missing_label_field",
+            f"{DEEPFAKE_LAYOUT}::test_missing_listed_file",
+            f"{DEEPFAKE_LAYOUT}::test_fake_whose_original_is_missing",
+            f"{DEEPFAKE_LAYOUT}::test_fake_without_original_field",
+            f"{DEEPFAKE_LAYOUT}::test_all_problems_are_reported_together",
         ),
     ),
     Case(
@@ -80,7 +80,7 @@ CASES: list[Case] = [
         "held",
         "test_labels.csv with a missing column or a file that is not among the test videos",
         "stops naming the csv and what is wrong",
-        (f"{DFDC_LAYOUT}::test_test_label_errors",),
+        (f"{DEEPFAKE_LAYOUT}::test_test_label_errors",),
     ),
     Case(
         "wrong-csv-columns",

@@ -139,6 +139,14 @@ def test_a_typo_in_one_pipelines_file_is_reported_whichever_pipeline_runs():
     assert "conf/base/parameters.yml" in text and "conf/base/parameters_mask.yml" in text
 
 
+def test_a_block_under_its_former_name_is_told_where_it_went():
+    config = parameters("base")
+    config["sample_data"]["dfdc"] = config["sample_data"].pop("deepfake")
+    with pytest.raises(ParametersInvalid, match=r"sample_data\.dfdc: renamed: write it as "
+                       r"sample_data\.deepfake"):  # fmt: skip
+        check_typed_parameters(config, dict(PIPELINES))
+
+
 def test_typed_blocks_reach_kedro_mlflow_as_the_dictionaries_the_configuration_wrote():
     from podium.core.params import RuntimeParams
 

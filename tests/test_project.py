@@ -23,7 +23,7 @@ def test_registry_holds_only_pipelines_with_nodes():
     assert "sample_data" in pipelines
     assert all(pipe.nodes for pipe in pipelines.values())
     generators = {n.name for n in pipelines["sample_data"].nodes if n.name.startswith("generate_")}
-    assert generators == {f"generate_{c}_sample" for c in ("dfdc", "mask", "uda", "monet")}
+    assert generators == {f"generate_{c}_sample" for c in ("deepfake", "mask", "uda", "monet")}
 
 
 @pytest.mark.slow
@@ -46,11 +46,11 @@ def test_a_run_is_one_tracked_mlflow_run_with_reproducibility_tags(tiny_project)
     assert run.data.tags["seed"] == str(run.data.params["sample_data.seed"])
     assert run.data.tags["data_fingerprint.scope"] == "written"
     assert len(run.data.tags["data_fingerprint"]) == 64
-    assert {"data_fingerprint.dfdc_raw", "data_fingerprint.mask_raw"} <= set(run.data.tags)
+    assert {"data_fingerprint.deepfake_raw", "data_fingerprint.mask_raw"} <= set(run.data.tags)
     # parameters are flattened: one MLflow parameter per leaf
-    assert any(key.startswith("sample_data.dfdc.") for key in run.data.params)
+    assert any(key.startswith("sample_data.deepfake.") for key in run.data.params)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sample_data")}
-    assert "sample_data/dfdc_contact_sheet.png" in artifacts
+    assert "sample_data/deepfake_contact_sheet.png" in artifacts
     assert (
         tiny_project / "data" / "08_reporting" / "sample_data" / "mask_contact_sheet.png"
     ).exists()
@@ -71,7 +71,7 @@ def test_same_seed_same_fingerprint_other_seed_another(tiny_project):
 
 def test_an_unknown_generator_parameter_fails_naming_it(tiny_project):
     with pytest.raises(ValueError, match="frames_per_vidoe"):
-        kedro_run(tiny_project, "sample_data", {"sample_data": {"dfdc": {"frames_per_vidoe": 3}}})
+        kedro_run(tiny_project, "sample_data", {"sample_data": {"deepfake": {"frames_per_vidoe": 3}}})
 
 
 @pytest.mark.slow
@@ -107,7 +107,7 @@ def test_kedro_viz_serves_the_registered_pipelines(tmp_path):
         ) as reply:
             sample = json.load(reply)
         names = {n["name"] for n in sample["nodes"]}
-        assert "generate_dfdc_sample" in names and "dfdc_raw" in names
+        assert "generate_deepfake_sample" in names and "deepfake_raw" in names
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/api/pipelines/deepfake", timeout=30
         ) as reply:

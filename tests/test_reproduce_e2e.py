@@ -74,7 +74,7 @@ def test_a_deterministic_cpu_run_reproduces_bit_identically(ablated_project):
 
 def test_a_changed_raw_file_is_reported_as_a_fingerprint_mismatch(ablated_project):
     original = ablation_child(ablated_project, "original", "0")
-    raw = ablated_project / "data/01_raw/dfdc/dfdc_train_part_0/metadata.json"
+    raw = ablated_project / "data/01_raw/deepfake/dfdc_train_part_0/metadata.json"
     kept = raw.read_bytes()
     raw.write_bytes(kept + b"\n")  # same JSON, other bytes
     lines: list[str] = []
@@ -85,8 +85,8 @@ def test_a_changed_raw_file_is_reported_as_a_fingerprint_mismatch(ablated_projec
         )
     finally:
         raw.write_bytes(kept)
-    assert set(result.data_before) == {"dfdc_raw"}
-    assert any(line.strip().startswith("DATA MISMATCH: dfdc_raw") for line in lines)
+    assert set(result.data_before) == {"deepfake_raw"}
+    assert any(line.strip().startswith("DATA MISMATCH: deepfake_raw") for line in lines)
     assert result.exit_code & DATA_DIFFERS
 
 

@@ -16,7 +16,7 @@ STAMPS = [f"2026-11-2{d}T10.00.00.000Z" for d in range(5)]
 
 def test_finds_versioned_outputs_only(tmp_path):
     _versioned(tmp_path / "06_models", "model.safetensors", STAMPS)
-    (tmp_path / "01_raw" / "dfdc" / "2026-11-20T10.00.00.000Z").mkdir(parents=True)  # no file
+    (tmp_path / "01_raw" / "deepfake" / "2026-11-20T10.00.00.000Z").mkdir(parents=True)  # no file
     found = find_versioned_outputs(tmp_path)
     assert [o.path.name for o in found] == ["model.safetensors"]
     assert found[0].versions == tuple(STAMPS)

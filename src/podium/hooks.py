@@ -107,6 +107,18 @@ def logged_entries(value: Any) -> Any:
     return value
 
 
+#: Blocks that moved, and where to: a configuration still using the old path is told the new.
+RENAMED_BLOCKS = {"sample_data.dfdc": "sample_data.deepfake"}
+
+
+def _unknown_key(path: str, key: str, allowed: list[str]) -> str:
+    from podium.core.config import describe_choices
+
+    if path in RENAMED_BLOCKS:
+        return f"renamed: write it as {RENAMED_BLOCKS[path]}"
+    return f"unknown key; {describe_choices(key, allowed, 'keys')}"
+
+
 def check_typed_parameters(
     parameters: Mapping[str, Any], pipelines: Mapping[str, Pipeline]
 ) -> None:
@@ -117,8 +129,6 @@ def check_typed_parameters(
     ``deterministic`` of ``<pipeline>`` are the run's, read by ReproducibilityHooks)."""
     from kedro.validation.type_extractor import TypeExtractor
     from kedro.validation.utils import _MISSING, _unwrap_optional, resolve_nested_dict_path
-
-    from podium.core.config import describe_choices
 
     parameters = dict(parameters)
     errors: list[ParametersInvalid] = []
@@ -151,7 +161,7 @@ def check_typed_parameters(
             continue
         allowed = sorted(known | ({"seed", "deterministic"} if "." not in parent else set()))
         unknown += [
-            (f"{parent}.{k}", f"unknown key; {describe_choices(str(k), allowed, 'keys')}")
+            (f"{parent}.{k}", _unknown_key(f"{parent}.{k}", str(k), allowed))
             for k in value
             if k not in allowed
         ]

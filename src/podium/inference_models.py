@@ -6,7 +6,7 @@ predict on, and the run logs the inference pipeline as an MLflow pyfunc model (k
 ``KedroPipelineModel``) with those outputs as the model's artifacts::
 
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/deepfake_scorer")
-    model.predict(["data/01_raw/dfdc/test_videos/aaqaifqrwn.mp4", ...])
+    model.predict(["data/01_raw/deepfake/test_videos/aaqaifqrwn.mp4", ...])
 
 podium logs it from :class:`InferenceModelHooks` rather than by registering a
 ``PipelineML``: kedro-mlflow takes each artifact's ``_filepath``, which for podium's

@@ -15,8 +15,8 @@ from podium.faces.video import (
     manipulation_masks,
     sample_frame_indices,
 )
-from podium.layouts.dfdc import VideoReadError
-from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from podium.layouts.deepfake import VideoReadError
+from podium.sample_data.deepfake import encode_mp4, generate_deepfake_sample
 from tests.conftest import ONE_FAMILY
 
 SAMPLE = {
@@ -35,7 +35,7 @@ SETTINGS = {"n_frames": 4, "crop_size": [48, 40], "margin": 0.4}
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("dfdc")
-    for relpath, data in generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=3).items():
+    for relpath, data in generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=3).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     folder = root / "dfdc_train_part_0"
@@ -94,7 +94,7 @@ def test_masks_mark_the_swapped_face_only(sample):
     settings = {**SETTINGS, "crop_size": 64, "margin": 0.5}
     fake_record = extract_video(folder / fake, settings)
     from podium.faces.video import crop_at_boxes
-    from podium.layouts.dfdc import read_frames
+    from podium.layouts.deepfake import read_frames
 
     originals = read_frames(folder / real, fake_record["frame_indices"])
     original_crops = crop_at_boxes(originals, fake_record["boxes"], 0.5, (64, 64))
@@ -204,7 +204,7 @@ def test_extraction_passes_the_thresholds_and_the_crop_mode(monkeypatch):
 
 def test_isotropic_pad_record_of_a_real_video(sample):
     from podium.faces import crop_face
-    from podium.layouts.dfdc import read_frames
+    from podium.layouts.deepfake import read_frames
 
     folder, real, _ = sample
     settings = {

@@ -16,12 +16,12 @@ from podium.core.params import ParametersInvalid
 from podium.hooks import check_typed_parameters
 from podium.pipelines.sample_data import create_pipeline
 from podium.pipelines.sample_data.params import (
-    DfdcSampleParams,
+    DeepfakeSampleParams,
     MaskSampleParams,
     MonetSampleParams,
     UdaSampleParams,
 )
-from podium.sample_data.dfdc import generate_dfdc_sample
+from podium.sample_data.deepfake import generate_deepfake_sample
 from podium.sample_data.mask import generate_mask_sample
 from podium.sample_data.monet import generate_monet_sample
 from podium.sample_data.uda import generate_uda_sample
@@ -37,7 +37,7 @@ from tests.conftest import (
 REPO = Path(__file__).resolve().parents[2]
 FILE = "conf/base/parameters_sample_data.yml"
 MODELS = {
-    "dfdc": DfdcSampleParams,
+    "deepfake": DeepfakeSampleParams,
     "mask": MaskSampleParams,
     "uda": UdaSampleParams,
     "monet": MonetSampleParams,
@@ -80,22 +80,22 @@ def test_the_models_are_what_the_generators_take():
 @pytest.mark.parametrize(
     ("model", "given", "path", "told"),
     [
-        (DfdcSampleParams, {"n_videos": 3}, "sample_data.dfdc.n_videos", "'n_test_videos'"),
-        (DfdcSampleParams, {"difficulty": 2.0}, "sample_data.dfdc.difficulty", "<= 1"),
-        (DfdcSampleParams, {"width": 161}, "sample_data.dfdc.width", "even"),
-        (DfdcSampleParams, {"height": 32}, "sample_data.dfdc.height", ">= 64"),
-        (DfdcSampleParams, {"n_parts": 0}, "sample_data.dfdc.n_parts", ">= 1"),
-        (DfdcSampleParams, {"n_parts": 1.5}, "sample_data.dfdc.n_parts", "valid integer"),
-        (DfdcSampleParams, {"preset": "veryfst"}, "sample_data.dfdc.preset", "'veryfast'"),
-        (DfdcSampleParams, {"seconds": 0.01}, "sample_data.dfdc.seconds", "one frame"),
-        (DfdcSampleParams, {"test_actors": 0}, "sample_data.dfdc.test_actors", "n_test_videos"),
-        (DfdcSampleParams, {"face_height": [0.5, 0.2]}, "sample_data.dfdc.face_height", "low"),
-        (DfdcSampleParams, {"face_height": [0.01, 0.2]}, "sample_data.dfdc.face_height[0]", ">="),
-        (DfdcSampleParams, {"full_size": {"fpss": 3}}, "sample_data.dfdc.full_size.fpss", "'fps'"),
+        (DeepfakeSampleParams, {"n_videos": 3}, "sample_data.deepfake.n_videos", "'n_test_videos'"),
+        (DeepfakeSampleParams, {"difficulty": 2.0}, "sample_data.deepfake.difficulty", "<= 1"),
+        (DeepfakeSampleParams, {"width": 161}, "sample_data.deepfake.width", "even"),
+        (DeepfakeSampleParams, {"height": 32}, "sample_data.deepfake.height", ">= 64"),
+        (DeepfakeSampleParams, {"n_parts": 0}, "sample_data.deepfake.n_parts", ">= 1"),
+        (DeepfakeSampleParams, {"n_parts": 1.5}, "sample_data.deepfake.n_parts", "valid integer"),
+        (DeepfakeSampleParams, {"preset": "veryfst"}, "sample_data.deepfake.preset", "'veryfast'"),
+        (DeepfakeSampleParams, {"seconds": 0.01}, "sample_data.deepfake.seconds", "one frame"),
+        (DeepfakeSampleParams, {"test_actors": 0}, "sample_data.deepfake.test_actors", "n_test_videos"),
+        (DeepfakeSampleParams, {"face_height": [0.5, 0.2]}, "sample_data.deepfake.face_height", "low"),
+        (DeepfakeSampleParams, {"face_height": [0.01, 0.2]}, "sample_data.deepfake.face_height[0]", ">="),
+        (DeepfakeSampleParams, {"full_size": {"fpss": 3}}, "sample_data.deepfake.full_size.fpss", "'fps'"),
         (
-            DfdcSampleParams,
+            DeepfakeSampleParams,
             {"full_size": {"width": 1919}},
-            "sample_data.dfdc.full_size.width",
+            "sample_data.deepfake.full_size.width",
             "even",
         ),
         (MaskSampleParams, {"n_peple": 3}, "sample_data.mask.n_peple", "'n_people'"),
@@ -149,7 +149,7 @@ def test_a_bad_key_or_value_is_named_with_what_is_allowed_and_the_file(model, gi
 @pytest.mark.parametrize(
     ("generate", "competition"),
     [
-        (generate_dfdc_sample, "dfdc"),
+        (generate_deepfake_sample, "deepfake"),
         (generate_mask_sample, "mask"),
         (generate_uda_sample, "uda"),
         (generate_monet_sample, "monet"),
@@ -171,11 +171,11 @@ def test_a_generator_takes_a_plain_dictionary_and_checks_it_at_its_door(generate
 
 def test_every_problem_of_a_block_is_told_at_once():
     with pytest.raises(ParametersInvalid) as error:
-        DfdcSampleParams.model_validate({"fps": 0, "crf": 60, "n_video": 1})
+        DeepfakeSampleParams.model_validate({"fps": 0, "crf": 60, "n_video": 1})
     assert [path for path, _ in error.value.problems] == [
-        "sample_data.dfdc.fps",
-        "sample_data.dfdc.crf",
-        "sample_data.dfdc.n_video",
+        "sample_data.deepfake.fps",
+        "sample_data.deepfake.crf",
+        "sample_data.deepfake.n_video",
     ]
 
 

@@ -24,7 +24,7 @@ class FileTreeDataset(AbstractDataset[Mapping[str, bytes], Path]):
     """``load() -> Path`` of an existing folder; ``save({rel_path: bytes})`` writes it.
 
     Args:
-        path: the folder, e.g. ``data/01_raw/dfdc``.
+        path: the folder, e.g. ``data/01_raw/deepfake``.
         marker: file written beside the tree on save, naming it as generated sample
             data (``None`` to write no marker and refuse to replace any non-empty folder).
         missing_hint: what the error says to do when the folder does not exist.

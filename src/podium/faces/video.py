@@ -30,7 +30,7 @@ Rows (``n``) run in frame order; with ``keep: largest`` there is at most one fac
 sampled frame, with ``keep: all`` every face above ``min_confidence`` (largest first within a
 frame). Sampled frames without a face have no row but show as 0 in ``faces_per_frame``. A
 video with no face in any sampled frame raises :class:`NoFaceError`; an unreadable one
-:class:`~podium.layouts.dfdc.VideoReadError`: callers turn both into bad-video report rows.
+:class:`~podium.layouts.deepfake.VideoReadError`: callers turn both into bad-video report rows.
 
 Settings are validated by :class:`ExtractionSettings` (through
 :func:`check_extraction_settings`); errors name ``deepfake.extraction.<key>`` and the allowed
@@ -61,7 +61,7 @@ from podium.faces.detect import (
     crop_face,
     detect_faces,
 )
-from podium.layouts.dfdc import probe_video, read_frames
+from podium.layouts.deepfake import probe_video, read_frames
 
 __all__ = [
     "CROP_MODES",
@@ -249,10 +249,10 @@ def read_sampled_frames(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(frames (k, H, W, 3) uint8 RGB, indices (k,), probe info)`` of a video.
 
-    Raises :class:`~podium.layouts.dfdc.VideoReadError` for a missing, truncated or corrupt
+    Raises :class:`~podium.layouts.deepfake.VideoReadError` for a missing, truncated or corrupt
     file, including one whose header promises more frames than it holds.
     """
-    from podium.layouts.dfdc import VideoReadError
+    from podium.layouts.deepfake import VideoReadError
 
     info = probe_video(path)
     indices = sample_frame_indices(info["frames"], n_frames)

@@ -1,7 +1,7 @@
 """Value types the sample generators' parameter models share (see podium.core.params).
 
-Each generator's model lives next to it (``DfdcSampleParams`` in
-:mod:`podium.sample_data.dfdc`, ...): a generator is a building block, called with a plain
+Each generator's model lives next to it (``DeepfakeSampleParams`` in
+:mod:`podium.sample_data.deepfake`, ...): a generator is a building block, called with a plain
 dict from a notebook or a test as readily as by the ``sample_data`` pipeline.
 """
 

@@ -13,7 +13,7 @@ import torch
 
 from podium.core.config import ParameterError
 from podium.faces.detect import crop_face
-from podium.layouts.dfdc import index_dfdc, read_frames
+from podium.layouts.deepfake import index_deepfake, read_frames
 from podium.pipelines.deepfake.embeddings import embed_faces, video_embeddings
 from podium.pipelines.deepfake.splits import (
     assign_video_folds,
@@ -21,7 +21,7 @@ from podium.pipelines.deepfake.splits import (
     cluster_purity,
     leakage,
 )
-from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
+from podium.sample_data.deepfake import TRUTH_FILE, generate_deepfake_sample
 from tests.conftest import ONE_FAMILY, write_tree
 
 SAMPLE = {
@@ -59,9 +59,9 @@ def faces(tmp_path_factory):
     video of each crop, the actor of each REAL video; plus the videos table and the actor of
     every video (``.videos``, ``.actor_of``) for the end-to-end split test."""
     root = write_tree(
-        generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
+        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
     )
-    videos, _ = index_dfdc(root)
+    videos, _ = index_deepfake(root)
     truth = {}
     for doc in root.glob(f"*/{TRUTH_FILE}"):
         truth.update(json.loads(doc.read_text())["videos"])

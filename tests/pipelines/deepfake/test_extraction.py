@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import podium.faces.video as video_module
-from podium.layouts.dfdc import index_dfdc
+from podium.layouts.deepfake import index_deepfake
 from podium.pipelines.deepfake.data import (
     BAD_VIDEO_COLUMNS,
     INDEX_COLUMNS,
@@ -19,7 +19,7 @@ from podium.pipelines.deepfake.data import (
     plan_extraction,
     stream_extraction,
 )
-from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from podium.sample_data.deepfake import encode_mp4, generate_deepfake_sample
 from tests.conftest import ONE_FAMILY
 
 SAMPLE = {
@@ -40,10 +40,10 @@ FOLDER = "dfdc_train_part_0"
 def sample(tmp_path_factory):
     """The tiny sample plus a truncated mp4 and a face-less mp4 listed as REAL videos."""
     root = tmp_path_factory.mktemp("dfdc")
-    for relpath, data in generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=5).items():
+    for relpath, data in generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
-    videos = index_dfdc(root).videos
+    videos = index_deepfake(root).videos
     good = videos.copy()
     part = root / FOLDER
     data = (part / good["video"].iloc[0]).read_bytes()
@@ -255,10 +255,10 @@ def _records_in_memory() -> int:
 def many_videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("dfdc_many")
     sample = {**SAMPLE, "reals_per_part": 4, "fakes_per_real": 2, "actors_per_part": 2}
-    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=6).items():
+    for relpath, data in generate_deepfake_sample({**sample, **ONE_FAMILY}, seed=6).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
-    return index_dfdc(root).videos
+    return index_deepfake(root).videos
 
 
 def test_the_driver_holds_one_window_of_records_whatever_the_video_count(many_videos):
@@ -301,10 +301,10 @@ def test_full_size_videos_are_extracted_at_half_size_detection(tmp_path):
         "full_size_reals": 1,
         "full_size": {"seconds": 0.4},  # 12 frames: the format, not the length, is the point
     }
-    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=8).items():
+    for relpath, data in generate_deepfake_sample({**sample, **ONE_FAMILY}, seed=8).items():
         (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relpath).write_bytes(data)
-    videos = index_dfdc(tmp_path).videos
+    videos = index_deepfake(tmp_path).videos
     full = videos[videos["folder"] == "dfdc_train_part_1"]
     assert len(full) == 2
     records, bad, _ = extract_videos(

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 from podium.datasets import CachedPartitionsDataset, LazyPartitionsDataset
-from podium.layouts.dfdc import DfdcLayoutError, index_test_videos
+from podium.layouts.deepfake import DeepfakeLayoutError, index_test_videos
 from podium.pipelines.deepfake import nodes
 from podium.pipelines.deepfake.data import content_key, settings_key
-from podium.sample_data.dfdc import generate_dfdc_sample
+from podium.sample_data.deepfake import generate_deepfake_sample
 from tests.conftest import (
     ONE_FAMILY,
     TINY_DEEPFAKE,
@@ -33,14 +33,14 @@ from tests.conftest import (
 )
 
 SAMPLE = {
-    **TINY_SAMPLE["sample_data"]["dfdc"],
+    **TINY_SAMPLE["sample_data"]["deepfake"],
     "n_parts": 2,
     "reals_per_part": 4,
     "fakes_per_real": 2,
     "n_test_videos": 2,
 }
 PARAMETERS = {
-    "sample_data": {"dfdc": SAMPLE},
+    "sample_data": {"deepfake": SAMPLE},
     "deepfake": {**TINY_DEEPFAKE["deepfake"], "extraction": {"n_frames": 6, "window": 1}},
     "runtime": {"num_workers": 0, "dask": {"n_workers": 1}},
 }
@@ -56,7 +56,7 @@ def test_a_killed_extraction_keeps_what_it_saved_and_the_rerun_does_the_rest(tmp
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        kedro_run(project, "sample_data", tags=["dfdc"])
+        kedro_run(project, "sample_data", tags=["deepfake"])
         kedro_run(
             project,
             "deepfake",
@@ -156,7 +156,7 @@ def first_run(tmp_path_factory):
     """The tiny sample (2 REAL, 2 FAKE) and its face cache after a first extraction."""
     base = tmp_path_factory.mktemp("faults")
     root = base / "dfdc"
-    for relpath, data in generate_dfdc_sample({**TINY, **ONE_FAMILY}, seed=5).items():
+    for relpath, data in generate_deepfake_sample({**TINY, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
     videos, _ = nodes.index_training_videos(root)
@@ -310,7 +310,7 @@ def test_test_labels_must_be_exactly_0_or_1(tmp_path, first_run, label, message)
         shutil.copy(videos["path"].iloc[0], tmp_path / "test_videos" / name)
     labels = tmp_path / "test_labels.csv"
     labels.write_text(f"filename,label\na.mp4,1.0\nb.mp4,{label}\n", encoding="utf-8")
-    with pytest.raises(DfdcLayoutError, match=message) as error:
+    with pytest.raises(DeepfakeLayoutError, match=message) as error:
         index_test_videos(tmp_path)
     text = str(error.value)
     assert str(labels) in text and "line 3" in text and "fix:" in text and "a.mp4" not in text

@@ -20,7 +20,7 @@ from podium.pipelines.deepfake.data import extract_videos, face_index, face_rows
 from podium.pipelines.deepfake.params import InferenceParams, TrainingParams
 from podium.pipelines.deepfake.submission import submission_table
 from podium.pipelines.deepfake.train import _network, predict_frame_models
-from podium.sample_data.dfdc import encode_mp4, generate_dfdc_sample
+from podium.sample_data.deepfake import encode_mp4, generate_deepfake_sample
 from tests.conftest import ONE_FAMILY
 
 EXTRACTION = {"n_frames": 4, "crop_size": 64}
@@ -67,7 +67,7 @@ def videos(tmp_path_factory):
     }
     folder = root / "videos"
     folder.mkdir()
-    for relpath, data in generate_dfdc_sample({**sample, **ONE_FAMILY}, seed=3).items():
+    for relpath, data in generate_deepfake_sample({**sample, **ONE_FAMILY}, seed=3).items():
         if relpath.endswith(".mp4"):
             (folder / relpath.rsplit("/", 1)[-1]).write_bytes(data)
     first = sorted(folder.glob("*.mp4"))[0].read_bytes()

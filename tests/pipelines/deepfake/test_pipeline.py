@@ -22,8 +22,8 @@ from tests.conftest import (
     tracked_runs,
 )
 
-TINY_DFDC = {
-    **TINY_SAMPLE["sample_data"]["dfdc"],
+TINY_DEEPFAKE_SAMPLE = {
+    **TINY_SAMPLE["sample_data"]["deepfake"],
     "reals_per_part": 3,
     "n_test_videos": 3,
     "test_actors": 2,
@@ -36,12 +36,12 @@ def deepfake_project(tmp_path_factory):
 
     root = make_project(
         tmp_path_factory.mktemp("deepfake") / "project",
-        {"sample_data": {"dfdc": TINY_DFDC}, **TINY_DEEPFAKE},
+        {"sample_data": {"deepfake": TINY_DEEPFAKE_SAMPLE}, **TINY_DEEPFAKE},
     )
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        kedro_run(root, "sample_data", tags=["dfdc"])
+        kedro_run(root, "sample_data", tags=["deepfake"])
         kedro_run(root, "deepfake")
         yield root
     finally:
@@ -51,7 +51,7 @@ def deepfake_project(tmp_path_factory):
 def written_split_leakage(project) -> tuple[float, float]:
     """(mean, max) over folds of the share of a fold's validation videos whose actor (the
     sample's ``_truth.json``) has a video in another fold, from the run's folds.parquet."""
-    dfdc = project / "data" / "01_raw" / "dfdc"
+    dfdc = project / "data" / "01_raw" / "deepfake"
     actor = {
         video: entry["actor"]
         for truth in dfdc.glob("*/_truth.json")
@@ -107,7 +107,7 @@ def test_submission_scores_every_test_video_in_dfdc_format(deepfake_project):
     (version,) = list(folder.iterdir())
     submission = pd.read_csv(version / "submission.csv")
     assert list(submission.columns) == ["filename", "label"]
-    assert len(submission) == TINY_DFDC["n_test_videos"]
+    assert len(submission) == TINY_DEEPFAKE_SAMPLE["n_test_videos"]
     assert submission["filename"].str.endswith(".mp4").all()
     assert submission["label"].between(0, 1).all()
 
@@ -193,7 +193,7 @@ def test_deepfake_inference_scores_the_test_videos_as_the_training_run_did(deepf
 
     kedro_run(root, "deepfake_inference")
     first = _latest_csv(scored_folder)
-    assert json.loads(timing.read_text())["scored_this_run"] == TINY_DFDC["n_test_videos"]
+    assert json.loads(timing.read_text())["scored_this_run"] == TINY_DEEPFAKE_SAMPLE["n_test_videos"]
     # the same model and the same crops: the very same probabilities
     assert first.index.tolist() == trained.index.tolist()
     assert (first["label"] == trained["label"]).all(), first.join(trained, rsuffix="_trained")
@@ -220,7 +220,7 @@ def test_the_training_run_logs_a_model_that_scores_videos_in_a_fresh_process(dee
     run = _training_run(root)
     trained = _latest_csv(root / "data" / "07_model_output" / "deepfake" / "submission.csv")
     videos = sorted(
-        str(p) for p in (root / "data" / "01_raw" / "dfdc" / "test_videos").glob("*.mp4")
+        str(p) for p in (root / "data" / "01_raw" / "deepfake" / "test_videos").glob("*.mp4")
     )
     script = (
         "import json, sys, mlflow\n"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from podium.core.config import ParameterError
-from podium.layouts.dfdc import index_dfdc
+from podium.layouts.deepfake import index_deepfake
 from podium.pipelines.deepfake.splits import (
     STRATEGIES,
     assign_video_folds,
@@ -18,7 +18,7 @@ from podium.pipelines.deepfake.splits import (
     families,
     leakage,
 )
-from podium.sample_data.dfdc import TRUTH_FILE, generate_dfdc_sample
+from podium.sample_data.deepfake import TRUTH_FILE, generate_deepfake_sample
 from tests.conftest import ONE_FAMILY, write_tree
 
 # three part folders, three home actors each, one of them also filming in the next folder
@@ -42,9 +42,9 @@ SEED = 7
 def sample(tmp_path_factory):
     """(videos table, video -> actor) of a freshly generated sample."""
     root = write_tree(
-        generate_dfdc_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
+        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("dfdc")
     )
-    videos, _ = index_dfdc(root)
+    videos, _ = index_deepfake(root)
     actors = {}
     for truth in root.glob(f"*/{TRUTH_FILE}"):
         actors.update({v: e["actor"] for v, e in json.loads(truth.read_text())["videos"].items()})

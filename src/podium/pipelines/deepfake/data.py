@@ -2,7 +2,7 @@
 streamed to disk, and the face index.
 
 :func:`plan_extraction` checks the ``videos`` table of
-:func:`podium.layouts.dfdc.index_dfdc` and the settings, and plans the work;
+:func:`podium.layouts.deepfake.index_deepfake` and the settings, and plans the work;
 :func:`stream_extraction` runs it and yields the finished records in chunks of about
 ``window`` records, so a caller that saves each chunk before asking for the next (a Kedro
 generator node into a PartitionedDataset) holds one window of records, never the
@@ -74,7 +74,7 @@ from podium.faces.video import (
     video_record,
 )
 from podium.fingerprint import EDGE_BYTES, file_digest
-from podium.layouts.dfdc import read_frames
+from podium.layouts.deepfake import read_frames
 
 __all__ = [
     "BAD_VIDEO_COLUMNS",
@@ -107,9 +107,9 @@ __all__ = [
 
 #: Columns of the bad-videos report.
 BAD_VIDEO_COLUMNS = ["video", "folder", "path", "reason"]
-#: Columns ``extract_videos`` needs in its ``videos`` table (index_dfdc's have them all).
+#: Columns ``extract_videos`` needs in its ``videos`` table (index_deepfake's have them all).
 REQUIRED_COLUMNS = ("video", "folder", "path", "label", "original")
-#: Name of the sample's ground-truth sidecar (see podium.sample_data.dfdc).
+#: Name of the sample's ground-truth sidecar (see podium.sample_data.deepfake).
 TRUTH_FILE = "_truth.json"
 _PARTITION_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -443,7 +443,7 @@ def plan_extraction(
     missing = [c for c in REQUIRED_COLUMNS if c not in videos.columns]
     if missing:
         raise ValueError(
-            f"the videos table lacks column(s) {missing}; fix: pass index_dfdc(root).videos "
+            f"the videos table lacks column(s) {missing}; fix: pass index_deepfake(root).videos "
             f"(columns {list(REQUIRED_COLUMNS)})"
         )
     members = [_member(row) for row in videos.to_dict("records")]
@@ -519,7 +519,7 @@ def extract_videos(
     """Every record at once, for a notebook or a test on a few videos; a pipeline streams
     them with :func:`plan_extraction` and :func:`stream_extraction` instead.
 
-    ``videos``: columns ``video, folder, path, label, original`` (``index_dfdc().videos``).
+    ``videos``: columns ``video, folder, path, label, original`` (``index_deepfake().videos``).
     ``settings``: ``deepfake.extraction`` (see :data:`podium.faces.video.DEFAULT_SETTINGS`).
     ``already_extracted``: partition names to skip. ``scheduler_address``: a Dask scheduler
     to use; else a LocalCluster of ``n_workers`` (process workers unless

@@ -53,7 +53,7 @@ from podium.faces.video import (
     read_sampled_frames,
     video_record,
 )
-from podium.layouts.dfdc import VideoReadError
+from podium.layouts.deepfake import VideoReadError
 from podium.pipelines.deepfake import scoring, stacking
 from podium.pipelines.deepfake.data import content_key, face_rows, stored_content_changed
 from podium.pipelines.deepfake.params import (

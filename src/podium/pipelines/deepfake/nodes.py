@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from podium.core.params import RuntimeParams
 from podium.core.plots import reliability_diagram_figure
-from podium.layouts.dfdc import index_dfdc, index_test_videos
+from podium.layouts.deepfake import index_deepfake, index_test_videos
 from podium.pipelines.deepfake import (
     embeddings,
     inference,
@@ -89,15 +89,15 @@ def _with_partitions(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- data
 
 
-def index_training_videos(dfdc_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def index_training_videos(deepfake_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every video listed in a ``dfdc_train_part_*/metadata.json``, and the mp4s listed
     nowhere (reported, not trained on)."""
-    videos, unlisted = index_dfdc(dfdc_root)
+    videos, unlisted = index_deepfake(deepfake_root)
     return _with_partitions(videos), unlisted
 
 
-def index_test(dfdc_root: Path) -> pd.DataFrame:
-    return _with_partitions(index_test_videos(dfdc_root))
+def index_test(deepfake_root: Path) -> pd.DataFrame:
+    return _with_partitions(index_test_videos(deepfake_root))
 
 
 def _extraction_table(videos: pd.DataFrame, test_videos: pd.DataFrame) -> pd.DataFrame:
@@ -310,12 +310,12 @@ def assign_folds(
     return table
 
 
-def split_diagnostics(folds: pd.DataFrame, dfdc_root: Path) -> dict:
+def split_diagnostics(folds: pd.DataFrame, deepfake_root: Path) -> dict:
     """Leakage the split leaves (share of validation videos whose actor is in training)
     and, for person clusters, their purity; from the sample's truth, diagnostics only.
     Videos without a truth entry are left out and counted (``videos_without_truth``), never
     a crash of the run."""
-    actors = load_truth_actors(dfdc_root)
+    actors = load_truth_actors(deepfake_root)
     if not actors:
         return {}
     known = folds["video"].astype(str).isin(list(actors))
@@ -637,12 +637,12 @@ def plot_face_grid(
 
 
 def measure_detection_recall(
-    index: pd.DataFrame, dfdc_root: Path, diagnostics: DiagnosticsParams
+    index: pd.DataFrame, deepfake_root: Path, diagnostics: DiagnosticsParams
 ) -> dict:
     """MTCNN recall on the sampled frames of REAL videos against the sample's truth boxes
     (diagnostics: real DFDC has no truth, and then nothing is logged)."""
     iou = typed(DiagnosticsParams, diagnostics).iou
-    truth = load_truth_boxes(dfdc_root)
+    truth = load_truth_boxes(deepfake_root)
     real = index[(index["label"] == "REAL") & index["partition"].isin(list(truth))]
     if real.empty:
         return {}

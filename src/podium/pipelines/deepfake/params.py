@@ -29,6 +29,7 @@ from podium.core.params import (
 )
 from podium.faces.self_blend import BLEND_RATIOS, BlendSettings
 from podium.faces.video import CropSize, ExtractionSettings, Number
+from podium.sample_data.manipulations import FAMILIES
 
 __all__ = [
     "CalibrationParams",
@@ -79,6 +80,9 @@ class DiagnosticsParams(Params):
 
     iou: Fraction = 0.5
     """MTCNN recall counts a face found at IoU >= this with the truth box."""
+    hold_out_family: Literal[FAMILIES] | None = None  # type: ignore[valid-type]
+    """Leave-one-family-out (the sample's truth names each fake's manipulation family): the
+    fakes of this family are left out of training and scored as unseen; null: none."""
 
 
 # ---------------------------------------------------------------------------- splits
@@ -544,7 +548,7 @@ class InferenceParams(Params):
 
     block: ClassVar[str] = "deepfake_inference"
 
-    videos_folder: str = "data/01_raw/dfdc/test_videos"
+    videos_folder: str = "data/01_raw/deepfake/test_videos"
     """Every *.mp4 in it is scored."""
     model_run_id: str | None = None
     """null: the latest local ensemble; else that MLflow run's (the catalog reads it from

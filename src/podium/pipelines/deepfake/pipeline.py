@@ -32,11 +32,11 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.index_training_videos,
-                "dfdc_raw",
+                "deepfake_raw",
                 ["deepfake_videos", "deepfake_unlisted_videos"],
                 name="index_training_videos",
             ),
-            Node(nodes.index_test, "dfdc_raw", "deepfake_test_videos", name="index_test_videos"),
+            Node(nodes.index_test, "deepfake_raw", "deepfake_test_videos", name="index_test_videos"),
         ],
     )
     faces = stage(
@@ -90,7 +90,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.split_diagnostics,
-                ["deepfake_folds", "dfdc_raw"],
+                ["deepfake_folds", "deepfake_raw"],
                 "deepfake_split_metrics",
                 name="split_diagnostics",
             ),
@@ -255,7 +255,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.measure_detection_recall,
-                ["deepfake_face_index", "dfdc_raw", "params:deepfake.diagnostics"],
+                ["deepfake_face_index", "deepfake_raw", "params:deepfake.diagnostics"],
                 "deepfake_detection_metrics",
                 name="measure_detection_recall",
             ),

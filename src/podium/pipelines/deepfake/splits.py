@@ -56,7 +56,7 @@ def families(videos: pd.DataFrame) -> pd.Series:
     """Family key per video: the original's name for a FAKE, the video's own name for a REAL."""
     missing = {"video", "original"} - set(videos.columns)
     if missing:
-        raise ValueError(f"videos table lacks column(s) {sorted(missing)} (see index_dfdc)")
+        raise ValueError(f"videos table lacks column(s) {sorted(missing)} (see index_deepfake)")
     original = videos["original"]
     has_original = original.notna() & (original.astype(str) != "")
     key = videos["video"].astype(str).where(~has_original, original.astype(str))
@@ -124,7 +124,7 @@ def assign_video_folds(
     """Fold (0..n_folds-1) per video, as a Series named ``fold`` on ``videos``' index.
 
     ``videos`` has at least ``video``, ``original`` and ``target`` (and ``folder`` for the
-    folder strategy), as :func:`podium.layouts.dfdc.index_dfdc` returns. ``person_clusters``
+    folder strategy), as :func:`podium.layouts.deepfake.index_deepfake` returns. ``person_clusters``
     (person_cluster only) maps video name -> cluster label (a Series or dict; REAL videos
     need one, FAKEs follow their original) or is a sequence aligned with the rows.
     Whatever the strategy, a FAKE and its original share a fold (checked before returning).

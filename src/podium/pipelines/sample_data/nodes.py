@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from podium.fingerprint import iter_files
-from podium.sample_data import dfdc, mask, monet, uda
+from podium.sample_data import deepfake, mask, monet, uda
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
@@ -15,8 +15,8 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in iter_files(root)}
 
 
-def dfdc_contact_sheet(root: Path) -> Figure:
-    return dfdc.contact_sheet(read_tree(root))
+def deepfake_contact_sheet(root: Path) -> Figure:
+    return deepfake.contact_sheet(read_tree(root))
 
 
 def mask_contact_sheet(root: Path) -> Figure:

@@ -6,13 +6,13 @@ Kedro, with a plain dict); the generators' signatures carry them, so Kedro check
 ``sample_data.seed`` stays a plain integer.
 """
 
-from podium.sample_data.dfdc import DfdcSampleParams, VideoFormat
+from podium.sample_data.deepfake import DeepfakeSampleParams, VideoFormat
 from podium.sample_data.mask import MaskSampleParams
 from podium.sample_data.monet import MonetSampleParams
 from podium.sample_data.uda import UdaSampleParams
 
 __all__ = [
-    "DfdcSampleParams",
+    "DeepfakeSampleParams",
     "MaskSampleParams",
     "MonetSampleParams",
     "UdaSampleParams",

@@ -3,10 +3,10 @@
 from kedro.pipeline import Node, Pipeline
 
 from podium.pipelines.sample_data import nodes
-from podium.sample_data import dfdc, mask, monet, uda
+from podium.sample_data import deepfake, mask, monet, uda
 
 GENERATORS = {
-    "dfdc": (dfdc.generate_dfdc_sample, nodes.dfdc_contact_sheet),
+    "deepfake": (deepfake.generate_deepfake_sample, nodes.deepfake_contact_sheet),
     "mask": (mask.generate_mask_sample, nodes.mask_contact_sheet),
     "uda": (uda.generate_uda_sample, nodes.uda_contact_sheet),
     "monet": (monet.generate_monet_sample, nodes.monet_contact_sheet),

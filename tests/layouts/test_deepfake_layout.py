@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from podium.layouts.dfdc import (
-    DfdcLayoutError,
+from podium.layouts.deepfake import (
+    DeepfakeLayoutError,
     VideoReadError,
-    index_dfdc,
+    index_deepfake,
     index_test_videos,
     probe_video,
     read_frames,
 )
-from podium.sample_data.dfdc import generate_dfdc_sample
+from podium.sample_data.deepfake import generate_deepfake_sample
 from tests.conftest import ONE_FAMILY, write_tree
 
 TINY = {
@@ -41,14 +41,15 @@ TINY = {
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:
     return write_tree(
-        generate_dfdc_sample({**TINY, **ONE_FAMILY}, seed=2), tmp_path_factory.mktemp("dfdc")
+        generate_deepfake_sample({**TINY, **ONE_FAMILY}, seed=2),
+        tmp_path_factory.mktemp("deepfake"),
     )
 
 
 @pytest.fixture
 def root(sample_root, tmp_path) -> Path:
     """A private copy to break."""
-    dst = tmp_path / "dfdc"
+    dst = tmp_path / "deepfake"
     shutil.copytree(sample_root, dst)
     return dst
 
@@ -63,7 +64,7 @@ def _first(meta: dict, label: str) -> str:
 
 
 def test_index_reads_the_sample(sample_root):
-    videos, problems = index_dfdc(sample_root)
+    videos, problems = index_deepfake(sample_root)
     assert list(videos.columns) == ["video", "folder", "path", "label", "original", "target"]
     assert len(videos) == 8 and problems.empty
     assert list(problems.columns) == ["folder", "video", "path", "problem"]
@@ -73,8 +74,17 @@ def test_index_reads_the_sample(sample_root):
     fakes = videos[videos["label"] == "FAKE"]
     assert set(fakes["original"]) <= set(videos.loc[videos["label"] == "REAL", "video"])
     assert videos.loc[videos["label"] == "REAL", "original"].isna().all()
-    result = index_dfdc(str(sample_root))
+    result = index_deepfake(str(sample_root))
     assert result.videos.equals(videos)
+
+
+def test_the_raw_folder_under_its_former_name_is_named_with_the_move(sample_root, tmp_path):
+    raw = tmp_path / "01_raw"
+    shutil.copytree(sample_root, raw / "dfdc")  # where the DFDC data lived before
+    with pytest.raises(DeepfakeLayoutError, match=r"fix: mv \S+/01_raw/dfdc \S+/01_raw/deepfake"):
+        index_deepfake(raw / "deepfake")
+    (raw / "dfdc").rename(raw / "deepfake")
+    assert len(index_deepfake(raw / "deepfake").videos) == len(index_deepfake(sample_root).videos)
 
 
 def test_index_test_videos(sample_root, tmp_path):
@@ -91,7 +101,7 @@ def test_index_test_videos(sample_root, tmp_path):
 def test_unlisted_mp4_is_reported_not_indexed(root):
     src = next((root / "dfdc_train_part_9").glob("*.mp4"))
     shutil.copy(src, root / "dfdc_train_part_9" / "zzzzzzzzzz.mp4")
-    videos, problems = index_dfdc(root)
+    videos, problems = index_deepfake(root)
     assert "zzzzzzzzzz.mp4" not in set(videos["video"])
     assert problems.to_dict("records")[0]["video"] == "zzzzzzzzzz.mp4"
     assert problems["problem"].tolist() == ["unlisted"]
@@ -102,9 +112,9 @@ def test_missing_listed_file(root):
     name = _first(meta, "FAKE")
     (root / "dfdc_train_part_9" / name).unlink()
     with pytest.raises(
-        DfdcLayoutError, match=rf"dfdc_train_part_9/metadata.json.*{name}.*does not exist.*fix"
+        DeepfakeLayoutError, match=rf"dfdc_train_part_9/metadata.json.*{name}.*does not exist.*fix"
     ):
-        index_dfdc(root)
+        index_deepfake(root)
 
 
 def test_unknown_label(root):
@@ -112,8 +122,10 @@ def test_unknown_label(root):
     name = _first(meta, "REAL")
     meta[name]["label"] = "real"
     path.write_text(json.dumps(meta))
-    with pytest.raises(DfdcLayoutError, match=rf"{name}.*unknown label 'real'.*fix.*FAKE.*REAL"):
-        index_dfdc(root)
+    with pytest.raises(
+        DeepfakeLayoutError, match=rf"{name}.*unknown label 'real'.*fix.*FAKE.*REAL"
+    ):
+        index_deepfake(root)
 
 
 def test_fake_whose_original_is_missing(root):
@@ -124,9 +136,9 @@ def test_fake_whose_original_is_missing(root):
     (root / "dfdc_train_part_10" / original).unlink()
     path.write_text(json.dumps(meta))
     with pytest.raises(
-        DfdcLayoutError, match=rf"dfdc_train_part_10.*{fake}.*{original}.*not in the index.*fix"
+        DeepfakeLayoutError, match=rf"dfdc_train_part_10.*{fake}.*{original}.*not in the index.*fix"
     ):
-        index_dfdc(root)
+        index_deepfake(root)
 
 
 def test_fake_without_original_field(root):
@@ -134,8 +146,8 @@ def test_fake_without_original_field(root):
     fake = _first(meta, "FAKE")
     del meta[fake]["original"]
     path.write_text(json.dumps(meta))
-    with pytest.raises(DfdcLayoutError, match=rf"{fake}.*no 'original'"):
-        index_dfdc(root)
+    with pytest.raises(DeepfakeLayoutError, match=rf"{fake}.*no 'original'"):
+        index_deepfake(root)
 
 
 def test_missing_label_field(root):
@@ -144,9 +156,10 @@ def test_missing_label_field(root):
     del meta[name]["label"]
     path.write_text(json.dumps(meta))
     with pytest.raises(
-        DfdcLayoutError, match=rf"dfdc_train_part_9/metadata.json: entry '{name}' has no 'label'"
+        DeepfakeLayoutError,
+        match=rf"dfdc_train_part_9/metadata.json: entry '{name}' has no 'label'",
     ):
-        index_dfdc(root)
+        index_deepfake(root)
 
 
 def test_all_problems_are_reported_together(root):
@@ -155,8 +168,8 @@ def test_all_problems_are_reported_together(root):
     meta[names[0]]["label"] = "MAYBE"
     meta[names[1]]["label"] = "PERHAPS"
     path.write_text(json.dumps(meta))
-    with pytest.raises(DfdcLayoutError, match="2 problem") as err:
-        index_dfdc(root)
+    with pytest.raises(DeepfakeLayoutError, match="2 problem") as err:
+        index_deepfake(root)
     assert "MAYBE" in str(err.value) and "PERHAPS" in str(err.value)
 
 
@@ -164,38 +177,38 @@ def test_malformed_json_names_the_file(root):
     path, _ = _meta(root)
     path.write_text('{"abc.mp4": {"label": "REAL",')
     with pytest.raises(
-        DfdcLayoutError, match=r"dfdc_train_part_9/metadata.json: malformed JSON at line 1"
+        DeepfakeLayoutError, match=r"dfdc_train_part_9/metadata.json: malformed JSON at line 1"
     ):
-        index_dfdc(root)
+        index_deepfake(root)
 
 
 def test_missing_metadata_and_missing_root(root, tmp_path):
     (root / "dfdc_train_part_10" / "metadata.json").unlink()
-    with pytest.raises(DfdcLayoutError, match=r"dfdc_train_part_10: no metadata.json; fix"):
-        index_dfdc(root)
-    with pytest.raises(DfdcLayoutError, match="does not exist"):
-        index_dfdc(tmp_path / "nowhere")
+    with pytest.raises(DeepfakeLayoutError, match=r"dfdc_train_part_10: no metadata.json; fix"):
+        index_deepfake(root)
+    with pytest.raises(DeepfakeLayoutError, match="does not exist"):
+        index_deepfake(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DfdcLayoutError, match="no dfdc_train_part_"):
-        index_dfdc(tmp_path / "empty")
+    with pytest.raises(DeepfakeLayoutError, match="no dfdc_train_part_"):
+        index_deepfake(tmp_path / "empty")
 
 
 def test_test_label_errors(root):
     labels = root / "test_labels.csv"
     text = labels.read_text()
     labels.write_text(text + "nosuchvideo.mp4,1\n")
-    with pytest.raises(DfdcLayoutError, match=r"nosuchvideo.mp4.*does not exist"):
+    with pytest.raises(DeepfakeLayoutError, match=r"nosuchvideo.mp4.*does not exist"):
         index_test_videos(root)
     labels.write_text(text.replace(",1\n", ",2\n").replace(",0\n", ",2\n"))
-    with pytest.raises(DfdcLayoutError, match=r"test_labels.csv line 2.*label 1"):
+    with pytest.raises(DeepfakeLayoutError, match=r"test_labels.csv line 2.*label 1"):
         index_test_videos(root)
     labels.write_text("name,value\n")
-    with pytest.raises(DfdcLayoutError, match=r"expected columns 'filename,label'"):
+    with pytest.raises(DeepfakeLayoutError, match=r"expected columns 'filename,label'"):
         index_test_videos(root)
 
 
 def test_probe_and_read_frames(sample_root):
-    videos, _ = index_dfdc(sample_root)
+    videos, _ = index_deepfake(sample_root)
     path = videos["path"].iloc[0]
     assert probe_video(path) == {"frames": 10, "fps": 10.0, "width": 96, "height": 72}
     with av.open(path) as c:
@@ -239,7 +252,7 @@ def test_seeking_gives_the_same_frames_as_decoding_everything(tmp_path):
 
 
 def test_truncated_or_missing_mp4_names_the_file(sample_root, tmp_path):
-    videos, _ = index_dfdc(sample_root)
+    videos, _ = index_deepfake(sample_root)
     data = Path(videos["path"].iloc[0]).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
@@ -268,7 +281,7 @@ def test_truncated_data_with_index_up_front(tmp_path):
 
 
 def test_index_is_a_plain_dataframe_pair(sample_root):
-    result = index_dfdc(sample_root)
+    result = index_deepfake(sample_root)
     assert isinstance(result.videos, pd.DataFrame) and isinstance(result.problems, pd.DataFrame)
     assert (sample_root / "dfdc_train_part_9" / "_truth.json").is_file()
     assert not any(v.startswith("_") for v in result.videos["video"])  # sidecars are ignored

@@ -1,7 +1,7 @@
 """Readers of the Deepfake Detection Challenge (DFDC) on-disk layout.
 
 The same functions read the real DFDC download and podium's generated sample
-(:mod:`podium.sample_data.dfdc`)::
+(:mod:`podium.sample_data.deepfake`)::
 
     <root>/dfdc_train_part_<k>/metadata.json   {"<name>.mp4": {"label": "REAL"|"FAKE",
                                                   "split": "train", "original": "<name>.mp4"|null}}
@@ -9,7 +9,7 @@ The same functions read the real DFDC download and podium's generated sample
     <root>/test_videos/<name>.mp4               (optional)
     <root>/test_labels.csv                      (optional) filename,label with 1 = FAKE, 0 = REAL
 
-:func:`index_dfdc` returns a :class:`DfdcIndex` with two tables:
+:func:`index_deepfake` returns a :class:`DeepfakeIndex` with two tables:
 
 * ``videos``: one row per listed video; columns ``video`` (file name, unique across the
   dataset), ``folder`` (part folder name), ``path`` (absolute path, str), ``label``
@@ -20,9 +20,9 @@ The same functions read the real DFDC download and podium's generated sample
   (problem ``"unlisted"``). The pipeline logs them to a report instead of dropping them
   silently.
 
-``DfdcIndex`` unpacks like a pair: ``videos, problems = index_dfdc(root)``.
+``DeepfakeIndex`` unpacks like a pair: ``videos, problems = index_deepfake(root)``.
 
-Broken metadata stops the run with a :class:`DfdcLayoutError` (a ``ValueError``) naming the
+Broken metadata stops the run with a :class:`DeepfakeLayoutError` (a ``ValueError``) naming the
 file, the entry and the fix: malformed JSON, a missing ``label``, an unknown label, a FAKE
 without an ``original`` or whose original is not in the index, a listed file that does not
 exist, a video name listed in two folders. All such problems are collected and reported
@@ -52,11 +52,11 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "DfdcIndex",
-    "DfdcLayoutError",
+    "DeepfakeIndex",
+    "DeepfakeLayoutError",
     "LABELS",
     "VideoReadError",
-    "index_dfdc",
+    "index_deepfake",
     "index_test_videos",
     "probe_video",
     "read_frames",
@@ -71,7 +71,7 @@ PROBLEM_COLUMNS = ["folder", "video", "path", "problem"]
 _MAX_LISTED = 25
 
 
-class DfdcLayoutError(ValueError):
+class DeepfakeLayoutError(ValueError):
     """The DFDC folder layout or its metadata is malformed (message: file, entry, fix)."""
 
 
@@ -80,8 +80,8 @@ class VideoReadError(OSError):
 
 
 @dataclass(frozen=True)
-class DfdcIndex:
-    """Result of :func:`index_dfdc`: ``videos`` and ``problems`` tables (see module doc)."""
+class DeepfakeIndex:
+    """Result of :func:`index_deepfake`: ``videos`` and ``problems`` tables (see module doc)."""
 
     videos: pd.DataFrame
     problems: pd.DataFrame
@@ -101,7 +101,7 @@ def _raise_all(errors: list[str], root: Path) -> None:
         return
     shown = errors[:_MAX_LISTED]
     more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-    raise DfdcLayoutError(
+    raise DeepfakeLayoutError(
         f"DFDC layout under {root} has {len(errors)} problem(s):\n  " + "\n  ".join(shown) + more
     )
 
@@ -110,33 +110,44 @@ def _load_metadata(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DfdcLayoutError(f"{path}: cannot be read ({exc}); fix: restore the file") from exc
+        raise DeepfakeLayoutError(f"{path}: cannot be read ({exc}); fix: restore the file") from exc
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DfdcLayoutError(
+        raise DeepfakeLayoutError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); "
             "fix: restore the file from the DFDC archive or repair the JSON"
         ) from exc
     if not isinstance(doc, dict):
-        raise DfdcLayoutError(
+        raise DeepfakeLayoutError(
             f"{path}: expected a JSON object mapping video names to entries, got "
             f"{type(doc).__name__}; fix: restore the file from the DFDC archive"
         )
     return doc
 
 
-def index_dfdc(root: Path | str) -> DfdcIndex:
+#: Where the raw DFDC data lived before its folder took the pipeline's name.
+FORMER_FOLDER = "dfdc"
+
+
+def index_deepfake(root: Path | str) -> DeepfakeIndex:
     """Index every ``dfdc_train_part_*/metadata.json`` under ``root`` (see module doc)."""
     root = Path(root)
+    former = root.with_name(FORMER_FOLDER)
+    if not root.is_dir() and root.name != FORMER_FOLDER and any(former.glob(PART_GLOB)):
+        raise DeepfakeLayoutError(
+            f"DFDC root {root} does not exist, but {former} holds DFDC parts: podium's raw "
+            f"folder for the deepfake pipeline is now {root.name}/ (the catalog's "
+            f"deepfake_raw); fix: mv {former} {root}"
+        )
     if not root.is_dir():
-        raise DfdcLayoutError(
+        raise DeepfakeLayoutError(
             f"DFDC root {root} does not exist; fix: unpack the DFDC parts there or generate "
             "the sample (podium's sample_data pipeline)"
         )
     parts = sorted((p for p in root.glob(PART_GLOB) if p.is_dir()), key=_part_key)
     if not parts:
-        raise DfdcLayoutError(
+        raise DeepfakeLayoutError(
             f"no {PART_GLOB} folder under {root}; fix: unpack the DFDC parts there or generate "
             "the sample (podium's sample_data pipeline)"
         )
@@ -236,7 +247,7 @@ def index_dfdc(root: Path | str) -> DfdcIndex:
     _raise_all(errors, root)
     videos = pd.DataFrame(rows, columns=VIDEO_COLUMNS)
     videos["target"] = videos["target"].astype("int64")
-    return DfdcIndex(
+    return DeepfakeIndex(
         videos=videos.reset_index(drop=True),
         problems=pd.DataFrame(problems, columns=PROBLEM_COLUMNS),
     )
@@ -271,7 +282,7 @@ def index_test_videos(
     root = Path(root)
     test_dir = root / folder
     if not test_dir.is_dir():
-        raise DfdcLayoutError(
+        raise DeepfakeLayoutError(
             f"{test_dir} does not exist; fix: unpack DFDC's test videos there or generate the "
             "sample (podium's sample_data pipeline)"
         )
@@ -284,12 +295,12 @@ def index_test_videos(
         try:
             text = labels_path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise DfdcLayoutError(
+            raise DeepfakeLayoutError(
                 f"{labels_path}: cannot be read ({exc}); fix: restore it"
             ) from exc
         reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
-            raise DfdcLayoutError(
+            raise DeepfakeLayoutError(
                 f"{labels_path}: expected columns 'filename,label', got {reader.fieldnames}; "
                 "fix: write a header line 'filename,label' and one row per test video"
             )

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from podium.core.params import ParametersInvalid
-from podium.sample_data.dfdc import (
+from podium.sample_data.deepfake import (
     DEFAULT_FAMILIES,
     TRUTH_FILE,
-    DfdcSampleParams,
+    DeepfakeSampleParams,
     _render_real,
     encode_mp4,
-    generate_dfdc_sample,
+    generate_deepfake_sample,
 )
 from podium.sample_data.faces import face_region_mask, random_appearance
 from podium.sample_data.manipulations import (
@@ -52,7 +52,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 def _scene(params: dict, seed: int = 1):
     """An original (clean frames, noise, poses) and a target/donor pair, rendered directly."""
-    p = DfdcSampleParams.of(params)
+    p = DeepfakeSampleParams.of(params)
     n = int(round(p.fps * p.seconds))
     rng = np.random.default_rng(seed)
     target, donor = random_appearance(rng), random_appearance(rng)
@@ -272,7 +272,7 @@ def test_draws_honour_the_shares():
 
 
 def test_distractors_are_given_to_the_share_of_test_videos():
-    q = DfdcSampleParams().test_distractors
+    q = DeepfakeSampleParams().test_distractors
     drawn = draw_distractors(np.random.default_rng(0), 10, q)
     assert sum(d is not None for d in drawn) == 3
     assert draw_distractors(np.random.default_rng(0), 10, q) == drawn
@@ -334,7 +334,7 @@ def mixed() -> dict[str, bytes]:
         "families": UNIFORM,
         "test_distractors": {"share": 0.5},
     }
-    return generate_dfdc_sample(params, seed=8)
+    return generate_deepfake_sample(params, seed=8)
 
 
 def test_truth_records_families_and_distractors(mixed):
@@ -369,8 +369,8 @@ def test_truth_records_families_and_distractors(mixed):
 
 
 def test_other_families_change_the_fakes_not_the_reals():
-    pinned = generate_dfdc_sample({**UNIT, "n_parts": 1, "n_test_videos": 0, **SINGLE}, seed=8)
-    mixed = generate_dfdc_sample(
+    pinned = generate_deepfake_sample({**UNIT, "n_parts": 1, "n_test_videos": 0, **SINGLE}, seed=8)
+    mixed = generate_deepfake_sample(
         {**UNIT, "n_parts": 1, "n_test_videos": 0, "families": {"gan_face": 1.0}}, seed=8
     )
     assert pinned.keys() == mixed.keys()
@@ -407,7 +407,7 @@ def _digest(files: dict[str, bytes]) -> str:
 # their "family"/"distractor" keys). The defaults with families pinned gave
 # 37a5f2904ca2871f912b95ac0862f1f6d16466f99b42f26f614f769359e49793 (not run here: 30 s).
 SINGLE_FAMILY_DIGESTS = [
-    (  # tests/conftest.py's TINY_SAMPLE["sample_data"]["dfdc"]
+    (  # tests/conftest.py's TINY_SAMPLE["sample_data"]["deepfake"]
         {
             "n_parts": 1,
             "reals_per_part": 2,
@@ -422,7 +422,7 @@ SINGLE_FAMILY_DIGESTS = [
         2026,
         "9dc5f037faa2ca197e29e085545762b0bd08f0904fa2ec4886c26303c86a7e27",
     ),
-    (  # test_dfdc_sample.py's TINY
+    (  # test_deepfake_sample.py's TINY
         {
             "n_parts": 2,
             "reals_per_part": 2,
@@ -457,7 +457,7 @@ SINGLE_FAMILY_DIGESTS = [
 
 @pytest.mark.parametrize(("params", "seed", "digest"), SINGLE_FAMILY_DIGESTS)
 def test_one_family_gives_the_single_family_generators_bytes(params, seed, digest):
-    files = generate_dfdc_sample({**params, **SINGLE}, seed)
+    files = generate_deepfake_sample({**params, **SINGLE}, seed)
     assert _digest(files) == digest
     truth = json.loads(files["dfdc_train_part_0/" + TRUTH_FILE])["videos"]
     assert {e["family"] for e in truth.values()} == {None, "face_swap"}
@@ -466,7 +466,7 @@ def test_one_family_gives_the_single_family_generators_bytes(params, seed, diges
 def test_a_family_left_out_is_a_family_with_share_0():
     params, seed, digest = SINGLE_FAMILY_DIGESTS[-1]
     bare = {**params, "families": {"face_swap": 1.0}, "test_distractors": {"share": 0.0}}
-    assert _digest(generate_dfdc_sample(bare, seed)) == digest
+    assert _digest(generate_deepfake_sample(bare, seed)) == digest
 
 
 # ---------------------------------------------------------------------------- the model
@@ -477,42 +477,42 @@ def test_a_family_left_out_is_a_family_with_share_0():
     [
         (
             {"families": {"face_swap": 0.5, "gan_face": 0.4}},
-            "sample_data.dfdc.families",
+            "sample_data.deepfake.families",
             "must sum to 1, got 0.9",
         ),
         (
             {"families": {"face_swop": 1.0}},
-            "sample_data.dfdc.families.face_swop",
+            "sample_data.deepfake.families.face_swop",
             "did you mean 'face_swap'",
         ),
         (
             {"families": {"face_swap": 1.2, "gan_face": -0.2}},
-            "sample_data.dfdc.families.gan_face",
+            "sample_data.deepfake.families.gan_face",
             ">= 0",
         ),
         (
             {"test_distractors": {"kinds": {"blur": 1.0}}},
-            "sample_data.dfdc.test_distractors.kinds.blur",
+            "sample_data.deepfake.test_distractors.kinds.blur",
             "allowed kind names",
         ),
         (
             {"test_distractors": {"kinds": {"text": 0.5}}},
-            "sample_data.dfdc.test_distractors.kinds",
+            "sample_data.deepfake.test_distractors.kinds",
             "must sum to 1",
         ),
-        ({"test_distractors": {"share": 1.5}}, "sample_data.dfdc.test_distractors.share", "<= 1"),
+        ({"test_distractors": {"share": 1.5}}, "sample_data.deepfake.test_distractors.share", "<= 1"),
     ],
 )
 def test_the_model_refuses_bad_shares(given, path, told):
     with pytest.raises(ParametersInvalid) as caught:
-        DfdcSampleParams.of(given)
+        DeepfakeSampleParams.of(given)
     assert caught.value.parameter == path
     assert told in str(caught.value)
     assert "parameters_sample_data.yml" in str(caught.value)
 
 
 def test_shares_within_rounding_are_accepted():
-    p = DfdcSampleParams.of(
+    p = DeepfakeSampleParams.of(
         {"families": {"face_swap": 1 / 3, "gan_face": 1 / 3, "talking_head": 1 / 3}}
     )
     assert set(p.families) == {"face_swap", "gan_face", "talking_head"}

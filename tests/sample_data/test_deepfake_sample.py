@@ -11,12 +11,12 @@ import av
 import numpy as np
 import pytest
 
-from podium.sample_data.dfdc import (
+from podium.sample_data.deepfake import (
     TRUTH_FILE,
-    DfdcSampleParams,
+    DeepfakeSampleParams,
     _rosters,
     contact_sheet,
-    generate_dfdc_sample,
+    generate_deepfake_sample,
 )
 
 TINY = {
@@ -37,7 +37,7 @@ NAME = re.compile(r"^[a-z]{10}\.mp4$")
 
 @pytest.fixture(scope="module")
 def sample() -> dict[str, bytes]:
-    return generate_dfdc_sample(TINY, seed=5)
+    return generate_deepfake_sample(TINY, seed=5)
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -118,22 +118,22 @@ def test_videos_are_h264_yuv420p_with_the_requested_size(sample):
 
 
 def test_same_seed_same_bytes_other_seed_differs(sample):
-    again = generate_dfdc_sample(TINY, seed=5)
+    again = generate_deepfake_sample(TINY, seed=5)
     assert again.keys() == sample.keys()
     assert all(again[k] == sample[k] for k in sample)
-    other = generate_dfdc_sample({**TINY, "n_parts": 1, "n_test_videos": 0}, seed=6)
+    other = generate_deepfake_sample({**TINY, "n_parts": 1, "n_test_videos": 0}, seed=6)
     assert not set(other) & {k for k in sample if k.endswith(".mp4")}
 
 
 def test_unknown_parameter_is_named():
     with pytest.raises(
-        ValueError, match=r"sample_data\.dfdc\.n_videos.*allowed keys.*reals_per_part"
+        ValueError, match=r"sample_data\.deepfake\.n_videos.*allowed keys.*reals_per_part"
     ):
-        generate_dfdc_sample({"n_videos": 3}, seed=0)
+        generate_deepfake_sample({"n_videos": 3}, seed=0)
     with pytest.raises(ValueError, match="difficulty"):
-        generate_dfdc_sample({"difficulty": 2.0}, seed=0)
+        generate_deepfake_sample({"difficulty": 2.0}, seed=0)
     with pytest.raises(ValueError, match="even"):
-        generate_dfdc_sample({"width": 161}, seed=0)
+        generate_deepfake_sample({"width": 161}, seed=0)
 
 
 def test_fakes_change_only_the_face(sample):
@@ -163,12 +163,12 @@ def test_fakes_change_only_the_face(sample):
 
 
 def test_actors_recur_and_some_cross_folders():
-    defaults = DfdcSampleParams()
+    defaults = DeepfakeSampleParams()
     actors, rosters = _rosters(defaults)
     assert len(actors) == defaults.n_parts * defaults.actors_per_part
     shared = set(rosters[0]) & set(rosters[1])
     assert 1 <= len(shared) < len(actors)
-    _, solo = _rosters(DfdcSampleParams(n_parts=1))
+    _, solo = _rosters(DeepfakeSampleParams(n_parts=1))
     assert len(solo[0]) == defaults.actors_per_part
 
 
@@ -199,7 +199,7 @@ def test_mtcnn_finds_the_truth_face_in_real_videos():
     torch = pytest.importorskip("torch")
     facenet = pytest.importorskip("facenet_pytorch")
     torch.set_num_threads(2)
-    files = generate_dfdc_sample(
+    files = generate_deepfake_sample(
         {
             "n_parts": 1,
             "reals_per_part": 4,
@@ -214,7 +214,7 @@ def test_mtcnn_finds_the_truth_face_in_real_videos():
     hits = {"REAL": [], "FAKE": []}
     for name, entry in doc["videos"].items():
         frames = _decode(files[f"dfdc_train_part_0/{name}"])
-        assert frames.shape[1:3] == (DfdcSampleParams().height, DfdcSampleParams().width)
+        assert frames.shape[1:3] == (DeepfakeSampleParams().height, DeepfakeSampleParams().width)
         boxes, _ = mtcnn.detect(frames)
         for truth, found in zip(entry["boxes"], boxes, strict=True):
             ok = (

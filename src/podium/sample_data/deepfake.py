@@ -1,7 +1,7 @@
 """A small, seeded, realistic sample of the Deepfake Detection Challenge (DFDC) data.
 
 Nobody can download DFDC (470 GB) on a fresh machine, so podium draws a sample in DFDC's
-own on-disk layout and the same loaders (:mod:`podium.layouts.dfdc`) read either:
+own on-disk layout and the same loaders (:mod:`podium.layouts.deepfake`) read either:
 
 ```
 dfdc_train_part_<k>/metadata.json   {"<name>.mp4": {"label": "REAL"|"FAKE", "split": "train",
@@ -96,12 +96,12 @@ from podium.sample_data.params import span
 
 __all__ = [
     "TRUTH_FILE",
-    "DfdcSampleParams",
+    "DeepfakeSampleParams",
     "DistractorParams",
     "VideoFormat",
     "contact_sheet",
     "encode_mp4",
-    "generate_dfdc_sample",
+    "generate_deepfake_sample",
 ]
 
 #: Name of the ground-truth sidecar in each folder (never read by training nodes).
@@ -212,15 +212,15 @@ class DistractorParams(Params):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: dict[str, float]) -> dict[str, float]:
-        return _check_shares(kinds, DISTRACTORS, "sample_data.dfdc.test_distractors.kinds", "kind")
+        return _check_shares(kinds, DISTRACTORS, "sample_data.deepfake.test_distractors.kinds", "kind")
 
 
-class DfdcSampleParams(Params):
-    """``sample_data.dfdc``: every parameter of :func:`generate_dfdc_sample`; a key left
+class DeepfakeSampleParams(Params):
+    """``sample_data.deepfake``: every parameter of :func:`generate_deepfake_sample`; a key left
     out takes conf/base's value. A new generator setting is one more field here, with its
     default, its range and a line saying what it does."""
 
-    block: ClassVar[str] = "sample_data.dfdc"
+    block: ClassVar[str] = "sample_data.deepfake"
 
     # --- layout and size
     n_parts: PositiveInt = 2
@@ -504,15 +504,15 @@ def _rosters(p: Mapping) -> tuple[list[str], list[list[str]]]:
     return [a for h in homes for a in h], rosters
 
 
-def generate_dfdc_sample(params: DfdcSampleParams, seed: int) -> dict[str, bytes]:
-    """Generate the DFDC sample: relative path -> file contents (write under data/01_raw/dfdc/).
+def generate_deepfake_sample(params: DeepfakeSampleParams, seed: int) -> dict[str, bytes]:
+    """Generate the DFDC sample: relative path -> file contents (write under data/01_raw/deepfake/).
 
-    ``params``: a :class:`DfdcSampleParams` or a plain dict of some of its keys (the rest
+    ``params``: a :class:`DeepfakeSampleParams` or a plain dict of some of its keys (the rest
     take their defaults; an unknown key or a value out of range raises
-    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.dfdc.<key>``). The
+    :class:`~podium.core.params.ParametersInvalid` naming ``sample_data.deepfake.<key>``). The
     same ``seed`` gives byte-identical files; another seed gives another sample.
     """
-    p = DfdcSampleParams.of(params)
+    p = DeepfakeSampleParams.of(params)
     n = int(round(float(p["fps"]) * float(p["seconds"])))
     root = np.random.SeedSequence(int(seed))
     cast_ss, name_ss, video_ss = root.spawn(3)
@@ -776,7 +776,7 @@ def contact_sheet(files: Mapping[str, bytes], n: int = 8):
 
 if __name__ == "__main__":  # pragma: no cover - manual timing
     t0 = time.perf_counter()
-    out = generate_dfdc_sample({}, 0)
+    out = generate_deepfake_sample({}, 0)
     print(
         f"{len(out)} files, {sum(map(len, out.values())) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s"
     )
