@@ -6,7 +6,7 @@ from podium.datasets.file_tree import SAMPLE_MARKER
 
 
 def test_save_writes_the_tree_and_load_gives_its_path(tmp_path):
-    dataset = FileTreeDataset(path=str(tmp_path / "raw" / "dfdc"))
+    dataset = FileTreeDataset(path=str(tmp_path / "raw" / "deepfake"))
     assert not dataset.exists()
     dataset.save({"part_0/metadata.json": b"{}", "part_0/a.mp4": b"\x00\x01"})
     root = dataset.load()
@@ -16,7 +16,7 @@ def test_save_writes_the_tree_and_load_gives_its_path(tmp_path):
 
 
 def test_resaving_replaces_a_generated_tree_without_stale_files(tmp_path):
-    dataset = FileTreeDataset(path=str(tmp_path / "dfdc"))
+    dataset = FileTreeDataset(path=str(tmp_path / "deepfake"))
     dataset.save({"old.mp4": b"1"})
     dataset.save({"new.mp4": b"2"})
     root = dataset.load()
@@ -24,11 +24,11 @@ def test_resaving_replaces_a_generated_tree_without_stale_files(tmp_path):
 
 
 def test_a_real_download_is_never_overwritten(tmp_path):
-    real = tmp_path / "dfdc"
+    real = tmp_path / "deepfake"
     real.mkdir()
     (real / "dfdc_train_part_0").mkdir()
     (real / "dfdc_train_part_0" / "metadata.json").write_text("{}")
-    with pytest.raises(DatasetError, match="Refusing to overwrite.*dfdc.*conf/local"):
+    with pytest.raises(DatasetError, match="Refusing to overwrite.*deepfake.*conf/local"):
         FileTreeDataset(path=str(real)).save({"a.mp4": b"1"})
     assert (real / "dfdc_train_part_0" / "metadata.json").read_text() == "{}"
 

@@ -156,6 +156,34 @@ def test_typed_blocks_reach_kedro_mlflow_as_the_dictionaries_the_configuration_w
     assert inputs == {"params:runtime": {"device": "cpu", "dask": {"n_workers": 3}}, "data": [1, 2]}
 
 
+def test_a_block_another_block_switched_off_is_not_logged_by_the_node_reading_both():
+    from typing import ClassVar, Literal
+
+    from kedro_mlflow.framework.hooks.mlflow_hook import _flatten_dict
+
+    from podium.core.params import Params
+
+    class Split(Params):
+        block: ClassVar[str] = "demo.split"
+        strategy: Literal["folder", "person_cluster"] = "folder"
+
+    class Embedding(Params):
+        block: ClassVar[str] = "demo.embedding"
+        only_when = ("demo.split", "strategy", ("person_cluster",))
+        size: int = 32
+
+    embedding = Embedding.model_validate({"size": 16})
+    for strategy, logged in (("folder", {}), ("person_cluster", {"demo.embedding.size": 16})):
+        split = Split.model_validate({"strategy": strategy})
+        inputs = {"params:demo.split": split, "params:demo.embedding": embedding}
+        TypedParametersHooks().before_node_run(node=None, inputs=inputs)
+        flat = _flatten_dict({k[7:]: v for k, v in inputs.items()}, recursive=True, sep=".")
+        assert flat == {"demo.split.strategy": strategy, **logged}
+    alone = {"params:demo.embedding": embedding}  # the chooser not read here: logged as it is
+    TypedParametersHooks().before_node_run(node=None, inputs=alone)
+    assert alone == {"params:demo.embedding": {"size": 16}}
+
+
 def test_a_list_of_blocks_is_logged_entry_by_entry_and_reproduce_compares_it_so():
     from podium.ablation.reproduce import param_drift
     from podium.core.augment import Transforms

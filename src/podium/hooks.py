@@ -91,9 +91,29 @@ class TypedParametersHooks:
     # hands the hooks (the node itself still gets the typed model).
     @hook_impl(tryfirst=True)
     def before_node_run(self, node: Any, inputs: dict[str, Any]) -> None:
-        for name, value in inputs.items():
-            if isinstance(value, TypedBlock):
-                inputs[name] = logged_entries(value.as_logged())
+        inputs.update(logged_blocks(inputs))
+
+
+def logged_blocks(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The typed blocks among a node's inputs as kedro-mlflow should log them: the keys that
+    apply, lists entry by entry, and nothing of a block whose ``only_when`` block (read by
+    the same node) chose otherwise."""
+    blocks = {
+        name.removeprefix("params:"): value
+        for name, value in inputs.items()
+        if isinstance(value, TypedBlock)
+    }
+    logged = {}
+    for name, value in inputs.items():
+        if not isinstance(value, TypedBlock):
+            continue
+        rule = type(value).only_when
+        chooser = blocks.get(rule[0]) if rule else None
+        if chooser is not None and getattr(chooser, rule[1]) not in rule[2]:
+            logged[name] = {}  # flattened by kedro-mlflow into no parameter at all
+        else:
+            logged[name] = logged_entries(value.as_logged())
+    return logged
 
 
 def logged_entries(value: Any) -> Any:

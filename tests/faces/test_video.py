@@ -34,7 +34,7 @@ SETTINGS = {"n_frames": 4, "crop_size": [48, 40], "margin": 0.4}
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dfdc")
+    root = tmp_path_factory.mktemp("deepfake")
     for relpath, data in generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=3).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)

@@ -71,6 +71,10 @@ class TypedBlock:
     """
 
     block: ClassVar[str | None] = None
+    #: ``(block, field, choices)``: the whole block means something only while that other
+    #: block's ``field`` is one of ``choices`` (``deepfake.embedding`` under
+    #: ``deepfake.split.strategy: person_cluster``); a node reading both logs it only then.
+    only_when: ClassVar[tuple[str, str, tuple[Any, ...]] | None] = None
 
     @classmethod
     @functools.cache

@@ -39,7 +39,7 @@ FOLDER = "dfdc_train_part_0"
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """The tiny sample plus a truncated mp4 and a face-less mp4 listed as REAL videos."""
-    root = tmp_path_factory.mktemp("dfdc")
+    root = tmp_path_factory.mktemp("deepfake")
     for relpath, data in generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
@@ -253,7 +253,7 @@ def _records_in_memory() -> int:
 
 @pytest.fixture(scope="module")
 def many_videos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dfdc_many")
+    root = tmp_path_factory.mktemp("deepfake_many")
     sample = {**SAMPLE, "reals_per_part": 4, "fakes_per_real": 2, "actors_per_part": 2}
     for relpath, data in generate_deepfake_sample({**sample, **ONE_FAMILY}, seed=6).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,7 @@ def _extract(cache: Path, videos: pd.DataFrame, *, with_records: bool = False):
 def first_run(tmp_path_factory):
     """The tiny sample (2 REAL, 2 FAKE) and its face cache after a first extraction."""
     base = tmp_path_factory.mktemp("faults")
-    root = base / "dfdc"
+    root = base / "deepfake"
     for relpath, data in generate_deepfake_sample({**TINY, **ONE_FAMILY}, seed=5).items():
         (root / relpath).parent.mkdir(parents=True, exist_ok=True)
         (root / relpath).write_bytes(data)
@@ -324,7 +324,7 @@ def test_split_diagnostics_skip_videos_without_truth(first_run, caplog):
     folds = videos.assign(fold=[0, 1] * (len(videos) // 2))
     ghost = folds.iloc[[0]].assign(video="ghost.mp4", partition="dfdc_train_part_0/ghost")
     with caplog.at_level(logging.WARNING, logger=NODES_LOG):
-        metrics = nodes.split_diagnostics(pd.concat([folds, ghost]), base / "dfdc")
+        metrics = nodes.split_diagnostics(pd.concat([folds, ghost]), base / "deepfake")
     assert metrics["videos_without_truth"]["value"] == 1
     assert "leakage_mean" in metrics and "ghost.mp4" in caplog.text
-    assert nodes.split_diagnostics(folds, base / "dfdc")["videos_without_truth"]["value"] == 0
+    assert nodes.split_diagnostics(folds, base / "deepfake")["videos_without_truth"]["value"] == 0
