@@ -195,3 +195,31 @@ def test_a_list_of_blocks_is_logged_entry_by_entry_and_reproduce_compares_it_so(
     logged = {"mask.augment.0.name": "HorizontalFlip", "mask.augment.0.p": "0.5"}
     now = {"mask": {"augment": [{"name": "HorizontalFlip", "p": 0.7}]}}
     assert param_drift(logged, now) == {"mask.augment.0.p": ("0.5", "0.7")}
+
+
+def test_the_fix_names_where_each_bad_value_was_set(tmp_path):
+    from podium.hooks import ParameterSources
+
+    conf = tmp_path / "conf"
+    (conf / "full").mkdir(parents=True)
+    (conf / "full" / "parameters_deepfake.yml").write_text(
+        "deepfake:\n  training:\n    epochz: 3\n    models: [{backbone: resnet10t}]\n"
+    )
+    sources = ParameterSources(conf, "full", {"mask": {"train": {"epochz": 1}}})
+    assert sources("deepfake.training.epochz") == "conf/full/parameters_deepfake.yml"
+    assert sources("deepfake.training.models[0].architecture") == (
+        "conf/full/parameters_deepfake.yml"  # the list was written whole there
+    )
+    assert sources("mask.train.epochz") == "--params"
+    assert sources("uda.training.iterations") == "conf/base/parameters_uda.yml"
+    error = ParametersInvalid([("mask.train.epochz", "unknown key")])
+    assert str(error).endswith(
+        "Fix: edit conf/base/parameters_mask.yml (or override with --params)."
+    )
+    told = str(error.told_where(sources))
+    assert told.endswith("Fix: correct the --params value (the block's file: "
+                         "conf/base/parameters_mask.yml).")  # fmt: skip
+    both = ParametersInvalid([("mask.train.epochz", "x"), ("deepfake.training.epochz", "y")])
+    assert str(both.told_where(sources)).endswith(
+        "Fix: correct the --params value, and edit conf/full/parameters_deepfake.yml."
+    )

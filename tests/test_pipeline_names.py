@@ -80,7 +80,10 @@ def test_kedro_run_with_a_misspelt_parameter_stops_before_the_first_node(project
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
     assert "deepfake.split.n_fold: unknown key; did you mean 'n_folds'?" in done.stderr
-    assert "conf/base/parameters_deepfake.yml" in done.stderr
+    assert (
+        "Fix: correct the --params value (the block's file: conf/base/parameters_deepfake.yml)"
+        in done.stderr
+    )
     assert "Nothing was run." in done.stderr
     assert not (project / "data" / ".podium-run.lock").exists()
     assert not any((project / "data" / "01_raw").iterdir())

@@ -34,9 +34,11 @@ Each run's status and the one-run-per-folder lock: ``podium.run_guard``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import re
 import subprocess
 import warnings
 from collections.abc import Mapping
@@ -45,13 +47,15 @@ from typing import Any
 
 import mlflow
 import torch
+import yaml
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, DataCatalog, Version
 from kedro.pipeline import Pipeline
 
+from podium.core.config import parameter_file
 from podium.core.ddp import resolve_distributed
 from podium.core.device import check_runtime_keys, resolve_runtime
-from podium.core.params import ParametersInvalid, TypedBlock, by_position
+from podium.core.params import RUNTIME_SOURCE, ParametersInvalid, TypedBlock, by_position
 from podium.core.seeding import seed_everything
 from podium.fingerprint import combine, path_fingerprint
 
@@ -85,13 +89,57 @@ class TypedParametersHooks:
     def after_context_created(self, context: Any) -> None:
         from kedro.framework.project import pipelines
 
-        check_typed_parameters(context.config_loader["parameters"], dict(pipelines))
+        loader = context.config_loader
+        try:
+            check_typed_parameters(loader["parameters"], dict(pipelines))
+        except ParametersInvalid as error:
+            env = getattr(loader, "env", None) or context.env
+            sources = ParameterSources(Path(loader.conf_source), env, loader.runtime_params)
+            raise error.told_where(sources) from None
 
     # tryfirst: before kedro-mlflow's before_node_run, on the copy of the inputs Kedro
     # hands the hooks (the node itself still gets the typed model).
     @hook_impl(tryfirst=True)
     def before_node_run(self, node: Any, inputs: dict[str, Any]) -> None:
         inputs.update(logged_blocks(inputs))
+
+
+class ParameterSources:
+    """Where a parameter's value was set: ``--params``, the run environment's parameters
+    file that writes it (``conf/full/parameters_deepfake.yml``), or else conf/base's file
+    for its block (:func:`podium.core.config.parameter_file`)."""
+
+    def __init__(self, conf_source: Path, env: str | None, runtime: Mapping | None) -> None:
+        self._runtime = runtime or {}
+        self._env_files: list[tuple[str, Any]] = []
+        if env and env != "base":
+            for path in sorted((conf_source / env).glob("**/parameters*.y*ml")):
+                with contextlib.suppress(OSError, yaml.YAMLError):
+                    rel = f"{conf_source.name}/{path.relative_to(conf_source)}"
+                    self._env_files.append((rel, yaml.safe_load(path.read_text()) or {}))
+
+    def __call__(self, path: str) -> str:
+        keys = [int(k) if k.isdigit() else k for k in re.split(r"\.|\[|\]\.?", path) if k]
+        if _writes(self._runtime, keys):
+            return RUNTIME_SOURCE
+        for name, tree in self._env_files:
+            if _writes(tree, keys):
+                return name
+        return parameter_file(path)
+
+
+def _writes(tree: Any, keys: list[Any]) -> bool:
+    """Whether ``tree`` sets the value at ``keys``, or a list or value above it."""
+    for key in keys:
+        if isinstance(tree, Mapping) and key in tree:
+            tree = tree[key]
+            if not isinstance(tree, Mapping):
+                return True  # a leaf, or a list written whole, on the path
+        elif isinstance(tree, list) and isinstance(key, int) and key < len(tree):
+            return True
+        else:
+            return False
+    return True
 
 
 def logged_blocks(inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -199,20 +199,35 @@ Mapping.register(Params)
 # ------------------------------------------------------------------------------ errors
 
 
+#: What :meth:`ParametersInvalid.told_where`'s source answers for a value set by --params.
+RUNTIME_SOURCE = "--params"
+
+
 class ParametersInvalid(ParameterError):
     """Every problem found in one or more blocks, each under its full parameter path."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, problems: list[tuple[str, str]], source: Callable[[str], str] = parameter_file
+    ) -> None:
         self.problems = list(problems)
         self.parameter = self.problems[0][0]
         self.problem = "; ".join(text for _, text in self.problems)
-        files = sorted({parameter_file(path) for path, _ in self.problems})
-        self.where = " or ".join(files)
+        sources = {path: source(path) for path, _ in self.problems}
+        given = sorted({parameter_file(p) for p, s in sources.items() if s == RUNTIME_SOURCE})
+        self.where = " or ".join(sorted(set(sources.values()) - {RUNTIME_SOURCE}) or given)
         lines = "\n".join(f"  {path}: {text}" for path, text in self.problems)
-        ValueError.__init__(
-            self,
-            f"Invalid parameters:\n{lines}\nFix: edit {self.where} (or override with --params).",
-        )
+        if not given:
+            fix = f"edit {self.where} (or override with --params)"
+        elif set(sources.values()) == {RUNTIME_SOURCE}:
+            fix = f"correct the --params value (the block's file: {self.where})"
+        else:
+            fix = f"correct the --params value, and edit {self.where}"
+        ValueError.__init__(self, f"Invalid parameters:\n{lines}\nFix: {fix}.")
+
+    def told_where(self, source: Callable[[str], str]) -> ParametersInvalid:
+        """The same problems, each fix naming where its value was set (``source(path)``:
+        a parameters file, or :data:`RUNTIME_SOURCE`) instead of conf/base's file."""
+        return type(self)(self.problems, source)
 
     @classmethod
     def from_validation(cls, model: type, error: ValidationError) -> ParametersInvalid:
