@@ -42,9 +42,8 @@ No kedro or mlflow imports.
 from __future__ import annotations
 
 import math
-import tempfile
+import struct
 from collections.abc import Mapping
-from pathlib import Path
 from typing import ClassVar
 
 import cv2
@@ -519,35 +518,40 @@ def generate_monet_sample(params: MonetSampleParams | None, seed: int) -> dict[s
 def tfrecord_shards(jpgs: Mapping[str, bytes], domain: str, shards: int) -> dict[str, bytes]:
     """The jpgs ``{"<domain>_jpg/<name>.jpg": bytes}`` as the competition's TFRecords:
     ``{"<domain>_tfrec/<domain><NN>-<count>.tfrec": bytes}``, the images in order split into
-    ``shards`` consecutive shards (at most one per image), written by ``tfrecord``'s writer.
-    One ``tf.train.Example`` per image: ``image_name`` (the jpg's name), ``image`` (its bytes),
-    ``target`` (the domain)."""
-    from tfrecord.writer import TFRecordWriter
-
+    ``shards`` consecutive shards (at most one per image), framed as ``tfrecord``'s writer
+    frames them. One ``tf.train.Example`` per image: ``image_name`` (the jpg's name),
+    ``image`` (its bytes), ``target`` (the domain)."""
     items = list(jpgs.items())
     count = min(int(shards), len(items))
-    if count == 0:
-        return {}
     out = {}
-    with tempfile.TemporaryDirectory(prefix="monet-tfrec-") as scratch:
-        for k, part in enumerate(np.array_split(np.arange(len(items)), count)):
-            path = Path(scratch) / f"{domain}{k:02d}-{len(part)}.tfrec"
-            writer = TFRecordWriter(str(path))
-            try:
-                for i in part:
-                    key, data = items[int(i)]
-                    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-                    writer.write(
-                        {
-                            "image_name": (stem.encode(), "byte"),
-                            "image": (data, "byte"),
-                            "target": (domain.encode(), "byte"),
-                        }
-                    )
-            finally:
-                writer.close()
-            out[f"{domain}_tfrec/{path.name}"] = path.read_bytes()
+    for k, part in enumerate(np.array_split(np.arange(len(items)), count) if count else []):
+        records = []
+        for i in part:
+            key, data = items[int(i)]
+            stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            records.append(
+                _tfrecord({"image_name": stem.encode(), "image": data, "target": domain.encode()})
+            )
+        out[f"{domain}_tfrec/{domain}{k:02d}-{len(part)}.tfrec"] = b"".join(records)
     return out
+
+
+def _tfrecord(features: Mapping[str, bytes]) -> bytes:
+    """One framed record (length, its CRC, the ``tf.train.Example``, its CRC) of bytes
+    features. ``tfrecord``'s writer serialises the feature map in no fixed order, so the
+    same images gave other shard bytes (and another data fingerprint) in every process;
+    this serialises it deterministically, framed by the writer's own CRC."""
+    from tfrecord import example_pb2
+    from tfrecord.writer import TFRecordWriter
+
+    feature = {
+        name: example_pb2.Feature(bytes_list=example_pb2.BytesList(value=[value]))
+        for name, value in features.items()
+    }
+    example = example_pb2.Example(features=example_pb2.Features(feature=feature))
+    record = example.SerializeToString(deterministic=True)
+    length = struct.pack("<Q", len(record))
+    return length + TFRecordWriter.masked_crc(length) + record + TFRecordWriter.masked_crc(record)
 
 
 def contact_sheet(files: Mapping[str, bytes], n: int = 8) -> Figure:

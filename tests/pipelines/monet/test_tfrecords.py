@@ -4,6 +4,10 @@ or cut record is reported like a broken jpg, a bad layout names the folder and t
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +156,26 @@ def test_training_from_the_tfrecords_equals_training_from_the_jpgs(root, tmp_pat
             checkpoint=tmp_path / f"{source}.pt", progress=False,
         ).weights  # fmt: skip
     assert same_weights(weights["jpg"], weights["tfrec"])
+
+
+def test_the_shards_have_the_same_bytes_in_every_process(sample):
+    """The data fingerprint of a generated sample must not change from one run to the next
+    (kedro reproduce compares it): the Example's feature map is serialised in one order."""
+    script = (
+        "import hashlib; from podium.sample_data.monet import generate_monet_sample; "
+        f"files = generate_monet_sample({SAMPLE!r}, seed=5); "
+        "print(hashlib.sha256(b''.join(files[k] for k in sorted(files) "
+        "if k.endswith('.tfrec'))).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for hash_seed in (1, 2, 3)
+    }
+    shards = b"".join(sample[k] for k in sorted(sample) if k.endswith(".tfrec"))
+    assert digests == {hashlib.sha256(shards).hexdigest()}
