@@ -193,6 +193,26 @@ def test_pseudo_fakes_shape_the_checkpoints_and_their_block_is_logged_only_with_
     assert on == {**block, **sbi}
 
 
+def test_pair_mixup_shapes_the_checkpoints_only_when_on_and_is_logged_only_then():
+    def settings_digest(block):
+        return short_digest(shaping_settings(p.TrainingParams.model_validate(block)))
+
+    off = {"pair_mixup": {"enabled": False, "alpha": 2.0, "share": 0.5, "min_iou": 0.8}}
+    assert settings_digest(off) == settings_digest({})  # written but off: digests as before
+    on = {"enabled": True}
+    digests = {
+        settings_digest({}),
+        settings_digest({"pair_mixup": on}),
+        settings_digest({"pair_mixup": {**on, "alpha": 1.0}}),
+        settings_digest({"pair_mixup": {**on, "share": 0.5}}),
+        settings_digest({"pair_mixup": {**on, "min_iou": 0.8}}),
+    }
+    assert len(digests) == 5
+    assert p.TrainingParams.model_validate(off).as_logged() == {"pair_mixup": {"enabled": False}}
+    logged = {"pair_mixup": {**off["pair_mixup"], **on}}
+    assert p.TrainingParams.model_validate(logged).as_logged() == logged
+
+
 def test_keys_the_chosen_method_or_architecture_never_reads_are_not_logged():
     embedding = {"size": 16, "crop_margin": 0.2, "batch_size": 8}
     assert p.EmbeddingParams.model_validate({"method": "pca", **embedding}).as_logged() == {
@@ -218,6 +238,20 @@ def test_keys_the_chosen_method_or_architecture_never_reads_are_not_logged():
     assert both == {"models": [classifier, unet], **losses}
     alone = p.TrainingParams.model_validate({"models": [plain], **losses}).as_logged()
     assert alone == {"models": [classifier]}
+
+
+def test_the_person_cluster_blocks_are_logged_only_for_the_person_cluster_split():
+    from podium.hooks import logged_blocks
+
+    blocks = {
+        "params:deepfake.embedding": p.EmbeddingParams.model_validate({"method": "pca"}),
+        "params:deepfake.person_cluster": p.PersonClusterParams.model_validate({"n_clusters": 4}),
+    }
+    for strategy, shown in (("folder", False), ("person_cluster", True)):
+        split = p.SplitParams.model_validate({"strategy": strategy})
+        logged = logged_blocks({"params:deepfake.split": split, **blocks})
+        assert bool(logged["params:deepfake.embedding"]) is shown
+        assert bool(logged["params:deepfake.person_cluster"]) is shown
 
 
 # ------------------------------------------------------------------ the errors
@@ -290,6 +324,9 @@ def test_keys_the_chosen_method_or_architecture_never_reads_are_not_logged():
         (p.TrainingParams, {"resume_from": "best"}, "deepfake.training.resume_from", "latest"),
         (p.TrainingParams, {"drop_rate": 1.5}, "deepfake.training.drop_rate", "<= 1"),
         (p.TrainingParams, {"pseudo_fakes": "blend"}, "deepfake.training.pseudo_fakes", "none, sbi"),
+        (p.TrainingParams, {"pair_mixup": {"alpha": 0.0}}, "deepfake.training.pair_mixup.alpha", "> 0"),
+        (p.TrainingParams, {"pair_mixup": {"share": 1.5}}, "deepfake.training.pair_mixup.share", "<= 1"),
+        (p.TrainingParams, {"pair_mixup": {"enabled": "yes"}}, "deepfake.training.pair_mixup.enabled", "bool"),
         (p.TrainingParams, {"reals_only": True}, "deepfake.training.reals_only", "pseudo_fakes: sbi"),
         (p.TrainingParams, {"sbi": {"landmark": "dlib"}}, "deepfake.training.sbi.landmark", "'landmarks'"),
         (p.TrainingParams, {"sbi": {"landmarks": "mtcnn"}}, "deepfake.training.sbi.landmarks", "dlib, ellipse"),

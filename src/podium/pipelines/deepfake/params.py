@@ -38,6 +38,7 @@ __all__ = [
     "ExtractionParams",
     "InferenceParams",
     "ModelEntry",
+    "PairMixupParams",
     "PersonClusterParams",
     "SelfBlendParams",
     "SplitParams",
@@ -105,6 +106,7 @@ class EmbeddingParams(Params):
     """``deepfake.embedding`` (person_cluster only): how faces become vectors."""
 
     block: ClassVar[str] = "deepfake.embedding"
+    only_when = ("deepfake.split", "strategy", ("person_cluster",))
 
     method: Literal["pca", "dlib", "facenet"] = "pca"
     """pca (offline, always there) | dlib | facenet (local weights)."""
@@ -133,6 +135,7 @@ class PersonClusterParams(Params):
     """``deepfake.person_cluster``: REAL videos grouped into people."""
 
     block: ClassVar[str] = "deepfake.person_cluster"
+    only_when = ("deepfake.split", "strategy", ("person_cluster",))
 
     method: Literal["kmeans", "tsne_dbscan"] = "kmeans"
     """kmeans | tsne_dbscan."""
@@ -309,6 +312,29 @@ class SelfBlendParams(Params):
         )
 
 
+MIXING = Only("enabled", True)
+
+
+class PairMixupParams(Params):
+    """``deepfake.training.pair_mixup``: the DFDC 3rd place's mixup of aligned pairs. A FAKE
+    training crop is mixed with its original's crop of the same frame and face as
+    ``(1 - t) * real + t * fake``, both augmented alike, labelled ``t ~ Beta(alpha, alpha)``
+    (score such models with ``deepfake.video_score.rule: power_weighted``)."""
+
+    block: ClassVar[str] = "deepfake.training.pair_mixup"
+
+    enabled: Bool = False
+    """Mix each FAKE training crop with its original's aligned crop."""
+    alpha: Annotated[PositiveFloat, MIXING] = 0.5
+    """t ~ Beta(alpha, alpha): 0.5 puts most draws near 0 or 1 (the 3rd place's)."""
+    share: Annotated[Fraction, MIXING] = 1.0
+    """The share of a FAKE crop's draws that are mixed (1: every draw, as the 3rd place)."""
+    min_iou: Annotated[Fraction, Field(gt=0), MIXING] = 0.5
+    """An original's crop pairs with the FAKE's of the same frame whose face box overlaps
+    it at least this much (IoU): the same face; the small offset left is undone by warping
+    the original's crop onto the FAKE's."""
+
+
 SBI = Only("pseudo_fakes", "sbi")
 _Side = Annotated[Int, Field(ge=16)]
 #: The keys of the old flat block, and where they went.
@@ -370,6 +396,9 @@ class TrainingParams(Params):
     only; validation, out-of-fold and test predictions still cover every video."""
     sbi: Annotated[SelfBlendParams, SBI] = SelfBlendParams()
     """pseudo_fakes: sbi: how the pseudo-fakes are made and drawn."""
+    pair_mixup: PairMixupParams = PairMixupParams()
+    """Mixup of each FAKE crop with its original's aligned crop, labelled by the mix (off in
+    conf/base; the index's original, frame and box columns pair them)."""
     folds_to_train: Annotated[list[NonNegativeInt], Field(min_length=1)] | None = None
     """null: every fold of the split; else a list of folds."""
     resume_from: Literal["latest"] | None = None

@@ -22,6 +22,16 @@ with the real fakes in proportion to their number (or ``sbi.fake_share``). ``rea
 trains on the REAL crops and their pseudo-fakes alone; validation and out-of-fold
 predictions still cover every video of the fold.
 
+Pair mixup (``pair_mixup.enabled``, the DFDC 3rd place's cure for overfitting): a FAKE crop
+a fold trains on is served as ``(1 - t) * real + t * fake``, labelled ``t ~ Beta(alpha,
+alpha)`` (a soft label: BCE with logits takes it as it is), where ``real`` is its original's
+crop of the same frame and face, both given the same augmentations. The extraction cuts each
+video around its own detections, so the pair is found in the face index (the ``original``
+it names, the same ``frame_index``, box IoU >= ``min_iou``) and the original's crop is
+resampled onto the FAKE's cut (:func:`_aligned_original`). A FAKE crop without such a
+partner is served unmixed (counted in the log); REAL crops are served as they are. With
+pseudo-fakes on too, only the real fakes are mixed (a pseudo-fake is its own source's blend).
+
 Here is only the competition's part: the lazy crop dataset, the losses, the validation pass
 (frame log loss, mask IoU) and the K-fold recipe. The engine is ``podium.core``: ``optim``
 (timm's optimizer and schedule factories, the shared ``optimizer`` / ``scheduler`` blocks),
@@ -63,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -95,15 +106,23 @@ from podium.core.training import (
     split_batch,
     updates_per_epoch,
 )
+from podium.faces.detect import isotropic_pad_layout
 from podium.faces.self_blend import face_box_in_crop, face_landmarks, load_predictor, self_blend
 from podium.faces.video import DEFAULT_SETTINGS, manipulation_masks
 from podium.pipelines.deepfake.model import build_network
-from podium.pipelines.deepfake.params import KEY_SEP, SelfBlendParams, TrainingParams, typed
+from podium.pipelines.deepfake.params import (
+    KEY_SEP,
+    PairMixupParams,
+    SelfBlendParams,
+    TrainingParams,
+    typed,
+)
 
 __all__ = [
     "RESUME_FROM",
     "check_state_dicts",
     "fold_network",
+    "original_partners",
     "predict_frame_models",
     "predict_videos",
     "video_batches",
@@ -124,6 +143,8 @@ _NOT_SHAPING = ("models", "folds_to_train", "record_cache", "progress", "resume_
 #: Pseudo-fake settings: in the digest only when pseudo-fakes are on, so the digests of the
 #: configurations without them stay what they were before the keys existed.
 _PSEUDO_FAKE_KEYS = ("pseudo_fakes", "reals_only", "sbi")
+#: The face-index columns that pair a FAKE's crops with its original's (pair mixup).
+_PAIR_COLUMNS = ("video", "original", "frame_index", "x1", "y1", "x2", "y2", "height", "width")
 #: The optimizer and scheduler keys a checkpoint's settings digest always holds (conf/base
 #: sets them); a key set beyond them joins the digest, one left at its default does not, so
 #: the digest of a configuration stays what it was when the shared shapes grow a key.
@@ -147,6 +168,8 @@ def shaping_settings(config: TrainingParams) -> dict[str, Any]:
     for key in type(config).model_fields:
         if key in _NOT_SHAPING or (key in _PSEUDO_FAKE_KEYS and config.pseudo_fakes == "none"):
             continue
+        if key == "pair_mixup" and not config.pair_mixup.enabled:  # digests as before the key
+            continue
         value = config[key]
         if key in _DIGESTED:
             keys = [*_DIGESTED[key], *sorted(value.model_fields_set - set(_DIGESTED[key]))]
@@ -157,7 +180,7 @@ def shaping_settings(config: TrainingParams) -> dict[str, Any]:
             value = list(value.root)
         elif key == "loss_weights":
             value = dict(value)
-        elif key == "sbi":
+        elif key in ("sbi", "pair_mixup"):
             value = value.as_dict()
         shaping[key] = value
     return shaping
@@ -235,8 +258,98 @@ class _PseudoFakes:
 
     def generators(self, index: int) -> list[np.random.Generator]:
         """The blend's and the augmentations' generators of item ``index`` this epoch."""
-        epoch = int(getattr(self.sampler, "epoch", 0))
-        return np.random.default_rng([self.seed, epoch, int(index)]).spawn(2)
+        return _item_generators(self.seed, self.sampler, index)[:2]
+
+
+def _item_generators(seed: int, sampler: Any, index: int) -> list[np.random.Generator]:
+    """Item ``index``'s generators this epoch (the epoch read from ``sampler``): the blend's,
+    the augmentations' and the mix's. Spawned children depend on their position only, so
+    the first two are the same whatever else a training set draws."""
+    epoch = int(getattr(sampler, "epoch", 0))
+    return np.random.default_rng([int(seed), epoch, int(index)]).spawn(3)
+
+
+class _PairMixup:
+    """The aligned real-fake pairs of a training set (``pair_mixup.enabled``).
+
+    ``partners``: per stored crop, the position of its original's aligned crop among the
+    dataset's crops (-1: none, or not a FAKE). A FAKE crop with a partner is served, in
+    ``share`` of its draws, as ``(1 - t) * real + t * fake`` labelled ``t ~ Beta(alpha,
+    alpha)``; ``t`` and the shared augmentations come from the item's generators seeded by
+    ``(seed, epoch, index)`` as :class:`_PseudoFakes`' are, ``sampler`` giving the epoch.
+    """
+
+    def __init__(self, partners: np.ndarray, seed: int, params: PairMixupParams) -> None:
+        self.partners = np.asarray(partners, dtype=np.int64)
+        self.seed = int(seed)
+        self.alpha = float(params.alpha)
+        self.share = float(params.share)
+        self.sampler: Any = None
+
+    def draw(self, rng: np.random.Generator) -> float | None:
+        """This draw's ``t``, or None when it is served unmixed."""
+        if rng.random() >= self.share:
+            return None
+        return float(rng.beta(self.alpha, self.alpha))
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of boxes ``a`` and ``b`` ((n, 4) x1, y1, x2, y2)."""
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def original_partners(
+    index: pd.DataFrame, rows: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, min_iou: float
+) -> np.ndarray:
+    """Per row of ``rows`` (``partition``, ``crop``), the position in ``rows`` of its
+    original's crop of the same frame and face (-1: none; always -1 for a REAL).
+
+    The original is the REAL video the face index's ``original`` column names (by its
+    ``video``); its crop of the same ``frame_index`` and frame size whose box has the
+    highest IoU with the FAKE's, at least ``min_iou``, in the same fold (fakes stay with
+    their original in every split, so a fold never trains on one without the other)."""
+    missing = sorted(set(_PAIR_COLUMNS) - set(index.columns))
+    if missing:
+        raise ValueError(
+            f"{_param('pair_mixup')} pairs crops by the face index's columns, which lacks "
+            f"{missing}; fix: run {_RERUN}deepfake.faces.index_faces"
+        )
+    table = rows[["partition", "crop"]].reset_index(drop=True)
+    table = table.assign(_pos=np.arange(len(table)), _label=labels, _fold=folds)
+    table = table.merge(
+        index[["partition", "crop", *_PAIR_COLUMNS]], on=["partition", "crop"], how="left"
+    )
+    keys = ["frame_index", "height", "width", "_fold"]
+    fakes = table[table["_label"] == LABELS["FAKE"]].rename(columns={"original": "_original"})
+    reals = table[table["_label"] == LABELS["REAL"]]
+    pairs = fakes.merge(
+        reals, left_on=["_original", *keys], right_on=["video", *keys], suffixes=("", "_real")
+    )
+    partners = np.full(len(table), -1, np.int64)
+    if pairs.empty:
+        return partners
+    box = ["x1", "y1", "x2", "y2"]
+    iou = _box_iou(
+        pairs[box].to_numpy(np.float64), pairs[[f"{c}_real" for c in box]].to_numpy(np.float64)
+    )
+    pairs = pairs.assign(_iou=iou)[iou >= min_iou]
+    best = pairs.sort_values(["_pos", "_iou"], ascending=[True, False], kind="stable")
+    best = best.drop_duplicates("_pos")
+    partners[best["_pos"].to_numpy()] = best["_pos_real"].to_numpy()
+    return partners
+
+
+def _subset_partners(partners: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``partners`` (positions among all rows) as positions among the ``chosen`` rows; a
+    partner that is not chosen is none (-1)."""
+    position = np.cumsum(chosen) - 1
+    ok = partners >= 0
+    ok[ok] = chosen[partners[ok]]
+    return np.where(ok, position[np.where(ok, partners, 0)], -1)[chosen]
 
 
 def _seed_transforms(transforms: A.Compose, rng: np.random.Generator) -> None:
@@ -257,6 +370,79 @@ def _face_box(
     return face_box_in_crop(
         boxes[j], crop_hw, frame_hw, float(settings["margin"]), settings["crop_mode"]
     )
+
+
+def _crop_layout(record: Mapping[str, Any], j: int) -> tuple[float, ...] | None:
+    """Where crop ``j`` of ``record`` came from: ``(left, top, scale_x, scale_y, off_x,
+    off_y, content_w, content_h)``, frame pixel ``x`` landing at ``(x - left) * scale_x +
+    off_x`` in the crop, its content ``content_w`` x ``content_h`` from ``(off_x, off_y)``
+    (the rest isotropic_pad's padding); None for a record without boxes or frame size.
+    The geometry of :func:`podium.faces.detect.crop_face`."""
+    boxes = record.get("boxes")
+    if boxes is None or record.get("height") is None or record.get("width") is None:
+        return None
+    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
+    height, width = record["crops"].shape[1:3]
+    frame_h, frame_w = int(record["height"]), int(record["width"])
+    margin, box = float(settings["margin"]), [float(v) for v in boxes[j]]
+    if settings["crop_mode"] == "isotropic_pad":
+        layout = isotropic_pad_layout(box, margin, (frame_h, frame_w), height)
+        left, top, right, bottom = layout.region
+        (new_h, new_w), (off_y, off_x) = layout.resized, layout.offset
+    else:  # aspect: grown, widened to the crop's aspect, clipped, resized to the crop
+        x1, y1, x2, y2 = box
+        half_w, half_h = (x2 - x1) * (1 + 2 * margin) / 2, (y2 - y1) * (1 + 2 * margin) / 2
+        if half_w / half_h < width / height:
+            half_w = half_h * width / height
+        else:
+            half_h = half_w * height / width
+        centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+        left, right = max(0, round(centre_x - half_w)), min(frame_w, round(centre_x + half_w))
+        top, bottom = max(0, round(centre_y - half_h)), min(frame_h, round(centre_y + half_h))
+        (new_h, new_w), (off_y, off_x) = (height, width), (0, 0)
+    scale_x, scale_y = new_w / max(right - left, 1), new_h / max(bottom - top, 1)
+    return (left, top, scale_x, scale_y, off_x, off_y, new_w, new_h)
+
+
+def _axis_map(fake: Sequence[float], real: Sequence[float], n: int, axis: int) -> np.ndarray:
+    """The real crop's pixel coordinate of each of the FAKE crop's ``n`` pixel centres
+    along ``axis`` (0: x, 1: y), through the frame (cv2's half-pixel convention)."""
+    start, scale, offset = fake[axis], fake[2 + axis], fake[4 + axis]
+    frame = start + (np.arange(n) - offset + 0.5) / scale - 0.5
+    return (frame - real[axis] + 0.5) * real[2 + axis] - 0.5 + real[4 + axis]
+
+
+def _aligned_original(
+    fake: Mapping[str, Any], j: int, real: Mapping[str, Any], k: int
+) -> np.ndarray:
+    """The original's crop ``k`` resampled onto the FAKE's crop ``j`` (the same frame and
+    face, cut around each video's own detection): pixel for pixel the same place of the
+    frame. Where the original's crop holds none of it (past its region, or padding), the
+    FAKE's own pixels: a face swap leaves the surroundings as they were."""
+    image, source = fake["crops"][j], real["crops"][k]
+    fake_layout, real_layout = _crop_layout(fake, j), _crop_layout(real, k)
+    if fake_layout is None or real_layout is None or fake_layout == real_layout:
+        return source  # the same cut (or no geometry to tell otherwise)
+    height, width = image.shape[:2]
+    xs, ys = (_axis_map(fake_layout, real_layout, n, a) for a, n in ((0, width), (1, height)))
+    matrix = np.array([[xs[1] - xs[0], 0, xs[0]], [0, ys[1] - ys[0], ys[0]]], np.float64)
+    warped = cv2.warpAffine(
+        source,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+    def inside(coords: np.ndarray, layout: Sequence[float], axis: int) -> np.ndarray:
+        offset, size = layout[4 + axis], layout[6 + axis]
+        return (coords >= offset - 0.5) & (coords <= offset + size - 0.5)
+
+    own_x, own_y = np.arange(width), np.arange(height)
+    valid = (inside(ys, real_layout, 1) & inside(own_y, fake_layout, 1))[:, None] & (
+        inside(xs, real_layout, 0) & inside(own_x, fake_layout, 0)
+    )[None, :]
+    return np.where(valid[..., None], warped, image)
 
 
 def _pseudo_fake(
@@ -283,7 +469,8 @@ class _FrameDataset(Dataset):
     The target holds ``label`` (float 0/1) and, ``with_masks``, ``mask`` (uint8 (1, H, W))
     and ``mask_weight`` (0 for a FAKE without masks: no segmentation loss for it).
     ``pseudo`` (:class:`_PseudoFakes`): after the rows come their pseudo-fakes, labelled
-    FAKE, each with the mask of what its blend changed.
+    FAKE, each with the mask of what its blend changed. ``mixup`` (:class:`_PairMixup`): a
+    FAKE row with an original's partner is served mixed with it, labelled ``t``.
     """
 
     def __init__(
@@ -296,6 +483,7 @@ class _FrameDataset(Dataset):
         with_masks: bool = False,
         cache_size: int = 4,
         pseudo: _PseudoFakes | None = None,
+        mixup: _PairMixup | None = None,
     ) -> None:
         codes, names = pd.factorize(rows["partition"])
         self.names = list(names)
@@ -308,6 +496,11 @@ class _FrameDataset(Dataset):
         self.with_masks = with_masks
         self.cache_size = cache_size
         self.pseudo = pseudo
+        self.mixup = mixup
+        if mixup is not None:  # the original's crop takes every draw the FAKE's takes
+            for transforms in (resize, augment):
+                if transforms is not None:
+                    transforms.add_targets({"real": "image"})
         self._open: OrderedDict[int, dict] = OrderedDict()
 
     def __len__(self) -> int:
@@ -344,17 +537,40 @@ class _FrameDataset(Dataset):
         return record
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if self.pseudo is not None:
-            blend_rng, augment_rng = self.pseudo.generators(i)
+        mix_rng = None
+        seeded = self.pseudo if self.pseudo is not None else self.mixup
+        if seeded is not None:
+            blend_rng, augment_rng, mix_rng = _item_generators(seeded.seed, seeded.sampler, i)
             if self.augment is not None:
                 _seed_transforms(self.augment, augment_rng)
-            if i >= len(self.crop):
+            if self.pseudo is not None and i >= len(self.crop):
                 return self._pseudo_fake(int(self.pseudo.sources[i - len(self.crop)]), blend_rng)
         record = self._record(int(self.video[i]))
         j = int(self.crop[i])
         label = self.labels[i]
         mask = self._stored_mask(record, j, label) if self.with_masks else None
+        if self.mixup is not None and self.mixup.partners[i] >= 0:
+            t = self.mixup.draw(mix_rng)
+            if t is not None:
+                return self._mixed(record, j, int(self.mixup.partners[i]), t, mask)
         return self._sample(record["crops"][j], label, mask)
+
+    def _mixed(
+        self, record: dict, j: int, k: int, t: float, mask: tuple[np.ndarray, float] | None
+    ) -> dict[str, Any]:
+        """FAKE crop ``j`` of ``record`` mixed with stored crop ``k`` (its original's aligned
+        crop): ``(1 - t) * real + t * fake`` of the pair resized and augmented alike (as
+        uint8, rounded), labelled ``t``. The unet_multitask target stays the FAKE's mask, its
+        weight times ``t``: the mixed pixels differ from the original exactly there at any
+        ``t`` > 0 (the mask says where, the label how much), and a nearly real mix, whose
+        traces are faint, asks little of the segmentation."""
+        real = _aligned_original(record, j, self._record(int(self.video[k])), int(self.crop[k]))
+        if mask is not None:
+            mask = (mask[0], mask[1] * t)
+        sample = self._sample(record["crops"][j], np.float32(t), mask, real=real)
+        fake, real = sample.pop("image").float(), sample.pop("real").float()
+        sample["image"] = torch.round((1.0 - t) * real + t * fake).to(torch.uint8)
+        return sample
 
     def _pseudo_fake(self, k: int, rng: np.random.Generator) -> dict[str, Any]:
         """The pseudo-fake of stored crop ``k`` (a REAL one), labelled FAKE."""
@@ -371,22 +587,38 @@ class _FrameDataset(Dataset):
         return np.zeros(record["crops"].shape[1:3], np.uint8), float(label == 0.0)
 
     def _sample(
-        self, image: np.ndarray, label: Any, mask: tuple[np.ndarray, float] | None
+        self,
+        image: np.ndarray,
+        label: Any,
+        mask: tuple[np.ndarray, float] | None,
+        real: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """The resized, augmented sample; ``mask``: (mask, weight) with ``with_masks``."""
+        """The resized, augmented sample; ``mask``: (mask, weight) with ``with_masks``;
+        ``real``: a second image (``"real"`` in the sample) given the very same draws."""
         target: dict[str, Any] = {"label": torch.tensor(label)}
+        extra = {} if real is None else {"real": real}
         if mask is None:
-            out = self.resize(image=image)
+            out = self.resize(image=image, **extra)
             if self.augment is not None:
-                out = self.augment(image=out["image"])
+                out = self.augment(image=out["image"], **_others(out, extra))
         else:
-            out = self.resize(image=image, mask=mask[0])
+            out = self.resize(image=image, mask=mask[0], **extra)
             if self.augment is not None:
-                out = self.augment(image=out["image"], mask=out["mask"])
+                out = self.augment(image=out["image"], mask=out["mask"], **_others(out, extra))
             target["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None]
             target["mask_weight"] = torch.tensor(mask[1], dtype=torch.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        return {"image": tensor, "target": target}
+        sample = {"image": _chw(out["image"]), "target": target}
+        if real is not None:
+            sample["real"] = _chw(out["real"])
+        return sample
+
+
+def _others(out: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: out[key] for key in extra}
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def _resize(size: tuple[int, int]) -> A.Compose:
@@ -555,7 +787,8 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     Top level (``ddp.launch`` spawns it). ``job``: ``records`` (load functions), ``rows``
     (face-index rows of every crop), ``labels``, ``in_fold`` (the crops validated on),
     ``config`` (checked settings), ``spec`` (the model), ``fold``, ``seed`` (run seed +
-    seed offset), ``deterministic``, ``runtime`` (the block), ``checkpoint`` (path or None).
+    seed offset), ``deterministic``, ``runtime`` (the block), ``partners`` (with pair
+    mixup: :func:`original_partners` of the rows), ``checkpoint`` (path or None).
     Returns ``{"state_dict", "history", "logits"}`` (CPU tensors and plain values).
     """
     config, spec, fold = job["config"], job["spec"], int(job["fold"])
@@ -574,15 +807,31 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     common = (_resize(config.image_hw()), with_masks, config.record_cache)
 
     def crops(
-        chosen: np.ndarray, transforms: A.Compose | None, pseudo: _PseudoFakes | None = None
+        chosen: np.ndarray,
+        transforms: A.Compose | None,
+        pseudo: _PseudoFakes | None = None,
+        mixup: _PairMixup | None = None,
     ) -> _FrameDataset:
         resize, masks, cache = common
         return _FrameDataset(
-            job["records"], rows[chosen], labels[chosen], resize, transforms, masks, cache, pseudo
+            job["records"],
+            rows[chosen],
+            labels[chosen],
+            resize,
+            transforms,
+            masks,
+            cache,
+            pseudo,
+            mixup,
         )
 
     trained_on, pseudo = _training_crops(config, labels, held_out, loader_seed)
-    train_set, val_set = crops(trained_on, augment, pseudo), crops(held_out, None)
+    mixup = None
+    if config.pair_mixup.enabled:
+        partners = _subset_partners(job["partners"], trained_on)
+        mixup = _PairMixup(partners, loader_seed, config.pair_mixup)
+    train_set = crops(trained_on, augment, pseudo, mixup)
+    val_set = crops(held_out, None)
     optimizer = build_optimizer(network, config["optimizer"], parameter=_param("optimizer"))
     train_loader = seeded_loader(
         train_set,
@@ -593,8 +842,9 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
         sample_weights=train_set.class_balanced_weights() if config["balance_classes"] else None,
         distributed=True,  # one process draws what N processes draw together
     )
-    if pseudo is not None:  # the pseudo-fakes follow the epochs fit gives this sampler
-        pseudo.sampler = train_loader.sampler
+    for seeded in (pseudo, mixup):  # their draws follow the epochs fit gives this sampler
+        if seeded is not None:
+            seeded.sampler = train_loader.sampler
     schedule = build_scheduler(
         optimizer,
         config["scheduler"],
@@ -659,7 +909,8 @@ def train_frame_models(
         records: partition name -> load function of its extraction record
             (``faces.video``: ``crops`` uint8 (n, H, W, 3), ``masks`` uint8 0/1 (n, H, W) or
             None), called inside the DataLoader workers.
-        index: the face index (``partition``, ``crop``: one row per crop).
+        index: the face index (``partition``, ``crop``: one row per crop; with pair mixup
+            also ``video``, ``original``, ``frame_index``, the box and the frame size).
         videos: one row per training video: ``partition``, ``label`` (REAL/FAKE), ``fold``.
         settings: the ``deepfake.training`` block (:class:`TrainingParams`, or a mapping
             validated by it).
@@ -709,6 +960,16 @@ def train_frame_models(
     labels = rows["partition"].map(video_of["label"].map(LABELS)).to_numpy(np.float32)
     fold_of = rows["partition"].map(video_of["fold"].astype(int)).to_numpy()
     lengths_of = rows.groupby("partition", sort=False).size()
+    partners = None
+    if config.pair_mixup.enabled:
+        partners = original_partners(index, rows, labels, fold_of, config.pair_mixup.min_iou)
+        unpaired = int(((labels == LABELS["FAKE"]) & (partners < 0)).sum())
+        log.info(
+            "pair mixup: %d of %d FAKE crops have no aligned crop of their original in the "
+            "videos (served unmixed)",
+            unpaired,
+            int((labels == LABELS["FAKE"]).sum()),
+        )
     log.info(
         "training %d model(s) x %d fold(s) on %d videos / %d crops (%s, %s, %d process(es))",
         len(config["models"]),
@@ -754,6 +1015,7 @@ def train_frame_models(
                 "seed": int(seed) + int(spec["seed_offset"]),
                 "deterministic": bool(deterministic),
                 "runtime": dict(runtime),
+                "partners": partners,
             }
             # a model's folder follows its own spec: adding a model keeps the others' folds
             name = spec["name"]
