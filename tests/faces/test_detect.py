@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from podium.faces import Detection, crop_face, detect_faces
+from podium.faces.detect import crop_layout
 from podium.sample_data.faces import random_appearance, render_face
 
 
@@ -82,6 +83,73 @@ def test_crop_face_clips_at_the_border_and_rejects_boxes_outside():
     assert crop_face(image, (0, 0, 20, 20), margin=1.0).shape == (40, 40, 3)
     with pytest.raises(ValueError, match="outside"):
         crop_face(image, (150, 150, 180, 180), margin=0.1)
+
+
+def _random_crop_args(rng):
+    """A frame size, box (often over an edge or tiny), margin, output size and mode."""
+    frame_hw = (int(rng.integers(8, 200)), int(rng.integers(8, 200)))
+    side = rng.uniform(0.5, 3) if rng.random() < 0.15 else rng.uniform(2, 0.9 * max(frame_hw))
+    w, h = side * rng.uniform(0.5, 1.5), side * rng.uniform(0.5, 1.5)
+    x1 = rng.uniform(-0.6 * w, frame_hw[1] - 0.4 * w)
+    y1 = rng.uniform(-0.6 * h, frame_hw[0] - 0.4 * h)
+    margin = float(rng.choice([0.0, 0.25, 1 / 3, 0.5, 1.0]))
+    mode = str(rng.choice(["aspect", "isotropic_pad"]))
+    if mode == "isotropic_pad" or rng.random() < 0.3:
+        size = (int(rng.integers(4, 160)),) * 2
+    else:
+        size = None if rng.random() < 0.2 else tuple(int(v) for v in rng.integers(4, 160, 2))
+    return frame_hw, (x1, y1, x1 + w, y1 + h), margin, size, mode
+
+
+def test_the_crop_layout_maps_the_crop_corners_to_its_region_corners():
+    """On random boxes: the corners of the crop's content map to the corners of the frame
+    region and back, the region is the grown box clipped to the frame, and crop_face takes
+    exactly that region into exactly that content: a frame white inside the region and
+    black outside gives a crop white over the content and zero elsewhere (the padding)."""
+    rng = np.random.default_rng(11)
+    checked = {"aspect": 0, "isotropic_pad": 0}
+    for _ in range(400):
+        frame_hw, box, margin, size, mode = _random_crop_args(rng)
+        try:
+            layout = crop_layout(box, margin, frame_hw, size, mode)
+        except ValueError:
+            with pytest.raises(ValueError, match="outside"):
+                crop_face(np.zeros((*frame_hw, 3), np.uint8), box, margin, size, mode)
+            continue
+        left, top, right, bottom = layout.region
+        (off_y, off_x), (h, w) = layout.offset, layout.resized
+        content_x, content_y = np.array([off_x, off_x + w]), np.array([off_y, off_y + h])
+        np.testing.assert_allclose(
+            layout.to_frame(content_x, content_y), [[left, right], [top, bottom]], atol=1e-9
+        )
+        np.testing.assert_allclose(
+            layout.to_crop(np.array([left, right]), np.array([top, bottom])),
+            [content_x, content_y],
+            atol=1e-9,
+        )
+        u_left, u_top, u_right, u_bottom = layout.unclipped
+        assert layout.region == (
+            max(u_left, 0),
+            max(u_top, 0),
+            min(u_right, frame_hw[1]),
+            min(u_bottom, frame_hw[0]),
+        )
+        # it holds the box grown by the margin, to within the rounding (aspect rounds to
+        # whole pixels; isotropic_pad truncates the corners, towards zero, and floors the
+        # growth)
+        grow_x, grow_y = margin * (box[2] - box[0]), margin * (box[3] - box[1])
+        slack = 0.5 + 1e-9 if mode == "aspect" else 2 + 2 * margin
+        assert u_left <= box[0] - grow_x + slack and u_right >= box[2] + grow_x - slack
+        assert u_top <= box[1] - grow_y + slack and u_bottom >= box[3] + grow_y - slack
+        frame = np.zeros((*frame_hw, 3), np.uint8)
+        frame[top:bottom, left:right] = 255
+        crop = crop_face(frame, box, margin, size, mode)
+        content = np.zeros(layout.size, bool)
+        content[off_y : off_y + h, off_x : off_x + w] = True
+        assert crop.shape == (*layout.size, 3)
+        assert (crop[content] == 255).all() and not crop[~content].any(), (box, frame_hw, size)
+        checked[mode] += 1
+    assert min(checked.values()) >= 120, checked
 
 
 # ---------------------------------------------------------------------------- thresholds

@@ -6,9 +6,10 @@ No kedro or mlflow imports: a notebook or a bare GPU box can use it directly.
 from podium.faces.detect import (
     CROP_MODES,
     DEFAULT_THRESHOLDS,
+    CropLayout,
     Detection,
-    PadLayout,
     crop_face,
+    crop_layout,
     detect_faces,
     isotropic_pad_layout,
     load_detector,
@@ -17,9 +18,10 @@ from podium.faces.detect import (
 __all__ = [
     "CROP_MODES",
     "DEFAULT_THRESHOLDS",
+    "CropLayout",
     "Detection",
-    "PadLayout",
     "crop_face",
+    "crop_layout",
     "detect_faces",
     "isotropic_pad_layout",
     "load_detector",

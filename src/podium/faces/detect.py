@@ -16,6 +16,11 @@ crops and ``(0.7, 0.8, 0.8)`` when scoring test videos.
     the DFDC 1st place's (selimsef ``extract_crops.py``, ``kernel_utils.py``
     ``isotropically_resize_image`` and ``put_to_center``), in its integer arithmetic: see
     :func:`isotropic_pad_layout`. The output must be square.
+
+Both modes' geometry is :func:`crop_layout`'s (a :class:`CropLayout`: the frame region a
+crop covers, the scale and the padding), so whatever maps between a stored crop's pixels
+and its frame's (the Self-Blended Images' face box, pair mixup's resampling) maps through
+the very arithmetic the crop was cut with.
 """
 
 from __future__ import annotations
@@ -127,25 +132,61 @@ def detect_faces(
 
 
 @dataclass(frozen=True)
-class PadLayout:
-    """Where an ``isotropic_pad`` crop comes from and where it lands.
+class CropLayout:
+    """Where a :func:`crop_face` crop comes from in the frame and where it lands in the crop.
 
-    ``region``: (left, top, right, bottom) of the image pixels taken (right, bottom
-    exclusive); ``resized``: (height, width) of the region after the isotropic resize;
-    ``offset``: (top, left) of the resized region in the zero ``size`` x ``size`` output;
-    ``interpolation``: the cv2 flag of the resize, None when the long side is already
-    ``size`` (the region is used as it is).
+    ``unclipped``: (left, top, right, bottom) of the grown box in frame pixels, before
+    clipping (it may reach past the frame); ``region``: the same clipped to the frame, the
+    pixels taken (right, bottom exclusive); ``resized``: (height, width) of the region once
+    resized; ``offset``: (top, left) of the resized region in the crop (``isotropic_pad``'s
+    padding; (0, 0) for ``aspect``, whose region fills the crop); ``interpolation``: the cv2
+    flag of the resize, None when the region is used as it is; ``size``: (height, width) of
+    the crop.
+
+    Frame and crop coordinates are continuous (a pixel spans [x, x + 1)): frame point ``x``
+    lands at ``(x - region left) * scale x + offset left`` in the crop (:meth:`to_crop`),
+    so the region's corners land on the corners of the resized region in the crop.
     """
 
+    unclipped: tuple[int, int, int, int]
     region: tuple[int, int, int, int]
     resized: tuple[int, int]
     offset: tuple[int, int]
     interpolation: int | None
+    size: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y): crop pixels per frame pixel."""
+        left, top, right, bottom = self.region
+        return self.resized[1] / (right - left), self.resized[0] / (bottom - top)
+
+    def to_crop(self, x, y):
+        """Frame coordinates ``x``, ``y`` (numbers or arrays) in crop coordinates."""
+        (scale_x, scale_y), (off_y, off_x) = self.scale, self.offset
+        return (x - self.region[0]) * scale_x + off_x, (y - self.region[1]) * scale_y + off_y
+
+    def to_frame(self, x, y):
+        """Crop coordinates ``x``, ``y`` (numbers or arrays) in frame coordinates."""
+        (scale_x, scale_y), (off_y, off_x) = self.scale, self.offset
+        return self.region[0] + (x - off_x) / scale_x, self.region[1] + (y - off_y) / scale_y
+
+
+def _clipped(
+    unclipped: tuple[int, int, int, int], box: Sequence[float], image_shape: Sequence[int]
+) -> tuple[int, int, int, int]:
+    height, width = int(image_shape[0]), int(image_shape[1])
+    left, top, right, bottom = unclipped
+    left, right = max(left, 0), min(right, width)
+    top, bottom = max(top, 0), min(bottom, height)
+    if right <= left or bottom <= top:
+        raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    return left, top, right, bottom
 
 
 def isotropic_pad_layout(
     box: Sequence[float], margin: float, image_shape: Sequence[int], size: int
-) -> PadLayout:
+) -> CropLayout:
     """The DFDC 1st place's crop geometry of ``box`` in an image of ``image_shape``.
 
     1. the box corners are truncated to integers (``int``, as the winner's ``int(b * 2)``),
@@ -168,37 +209,73 @@ def isotropic_pad_layout(
     x1, y1, x2, y2 = (int(float(v)) for v in box)
     pad_w = math.floor((x2 - x1) * margin + _FLOOR_SLACK)
     pad_h = math.floor((y2 - y1) * margin + _FLOOR_SLACK)
-    height, width = int(image_shape[0]), int(image_shape[1])
-    left, right = max(x1 - pad_w, 0), min(x2 + pad_w, width)
-    top, bottom = max(y1 - pad_h, 0), min(y2 + pad_h, height)
-    if right <= left or bottom <= top:
-        raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    unclipped = (x1 - pad_w, y1 - pad_h, x2 + pad_w, y2 + pad_h)
+    region = _clipped(unclipped, box, image_shape)
+    left, top, right, bottom = region
     w, h = right - left, bottom - top
     if max(w, h) == size:
-        return PadLayout(
-            (left, top, right, bottom), (h, w), ((size - h) // 2, (size - w) // 2), None
-        )
-    if w > h:
-        scale = size / w
-        new_h, new_w = max(1, int(h * scale)), size
+        new_h, new_w, interpolation = h, w, None
     else:
-        scale = size / h
-        new_h, new_w = size, max(1, int(w * scale))
-    interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        if w > h:
+            scale = size / w
+            new_h, new_w = max(1, int(h * scale)), size
+        else:
+            scale = size / h
+            new_h, new_w = size, max(1, int(w * scale))
+        interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
     offset = ((size - new_h) // 2, (size - new_w) // 2)
-    return PadLayout((left, top, right, bottom), (new_h, new_w), offset, interpolation)
+    return CropLayout(unclipped, region, (new_h, new_w), offset, interpolation, (size, size))
 
 
-def _isotropic_pad(image: np.ndarray, box: Sequence[float], margin: float, size: int) -> np.ndarray:
-    layout = isotropic_pad_layout(box, margin, image.shape, size)
-    left, top, right, bottom = layout.region
-    crop = image[top:bottom, left:right]
-    (new_h, new_w), (off_y, off_x) = layout.resized, layout.offset
-    if layout.interpolation is not None:
-        crop = cv2.resize(crop, (new_w, new_h), interpolation=layout.interpolation)
-    out = np.zeros((size, size, *image.shape[2:]), image.dtype)
-    out[off_y : off_y + new_h, off_x : off_x + new_w] = crop.reshape(new_h, new_w, *image.shape[2:])
-    return out
+def _aspect_layout(
+    box: Sequence[float], margin: float, image_shape: Sequence[int], size: tuple[int, int] | None
+) -> CropLayout:
+    """podium's ``aspect`` crop: the box grown by ``margin`` on every side, widened to the
+    aspect of ``size`` (height, width; None: not widened, not resized), rounded to whole
+    pixels and clipped; the region then fills the crop (INTER_AREA)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+    half_w = (x2 - x1) * (1 + 2 * margin) / 2
+    half_h = (y2 - y1) * (1 + 2 * margin) / 2
+    if size is not None:
+        aspect = size[1] / size[0]  # width / height
+        if half_w / half_h < aspect:
+            half_w = half_h * aspect
+        else:
+            half_h = half_w / aspect
+    unclipped = (
+        round(centre_x - half_w),
+        round(centre_y - half_h),
+        round(centre_x + half_w),
+        round(centre_y + half_h),
+    )
+    region = _clipped(unclipped, box, image_shape)
+    left, top, right, bottom = region
+    if size is None:
+        taken = (bottom - top, right - left)
+        return CropLayout(unclipped, region, taken, (0, 0), None, taken)
+    size = (int(size[0]), int(size[1]))
+    return CropLayout(unclipped, region, size, (0, 0), cv2.INTER_AREA, size)
+
+
+def crop_layout(
+    box: Sequence[float],
+    margin: float,
+    image_shape: Sequence[int],
+    size: Sequence[int] | None = None,
+    mode: str = "aspect",
+) -> CropLayout:
+    """The geometry of :func:`crop_face`'s crop of ``box`` (x1, y1, x2, y2 pixels) grown by
+    ``margin`` in an image of ``image_shape``, for an output ``size`` (height, width) and
+    ``mode`` (:data:`CROP_MODES`). Raises ValueError for an unknown mode, a non-square
+    ``isotropic_pad`` size, or a grown box that does not overlap the image."""
+    if mode == "isotropic_pad":
+        if size is None or size[0] != size[1]:
+            raise ValueError(f"isotropic_pad crops are square: size must be (s, s), got {size}")
+        return isotropic_pad_layout(box, margin, image_shape, int(size[0]))
+    if mode != "aspect":
+        raise ValueError(f"mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
+    return _aspect_layout(box, margin, image_shape, size)
 
 
 def crop_face(
@@ -213,30 +290,17 @@ def crop_face(
     ``mode="aspect"``: with ``size`` (height, width) the region is first widened to that
     aspect ratio, so the resize does not stretch the face, then resized. The region is
     clipped to the image. ``mode="isotropic_pad"`` (the DFDC 1st place's crop): see
-    :func:`isotropic_pad_layout`; ``size`` is required and must be square.
+    :func:`isotropic_pad_layout`; ``size`` is required and must be square. The geometry is
+    :func:`crop_layout`'s.
     """
-    if mode == "isotropic_pad":
-        if size is None or size[0] != size[1]:
-            raise ValueError(f"isotropic_pad crops are square: size must be (s, s), got {size}")
-        return _isotropic_pad(image, box, margin, int(size[0]))
-    if mode != "aspect":
-        raise ValueError(f"mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
-    x1, y1, x2, y2 = (float(v) for v in box)
-    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-    half_w = (x2 - x1) * (1 + 2 * margin) / 2
-    half_h = (y2 - y1) * (1 + 2 * margin) / 2
-    if size is not None:
-        aspect = size[1] / size[0]  # width / height
-        if half_w / half_h < aspect:
-            half_w = half_h * aspect
-        else:
-            half_h = half_w / aspect
-    height, width = image.shape[:2]
-    left, right = max(0, round(centre_x - half_w)), min(width, round(centre_x + half_w))
-    top, bottom = max(0, round(centre_y - half_h)), min(height, round(centre_y + half_h))
-    if right <= left or bottom <= top:
-        raise ValueError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    layout = crop_layout(box, margin, image.shape, size, mode)
+    left, top, right, bottom = layout.region
     crop = image[top:bottom, left:right]
-    if size is None:
+    (new_h, new_w), (off_y, off_x) = layout.resized, layout.offset
+    if layout.interpolation is not None:
+        crop = cv2.resize(crop, (new_w, new_h), interpolation=layout.interpolation)
+    if mode == "aspect":  # the region fills the crop
         return crop
-    return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    out = np.zeros((*layout.size, *image.shape[2:]), image.dtype)
+    out[off_y : off_y + new_h, off_x : off_x + new_w] = crop.reshape(new_h, new_w, *image.shape[2:])
+    return out

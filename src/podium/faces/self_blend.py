@@ -40,7 +40,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from podium.faces.detect import CROP_MODES, isotropic_pad_layout
+from podium.faces.detect import crop_layout
 
 __all__ = [
     "BLEND_RATIOS",
@@ -114,28 +114,10 @@ def face_box_in_crop(
     :func:`podium.faces.detect.crop_face` cut around it with ``margin`` and ``mode``, from a
     frame of ``frame_hw``; clipped to the crop."""
     height, width = int(crop_hw[0]), int(crop_hw[1])
+    layout = crop_layout(box, margin, frame_hw, (height, width), mode)
     x1, y1, x2, y2 = (float(v) for v in box)
-    if mode == "isotropic_pad":
-        layout = isotropic_pad_layout(box, margin, frame_hw, height)
-        left, top, right, bottom = layout.region
-        (new_h, new_w), (off_y, off_x) = layout.resized, layout.offset
-    elif mode == "aspect":  # crop_face's region: grown, widened to the crop's aspect, clipped
-        centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-        half_w = (x2 - x1) * (1 + 2 * margin) / 2
-        half_h = (y2 - y1) * (1 + 2 * margin) / 2
-        if half_w / half_h < width / height:
-            half_w = half_h * width / height
-        else:
-            half_h = half_w * height / width
-        frame_h, frame_w = int(frame_hw[0]), int(frame_hw[1])
-        left, right = max(0, round(centre_x - half_w)), min(frame_w, round(centre_x + half_w))
-        top, bottom = max(0, round(centre_y - half_h)), min(frame_h, round(centre_y + half_h))
-        (new_h, new_w), (off_y, off_x) = (height, width), (0, 0)
-    else:
-        raise ValueError(f"mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
-    sx, sy = new_w / max(right - left, 1), new_h / max(bottom - top, 1)
-    xs = np.clip([(x1 - left) * sx + off_x, (x2 - left) * sx + off_x], 0, width)
-    ys = np.clip([(y1 - top) * sy + off_y, (y2 - top) * sy + off_y], 0, height)
+    xs, ys = layout.to_crop(np.array([x1, x2]), np.array([y1, y2]))
+    xs, ys = np.clip(xs, 0, width), np.clip(ys, 0, height)
     return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
 
 

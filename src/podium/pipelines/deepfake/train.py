@@ -106,7 +106,7 @@ from podium.core.training import (
     split_batch,
     updates_per_epoch,
 )
-from podium.faces.detect import isotropic_pad_layout
+from podium.faces.detect import CropLayout, crop_layout
 from podium.faces.self_blend import face_box_in_crop, face_landmarks, load_predictor, self_blend
 from podium.faces.video import DEFAULT_SETTINGS, manipulation_masks
 from podium.pipelines.deepfake.model import build_network
@@ -357,59 +357,63 @@ def _seed_transforms(transforms: A.Compose, rng: np.random.Generator) -> None:
     transforms.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+def _crop_geometry(record: Mapping[str, Any]) -> tuple[tuple[int, int], float, str] | None:
+    """``(frame_hw, margin, crop_mode)`` the record's crops were cut with; None for a record
+    without boxes or frame size."""
+    if record.get("boxes") is None or record.get("height") is None or record.get("width") is None:
+        return None
+    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
+    frame_hw = (int(record["height"]), int(record["width"]))
+    return frame_hw, float(settings["margin"]), settings["crop_mode"]
+
+
 def _face_box(
     record: Mapping[str, Any], j: int, crop_hw: tuple[int, int]
 ) -> tuple[float, float, float, float] | None:
     """Crop ``j``'s face box in crop pixels, from its detected box and the extraction's
     margin and crop mode; None (the whole crop) for a record without them."""
-    boxes = record.get("boxes")
-    if boxes is None or record.get("height") is None or record.get("width") is None:
+    geometry = _crop_geometry(record)
+    if geometry is None:
         return None
-    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
-    frame_hw = (int(record["height"]), int(record["width"]))
-    return face_box_in_crop(
-        boxes[j], crop_hw, frame_hw, float(settings["margin"]), settings["crop_mode"]
+    frame_hw, margin, mode = geometry
+    return face_box_in_crop(record["boxes"][j], crop_hw, frame_hw, margin, mode)
+
+
+def _record_crop_layout(record: Mapping[str, Any], j: int) -> CropLayout | None:
+    """Where crop ``j`` of ``record`` came from (:func:`podium.faces.detect.crop_layout`, the
+    geometry it was cut with); None for a record without boxes or frame size."""
+    geometry = _crop_geometry(record)
+    if geometry is None:
+        return None
+    frame_hw, margin, mode = geometry
+    box = [float(v) for v in record["boxes"][j]]
+    return crop_layout(box, margin, frame_hw, record["crops"].shape[1:3], mode)
+
+
+def _along(layout: CropLayout, axis: int) -> tuple[int, float, int, int]:
+    """``(region start, scale, offset, resized length)`` of ``layout`` along ``axis`` (0: x,
+    1: y): frame coordinate ``c`` lands at ``(c - start) * scale + offset`` in the crop, its
+    content ``resized length`` pixels from ``offset`` on (the rest padding)."""
+    return (
+        layout.region[axis],
+        layout.scale[axis],
+        layout.offset[1 - axis],
+        layout.resized[1 - axis],
     )
 
 
-def _crop_layout(record: Mapping[str, Any], j: int) -> tuple[float, ...] | None:
-    """Where crop ``j`` of ``record`` came from: ``(left, top, scale_x, scale_y, off_x,
-    off_y, content_w, content_h)``, frame pixel ``x`` landing at ``(x - left) * scale_x +
-    off_x`` in the crop, its content ``content_w`` x ``content_h`` from ``(off_x, off_y)``
-    (the rest isotropic_pad's padding); None for a record without boxes or frame size.
-    The geometry of :func:`podium.faces.detect.crop_face`."""
-    boxes = record.get("boxes")
-    if boxes is None or record.get("height") is None or record.get("width") is None:
-        return None
-    settings = {**DEFAULT_SETTINGS, **(record.get("settings") or {})}
-    height, width = record["crops"].shape[1:3]
-    frame_h, frame_w = int(record["height"]), int(record["width"])
-    margin, box = float(settings["margin"]), [float(v) for v in boxes[j]]
-    if settings["crop_mode"] == "isotropic_pad":
-        layout = isotropic_pad_layout(box, margin, (frame_h, frame_w), height)
-        left, top, right, bottom = layout.region
-        (new_h, new_w), (off_y, off_x) = layout.resized, layout.offset
-    else:  # aspect: grown, widened to the crop's aspect, clipped, resized to the crop
-        x1, y1, x2, y2 = box
-        half_w, half_h = (x2 - x1) * (1 + 2 * margin) / 2, (y2 - y1) * (1 + 2 * margin) / 2
-        if half_w / half_h < width / height:
-            half_w = half_h * width / height
-        else:
-            half_h = half_w * height / width
-        centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-        left, right = max(0, round(centre_x - half_w)), min(frame_w, round(centre_x + half_w))
-        top, bottom = max(0, round(centre_y - half_h)), min(frame_h, round(centre_y + half_h))
-        (new_h, new_w), (off_y, off_x) = (height, width), (0, 0)
-    scale_x, scale_y = new_w / max(right - left, 1), new_h / max(bottom - top, 1)
-    return (left, top, scale_x, scale_y, off_x, off_y, new_w, new_h)
-
-
-def _axis_map(fake: Sequence[float], real: Sequence[float], n: int, axis: int) -> np.ndarray:
+def _axis_map(fake: CropLayout, real: CropLayout, n: int, axis: int) -> np.ndarray:
     """The real crop's pixel coordinate of each of the FAKE crop's ``n`` pixel centres
     along ``axis`` (0: x, 1: y), through the frame (cv2's half-pixel convention)."""
-    start, scale, offset = fake[axis], fake[2 + axis], fake[4 + axis]
+    start, scale, offset, _ = _along(fake, axis)
     frame = start + (np.arange(n) - offset + 0.5) / scale - 0.5
-    return (frame - real[axis] + 0.5) * real[2 + axis] - 0.5 + real[4 + axis]
+    real_start, real_scale, real_offset, _ = _along(real, axis)
+    return (frame - real_start + 0.5) * real_scale - 0.5 + real_offset
+
+
+def _same_cut(a: CropLayout, b: CropLayout) -> bool:
+    """Whether two crops hold the same frame pixels at the same places."""
+    return (a.region, a.resized, a.offset) == (b.region, b.resized, b.offset)
 
 
 def _aligned_original(
@@ -420,8 +424,8 @@ def _aligned_original(
     frame. Where the original's crop holds none of it (past its region, or padding), the
     FAKE's own pixels: a face swap leaves the surroundings as they were."""
     image, source = fake["crops"][j], real["crops"][k]
-    fake_layout, real_layout = _crop_layout(fake, j), _crop_layout(real, k)
-    if fake_layout is None or real_layout is None or fake_layout == real_layout:
+    fake_layout, real_layout = _record_crop_layout(fake, j), _record_crop_layout(real, k)
+    if fake_layout is None or real_layout is None or _same_cut(fake_layout, real_layout):
         return source  # the same cut (or no geometry to tell otherwise)
     height, width = image.shape[:2]
     xs, ys = (_axis_map(fake_layout, real_layout, n, a) for a, n in ((0, width), (1, height)))
@@ -434,8 +438,8 @@ def _aligned_original(
         borderMode=cv2.BORDER_REPLICATE,
     )
 
-    def inside(coords: np.ndarray, layout: Sequence[float], axis: int) -> np.ndarray:
-        offset, size = layout[4 + axis], layout[6 + axis]
+    def inside(coords: np.ndarray, layout: CropLayout, axis: int) -> np.ndarray:
+        _, _, offset, size = _along(layout, axis)
         return (coords >= offset - 0.5) & (coords <= offset + size - 0.5)
 
     own_x, own_y = np.arange(width), np.arange(height)
