@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import re
@@ -153,6 +154,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free TCP port between 20000 and 40000")
+
+
+def soft_merged(base: dict, override: dict) -> dict:
+    """``override`` merged into a copy of ``base`` key by key: the soft merge settings.py
+    gives parameters (``--params``, conf/full over conf/base)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = soft_merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def make_project(root: Path, local_parameters: dict | None = None, git: bool = True) -> Path:

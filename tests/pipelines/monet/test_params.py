@@ -5,7 +5,6 @@ conf/base's; the checkpoint folder's digest is what the plain dictionaries gave.
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from tests.conftest import (
     data_files,
     kedro_run,
     make_project,
+    soft_merged,
     write_tree,
 )
 
@@ -82,19 +82,7 @@ def check(params: dict[str, Any]) -> None:
     check_typed_parameters(params, {"monet": create_pipeline()})
 
 
-def merged(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with nested ``overrides`` soft-merged in (as ``--params`` does)."""
-    out = copy.deepcopy(params)
-
-    def merge(into: dict, new: dict) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-
-    merge(out, overrides)
-    return out
+merged = soft_merged  # as --params and conf/full merge into conf/base
 
 
 # ------------------------------------------------------------------ (a) the conf validates

@@ -3,7 +3,6 @@ the key, the decoder's learning-rate group, a training step with MiT."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -18,7 +17,7 @@ from podium.pipelines.uda import data, nodes, train
 from podium.pipelines.uda import model as uda_model
 from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.params import MIT_ENCODERS, ModelParams
-from tests.conftest import REPO
+from tests.conftest import REPO, soft_merged
 from tests.pipelines.uda.conftest import TINY_PARAMS
 
 SPEC = {"encoder": "regnetx_002", "decoder": "daformer", "channels": 8, "dilations": [1, 2]}
@@ -153,17 +152,6 @@ def test_training_parameters_are_checked_naming_the_key():
         TrainingParams.of({**training, "dual_branch": {**training["dual_branch"], "scale": [2, 1]}})
 
 
-def _merged(base: dict, override: dict) -> dict:
-    """``override`` merged into a copy of ``base`` key by key (the soft merge of settings.py)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _parameters(env: str) -> dict:
     return yaml.safe_load((REPO / f"conf/{env}/parameters_uda.yml").read_text())
 
@@ -172,7 +160,7 @@ def test_the_full_environment_merges_into_valid_uda_parameters():
     from podium.pipelines.uda.inference import inference_settings
     from podium.pipelines.uda.params import ModelsParams, TrainingParams
 
-    uda = _merged(_parameters("base"), _parameters("full"))["uda"]
+    uda = soft_merged(_parameters("base"), _parameters("full"))["uda"]
     assert TrainingParams.of(uda["training"]).iterations == 40000
     assert inference_settings(uda["inference"], list(uda["models"]))["ensemble"] == {
         "m1": 1.0,
@@ -212,7 +200,7 @@ def tables(pristine_uda_root):
 def test_mit_trains_through_the_uda_engine(tables, decoder):
     """One self-training iteration (pseudo-labels from the start, ClassMix, MIC, the dual
     branch) moves every encoder and decoder weight of the student."""
-    training = _merged(
+    training = soft_merged(
         _parameters("base")["uda"]["training"],
         {
             **TINY_PARAMS["uda"]["training"],

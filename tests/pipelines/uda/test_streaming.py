@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -25,26 +24,16 @@ from podium.pipelines.uda import data, evaluate, nodes
 from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.params import ModelsParams
 from podium.pipelines.uda.submission import rle_encode, to_submission_size
-from tests.conftest import REPO
+from tests.conftest import REPO, soft_merged
 from tests.pipelines.uda.conftest import TINY_PARAMS
 
 RUNTIME = {"device": "cpu", "precision": "fp32", "num_workers": 0, "channels_last": False}
 
 
-def _merged(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @pytest.fixture(scope="module")
 def params() -> dict:
     base = yaml.safe_load((REPO / "conf" / "base" / "parameters_uda.yml").read_text())
-    return _merged(base, {"uda": TINY_PARAMS["uda"]})["uda"]
+    return soft_merged(base, {"uda": TINY_PARAMS["uda"]})["uda"]
 
 
 @pytest.fixture(scope="module")

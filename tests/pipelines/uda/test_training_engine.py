@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +14,7 @@ from podium.core.device import Runtime, amp_settings
 from podium.pipelines.uda import data, nodes, train
 from podium.pipelines.uda.params import TrainingParams
 from podium.pipelines.uda.pipeline import create_pipeline
-from tests.conftest import REPO
+from tests.conftest import REPO, soft_merged
 from tests.pipelines.uda.conftest import TINY_PARAMS
 
 CPU = Runtime(torch.device("cpu"), amp_settings("cpu", "fp32"), 0, False, False)
@@ -27,16 +25,6 @@ SIZES = ((48, 96), (54, 96))
 
 class Interrupted(Exception):
     pass
-
-
-def _merged(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +39,7 @@ def _one_thread_and_torch_flags_kept():
 @pytest.fixture(scope="module")
 def uda() -> dict:
     base = yaml.safe_load((REPO / "conf" / "base" / "parameters_uda.yml").read_text())
-    return _merged(base, {"uda": TINY_PARAMS["uda"]})["uda"]
+    return soft_merged(base, {"uda": TINY_PARAMS["uda"]})["uda"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +55,7 @@ def tables(pristine_uda_root):
 
 def _train(tables, uda, *, seed=42, runtime=CPU, changes=None, **kwargs):
     source, target, counts = tables
-    training = _merged(uda["training"], {"iterations": 6, **(changes or {})})
+    training = soft_merged(uda["training"], {"iterations": 6, **(changes or {})})
     return train.train_members(
         source,
         target,
