@@ -139,7 +139,9 @@ def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking
     positive finite figures and each detecting case a recall in [0, 1]."""
     from podium.sample_data.deepfake import generate_deepfake_sample
 
-    for relative, data in generate_deepfake_sample({**TINY_DEEPFAKE_SAMPLE, **ONE_FAMILY}, seed=0).items():
+    for relative, data in generate_deepfake_sample(
+        {**TINY_DEEPFAKE_SAMPLE, **ONE_FAMILY}, seed=0
+    ).items():
         path = tmp_path / "raw" / "deepfake" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -292,7 +294,9 @@ def test_the_scoring_suite_splits_seconds_per_video_and_takes_its_ratios(
     from podium.pipelines.deepfake.inference import STATUSES
     from podium.sample_data.deepfake import generate_deepfake_sample
 
-    for relative, data in generate_deepfake_sample({**TINY_TEST_VIDEOS, **ONE_FAMILY}, seed=0).items():
+    for relative, data in generate_deepfake_sample(
+        {**TINY_TEST_VIDEOS, **ONE_FAMILY}, seed=0
+    ).items():
         path = tmp_path / "raw" / "deepfake" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

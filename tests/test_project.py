@@ -71,7 +71,9 @@ def test_same_seed_same_fingerprint_other_seed_another(tiny_project):
 
 def test_an_unknown_generator_parameter_fails_naming_it(tiny_project):
     with pytest.raises(ValueError, match="frames_per_vidoe"):
-        kedro_run(tiny_project, "sample_data", {"sample_data": {"deepfake": {"frames_per_vidoe": 3}}})
+        kedro_run(
+            tiny_project, "sample_data", {"sample_data": {"deepfake": {"frames_per_vidoe": 3}}}
+        )
 
 
 @pytest.mark.slow

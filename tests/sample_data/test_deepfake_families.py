@@ -500,7 +500,11 @@ def test_a_family_left_out_is_a_family_with_share_0():
             "sample_data.deepfake.test_distractors.kinds",
             "must sum to 1",
         ),
-        ({"test_distractors": {"share": 1.5}}, "sample_data.deepfake.test_distractors.share", "<= 1"),
+        (
+            {"test_distractors": {"share": 1.5}},
+            "sample_data.deepfake.test_distractors.share",
+            "<= 1",
+        ),
     ],
 )
 def test_the_model_refuses_bad_shares(given, path, told):

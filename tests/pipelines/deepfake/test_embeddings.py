@@ -59,7 +59,8 @@ def faces(tmp_path_factory):
     video of each crop, the actor of each REAL video; plus the videos table and the actor of
     every video (``.videos``, ``.actor_of``) for the end-to-end split test."""
     root = write_tree(
-        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("deepfake")
+        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1),
+        tmp_path_factory.mktemp("deepfake"),
     )
     videos, _ = index_deepfake(root)
     truth = {}

@@ -193,7 +193,9 @@ def test_deepfake_inference_scores_the_test_videos_as_the_training_run_did(deepf
 
     kedro_run(root, "deepfake_inference")
     first = _latest_csv(scored_folder)
-    assert json.loads(timing.read_text())["scored_this_run"] == TINY_DEEPFAKE_SAMPLE["n_test_videos"]
+    assert (
+        json.loads(timing.read_text())["scored_this_run"] == TINY_DEEPFAKE_SAMPLE["n_test_videos"]
+    )
     # the same model and the same crops: the very same probabilities
     assert first.index.tolist() == trained.index.tolist()
     assert (first["label"] == trained["label"]).all(), first.join(trained, rsuffix="_trained")

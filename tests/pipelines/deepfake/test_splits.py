@@ -42,7 +42,8 @@ SEED = 7
 def sample(tmp_path_factory):
     """(videos table, video -> actor) of a freshly generated sample."""
     root = write_tree(
-        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1), tmp_path_factory.mktemp("deepfake")
+        generate_deepfake_sample({**SAMPLE, **ONE_FAMILY}, seed=1),
+        tmp_path_factory.mktemp("deepfake"),
     )
     videos, _ = index_deepfake(root)
     actors = {}
