@@ -212,7 +212,9 @@ class DistractorParams(Params):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: dict[str, float]) -> dict[str, float]:
-        return _check_shares(kinds, DISTRACTORS, "sample_data.deepfake.test_distractors.kinds", "kind")
+        return _check_shares(
+            kinds, DISTRACTORS, "sample_data.deepfake.test_distractors.kinds", "kind"
+        )
 
 
 class DeepfakeSampleParams(Params):
