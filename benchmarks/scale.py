@@ -135,7 +135,11 @@ CASES: dict[str, Case] = {
                 ),
                 "videos",
             ),
-            Stage("split", ("deepfake.split.assign_folds",), "train_videos"),
+            Stage(
+                "split",
+                ("deepfake.split.assign_folds", "deepfake.split.hold_out_family"),
+                "train_videos",
+            ),
             Stage(
                 "train (1 epoch, 1 fold)", ("deepfake.models.train_frame_models",), "train_videos"
             ),

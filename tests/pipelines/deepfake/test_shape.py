@@ -21,7 +21,7 @@ ALLOWED = set(STAGE_WORDS)
 DEEPFAKE = {
     "data": {"index_training_videos", "index_test_videos"},
     "faces": {"extract_faces", "index_faces"},
-    "split": {"assign_folds", "split_diagnostics"},
+    "split": {"assign_folds", "split_diagnostics", "hold_out_family"},
     "models": {"train_frame_models"},
     "scoring": {
         "predict_test_frames",
@@ -33,6 +33,7 @@ DEEPFAKE = {
     "submission": {"write_submission"},
     "report": {
         "evaluate",
+        "family_metrics",
         "plot_reliability",
         "plot_roc",
         "plot_face_grid",

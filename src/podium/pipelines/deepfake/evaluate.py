@@ -24,8 +24,11 @@ from podium.core.plots import image_grid_figure
 from podium.pipelines.deepfake.scoring import binary_log_loss
 
 __all__ = [
+    "FAMILY_COLUMNS",
+    "IN_DISTRIBUTION",
     "constant_prior_log_loss",
     "face_grid_figure",
+    "family_metrics",
     "overlay_mask",
     "per_folder_log_loss",
     "roc_figure",
@@ -106,6 +109,71 @@ def constant_prior_log_loss(
         raise ValueError("no training labels")
     y_ev = np.asarray(y_eval, dtype=np.float64)
     return binary_log_loss(y_ev, np.full(len(y_ev), y_tr.mean()), eps)
+
+
+#: The columns of :func:`family_metrics`' table.
+FAMILY_COLUMNS = [
+    "family",
+    "held_out",
+    "n_reals",
+    "n_fakes",
+    "auc",
+    "log_loss",
+    "prior_log_loss",
+]
+#: The table's row of every video not held out.
+IN_DISTRIBUTION = "in_distribution"
+
+
+def _family_row(
+    name: str, held: bool, reals: pd.DataFrame, fakes: pd.DataFrame, prior: float, eps: float
+) -> dict:
+    y = np.concatenate([np.zeros(len(reals)), np.ones(len(fakes))])
+    p = np.concatenate([reals["prob"].to_numpy(np.float64), fakes["prob"].to_numpy(np.float64)])
+    scored = video_metrics(y, p, eps) if len(y) else {}
+    return {
+        "family": name,
+        "held_out": held,
+        "n_reals": len(reals),
+        "n_fakes": len(fakes),
+        "auc": scored.get("auc", np.nan),
+        "log_loss": scored.get("log_loss", np.nan),
+        "prior_log_loss": binary_log_loss(y, np.full(len(y), prior), eps) if len(y) else np.nan,
+    }
+
+
+def family_metrics(
+    scored: pd.DataFrame,
+    eps: float,
+    held_out: str | None = None,
+    families: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Per manipulation family, {every REAL video} against {that family's fakes}: counts,
+    AUC and log loss of ``prob``, and the log loss of the constant prior (the FAKE share of
+    the videos not held out, which the calibration was fitted on); then one row
+    ``in_distribution`` (every video not held out). The ``held_out`` family's row is marked;
+    it is left out of ``in_distribution``.
+
+    ``scored``: one row per video with ``target`` (0/1), ``prob`` and ``family`` (a FAKE's
+    manipulation family; a FAKE without one counts only in ``in_distribution``). Rows in the
+    order of ``families``, then any other family by name. AUC is NaN where a side is empty."""
+    missing = {"target", "prob", "family"} - set(scored.columns)
+    if missing:
+        raise ValueError(f"table lacks column(s) {sorted(missing)}")
+    target = scored["target"].astype(int)
+    reals, fakes = scored[target == 0], scored[target == 1]
+    seen = set(fakes["family"].dropna())
+    if held_out is not None:
+        seen.add(held_out)
+    order = [f for f in families if f in seen] + sorted(seen - set(families))
+    kept = fakes if held_out is None else fakes[fakes["family"] != held_out]
+    trained_on = len(reals) + len(kept)
+    prior = len(kept) / trained_on if trained_on else 0.5
+    rows = [
+        _family_row(f, f == held_out, reals, fakes[fakes["family"] == f], prior, eps) for f in order
+    ]
+    rows.append(_family_row(IN_DISTRIBUTION, False, reals, kept, prior, eps))
+    return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
 
 
 def roc_figure(

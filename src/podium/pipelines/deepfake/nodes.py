@@ -4,6 +4,7 @@ stacking, inference, evaluate, submission)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -45,13 +46,17 @@ from podium.pipelines.deepfake.data import (
     stream_extraction,
 )
 from podium.pipelines.deepfake.evaluate import (
+    FAMILY_COLUMNS,
+    IN_DISTRIBUTION,
     constant_prior_log_loss,
     face_grid_figure,
     per_folder_log_loss,
     roc_figure,
     video_metrics,
 )
+from podium.pipelines.deepfake.evaluate import family_metrics as family_table
 from podium.pipelines.deepfake.params import (
+    KEY_SEP,
     CalibrationParams,
     DiagnosticsParams,
     EmbeddingParams,
@@ -67,8 +72,11 @@ from podium.pipelines.deepfake.params import (
 from podium.pipelines.deepfake.submission import submission_frame, submission_table
 from podium.pipelines.deepfake.train import predict_frame_models, train_frame_models
 from podium.pipelines.tracking import as_metrics, metric_curves
+from podium.sample_data.manipulations import FAMILIES
 
 EXTRACTION_COLUMNS = ["video", "folder", "path", "label", "original"]
+#: The columns of ``deepfake_held_out``: the fakes a leave-one-family-out run never trains on.
+HELD_OUT_COLUMNS = ["partition", "video", "fold", "family"]
 #: How many names a console warning lists before "... and N more".
 _LISTED = 10
 
@@ -342,6 +350,74 @@ def split_diagnostics(folds: pd.DataFrame, deepfake_root: Path) -> dict:
     return as_metrics(values)
 
 
+def load_truth_families(root: Path | str) -> dict[str, str | None]:
+    """The manipulation family of every video of the generated sample (None for a REAL),
+    by partition name, from every ``<root>/*/_truth.json``; empty for real DFDC (no
+    sidecar). Diagnostics only, like :func:`load_truth_boxes`: it decides which fakes a
+    leave-one-family-out run holds out, and groups the report's figures."""
+    families: dict[str, str | None] = {}
+    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for video, entry in doc.get("videos", {}).items():
+            families[partition_name(path.parent.name, video)] = entry.get("family")
+    return families
+
+
+def _no_held_out() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "partition": pd.Series(dtype=object),
+            "video": pd.Series(dtype=object),
+            "fold": pd.Series(dtype="int64"),
+            "family": pd.Series(dtype=object),
+        }
+    )
+
+
+def hold_out_family(
+    folds: pd.DataFrame, deepfake_root: Path, diagnostics: DiagnosticsParams
+) -> pd.DataFrame:
+    """The fakes of ``deepfake.diagnostics.hold_out_family`` (leave-one-family-out): no
+    fold model, stacker or calibration is fitted on them, and they are scored as unseen.
+    Empty when the parameter is null, and, with a warning, when the data have no truth
+    sidecar (real DFDC names no family) or no fake of that family: the run then trains on
+    every video."""
+    family = typed(DiagnosticsParams, diagnostics).hold_out_family
+    if family is None:
+        return _no_held_out()
+    families = load_truth_families(deepfake_root)
+    if not families:
+        log.warning(
+            "hold_out_family: no %s sidecar under %s (real DFDC names no manipulation "
+            "family): nothing is held out, every video trains",
+            TRUTH_FILE,
+            deepfake_root,
+        )
+        return _no_held_out()
+    fakes = folds[folds["label"] == "FAKE"]
+    held = fakes[fakes["partition"].map(families) == family]
+    if held.empty:
+        log.warning(
+            "hold_out_family: no fake of family %r in the sample: nothing is held out", family
+        )
+        return _no_held_out()
+    log.info(
+        "hold_out_family: %d of %d fake(s) are %r, left out of training and scored as unseen",
+        len(held),
+        len(fakes),
+        family,
+    )
+    table = held.assign(family=family, fold=held["fold"].astype("int64"))
+    return table[HELD_OUT_COLUMNS].reset_index(drop=True)
+
+
+def _held(held_out: pd.DataFrame | None, table: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``table`` (by ``partition``) are held out."""
+    if held_out is None or held_out.empty:
+        return np.zeros(len(table), dtype=bool)
+    return table["partition"].isin(held_out["partition"]).to_numpy()
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -355,14 +431,22 @@ def train_models(
     seed: int,
     deterministic: bool,
     checkpoints: Path,
+    held_out: pd.DataFrame | None = None,
 ) -> tuple[dict, pd.DataFrame, dict, dict]:
     """Every model x fold on the crops of the videos with faces, read lazily by the
     DataLoader workers, in ``runtime.distributed`` processes, each (model, fold) resumable
     from its checkpoint in ``checkpoints``: weights, per-epoch history (also as MLflow metric
-    histories) and out-of-fold frame probabilities."""
+    histories) and out-of-fold frame probabilities.
+
+    The ``held_out`` fakes (leave-one-family-out) are in no fold's training or validation
+    rows; each is then predicted by its own fold's models, which saw neither it nor its
+    family, and joins the out-of-fold probabilities like any validation video."""
     key = settings_key(extraction)
     loaders = record_loaders(faces, key)
     trainable = folds.loc[folds["has_faces"], ["partition", "label", "fold"]]
+    held = _held(held_out, trainable)
+    if held.any():
+        trainable = trainable[~held]
     states, history, oof = train_frame_models(
         loaders,
         index,
@@ -374,12 +458,36 @@ def train_models(
         checkpoint_dir=checkpoints,
         data_key=key,
     )
+    if held.any():
+        unseen = folds.loc[folds["has_faces"]][held]
+        for model, probs in _predict_held_out(loaders, index, unseen, states, training, runtime):
+            oof.setdefault(model, {}).update(probs)
     curves = metric_curves(
         history.to_dict("records"),
         ("train_loss", "val_loss", "val_log_loss", "val_mask_iou"),
         name="{model}/fold{fold}/{metric}",
     )
     return states, history, oof, curves
+
+
+def _predict_held_out(
+    loaders: Mapping[str, Any],
+    index: pd.DataFrame,
+    videos: pd.DataFrame,
+    states: Mapping[str, Any],
+    training: TrainingParams,
+    runtime: RuntimeParams,
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(model, partition -> frame probabilities) of ``videos`` (held out of training), each
+    by the fold models of its own fold; a fold left untrained (``folds_to_train``) predicts
+    none, as for its other videos."""
+    for fold, part in videos.groupby("fold", sort=True):
+        suffix = f"{KEY_SEP}fold{int(fold)}"
+        fold_states = {k: v for k, v in states.items() if k.endswith(suffix)}
+        if not fold_states:
+            continue
+        rows = index[index["partition"].isin(part["partition"])]
+        yield from predict_frame_models(loaders, rows, fold_states, training, runtime).items()
 
 
 # --------------------------------------------------------------------------- scoring
@@ -406,11 +514,13 @@ def score_videos(
     folds: pd.DataFrame,
     test_videos: pd.DataFrame,
     video_score: VideoScoreParams,
+    held_out: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One score per video and model (the rule is a parameter); a video without a usable
-    face gets the training share of FAKE."""
+    face gets the training share of FAKE (of the videos not ``held_out``)."""
     video_score = typed(VideoScoreParams, video_score)
-    prior = scoring.training_prior(folds["target"].astype(int))
+    trained_on = folds[~_held(held_out, folds)]
+    prior = scoring.training_prior(trained_on["target"].astype(int))
     options = {k: v for k, v in video_score.items() if k != "rule"}
 
     def table(frame_probs: Mapping[str, Mapping[str, np.ndarray]], videos: pd.DataFrame):
@@ -456,28 +566,61 @@ def stack_videos(
     stacking_params: StackingParams,
     eps: float,
     seed: int,
+    held_out: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, str | None]:
     """LightGBM on per-video features, out of fold with the CNNs' folds, reported beside
     the plain mean of frame scores (the write-up found stacking did not pay); also the
-    stacker fitted on every training video, as LightGBM's model text (None when off)."""
+    stacker fitted on every training video, as LightGBM's model text (None when off).
+
+    No stacker is fitted on a ``held_out`` fake: each is scored by the stacker of its own
+    fold, and the comparison with the mean leaves them out."""
     stacking_params = typed(StackingParams, stacking_params)
     if not stacking_params.enabled:
         empty = pd.DataFrame(columns=["partition", "stacked"])
         return empty, empty, {}, None
+    held = _held(held_out, folds)
     y = folds["target"].astype(int).to_numpy()
-    train = _features(oof_frame_probs, folds, index)
-    oof = stacking.stack_out_of_fold(train, y, folds["fold"], stacking_params.lgbm, seed)
-    model = stacking.fit_stacker(train, y, stacking_params.lgbm, seed)
+    features = _features(oof_frame_probs, folds, index)
+    train, y_fit, fold_fit = features, y, folds["fold"]
+    if held.any():
+        train, y_fit, fold_fit = features[~held], y[~held], fold_fit[~held]
+    oof = stacking.stack_out_of_fold(train, y_fit, fold_fit, stacking_params.lgbm, seed)
+    model = stacking.fit_stacker(train, y_fit, stacking_params.lgbm, seed)
     test = _features(test_frame_probs, test_videos, index)
     test_probs = stacking.predict_stacker(model, test) if len(test) else np.empty(0)
-    prior = scoring.training_prior(y)
-    compared = stacking.compare_with_mean(y, oof, train, prior, eps)
+    prior = scoring.training_prior(y_fit)
+    compared = stacking.compare_with_mean(y_fit, oof, train, prior, eps)
+    if held.any():  # every video again, in the folds' order
+        folds_of = folds["fold"].to_numpy()
+        oof = _stack_held_out(features, y, folds_of, held, oof, stacking_params.lgbm, seed)
+        train = features
     return (
         pd.DataFrame({"partition": train.index, "stacked": oof}),
         pd.DataFrame({"partition": test.index, "stacked": test_probs}),
         as_metrics(compared),
         model.model_to_string(),
     )
+
+
+def _stack_held_out(
+    features: pd.DataFrame,
+    y: np.ndarray,
+    folds: np.ndarray,
+    held: np.ndarray,
+    fitted_oof: np.ndarray,
+    lgbm: Mapping[str, Any],
+    seed: int,
+) -> np.ndarray:
+    """Out-of-fold stacked probabilities of every row: ``fitted_oof`` for the rows not
+    held out; a held-out row by a stacker fitted on the other folds' rows that are not held
+    out (the same fit that scored its fold's other videos)."""
+    out = np.full(len(features), np.nan)
+    out[~held] = fitted_oof
+    for fold in np.unique(folds[held]):
+        fit, rows = ~held & (folds != fold), held & (folds == fold)
+        model = stacking.fit_stacker(features[fit], y[fit], lgbm, seed)
+        out[rows] = stacking.predict_stacker(model, features[rows])
+    return out
 
 
 def _scores_from_stacker(scores: pd.DataFrame, stacked: pd.DataFrame) -> pd.DataFrame:
@@ -497,12 +640,16 @@ def ensemble_and_calibrate(
     test_stacked: pd.DataFrame,
     stacking_params: StackingParams,
     calibration: CalibrationParams,
+    held_out: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """Average the models' logits (or take the stacker's score, with
     ``stacking.replace_mean``), then scale the logit by ``c`` < 1 and shift it by ``b``
     (each fixed, or fitted on the out-of-fold scores) and clip: confident mistakes cost the
     most log loss, and the shift restores the prior that class-balanced training hid.
-    Also the calibration as fitted (``factor, shift, low, high``), for the scorer."""
+    Also the calibration as fitted (``factor, shift, low, high``), for the scorer.
+
+    The calibration is fitted (and its before/after log loss measured) without the
+    ``held_out`` fakes; they are calibrated with it like every other video."""
     stacking_params = typed(StackingParams, stacking_params)
     calibration = typed(CalibrationParams, calibration)
     if stacking_params.enabled and stacking_params.replace_mean:
@@ -510,18 +657,20 @@ def ensemble_and_calibrate(
         test_scores = _scores_from_stacker(test_scores, test_stacked)
     models = [c for c in oof_scores.columns if c.startswith("score_")]
     y = oof_scores["target"].astype(int).to_numpy()
-    target_shift = scoring.prior_shift(scoring.training_prior(y), calibration.target_prior)
     oof_raw = scoring.average_logits([oof_scores[m] for m in models])
+    fit = ~_held(held_out, oof_scores)
+    y, oof_raw_fit = (y, oof_raw) if fit.all() else (y[fit], oof_raw[fit])
+    target_shift = scoring.prior_shift(scoring.training_prior(y), calibration.target_prior)
     factor, shift = scoring.fit_calibration(
         y,
-        oof_raw,
+        oof_raw_fit,
         factor=calibration.factor,
         shift=calibration.shift,
         bounds=tuple(calibration.scale_bounds),
     )
     clip = calibration.clip_low, calibration.clip_high
     before_after = scoring.log_loss_before_after(
-        y, oof_raw, factor, *clip, calibration.eps, shift=shift
+        y, oof_raw_fit, factor, *clip, calibration.eps, shift=shift
     )
     oof = oof_scores.assign(
         ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip, shift=shift)
@@ -603,6 +752,58 @@ def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, p
                 y_test, test["prob_training_prior"].to_numpy(), eps
             )
     return as_metrics(values), per_folder_log_loss(oof, eps)
+
+
+def _family_values(table: pd.DataFrame) -> dict[str, float]:
+    """The metrics of :func:`family_metrics`' table: ``<family>/...`` of each family
+    trained on, ``held_out/...`` of the held-out one, ``in_distribution/...``; an undefined
+    figure (AUC without both classes) is left out."""
+    values: dict[str, float] = {}
+    for row in table.to_dict("records"):
+        name = "held_out" if row["held_out"] else row["family"]
+        keys = ["auc", "log_loss", "n_fakes"]
+        keys += ["prior_log_loss"] if row["held_out"] or name == IN_DISTRIBUTION else []
+        for key in keys:
+            if np.isfinite(row[key]):
+                values[f"{name}/{key}"] = float(row[key])
+    return values
+
+
+def family_metrics(
+    oof: pd.DataFrame, deepfake_root: Path, held_out: pd.DataFrame, eps: float
+) -> tuple[dict, pd.DataFrame]:
+    """Out-of-fold figures per manipulation family of the sample's truth: AUC and log loss
+    of {every REAL video} against {that family's fakes}, their count, and the same over
+    every video not held out (``in_distribution``, with the constant prior's log loss); in a
+    leave-one-family-out run, ``held_out/...`` of the held-out family (never trained on),
+    with the prior's log loss on the same videos: the bar the detector must beat.
+
+    Real DFDC names no family: no truth sidecar, nothing logged and an empty table. Videos
+    without a truth entry are left out and counted (``videos_without_truth``)."""
+    families = load_truth_families(deepfake_root)
+    if not families:
+        return {}, pd.DataFrame(columns=FAMILY_COLUMNS)
+    known = oof["partition"].isin(list(families)).to_numpy()
+    skipped = int((~known).sum())
+    if skipped:
+        log.warning(
+            "family_metrics: %d of %d video(s) have no entry in a %s sidecar and are left "
+            "out of the per-family figures, e.g. %s",
+            skipped,
+            len(oof),
+            TRUTH_FILE,
+            oof.loc[~known, "video"].head(3).tolist(),
+        )
+    scored = oof[known]
+    scored = scored.assign(family=scored["partition"].map(families))
+    held = held_out["family"].dropna().unique() if len(held_out) else []
+    table = family_table(scored, eps, held[0] if len(held) else None, FAMILIES)
+    values = {
+        **_family_values(table),
+        "n_reals": float((scored["target"].astype(int) == 0).sum()),
+        "videos_without_truth": float(skipped),
+    }
+    return as_metrics(values), table
 
 
 def plot_reliability(oof: pd.DataFrame, n_bins: int) -> Figure:

@@ -7,12 +7,13 @@ The nodes are grouped in the write-up's stages (podium.pipelines.stages): each a
 
 * ``data``: index the videos.
 * ``faces``: extract the faces (into the face cache, video by video) and index them.
-* ``split``: the folds (person clustering, ...) and the split diagnostics.
+* ``split``: the folds (person clustering, ...), the split diagnostics and the fakes a
+  leave-one-family-out run holds out (``deepfake.diagnostics.hold_out_family``).
 * ``models``: the frame models, fold by fold.
 * ``scoring``: test frame predictions, video scores, stacking, ensemble and calibration,
   the scorer package.
 * ``submission``: DFDC's submission file.
-* ``report``: metrics, figures and the detection recall.
+* ``report``: metrics, per-family figures, figures and the detection recall.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -21,6 +22,7 @@ from podium.pipelines.deepfake import nodes
 from podium.pipelines.stages import stage
 
 EXTRACTION = "params:deepfake.extraction"
+HELD_OUT = "deepfake_held_out"
 #: The stages of the deepfake pipelines, in the write-up's words.
 STAGES = ("data", "faces", "split", "models", "scoring", "submission", "report")
 
@@ -36,7 +38,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["deepfake_videos", "deepfake_unlisted_videos"],
                 name="index_training_videos",
             ),
-            Node(nodes.index_test, "deepfake_raw", "deepfake_test_videos", name="index_test_videos"),
+            Node(
+                nodes.index_test, "deepfake_raw", "deepfake_test_videos", name="index_test_videos"
+            ),
         ],
     )
     faces = stage(
@@ -94,6 +98,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "deepfake_split_metrics",
                 name="split_diagnostics",
             ),
+            Node(
+                nodes.hold_out_family,
+                ["deepfake_folds", "deepfake_raw", "params:deepfake.diagnostics"],
+                HELD_OUT,
+                name="hold_out_family",
+            ),
         ],
     )
     models = stage(
@@ -112,6 +122,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:deepfake.seed",
                     "params:deepfake.deterministic",
                     "deepfake_checkpoints",
+                    HELD_OUT,
                 ],
                 [
                     "deepfake_frame_models",
@@ -149,6 +160,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "deepfake_folds",
                     "deepfake_test_videos",
                     "params:deepfake.video_score",
+                    HELD_OUT,
                 ],
                 ["deepfake_oof_video_scores", "deepfake_test_video_scores"],
                 name="score_videos",
@@ -164,6 +176,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:deepfake.stacking",
                     "params:deepfake.evaluation.eps",
                     "params:deepfake.seed",
+                    HELD_OUT,
                 ],
                 [
                     "deepfake_oof_stacked",
@@ -182,6 +195,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "deepfake_test_stacked",
                     "params:deepfake.stacking",
                     "params:deepfake.calibration",
+                    HELD_OUT,
                 ],
                 [
                     "deepfake_oof_predictions",
@@ -234,6 +248,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["deepfake_metrics", "deepfake_per_folder_log_loss"],
                 name="evaluate",
+            ),
+            Node(
+                nodes.family_metrics,
+                [
+                    "deepfake_oof_predictions",
+                    "deepfake_raw",
+                    HELD_OUT,
+                    "params:deepfake.evaluation.eps",
+                ],
+                ["deepfake_family_metrics", "deepfake_family_table"],
+                name="family_metrics",
             ),
             Node(
                 nodes.plot_reliability,
