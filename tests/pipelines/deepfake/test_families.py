@@ -207,7 +207,6 @@ CALIBRATION = {
     "scale_bounds": [0.05, 1.0],
     "clip_low": 0.01,
     "clip_high": 0.99,
-    "eps": 1e-15,
 }
 
 

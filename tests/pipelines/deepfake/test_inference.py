@@ -123,7 +123,6 @@ def _training_path(table, state_dicts, scorer):
         "scale_bounds": [0.05, 1.0],
         "clip_low": CALIBRATION["low"],
         "clip_high": CALIBRATION["high"],
-        "eps": 1e-15,
     }
     _, predictions, _, _ = nodes.ensemble_and_calibrate(
         oof, test_scores, None, None, {"enabled": False}, calibration

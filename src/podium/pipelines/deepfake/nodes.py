@@ -641,6 +641,7 @@ def ensemble_and_calibrate(
     stacking_params: StackingParams,
     calibration: CalibrationParams,
     held_out: pd.DataFrame | None = None,
+    eps: float = 1e-15,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """Average the models' logits (or take the stacker's score, with
     ``stacking.replace_mean``), then scale the logit by ``c`` < 1 and shift it by ``b``
@@ -670,7 +671,7 @@ def ensemble_and_calibrate(
     )
     clip = calibration.clip_low, calibration.clip_high
     before_after = scoring.log_loss_before_after(
-        y, oof_raw_fit, factor, *clip, calibration.eps, shift=shift
+        y, oof_raw_fit, factor, *clip, eps, shift=shift
     )
     oof = oof_scores.assign(
         ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip, shift=shift)

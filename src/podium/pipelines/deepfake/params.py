@@ -534,8 +534,6 @@ class CalibrationParams(Params):
     """factor: fit searches [low, high]."""
     clip_low: Annotated[Number, Field(ge=0, le=0.5)] = 0.01
     clip_high: Annotated[Number, Field(ge=0.5, le=1)] = 0.99
-    eps: Annotated[Number, Field(gt=0, le=0.5)] = 1e-15
-    """Probabilities are clipped to [eps, 1 - eps] before a logit."""
     target_prior: Annotated[Number, Field(gt=0, lt=1)] | None = None
     """The share of FAKE where the model is deployed: null keeps the training prior; a
     number shifts the test videos' calibrated logit by the log-odds difference."""

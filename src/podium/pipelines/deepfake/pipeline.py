@@ -196,6 +196,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:deepfake.stacking",
                     "params:deepfake.calibration",
                     HELD_OUT,
+                    "params:deepfake.evaluation.eps",  # DFDC's clipping, one value for all
                 ],
                 [
                     "deepfake_oof_predictions",
