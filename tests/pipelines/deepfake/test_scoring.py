@@ -271,3 +271,17 @@ def test_the_prior_shift_moves_a_calibrated_probability_by_the_log_odds_differen
     assert scoring.prior_shift(0.8, None) == 0.0
     with pytest.raises(ParameterError, match="target_prior"):
         scoring.prior_shift(0.8, 1.0)
+
+
+def test_confident_strategy_is_the_mean_on_ten_frames_or_fewer():
+    """Why the rule cannot help conf/base (n_frames: 8): its first branch needs more than
+    11 confident frames, its second more than 0.9n frames below 0.2, i.e. all of them for
+    n <= 10, whose mean is the plain mean. From 11 frames on the two part."""
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        n = int(rng.integers(1, 11))
+        probs = rng.choice([rng.uniform(0, 0.2, n), rng.uniform(0, 1, n), rng.uniform(0.8, 1, n)])
+        assert confident_strategy(probs) == pytest.approx(float(np.mean(probs)), abs=1e-12)
+    eleven = np.array([0.1] * 10 + [0.9])  # 10 of 11 below 0.2: their mean, not all 11's
+    assert confident_strategy(eleven) == pytest.approx(0.1)
+    assert float(np.mean(eleven)) == pytest.approx(0.1727, abs=1e-4)
