@@ -55,9 +55,27 @@ def orphans() -> list[psutil.Process]:
     return found
 
 
+#: Processes that leave their parent by design: Chromium starts its crash reporter
+#: detached (the browser tests' headless Chromium). Ended, not reported.
+DETACHED_BY_DESIGN = ("chrome_crashpad_handler",)
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
 def end_orphans() -> list[str]:
-    """Wait for this session's orphans to exit, then kill those left; what they were."""
-    _, alive = psutil.wait_procs(orphans(), timeout=ORPHAN_GRACE)
+    """Wait for this session's orphans to exit, then kill those left; what they were (but
+    for the ones detached by design)."""
+    found = orphans()
+    detached = [p for p in found if _name(p) in DETACHED_BY_DESIGN]
+    for proc in detached:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs([p for p in found if p not in detached], timeout=ORPHAN_GRACE)
     left = []
     for proc in alive:
         with contextlib.suppress(psutil.Error):
