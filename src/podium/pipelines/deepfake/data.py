@@ -96,6 +96,7 @@ __all__ = [
     "face_index",
     "face_rows",
     "load_truth_actors",
+    "load_truth_families",
     "load_truth_boxes",
     "partition_name",
     "plan_extraction",
@@ -806,6 +807,15 @@ def face_index(rows: Iterable[pd.DataFrame]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- diagnostics
 
 
+def _truth_videos(root: Path | str) -> Iterator[tuple[str, str, dict]]:
+    """``(part folder, video, entry)`` of every video in every ``<root>/*/_truth.json``
+    (none for real DFDC, which has no sidecar)."""
+    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        for video, entry in doc.get("videos", {}).items():
+            yield path.parent.name, video, entry
+
+
 def load_truth_boxes(root: Path | str) -> dict[str, np.ndarray]:
     """Per-frame truth face boxes of the generated sample: partition name -> float32
     (frames, 4) x1, y1, x2, y2, from every ``<root>/*/_truth.json``.
@@ -813,23 +823,27 @@ def load_truth_boxes(root: Path | str) -> dict[str, np.ndarray]:
     Diagnostics and tests only: the sidecar holds the answer (and real DFDC has none), so
     **no training or inference node may call this**.
     """
-    out: dict[str, np.ndarray] = {}
-    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        for video, entry in doc.get("videos", {}).items():
-            boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4)
-            out[partition_name(path.parent.name, video)] = boxes
-    return out
+    return {
+        partition_name(part, video): np.asarray(entry["boxes"], np.float32).reshape(-1, 4)
+        for part, video, entry in _truth_videos(root)
+    }
 
 
 def load_truth_actors(root: Path | str) -> dict[str, str]:
     """Actor id of every video of the generated sample (a FAKE: the original's actor, whose
     body and background it shows). Diagnostics only, like :func:`load_truth_boxes`."""
-    actors: dict[str, str] = {}
-    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        actors.update({video: str(e["actor"]) for video, e in doc.get("videos", {}).items()})
-    return actors
+    return {video: str(entry["actor"]) for _, video, entry in _truth_videos(root)}
+
+
+def load_truth_families(root: Path | str) -> dict[str, str | None]:
+    """The manipulation family of every video of the generated sample (None for a REAL),
+    by partition name; empty for real DFDC (no sidecar). Diagnostics only, like
+    :func:`load_truth_boxes`: it decides which fakes a leave-one-family-out run holds out,
+    and groups the report's figures."""
+    return {
+        partition_name(part, video): entry.get("family")
+        for part, video, entry in _truth_videos(root)
+    }
 
 
 def box_iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:

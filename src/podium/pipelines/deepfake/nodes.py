@@ -4,7 +4,6 @@ stacking, inference, evaluate, submission)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +37,7 @@ from podium.pipelines.deepfake.data import (
     face_rows,
     load_truth_actors,
     load_truth_boxes,
+    load_truth_families,
     partition_name,
     plan_extraction,
     record_loaders,
@@ -350,19 +350,6 @@ def split_diagnostics(folds: pd.DataFrame, deepfake_root: Path) -> dict:
     return as_metrics(values)
 
 
-def load_truth_families(root: Path | str) -> dict[str, str | None]:
-    """The manipulation family of every video of the generated sample (None for a REAL),
-    by partition name, from every ``<root>/*/_truth.json``; empty for real DFDC (no
-    sidecar). Diagnostics only, like :func:`load_truth_boxes`: it decides which fakes a
-    leave-one-family-out run holds out, and groups the report's figures."""
-    families: dict[str, str | None] = {}
-    for path in sorted(Path(root).glob(f"*/{TRUTH_FILE}")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        for video, entry in doc.get("videos", {}).items():
-            families[partition_name(path.parent.name, video)] = entry.get("family")
-    return families
-
-
 def _no_held_out() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -670,9 +657,7 @@ def ensemble_and_calibrate(
         bounds=tuple(calibration.scale_bounds),
     )
     clip = calibration.clip_low, calibration.clip_high
-    before_after = scoring.log_loss_before_after(
-        y, oof_raw_fit, factor, *clip, eps, shift=shift
-    )
+    before_after = scoring.log_loss_before_after(y, oof_raw_fit, factor, *clip, eps, shift=shift)
     oof = oof_scores.assign(
         ensemble=oof_raw, prob=scoring.calibrate(oof_raw, factor, *clip, shift=shift)
     )
