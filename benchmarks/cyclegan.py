@@ -62,6 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from podium.core.config import soft_merged
+
 SETTINGS = ("base", "reference")
 #: The paper's settings (and the authors' code defaults for CycleGAN), in podium's keys.
 PAPER = {
@@ -282,15 +284,6 @@ class ReferenceCycleGAN:
 # ---------------------------------------------------------------------------- settings
 
 
-def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
-        out = dict(base)
-        for key, value in override.items():
-            out[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
-        return out
-    return copy.deepcopy(override)
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -309,7 +302,11 @@ class Setting:
 
 
 def make_setting(name: str, monet: Mapping[str, Any], args: argparse.Namespace, cuda: bool):
-    monet = _merge(monet, PAPER) if name == "reference" else copy.deepcopy(dict(monet))
+    monet = (
+        soft_merged(monet, copy.deepcopy(PAPER))
+        if name == "reference"
+        else copy.deepcopy(dict(monet))
+    )
     own = int(monet["data"]["crop_size"])
     size = args.gan_size
     if size is None:
@@ -319,7 +316,7 @@ def make_setting(name: str, monet: Mapping[str, Any], args: argparse.Namespace, 
         overrides["model"] = {"n_blocks": args.gan_blocks}
     if args.gan_batch is not None:
         overrides["train"] = {"batch_size": args.gan_batch}
-    monet = _merge(monet, overrides)
+    monet = soft_merged(monet, copy.deepcopy(overrides))
     steps = args.gan_steps
     if steps is None:
         steps = CUDA_STEPS if cuda else STEPS[("cpu", name)]
@@ -573,7 +570,7 @@ def _row(setting: Setting, runtime: Any, found: Check, rounds: Sequence[Round]) 
 def run(args: argparse.Namespace, context: Any) -> list[dict]:
     from podium.core.device import resolve_runtime
 
-    parameters = _merge(context.parameters, getattr(args, "params", None) or {})
+    parameters = soft_merged(context.parameters, copy.deepcopy(getattr(args, "params", None) or {}))
     runtime_conf = dict(parameters.get("runtime") or {})
     runtime_conf |= {"device": context.device, "num_workers": 0}
     if getattr(args, "precision", None) is not None:

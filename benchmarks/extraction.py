@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from podium.core.config import soft_merged
+
 #: Downscale factors of the detection cases by default (full size always runs).
 SCALES = (1.0, 0.5, 0.25)
 #: Frames of each video written for ``--frame-size`` (the sample's own: 15 fps x 2 s).
@@ -138,15 +140,6 @@ class Video:
     truth: np.ndarray  # (frames_total, 4) x1, y1, x2, y2
     frames: np.ndarray  # (k, H, W, 3) uint8 RGB, the sampled frames
     indices: np.ndarray  # (k,) their frame numbers
-
-
-def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
-        out = dict(base)
-        for key, value in override.items():
-            out[key] = _merge(base.get(key), value) if key in base else value
-        return out
-    return override
 
 
 def _generated_root(context: Any, size: tuple[int, int], videos: int, frames: int) -> Path:
@@ -456,7 +449,7 @@ def run(args: argparse.Namespace, context: Any) -> list[dict]:
     """Every case on the chosen videos, measured in this process: the table rows."""
     if args.videos < 1 or (args.frames is not None and args.frames < 1):
         raise SystemExit("--videos and --frames must be at least 1")
-    parameters = _merge(context.parameters, getattr(args, "params", None) or {})
+    parameters = soft_merged(context.parameters, getattr(args, "params", None) or {})
     settings = _settings(parameters, context.device, args.frames)
     iou = float(((parameters["deepfake"].get("diagnostics") or {}).get("iou")) or 0.5)
     configured = settings["downscale"]

@@ -81,6 +81,8 @@ from typing import Any
 
 import torch
 
+from podium.core.config import soft_merged
+
 #: Cases in table order; ``sum`` is computed from the three stages.
 STAGES = ("decode", "detect", "model")
 CASES = (*STAGES, "sum", "end_to_end", "dask")
@@ -122,15 +124,6 @@ class Ensemble:
     scorer: dict
     description: str
     weights: str  # untrained | trained <version>
-
-
-def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
-        out = dict(base)
-        for key, value in override.items():
-            out[key] = _merge(base.get(key), value) if key in base else value
-        return out
-    return override
 
 
 def describe(training: Mapping[str, Any], state_dicts: Mapping[str, Any]) -> str:
@@ -599,7 +592,7 @@ def run(args: argparse.Namespace, context: Any) -> list[dict]:
         raise SystemExit("--scoring-videos must be at least 1")
     if args.scoring_workers < 1:
         raise SystemExit("--scoring-workers must be at least 1")
-    parameters = _merge(context.parameters, getattr(args, "params", None) or {})
+    parameters = soft_merged(context.parameters, getattr(args, "params", None) or {})
     device = context.device
     threads = (parameters.get("runtime") or {}).get("torch_threads")
     begun = time.perf_counter()

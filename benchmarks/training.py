@@ -60,6 +60,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from podium.core.config import soft_merged
+
 #: Every case, in the order they run.
 PIPELINES = ("deepfake", "mask", "uda", "monet")
 #: Below this ratio a setting is called "limited by" its larger loss.
@@ -381,15 +383,6 @@ def measuring_fit(real_fit: Callable[..., Any], probe: Probe) -> Callable[..., A
 # ---------------------------------------------------------------------------- cases
 
 
-def merge(base: Any, override: Any) -> Any:
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
-        out = dict(base)
-        for key, value in override.items():
-            out[key] = merge(base.get(key), value) if key in base else copy.deepcopy(value)
-        return out
-    return copy.deepcopy(override)
-
-
 @dataclass
 class Case:
     """One pipeline: inputs built once, then one measured training run per call."""
@@ -592,7 +585,7 @@ def _mask_model(parameters: dict) -> str:
 
 def _uda_training(parameters: dict, plan: Plan) -> dict:
     training = parameters["uda"]["training"]
-    return merge(
+    return soft_merged(
         training,
         {
             "iterations": plan.total,
@@ -933,7 +926,7 @@ def run(args: argparse.Namespace, context: Any) -> list[dict]:
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         raise SystemExit(f"unknown pipeline(s) {unknown}; choose from {list(CASES)}")
-    parameters = merge(context.parameters, args.params or {})
+    parameters = soft_merged(context.parameters, copy.deepcopy(args.params or {}))
     threads = (parameters.get("runtime") or {}).get("torch_threads")
     with _torch_state():
         if threads:  # as the project's hook does before every run

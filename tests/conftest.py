@@ -23,6 +23,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
+from podium.core import config
 from podium.pipelines.stages import STAGE_WORDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,15 +176,9 @@ def free_port() -> int:
 
 
 def soft_merged(base: dict, override: dict) -> dict:
-    """``override`` merged into a copy of ``base`` key by key: the soft merge settings.py
-    gives parameters (``--params``, conf/full over conf/base)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = soft_merged(out[key], value)
-        else:
-            out[key] = value
-    return out
+    """:func:`podium.core.config.soft_merged` into a deep copy of ``base``, so a test that
+    changes the result leaves a shared fixture's parameters alone."""
+    return config.soft_merged(copy.deepcopy(base), override)
 
 
 def make_project(root: Path, local_parameters: dict | None = None, git: bool = True) -> Path:

@@ -37,6 +37,7 @@ from podium.ablation.project import (
     run_kedro,
     tail,
 )
+from podium.core.config import soft_merged
 
 # Metrics that measure the machine or what a cache spared this run, not the result.
 VOLATILE_METRICS = (
@@ -137,7 +138,9 @@ def reproduce_run(
     project = load_project(project_path, env, nest(overrides)) if (env or overrides) else base
     restored = param_drift(original.data.params, project.parameters)
     overrides.update({key: parse_logged(logged) for key, (logged, _) in restored.items()})
-    runtime = _merged(project.parameters.get("runtime") or {}, nest(overrides).get("runtime") or {})
+    runtime = soft_merged(
+        project.parameters.get("runtime") or {}, nest(overrides).get("runtime") or {}
+    )
     device = reproduction_device(runtime)
     expected, reason = bit_identity_expected(tags, device)
     if exact is not None and exact != expected:
@@ -264,16 +267,6 @@ def reproduction_device(runtime: Mapping[str, Any] | None) -> str:
         return resolve_runtime(dict(runtime or {})).device.type
     except Exception:  # noqa: BLE001 - the run itself will name the bad parameter
         return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _recorded_device(tags: Mapping[str, str]) -> str:

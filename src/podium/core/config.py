@@ -34,6 +34,19 @@ class ParameterError(ValueError):
         )
 
 
+def soft_merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` key by key, as settings.py's soft merge gives
+    parameters (``--params``, conf/full over conf/base): a nested mapping is merged, any
+    other value replaces. Neither argument is changed; untouched sub-blocks are shared."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = soft_merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def parameter_file(parameter: str) -> str:
     """The conventional parameters file for a dotted path: its first segment names the
     pipeline; the ``runtime`` block, shared by all, lives in parameters.yml."""

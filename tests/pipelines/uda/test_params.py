@@ -19,7 +19,7 @@ from podium.pipelines.uda import params
 from podium.pipelines.uda.inference import inference_settings
 from podium.pipelines.uda.model import build_network
 from podium.pipelines.uda.pipeline import create_pipeline
-from tests.conftest import REPO, assert_refused_at_the_door, data_files, kedro_run
+from tests.conftest import REPO, assert_refused_at_the_door, data_files, kedro_run, soft_merged
 
 FILE = "conf/base/parameters_uda.yml"
 BASE = yaml.safe_load((REPO / FILE).read_text())["uda"]
@@ -34,17 +34,6 @@ def _parameters(env: str) -> dict:
         merge_strategy={"parameters": "soft"},
     )
     return loader["parameters"]
-
-
-def _with(block: dict, **changes) -> dict:
-    """``block`` (a conf/base block) with nested ``changes`` merged in."""
-    out = copy.deepcopy(block)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _with(out[key], **value)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.mark.parametrize("env", ["base", "full"])
@@ -227,7 +216,7 @@ def test_every_default_is_conf_base_s_value():
 def test_each_block_names_the_bad_key_what_is_allowed_and_the_file(model, given, path, told):
     block = BASE[model.block.removeprefix("uda.")]
     with pytest.raises(ParametersInvalid) as error:
-        model.model_validate(given if model is params.ModelsParams else _with(block, **given))
+        model.model_validate(given if model is params.ModelsParams else soft_merged(block, given))
     text = str(error.value)
     assert error.value.parameter == path, text
     assert told in text and FILE in text
@@ -262,12 +251,12 @@ def test_every_problem_is_told_at_once_under_its_member():
 
 def test_the_ensemble_must_weigh_exactly_the_members():
     inference = params.InferenceParams.model_validate(
-        _with(BASE["inference"], ensemble={"m1": 1.0, "m3": 1.0})
+        soft_merged(BASE["inference"], {"ensemble": {"m1": 1.0, "m3": 1.0}})
     )
     with pytest.raises(ParameterError, match=r"uda\.inference\.ensemble.*'m3'.*m1, m2"):
         inference_settings(inference, ["m1", "m2"])
     with pytest.raises(ParameterError, match=r"uda\.inference\.ensemble.*missing.*m2"):
-        inference_settings(_with(BASE["inference"], ensemble={"m1": 1.0}), ["m1", "m2"])
+        inference_settings(soft_merged(BASE["inference"], {"ensemble": {"m1": 1.0}}), ["m1", "m2"])
 
 
 def test_a_plain_dictionary_still_works_for_the_building_blocks():
@@ -294,7 +283,7 @@ def test_the_checkpoint_digest_reads_the_block_as_the_configuration_wrote_it():
     """The settings a checkpoint folder is keyed by: every key of uda.training (with
     conf/base filled in) but resume_from, the optimizer and scheduler as written."""
     shaping = params.TrainingParams.model_validate(
-        _with(BASE["training"], resume_from="latest")
+        soft_merged(BASE["training"], {"resume_from": "latest"})
     ).shaping()
     expected = copy.deepcopy(BASE["training"])
     del expected["resume_from"]
