@@ -52,7 +52,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, DataCatalog, Version
 from kedro.pipeline import Pipeline
 
-from podium.core.config import parameter_file
+from podium.core.config import describe_choices, parameter_file
 from podium.core.ddp import resolve_distributed
 from podium.core.device import check_runtime_keys, resolve_runtime
 from podium.core.params import RUNTIME_SOURCE, ParametersInvalid, TypedBlock, by_position
@@ -180,8 +180,6 @@ RENAMED_BLOCKS = {"sample_data.dfdc": "sample_data.deepfake"}
 
 
 def _unknown_key(path: str, key: str, allowed: list[str]) -> str:
-    from podium.core.config import describe_choices
-
     if path in RENAMED_BLOCKS:
         return f"renamed: write it as {RENAMED_BLOCKS[path]}"
     return f"unknown key; {describe_choices(key, allowed, 'keys')}"

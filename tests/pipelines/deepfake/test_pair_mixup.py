@@ -289,7 +289,7 @@ def test_pair_mixup_with_pseudo_fakes_mixes_the_real_fakes_and_keeps_the_blends(
         assert 0.0 < float(both[i]["target"]["label"]) < 1.0
 
 
-def test_training_with_pair_mixup(records, monkeypatch, caplog):
+def test_training_with_pair_mixup(records, training_sets, caplog):
     data = {**records, **_pair(2), **_pair(3)}
     loaders, index = _index(data)
     lone = index["partition"] != "part/orig3"  # fake3's original has no faces: unmixed
@@ -297,14 +297,6 @@ def test_training_with_pair_mixup(records, monkeypatch, caplog):
     videos = pd.DataFrame({"partition": list(data)})
     videos["label"] = np.where(videos["partition"].str.contains("fake"), "FAKE", "REAL")
     videos["fold"] = videos["partition"].str[-1].astype(int) % 2
-    seen = []
-    real_fit = train.fit
-
-    def spy(network, loader, **kwargs):
-        seen.append(loader.dataset)
-        return real_fit(network, loader, **kwargs)
-
-    monkeypatch.setattr(train, "fit", spy)
     settings = _settings(image_size=SIZE, epochs=1, batch_size=4, pair_mixup={"enabled": True})
     with caplog.at_level(logging.INFO, logger=train.__name__):
         state_dicts, history, oof = train.train_frame_models(
@@ -313,7 +305,7 @@ def test_training_with_pair_mixup(records, monkeypatch, caplog):
     assert set(state_dicts) == {"tiny/fold0", "tiny/fold1"} and set(oof["tiny"]) == set(data)
     assert np.isfinite(history[["train_loss", "val_loss"]].to_numpy()).all()
     assert "pair mixup: 2 of 8 FAKE crops have no aligned crop" in caplog.text
-    for dataset in seen:
+    for dataset in training_sets:
         assert dataset.mixup is not None and dataset.mixup.sampler.epoch == 1
         paired = dataset.mixup.partners >= 0
         assert (dataset.labels[paired] == 1.0).all()

@@ -174,16 +174,10 @@ def _sbi_settings(**overrides) -> dict:
 
 
 @pytest.mark.parametrize("reals_only", [True, False])
-def test_reals_only_trains_on_real_crops_yet_predicts_every_video(videos, monkeypatch, reals_only):
+def test_reals_only_trains_on_real_crops_yet_predicts_every_video(
+    videos, training_sets, reals_only
+):
     records, table = videos
-    seen = []
-    real_fit = train.fit
-
-    def spy(network, loader, **kwargs):
-        seen.append(loader.dataset)
-        return real_fit(network, loader, **kwargs)
-
-    monkeypatch.setattr(train, "fit", spy)
     settings = _sbi_settings(reals_only=reals_only)
     state_dicts, history, oof = train.train_frame_models(
         *_store(records), table, settings, RUNTIME, seed=1
@@ -192,7 +186,7 @@ def test_reals_only_trains_on_real_crops_yet_predicts_every_video(videos, monkey
     assert history[["train_loss", "val_loss", "val_mask_iou"]].notna().all().all()
     assert set(oof["u"]) == set(table["partition"])  # every video, FAKE ones too
     label_of = dict(zip(table["partition"], table["label"], strict=True))
-    for fold, dataset in zip((0, 1), seen, strict=True):
+    for fold, dataset in zip((0, 1), training_sets, strict=True):
         trained = {label_of[name] for name in dataset.names}
         assert trained == ({"REAL"} if reals_only else {"REAL", "FAKE"})
         assert not set(dataset.names) & set(table.loc[table["fold"] == fold, "partition"])
