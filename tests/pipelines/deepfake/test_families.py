@@ -132,10 +132,37 @@ def test_the_held_out_family_is_scored_apart_with_the_prior_beside_it(tmp_path):
     # the prior is the FAKE share of the videos trained on (3 reals, 2 face_swap): 2/5
     prior = log_loss([0, 0, 0, 1, 1], [0.4] * 5)
     assert values["held_out/prior_log_loss"] == pytest.approx(prior)
-    assert "gan_face/auc" not in values  # in distribution: only what was trained on
+    # the held-out family's own row is the pool of one, marked and beside the prior
+    assert values["gan_face/auc"] == pytest.approx(auc)
+    assert values["gan_face/prior_log_loss"] == pytest.approx(prior)
+    assert "face_swap/prior_log_loss" not in values  # trained on: in_distribution has it
     assert values["in_distribution/auc"] == pytest.approx(_reference([*REALS, "f1", "f2"])[0])
     assert values["in_distribution/n_fakes"] == 2
-    assert table.loc[table["held_out"], "family"].tolist() == ["gan_face"]
+    assert table.loc[table["held_out"], "family"].tolist() == ["gan_face", "held_out"]
+
+
+def test_several_families_held_out_together_are_pooled_and_each_scored(tmp_path):
+    families = {**FAMILY, "f5": "talking_head"}
+    root = _truth(tmp_path, families)
+    oof = _oof({"f5": 0.6})
+    diagnostics = {"hold_out_family": ["talking_head", "gan_face"]}
+    held = nodes.hold_out_family(oof, root, diagnostics)
+    assert held["video"].tolist() == ["f3.mp4", "f4.mp4", "f5.mp4"]
+    assert held["family"].tolist() == ["gan_face", "gan_face", "talking_head"]
+    metrics, table = nodes.family_metrics(oof, root, held, EPS)
+    values = _values(metrics)
+    probs = {**PROB, "f5": 0.6}
+    y, p = [0, 0, 0, 1, 1, 1], [probs[n] for n in [*REALS, "f3", "f4", "f5"]]
+    assert values["held_out/auc"] == pytest.approx(roc_auc_score(y, p))
+    assert values["held_out/log_loss"] == pytest.approx(log_loss(y, p))
+    assert values["held_out/n_fakes"] == 3
+    assert values["talking_head/auc"] == pytest.approx(1.0)  # 0.6 above every REAL video
+    assert values["gan_face/auc"] == pytest.approx(_reference([*REALS, "f3", "f4"])[0])
+    # the prior is still the FAKE share of the videos trained on: 2 of 5
+    assert values["held_out/prior_log_loss"] == pytest.approx(log_loss(y, [0.4] * 6))
+    assert values["in_distribution/n_fakes"] == 2
+    marked = table.loc[table["held_out"], "family"].tolist()
+    assert marked == ["talking_head", "gan_face", "held_out"]  # FAMILIES' order, then the pool
 
 
 def test_without_truth_nothing_is_logged_and_nothing_is_held_out(tmp_path, caplog):
@@ -153,6 +180,7 @@ def test_hold_out_family_names_that_familys_fakes_only(tmp_path):
     assert held["video"].tolist() == ["f3.mp4", "f4.mp4"]
     assert held["fold"].tolist() == [0, 1] and set(held["family"]) == {"gan_face"}
     assert nodes.hold_out_family(folds, root, {"hold_out_family": None}).empty
+    assert nodes.hold_out_family(folds, root, {"hold_out_family": ["gan_face"]}).equals(held)
     assert nodes.hold_out_family(folds, root, {"hold_out_family": "talking_head"}).empty
 
 
@@ -341,7 +369,10 @@ def test_a_held_out_run_logs_the_unseen_familys_figures(held_out_run):
     for key in ("auc", "log_loss", "prior_log_loss", "n_fakes"):
         assert f"{prefix}/held_out/{key}" in metrics, key
     assert metrics[f"{prefix}/held_out/n_fakes"] == len(gan)
-    assert f"{prefix}/face_swap/auc" in metrics and f"{prefix}/gan_face/auc" not in metrics
+    assert (
+        f"{prefix}/face_swap/auc" in metrics and f"{prefix}/face_swap/prior_log_loss" not in metrics
+    )
+    assert metrics[f"{prefix}/gan_face/auc"] == metrics[f"{prefix}/held_out/auc"]
     grid = load_grid(REPO / "conf" / "base" / "ablations" / "deepfake_families.yml")
     assert {grid.metric, *grid.metrics} <= set(metrics)
     data = held_out_run / "data"
@@ -351,4 +382,4 @@ def test_a_held_out_run_logs_the_unseen_familys_figures(held_out_run):
     oof = pd.read_parquet(oof_version / "oof_predictions.parquet")
     assert gan <= set(oof["partition"]) and oof["prob"].between(0, 1).all()
     table = pd.read_csv(data / "08_reporting" / "deepfake" / "family_metrics.csv")
-    assert table.loc[table["held_out"], "family"].tolist() == ["gan_face"]
+    assert table.loc[table["held_out"], "family"].tolist() == ["gan_face", "held_out"]

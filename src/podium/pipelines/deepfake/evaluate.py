@@ -25,6 +25,7 @@ from podium.pipelines.deepfake.scoring import binary_log_loss
 
 __all__ = [
     "FAMILY_COLUMNS",
+    "HELD_OUT",
     "IN_DISTRIBUTION",
     "constant_prior_log_loss",
     "face_grid_figure",
@@ -123,6 +124,8 @@ FAMILY_COLUMNS = [
 ]
 #: The table's row of every video not held out.
 IN_DISTRIBUTION = "in_distribution"
+#: The table's row of every REAL video against the held-out families' fakes, pooled.
+HELD_OUT = "held_out"
 
 
 def _family_row(
@@ -145,14 +148,15 @@ def _family_row(
 def family_metrics(
     scored: pd.DataFrame,
     eps: float,
-    held_out: str | None = None,
+    held_out: Sequence[str] = (),
     families: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Per manipulation family, {every REAL video} against {that family's fakes}: counts,
     AUC and log loss of ``prob``, and the log loss of the constant prior (the FAKE share of
     the videos not held out, which the calibration was fitted on); then one row
-    ``in_distribution`` (every video not held out). The ``held_out`` family's row is marked;
-    it is left out of ``in_distribution``.
+    ``in_distribution`` (every video not held out) and, when families are ``held_out``, one
+    row ``held_out`` pooling their fakes. The held-out families' rows are marked and left
+    out of ``in_distribution``.
 
     ``scored``: one row per video with ``target`` (0/1), ``prob`` and ``family`` (a FAKE's
     manipulation family; a FAKE without one counts only in ``in_distribution``). Rows in the
@@ -162,17 +166,19 @@ def family_metrics(
         raise ValueError(f"table lacks column(s) {sorted(missing)}")
     target = scored["target"].astype(int)
     reals, fakes = scored[target == 0], scored[target == 1]
-    seen = set(fakes["family"].dropna())
-    if held_out is not None:
-        seen.add(held_out)
+    held = set(held_out)
+    seen = set(fakes["family"].dropna()) | held
     order = [f for f in families if f in seen] + sorted(seen - set(families))
-    kept = fakes if held_out is None else fakes[fakes["family"] != held_out]
+    unseen = fakes["family"].isin(held)
+    kept = fakes[~unseen]
     trained_on = len(reals) + len(kept)
     prior = len(kept) / trained_on if trained_on else 0.5
     rows = [
-        _family_row(f, f == held_out, reals, fakes[fakes["family"] == f], prior, eps) for f in order
+        _family_row(f, f in held, reals, fakes[fakes["family"] == f], prior, eps) for f in order
     ]
     rows.append(_family_row(IN_DISTRIBUTION, False, reals, kept, prior, eps))
+    if held:
+        rows.append(_family_row(HELD_OUT, True, reals, fakes[unseen], prior, eps))
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
 
 

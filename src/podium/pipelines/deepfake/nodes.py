@@ -364,13 +364,13 @@ def _no_held_out() -> pd.DataFrame:
 def hold_out_family(
     folds: pd.DataFrame, deepfake_root: Path, diagnostics: DiagnosticsParams
 ) -> pd.DataFrame:
-    """The fakes of ``deepfake.diagnostics.hold_out_family`` (leave-one-family-out): no
-    fold model, stacker or calibration is fitted on them, and they are scored as unseen.
-    Empty when the parameter is null, and, with a warning, when the data have no truth
-    sidecar (real DFDC names no family) or no fake of that family: the run then trains on
-    every video."""
-    family = typed(DiagnosticsParams, diagnostics).hold_out_family
-    if family is None:
+    """The fakes of ``deepfake.diagnostics.hold_out_family`` (leave-one-family-out, or
+    several families out together): no fold model, stacker or calibration is fitted on
+    them, and they are scored as unseen. Empty when the parameter is null, and, with a
+    warning, when the data have no truth sidecar (real DFDC names no family) or no fake of
+    those families: the run then trains on every video."""
+    held_families = typed(DiagnosticsParams, diagnostics).held_families
+    if not held_families:
         return _no_held_out()
     families = load_truth_families(deepfake_root)
     if not families:
@@ -382,19 +382,21 @@ def hold_out_family(
         )
         return _no_held_out()
     fakes = folds[folds["label"] == "FAKE"]
-    held = fakes[fakes["partition"].map(families) == family]
+    fakes = fakes.assign(family=fakes["partition"].map(families))
+    held = fakes[fakes["family"].isin(held_families)]
     if held.empty:
         log.warning(
-            "hold_out_family: no fake of family %r in the sample: nothing is held out", family
+            "hold_out_family: no fake of family %s in the sample: nothing is held out",
+            ", ".join(held_families),
         )
         return _no_held_out()
     log.info(
-        "hold_out_family: %d of %d fake(s) are %r, left out of training and scored as unseen",
+        "hold_out_family: %d of %d fake(s) are %s, left out of training and scored as unseen",
         len(held),
         len(fakes),
-        family,
+        ", ".join(held_families),
     )
-    table = held.assign(family=family, fold=held["fold"].astype("int64"))
+    table = held.assign(fold=held["fold"].astype("int64"))
     return table[HELD_OUT_COLUMNS].reset_index(drop=True)
 
 
@@ -741,12 +743,13 @@ def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, p
 
 
 def _family_values(table: pd.DataFrame) -> dict[str, float]:
-    """The metrics of :func:`family_metrics`' table: ``<family>/...`` of each family
-    trained on, ``held_out/...`` of the held-out one, ``in_distribution/...``; an undefined
-    figure (AUC without both classes) is left out."""
+    """The metrics of :func:`family_metrics`' table: ``<family>/...`` of each family,
+    ``in_distribution/...`` and ``held_out/...`` (the held-out families pooled), with the
+    constant prior's log loss beside every figure of unseen fakes and the in-distribution
+    one; an undefined figure (AUC without both classes) is left out."""
     values: dict[str, float] = {}
     for row in table.to_dict("records"):
-        name = "held_out" if row["held_out"] else row["family"]
+        name = row["family"]
         keys = ["auc", "log_loss", "n_fakes"]
         keys += ["prior_log_loss"] if row["held_out"] or name == IN_DISTRIBUTION else []
         for key in keys:
@@ -761,8 +764,9 @@ def family_metrics(
     """Out-of-fold figures per manipulation family of the sample's truth: AUC and log loss
     of {every REAL video} against {that family's fakes}, their count, and the same over
     every video not held out (``in_distribution``, with the constant prior's log loss); in a
-    leave-one-family-out run, ``held_out/...`` of the held-out family (never trained on),
-    with the prior's log loss on the same videos: the bar the detector must beat.
+    leave-one-family-out run, ``held_out/...`` of the held-out families' fakes pooled (never
+    trained on), with the prior's log loss on the same videos: the bar the detector must
+    beat.
 
     Real DFDC names no family: no truth sidecar, nothing logged and an empty table. Videos
     without a truth entry are left out and counted (``videos_without_truth``)."""
@@ -782,8 +786,8 @@ def family_metrics(
         )
     scored = oof[known]
     scored = scored.assign(family=scored["partition"].map(families))
-    held = held_out["family"].dropna().unique() if len(held_out) else []
-    table = family_table(scored, eps, held[0] if len(held) else None, FAMILIES)
+    held = sorted(held_out["family"].dropna().unique()) if len(held_out) else []
+    table = family_table(scored, eps, held, FAMILIES)
     values = {
         **_family_values(table),
         "n_reals": float((scored["target"].astype(int) == 0).sum()),

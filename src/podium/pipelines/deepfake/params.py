@@ -81,9 +81,27 @@ class DiagnosticsParams(Params):
 
     iou: Fraction = 0.5
     """MTCNN recall counts a face found at IoU >= this with the truth box."""
-    hold_out_family: Literal[FAMILIES] | None = None  # type: ignore[valid-type]
+    hold_out_family: list[Literal[FAMILIES]] | None = None  # type: ignore[valid-type]
     """Leave-one-family-out (the sample's truth names each fake's manipulation family): the
-    fakes of this family are left out of training and scored as unseen; null: none."""
+    fakes of this family, or of each family of a list, are left out of training and scored
+    as unseen; null: none."""
+
+    @field_validator("hold_out_family", mode="before")
+    @classmethod
+    def _one_family_is_a_list_of_one(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("hold_out_family")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"lists a family twice: {value}")
+        return value
+
+    @property
+    def held_families(self) -> tuple[str, ...]:
+        """The held-out families, in the order written (empty for null)."""
+        return tuple(self.hold_out_family or ())
 
 
 # ---------------------------------------------------------------------------- splits
