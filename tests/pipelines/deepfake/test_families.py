@@ -312,6 +312,18 @@ def test_a_faceless_video_gets_the_prior_of_the_videos_trained_on():
     assert oof["score_m"].unique().tolist() == [pytest.approx(4 / 7)]
 
 
+def test_the_scorer_package_keeps_the_prior_of_the_videos_trained_on(monkeypatch):
+    packaged = []
+    monkeypatch.setattr(nodes.inference, "build_scorer", lambda **kw: packaged.append(kw))
+    monkeypatch.setattr(nodes.inference, "weights_digest", lambda models: "w")
+    folds = _oof()[["partition", "video", "target"]]
+    held_out = pd.DataFrame({"partition": [f"{PART}/f3", f"{PART}/f4"]})
+    args = ({}, folds, None, {}, TRAINING, EXTRACTION, {}, {}, {})
+    nodes.package_scorer(*args, held_out)
+    nodes.package_scorer(*args)
+    assert [kw["prior"] for kw in packaged] == [pytest.approx(2 / 5), pytest.approx(4 / 7)]
+
+
 # ---------------------------------------------------------------- the ablation grid
 
 

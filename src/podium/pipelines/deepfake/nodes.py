@@ -407,6 +407,12 @@ def _held(held_out: pd.DataFrame | None, table: pd.DataFrame) -> np.ndarray:
     return table["partition"].isin(held_out["partition"]).to_numpy()
 
 
+def _trained_on_prior(folds: pd.DataFrame, held_out: pd.DataFrame | None) -> float:
+    """The FAKE share of the videos the models were fitted on (none ``held_out``): what a
+    video without a usable face is scored."""
+    return scoring.training_prior(folds.loc[~_held(held_out, folds), "target"].astype(int))
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -508,8 +514,7 @@ def score_videos(
     """One score per video and model (the rule is a parameter); a video without a usable
     face gets the training share of FAKE (of the videos not ``held_out``)."""
     video_score = typed(VideoScoreParams, video_score)
-    trained_on = folds[~_held(held_out, folds)]
-    prior = scoring.training_prior(trained_on["target"].astype(int))
+    prior = _trained_on_prior(folds, held_out)
     options = {k: v for k, v in video_score.items() if k != "rule"}
 
     def table(frame_probs: Mapping[str, Mapping[str, np.ndarray]], videos: pd.DataFrame):
@@ -694,9 +699,10 @@ def package_scorer(
     video_score: VideoScoreParams,
     stacking_params: StackingParams,
     runtime: RuntimeParams,
+    held_out: pd.DataFrame | None = None,
 ) -> dict:
     """What scores a new video beside the fold models' weights (``deepfake_scorer``): the
-    settings, the training prior, the fitted calibration, the precision the test videos
+    settings, the training prior (of the videos not ``held_out``), the fitted calibration, the precision the test videos
     were predicted at and, with ``replace_mean``, the stacker; the ``deepfake_inference``
     pipeline and the MLflow model read it."""
     stacking_params = typed(StackingParams, stacking_params)
@@ -704,7 +710,7 @@ def package_scorer(
         training=training,
         extraction=extraction,
         video_score=video_score,
-        prior=scoring.training_prior(folds["target"].astype(int)),
+        prior=_trained_on_prior(folds, held_out),
         calibration=calibration,
         stacker=stacker,
         replace_mean=stacking_params.enabled and stacking_params.replace_mean,

@@ -218,6 +218,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:deepfake.video_score",
                     "params:deepfake.stacking",
                     "params:runtime",
+                    HELD_OUT,
                 ],
                 "deepfake_scorer",
                 name="package_scorer",
