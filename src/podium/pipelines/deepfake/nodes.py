@@ -702,9 +702,9 @@ def package_scorer(
     held_out: pd.DataFrame | None = None,
 ) -> dict:
     """What scores a new video beside the fold models' weights (``deepfake_scorer``): the
-    settings, the training prior (of the videos not ``held_out``), the fitted calibration, the precision the test videos
-    were predicted at and, with ``replace_mean``, the stacker; the ``deepfake_inference``
-    pipeline and the MLflow model read it."""
+    settings, the training prior (of the videos not ``held_out``), the fitted calibration,
+    the precision the test videos were predicted at and, with ``replace_mean``, the
+    stacker; the ``deepfake_inference`` pipeline and the MLflow model read it."""
     stacking_params = typed(StackingParams, stacking_params)
     return inference.build_scorer(
         training=training,
