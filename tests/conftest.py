@@ -253,6 +253,26 @@ def tracked_runs(project: Path):
     return client, client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
 
 
+def assert_reports_logged(
+    client: MlflowClient, run_id: str, pipeline: str, reporting: Path, names: set[str]
+) -> None:
+    """Each report table ``names`` is logged under the run at ``reports/<pipeline>/``, byte
+    for byte the file the run wrote in ``reporting`` (the newest version of a versioned
+    one)."""
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, f"reports/{pipeline}")}
+    assert names <= logged, f"not logged under reports/{pipeline}: {sorted(names - logged)}"
+    for name in names:
+        local = reporting / name
+        if local.is_dir():  # versioned: <name>/<version>/<name>
+            local = max(local.iterdir()) / name
+        remote = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=f"reports/{pipeline}/{name}",
+            tracking_uri=client.tracking_uri,
+        )
+        assert Path(remote).read_bytes() == local.read_bytes(), name
+
+
 # ---------------------------------------------------------------- ablations (kedro ablate)
 
 # Deepfake at its smallest: one tiny CNN epoch, so one `kedro run` is seconds once the

@@ -8,7 +8,12 @@ import pytest
 
 from podium.core.config import ParameterError
 from podium.pipelines.deepfake.data import settings_key
-from podium.pipelines.deepfake.nodes import assign_folds, ensemble_and_calibrate, stack_videos
+from podium.pipelines.deepfake.nodes import (
+    assign_folds,
+    ensemble_and_calibrate,
+    evaluate,
+    stack_videos,
+)
 
 CALIBRATION = {
     "factor": 1.0,
@@ -189,3 +194,40 @@ def test_a_target_prior_shifts_the_test_videos_only_and_misspelt_keys_stop_it():
     assert fitted["target_shift"] == 0.0 and moved["target_shift"] == pytest.approx(-np.log(3))
     with pytest.raises(ParameterError, match=r"deepfake\.calibration\.factr.*'factor'"):
         ensemble_and_calibrate(oof, test, None, None, off, {**CALIBRATION, "factr": 0.5})
+
+
+def test_the_test_bars_are_the_constants_at_the_prior_trained_on_and_at_the_target_prior():
+    # out of fold: 2 REAL, 2 FAKE trained on and 4 held-out fakes (all 8 scored)
+    oof = pd.DataFrame(
+        {
+            "partition": list("abcdefgh"),
+            "video": [f"{p}.mp4" for p in "abcdefgh"],
+            "folder": ["part_0"] * 8,
+            "target": [0, 0, 1, 1, 1, 1, 1, 1],
+            "prob": [0.2, 0.3, 0.7, 0.8, 0.5, 0.5, 0.5, 0.5],
+        }
+    )
+    held_out = pd.DataFrame(
+        {"partition": list("efgh"), "video": list("efgh"), "fold": 0, "family": "gan_face"}
+    )
+    test = pd.DataFrame(
+        {"target": [0, 1, 0, 1], "prob": [0.3, 0.6, 0.4, 0.9], "prob_training_prior": 0.5}
+    )
+    y_test = np.array([0, 1, 0, 1])
+    target = {**CALIBRATION, "target_prior": 0.25}
+
+    metrics, _ = evaluate(oof, test, 1e-15, held_out, target)
+    value = {k: v["value"] for k, v in metrics.items()}
+    # the models saw half FAKE (the held-out fakes would make it 6/8)
+    assert value["test/prior_log_loss"] == pytest.approx(np.log(2))
+    p = 0.25
+    at_target = -np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p))
+    assert value["test/target_prior_log_loss"] == pytest.approx(at_target)
+    assert value["oof/prior_log_loss"] == pytest.approx(
+        -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    )
+
+    unheld, _ = evaluate(oof, test, 1e-15, None, CALIBRATION)
+    at_six_eighths = -(0.5 * np.log(0.75) + 0.5 * np.log(0.25))
+    assert unheld["test/prior_log_loss"]["value"] == pytest.approx(at_six_eighths)
+    assert "test/target_prior_log_loss" not in unheld  # no target prior: no such bar

@@ -16,6 +16,7 @@ from tests.conftest import (
     TINY_DEEPFAKE,
     TINY_SAMPLE,
     assert_metric_names,
+    assert_reports_logged,
     kedro_cli,
     kedro_run,
     make_project,
@@ -98,6 +99,9 @@ def test_the_run_is_tracked_with_the_dfdc_metrics(deepfake_project):
     assert any(k.startswith("deepfake/models/tiny/fold0/") for k in metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "deepfake")}
     assert {"deepfake/roc_curve.png", "deepfake/face_grid.png"} <= artifacts
+    reports = {"bad_videos.csv", "training_history.csv", "per_folder_log_loss.csv"}
+    reporting = deepfake_project / "data" / "08_reporting" / "deepfake"
+    assert_reports_logged(client, run.info.run_id, "deepfake", reporting, reports)
     assert run.data.params["deepfake.split.strategy"] == "original"
 
 

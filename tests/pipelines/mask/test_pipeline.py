@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from podium.core.config import ParameterError
 from podium.layouts.mask import MaskLayoutError
-from tests.conftest import assert_metric_names, kedro_run
+from tests.conftest import assert_metric_names, assert_reports_logged, kedro_run
 from tests.pipelines.mask.conftest import ONE_DASK_WORKER
 
 
@@ -84,6 +84,9 @@ def test_the_mask_pipeline_runs_end_to_end_and_tracks_everything(project):
     assert {
         f"mask/oof_confusion_{t}.png" for t in ("classes", "mask", "gender", "age")
     } <= artifacts
+    reports = {"train_crop_report.csv", "submission_report.csv"}
+    reporting = project / "data" / "08_reporting" / "mask"
+    assert_reports_logged(client, run.info.run_id, "mask", reporting, reports)
 
     # folds: no person in two folds
     table = pd.read_parquet(project / "data" / "04_feature" / "mask" / "training_table.parquet")

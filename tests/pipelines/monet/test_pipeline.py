@@ -15,6 +15,7 @@ from podium.sample_data.monet import generate_monet_sample
 from tests.conftest import (
     TINY_SAMPLE,
     assert_metric_names,
+    assert_reports_logged,
     kedro_run,
     make_project,
     tracked_runs,
@@ -85,6 +86,9 @@ def test_the_monet_pipeline_runs_end_to_end_resumes_and_tracks_everything(projec
         "monet/translation_grid.png",
         "monet/evaluation.json",
     } <= artifacts
+    reporting = project / "data" / "08_reporting" / "monet"
+    reports = {"unreadable_images.csv", "training_history.csv"}
+    assert_reports_logged(client, run.info.run_id, "monet", reporting, reports)
 
     # images.zip: flat, one 256x256 jpg per photo
     (zip_path,) = (project / "data" / "07_model_output" / "monet" / "images.zip").glob("*/*")

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from podium.core.checkpoints import load_state_dict
 from podium.layouts.uda import NUM_CLASSES, SUBMISSION_SIZE, UdaLayoutError
 from podium.pipelines.uda.submission import rle_decode
-from tests.conftest import assert_metric_names, kedro_run, tracked_runs
+from tests.conftest import assert_metric_names, assert_reports_logged, kedro_run, tracked_runs
 from tests.pipelines.uda.conftest import TINY_SAMPLE
 
 
@@ -47,6 +47,10 @@ def test_the_uda_pipeline_runs_end_to_end_and_tracks_mIoU(project):
     assert run.data.tags["seed"] == "42"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "uda")}
     assert {"uda/class_iou.png", "uda/target_overlays.png"} <= artifacts
+    reporting = project / "data" / "08_reporting" / "uda"
+    assert_reports_logged(
+        client, run.info.run_id, "uda", reporting, {"class_iou.csv", "bad_images.csv"}
+    )
 
     out = project / "data" / "07_model_output" / "uda"
     submission = pd.read_csv(_versioned(out / "submission.csv"), keep_default_na=False)

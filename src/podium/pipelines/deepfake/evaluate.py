@@ -27,6 +27,7 @@ __all__ = [
     "FAMILY_COLUMNS",
     "HELD_OUT",
     "IN_DISTRIBUTION",
+    "constant_log_loss",
     "constant_prior_log_loss",
     "face_grid_figure",
     "family_metrics",
@@ -100,6 +101,12 @@ def per_folder_log_loss(
     return pd.DataFrame(rows, columns=["folder", "n_videos", "fake_share", "log_loss"])
 
 
+def constant_log_loss(y: Sequence[int] | np.ndarray, p: float, eps: float) -> float:
+    """Log loss on ``y`` of answering ``p`` for every video."""
+    y_arr = np.asarray(y, dtype=np.float64)
+    return binary_log_loss(y_arr, np.full(len(y_arr), float(p)), eps)
+
+
 def constant_prior_log_loss(
     y_train: Sequence[int] | np.ndarray, y_eval: Sequence[int] | np.ndarray, eps: float
 ) -> float:
@@ -108,8 +115,7 @@ def constant_prior_log_loss(
     y_tr = np.asarray(y_train, dtype=np.float64)
     if len(y_tr) == 0:
         raise ValueError("no training labels")
-    y_ev = np.asarray(y_eval, dtype=np.float64)
-    return binary_log_loss(y_ev, np.full(len(y_ev), y_tr.mean()), eps)
+    return constant_log_loss(y_eval, y_tr.mean(), eps)
 
 
 #: The columns of :func:`family_metrics`' table.
@@ -141,7 +147,7 @@ def _family_row(
         "n_fakes": len(fakes),
         "auc": scored.get("auc", np.nan),
         "log_loss": scored.get("log_loss", np.nan),
-        "prior_log_loss": binary_log_loss(y, np.full(len(y), prior), eps) if len(y) else np.nan,
+        "prior_log_loss": constant_log_loss(y, prior, eps) if len(y) else np.nan,
     }
 
 

@@ -48,6 +48,7 @@ from podium.pipelines.deepfake.data import (
 from podium.pipelines.deepfake.evaluate import (
     FAMILY_COLUMNS,
     IN_DISTRIBUTION,
+    constant_log_loss,
     constant_prior_log_loss,
     face_grid_figure,
     per_folder_log_loss,
@@ -730,9 +731,19 @@ def write_submission(test: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- report
 
 
-def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, pd.DataFrame]:
+def evaluate(
+    oof: pd.DataFrame,
+    test: pd.DataFrame,
+    eps: float,
+    held_out: pd.DataFrame | None,
+    calibration: CalibrationParams,
+) -> tuple[dict, pd.DataFrame]:
     """Video-level log loss (the DFDC metric), AUC and accuracy out of fold and on the test
-    videos (when labelled), beside the constant-prior log loss; per-folder log loss."""
+    videos (when labelled), beside the constant-prior log loss; per-folder log loss.
+
+    On the test videos the constant answers the FAKE share of the videos trained on (none
+    ``held_out``; ``test/prior_log_loss``) and, with ``calibration.target_prior``, that
+    prior itself (``test/target_prior_log_loss``): the bar of a model shifted to it."""
     y = oof["target"].astype(int).to_numpy()
     values = {f"oof/{k}": v for k, v in video_metrics(y, oof["prob"], eps).items()}
     values["oof/prior_log_loss"] = constant_prior_log_loss(y, y, eps)
@@ -740,7 +751,11 @@ def evaluate(oof: pd.DataFrame, test: pd.DataFrame, eps: float) -> tuple[dict, p
         y_test = test["target"].astype(int).to_numpy()
         scored = video_metrics(y_test, test["prob"], eps)
         values.update({f"test/{k}": v for k, v in scored.items()})
-        values["test/prior_log_loss"] = constant_prior_log_loss(y, y_test, eps)
+        trained_on = y[~_held(held_out, oof)]
+        values["test/prior_log_loss"] = constant_prior_log_loss(trained_on, y_test, eps)
+        target_prior = typed(CalibrationParams, calibration).target_prior
+        if target_prior is not None:
+            values["test/target_prior_log_loss"] = constant_log_loss(y_test, target_prior, eps)
         if "prob_training_prior" in test:  # the same scores before the deployment prior shift
             values["test/log_loss_training_prior"] = scoring.binary_log_loss(
                 y_test, test["prob_training_prior"].to_numpy(), eps

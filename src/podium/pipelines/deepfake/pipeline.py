@@ -247,6 +247,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "deepfake_oof_predictions",
                     "deepfake_test_predictions",
                     "params:deepfake.evaluation.eps",
+                    HELD_OUT,
+                    "params:deepfake.calibration",
                 ],
                 ["deepfake_metrics", "deepfake_per_folder_log_loss"],
                 name="evaluate",
