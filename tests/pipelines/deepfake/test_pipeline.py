@@ -207,9 +207,12 @@ def test_deepfake_inference_scores_the_test_videos_as_the_training_run_did(deepf
     kedro_run(root, "deepfake_inference")  # everything is scored already
     assert json.loads(timing.read_text())["scored_this_run"] == 0
     assert _latest_csv(scored_folder).equals(first)
-    _, runs = tracked_runs(root)
+    client, runs = tracked_runs(root)
     metrics = runs[-1].data.metrics
     assert runs[-1].info.run_name == "deepfake_inference"
+    reporting = root / "data" / "08_reporting" / "deepfake_inference"
+    reports = {"report.csv", "costs.csv"}
+    assert_reports_logged(client, runs[-1].info.run_id, "deepfake_inference", reporting, reports)
     assert_metric_names(metrics, "deepfake_inference")
     assert (
         metrics["deepfake_inference/submission/videos"]
