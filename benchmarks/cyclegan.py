@@ -667,12 +667,12 @@ METRICS = (
 
 
 def metrics(rows: Sequence[dict]) -> dict[str, float]:
-    """``cyclegan.<settings>.<metric>`` for every row, and ``params_match`` as 0 or 1."""
+    """``bench/cyclegan/<settings>/<metric>`` for every row, and ``params_match`` as 0 or 1."""
     out: dict[str, float] = {}
     for r in rows:
         for key in METRICS:
             value = r[key]
             if isinstance(value, int | float) and math.isfinite(value):
-                out[f"cyclegan.{r['case']}.{key}"] = float(value)
-        out[f"cyclegan.{r['case']}.params_match"] = float(r["params_match"])
+                out[f"bench/cyclegan/{r['case']}/{key}"] = float(value)
+        out[f"bench/cyclegan/{r['case']}/params_match"] = float(r["params_match"])
     return out

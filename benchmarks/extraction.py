@@ -652,16 +652,16 @@ def _scale_key(scale: float) -> str:
 
 
 def metrics(rows: Sequence[dict]) -> dict[str, float]:
-    """``extract.decode.<metric>``, ``extract.<stock|podium>.scale_<s>.<metric>`` (scale_0_5
-    for 0.5) and ``extract.end_to_end.<metric>``; ``ratio`` is podium / stock for podium's
+    """``bench/extract/decode/<metric>``, ``bench/extract/<stock|podium>/scale_<s>/<metric>``
+    (scale_0_5 for 0.5) and ``bench/extract/end_to_end/<metric>``; ``ratio`` is podium / stock for podium's
     rows and end to end / decode for end to end's."""
     out: dict[str, float] = {}
     for r in rows:
-        prefix = f"extract.{r['case']}"
+        prefix = f"bench/extract/{r['case']}"
         if r["case"] in ("stock", "podium"):
-            prefix += f".{_scale_key(r['scale'])}"
+            prefix += f"/{_scale_key(r['scale'])}"
         for key in METRICS:
             value = r.get(key)
             if isinstance(value, int | float) and math.isfinite(value):
-                out[f"{prefix}.{key}"] = float(value)
+                out[f"{prefix}/{key}"] = float(value)
     return out

@@ -754,7 +754,7 @@ METRICS = (
 
 
 def metrics(rows: Sequence[dict]) -> dict[str, float]:
-    """``scoring.<ensemble>.<case>.<metric>``; ``ratio`` is end to end / sum for
+    """``bench/scoring/<ensemble>/<case>/<metric>``; ``ratio`` is end to end / sum for
     ``end_to_end`` and the speed-up end to end / dask for ``dask`` (``efficiency``: the
     speed-up over the worker count)."""
     out: dict[str, float] = {}
@@ -762,5 +762,5 @@ def metrics(rows: Sequence[dict]) -> dict[str, float]:
         for key in METRICS:
             value = r.get(key)
             if isinstance(value, int | float) and math.isfinite(value):
-                out[f"scoring.{r['ensemble']}.{r['case']}.{key}"] = float(value)
+                out[f"bench/scoring/{r['ensemble']}/{r['case']}/{key}"] = float(value)
     return out

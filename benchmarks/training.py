@@ -1024,18 +1024,19 @@ METRICS = (
 
 
 def metrics(rows: Sequence[dict]) -> dict[str, float]:
-    """``train.<pipeline>.workers_<n>.<metric>`` for every row, and per pipeline the best
-    setting's figures as ``train.<pipeline>.<metric>`` (with ``best_num_workers``)."""
+    """``bench/train/<pipeline>/workers_<n>/<metric>`` for every row, and per pipeline the
+    best setting's figures as ``bench/train/<pipeline>/<metric>`` (with
+    ``best_num_workers``)."""
     out: dict[str, float] = {}
     for r in rows:
         for key in METRICS:
             if math.isfinite(r[key]):
-                out[f"train.{r['case']}.workers_{r['num_workers']}.{key}"] = float(r[key])
+                out[f"bench/train/{r['case']}/workers_{r['num_workers']}/{key}"] = float(r[key])
     for case in dict.fromkeys(r["case"] for r in rows):
         mine = [r for r in rows if r["case"] == case]
         best = max(mine, key=lambda r: r["images_per_second"])
         for key in METRICS:
             if math.isfinite(best[key]):
-                out[f"train.{case}.{key}"] = float(best[key])
-        out[f"train.{case}.best_num_workers"] = float(best["num_workers"])
+                out[f"bench/train/{case}/{key}"] = float(best[key])
+        out[f"bench/train/{case}/best_num_workers"] = float(best["num_workers"])
     return out

@@ -111,9 +111,11 @@ def test_one_tiny_case_is_recorded_in_json_markdown_and_mlflow(tmp_path, kept_tr
     assert run.info.run_name == "bench"
     logged = run.data.metrics
     for key in FIGURES:
-        assert _positive(logged[f"train.mask.workers_0.{key}"]), key
-        assert logged[f"train.mask.{key}"] == logged[f"train.mask.workers_0.{key}"]
-    assert logged["train.mask.best_num_workers"] == 0
+        assert _positive(logged[f"bench/train/mask/workers_0/{key}"]), key
+        assert logged[f"bench/train/mask/{key}"] == logged[f"bench/train/mask/workers_0/{key}"]
+    assert logged["bench/train/mask/best_num_workers"] == 0
+    # grouped as every run's metrics are: <root>/<stage>/..., no dotted names
+    assert all(k.startswith("bench/train/mask/") and "." not in k for k in logged), sorted(logged)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bench")}
     assert artifacts == {"bench/bench.md", "bench/bench.json"}
     local = Path(client.download_artifacts(run.info.run_id, "bench/bench.md", str(tmp_path)))
@@ -197,9 +199,9 @@ def test_the_extraction_suite_records_speeds_and_recalls(tmp_path, kept_tracking
     client = MlflowClient(tracking_uri=store)
     (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
     logged = run.data.metrics
-    assert _positive(logged["extract.decode.frames_per_second"])
-    assert _positive(logged["extract.podium.scale_0_5.ratio"])
-    assert 0 <= logged["extract.end_to_end.recall_iou50"] <= 1
+    assert _positive(logged["bench/extract/decode/frames_per_second"])
+    assert _positive(logged["bench/extract/podium/scale_0_5/ratio"])
+    assert 0 <= logged["bench/extract/end_to_end/recall_iou50"] <= 1
 
 
 CYCLEGAN_FIGURES = (
@@ -268,8 +270,8 @@ def test_the_cyclegan_suite_records_both_steps_and_the_same_computation(
     (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
     logged = run.data.metrics
     for case in ("base", "reference"):
-        assert _positive(logged[f"cyclegan.{case}.ratio"])
-        assert logged[f"cyclegan.{case}.params_match"] == 1.0
+        assert _positive(logged[f"bench/cyclegan/{case}/ratio"])
+        assert logged[f"bench/cyclegan/{case}/params_match"] == 1.0
 
 
 #: Two test videos (160x120, 15 frames) of the DFDC sample's layout, nothing else.
@@ -351,6 +353,9 @@ def test_the_scoring_suite_splits_seconds_per_video_and_takes_its_ratios(
     (run,) = client.search_runs([client.get_experiment_by_name("podium").experiment_id])
     logged = run.data.metrics
     for case in rows:
-        assert logged[f"scoring.base.{case}.seconds_per_video"] == rows[case]["seconds_per_video"]
-    assert logged["scoring.base.end_to_end.ratio"] == rows["end_to_end"]["ratio"]
-    assert logged["scoring.base.dask.ratio"] == rows["dask"]["ratio"]
+        assert (
+            logged[f"bench/scoring/base/{case}/seconds_per_video"]
+            == rows[case]["seconds_per_video"]
+        )
+    assert logged["bench/scoring/base/end_to_end/ratio"] == rows["end_to_end"]["ratio"]
+    assert logged["bench/scoring/base/dask/ratio"] == rows["dask"]["ratio"]

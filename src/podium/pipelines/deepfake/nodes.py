@@ -57,7 +57,6 @@ from podium.pipelines.deepfake.evaluate import (
 )
 from podium.pipelines.deepfake.evaluate import family_metrics as family_table
 from podium.pipelines.deepfake.params import (
-    KEY_SEP,
     CalibrationParams,
     DiagnosticsParams,
     EmbeddingParams,
@@ -68,6 +67,7 @@ from podium.pipelines.deepfake.params import (
     StackingParams,
     TrainingParams,
     VideoScoreParams,
+    split_fold_key,
     typed,
 )
 from podium.pipelines.deepfake.submission import submission_frame, submission_table
@@ -478,8 +478,9 @@ def _predict_held_out(
     by the fold models of its own fold; a fold left untrained (``folds_to_train``) predicts
     none, as for its other videos."""
     for fold, part in videos.groupby("fold", sort=True):
-        suffix = f"{KEY_SEP}fold{int(fold)}"
-        fold_states = {k: v for k, v in states.items() if k.endswith(suffix)}
+        fold_states = {
+            k: v for k, v in states.items() if (split_fold_key(k) or ("", -1))[1] == fold
+        }
         if not fold_states:
             continue
         rows = index[index["partition"].isin(part["partition"])]

@@ -32,6 +32,8 @@ from podium.faces.video import CropSize, ExtractionSettings, Number
 from podium.sample_data.manipulations import FAMILIES
 
 __all__ = [
+    "fold_key",
+    "split_fold_key",
     "CalibrationParams",
     "DiagnosticsParams",
     "EmbeddingParams",
@@ -52,6 +54,22 @@ Block = TypeVar("Block", bound=Params)
 
 #: Separates a model's name from its fold in state-dict keys (``"<model>/fold<k>"``).
 KEY_SEP = "/"
+#: What follows the separator: ``fold`` and the fold's number.
+_FOLD = "fold"
+
+
+def fold_key(model: str, fold: int) -> str:
+    """The key of ``model``'s fold ``fold`` in the state dicts: ``"<model>/fold<k>"``."""
+    return f"{model}{KEY_SEP}{_FOLD}{int(fold)}"
+
+
+def split_fold_key(key: str) -> tuple[str, int] | None:
+    """``(model, fold)`` of a :func:`fold_key`; None for any other string."""
+    model, sep, rest = key.rpartition(KEY_SEP)
+    number = rest[len(_FOLD) :] if rest.startswith(_FOLD) else ""
+    return (model, int(number)) if sep and model and number.isdigit() else None
+
+
 NonNegativeNumber = Annotated[Number, Field(ge=0)]
 
 

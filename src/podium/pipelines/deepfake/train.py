@@ -111,10 +111,11 @@ from podium.faces.self_blend import face_box_in_crop, face_landmarks, load_predi
 from podium.faces.video import DEFAULT_SETTINGS, manipulation_masks
 from podium.pipelines.deepfake.model import build_network
 from podium.pipelines.deepfake.params import (
-    KEY_SEP,
     PairMixupParams,
     SelfBlendParams,
     TrainingParams,
+    fold_key,
+    split_fold_key,
     typed,
 )
 
@@ -865,7 +866,7 @@ def train_fold(job: Mapping[str, Any], checkpoints: str | None = None) -> dict[s
     )
     last: dict[str, np.ndarray] = {}
     validate = _validator(val_loader, loss_fn, rt, last)
-    key = f"{spec['name']}{KEY_SEP}fold{fold}"
+    key = fold_key(spec["name"], fold)
     history = fit(
         network,
         train_loader,
@@ -1033,7 +1034,7 @@ def train_frame_models(
     results = run_jobs(train_fold, jobs, settings=processes)
     for (name, fold, in_fold), result in zip(trained_folds, results, strict=True):
         epochs.extend({"model": name, "fold": fold, **m} for m in result["history"])
-        state_dicts[f"{name}{KEY_SEP}fold{fold}"] = result["state_dict"]
+        state_dicts[fold_key(name, fold)] = result["state_dict"]
         val_videos = list(pd.unique(rows.loc[in_fold, "partition"]))
         lengths = lengths_of.loc[val_videos].tolist()
         logits = result["logits"].numpy()
@@ -1052,9 +1053,8 @@ def train_frame_models(
 
 
 def _fold_keys(state_dicts: Mapping[str, Any], name: str) -> list[str]:
-    prefix = f"{name}{KEY_SEP}fold"
-    keys = [k for k in state_dicts if k.startswith(prefix) and k[len(prefix) :].isdigit()]
-    return sorted(keys, key=lambda k: int(k[len(prefix) :]))
+    split = {k: split_fold_key(k) for k in state_dicts}
+    return sorted((k for k, s in split.items() if s and s[0] == name), key=lambda k: split[k][1])
 
 
 def check_state_dicts(
@@ -1065,7 +1065,7 @@ def check_state_dicts(
     model has at least one ``"<name>/fold<k>"`` entry and every entry belongs to a model of
     the settings."""
     names = [spec.name for spec in typed(TrainingParams, config).models]
-    strays = sorted(k for k in state_dicts if k.rsplit(KEY_SEP, 1)[0] not in names)
+    strays = sorted(k for k in state_dicts if (split_fold_key(k) or ("",))[0] not in names)
     if strays:
         raise ParameterError(
             _param("models"),
@@ -1078,7 +1078,7 @@ def check_state_dicts(
             raise ParameterError(
                 _param("models"),
                 f"no trained state dict for model {name!r} (expected keys like "
-                f"'{name}{KEY_SEP}fold0'; got {sorted(state_dicts)[:5]})",
+                f"'{fold_key(name, 0)}'; got {sorted(state_dicts)[:5]})",
             )
     return keys
 
