@@ -429,3 +429,10 @@ def test_the_confidence_band_is_logged_only_for_the_rules_that_use_it():
     assert VideoScoreParams.model_validate({"rule": "mean", **band}).as_logged() == {"rule": "mean"}
     winner = VideoScoreParams.model_validate({"rule": "confident_strategy", **band})
     assert winner.as_logged() == {"rule": "confident_strategy", **band}
+
+
+def test_a_fold_key_splits_back_into_its_model_and_fold_and_nothing_else_does():
+    for model, fold in (("unet_r10t", 0), ("b7_seed1", 12), ("a/b", 3)):
+        assert p.split_fold_key(p.fold_key(model, fold)) == (model, fold)
+    for other in ("unet_r10t", "unet_r10t/fold", "unet_r10t/foldx", "/fold0", "m/f0", "fold0"):
+        assert p.split_fold_key(other) is None, other

@@ -32,8 +32,6 @@ from podium.faces.video import CropSize, ExtractionSettings, Number
 from podium.sample_data.manipulations import FAMILIES
 
 __all__ = [
-    "fold_key",
-    "split_fold_key",
     "CalibrationParams",
     "DiagnosticsParams",
     "EmbeddingParams",
@@ -47,6 +45,8 @@ __all__ = [
     "StackingParams",
     "TrainingParams",
     "VideoScoreParams",
+    "fold_key",
+    "split_fold_key",
     "typed",
 ]
 
