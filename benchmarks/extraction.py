@@ -653,8 +653,8 @@ def _scale_key(scale: float) -> str:
 
 def metrics(rows: Sequence[dict]) -> dict[str, float]:
     """``bench/extract/decode/<metric>``, ``bench/extract/<stock|podium>/scale_<s>/<metric>``
-    (scale_0_5 for 0.5) and ``bench/extract/end_to_end/<metric>``; ``ratio`` is podium / stock for podium's
-    rows and end to end / decode for end to end's."""
+    (scale_0_5 for 0.5) and ``bench/extract/end_to_end/<metric>``; ``ratio`` is podium /
+    stock for podium's rows and end to end / decode for end to end's."""
     out: dict[str, float] = {}
     for r in rows:
         prefix = f"bench/extract/{r['case']}"

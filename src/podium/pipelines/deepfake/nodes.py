@@ -479,7 +479,7 @@ def _predict_held_out(
     none, as for its other videos."""
     for fold, part in videos.groupby("fold", sort=True):
         fold_states = {
-            k: v for k, v in states.items() if (split_fold_key(k) or ("", -1))[1] == fold
+            k: v for k, v in states.items() if (split := split_fold_key(k)) and split[1] == fold
         }
         if not fold_states:
             continue
@@ -752,8 +752,8 @@ def evaluate(
         y_test = test["target"].astype(int).to_numpy()
         scored = video_metrics(y_test, test["prob"], eps)
         values.update({f"test/{k}": v for k, v in scored.items()})
-        trained_on = y[~_held(held_out, oof)]
-        values["test/prior_log_loss"] = constant_prior_log_loss(trained_on, y_test, eps)
+        prior = _trained_on_prior(oof, held_out)
+        values["test/prior_log_loss"] = constant_log_loss(y_test, prior, eps)
         target_prior = typed(CalibrationParams, calibration).target_prior
         if target_prior is not None:
             values["test/target_prior_log_loss"] = constant_log_loss(y_test, target_prior, eps)

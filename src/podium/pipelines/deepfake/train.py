@@ -1065,7 +1065,9 @@ def check_state_dicts(
     model has at least one ``"<name>/fold<k>"`` entry and every entry belongs to a model of
     the settings."""
     names = [spec.name for spec in typed(TrainingParams, config).models]
-    strays = sorted(k for k in state_dicts if (split_fold_key(k) or ("",))[0] not in names)
+    strays = sorted(
+        k for k in state_dicts if not (split := split_fold_key(k)) or split[0] not in names
+    )
     if strays:
         raise ParameterError(
             _param("models"),
